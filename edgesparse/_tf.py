@@ -1,0 +1,123 @@
+"""The one module that imports TensorFlow, tf_keras and tfmot.
+
+tensorflow-model-optimization only works with Keras 2 (the ``tf_keras`` package), and TensorFlow
+only hands out Keras 2 as ``tf.keras`` when ``TF_USE_LEGACY_KERAS=1`` is set *before* TensorFlow is
+imported. Every other edgesparse module reaches TensorFlow through the functions here, lazily, so
+``edgesparse --help`` and the device runner never pay for the import.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from types import ModuleType
+from typing import Any
+
+from edgesparse.errors import EdgesparseError
+
+#: Version ranges the package is tested with (setup.py mirrors them).
+TESTED = {
+    "tensorflow": ("2.16", "2.22"),
+    "tf_keras": ("2.16", "2.22"),
+    "tensorflow_model_optimization": ("0.8", "0.9"),
+}
+
+
+class KerasVersionError(EdgesparseError):
+    """Keras 3 was imported as ``tf.keras`` before edgesparse could ask for Keras 2."""
+
+
+def _check_not_keras3() -> None:
+    """Fail clearly if TensorFlow was already imported with Keras 3 as tf.keras."""
+    if "tensorflow" not in sys.modules:
+        return
+    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
+        return
+    tf_mod = sys.modules["tensorflow"]
+    keras_mod = sys.modules.get("keras")
+    version = getattr(keras_mod, "__version__", "") if keras_mod is not None else ""
+    if version.startswith("3") or getattr(tf_mod, "keras", None) is not None and str(
+        getattr(getattr(tf_mod, "keras", None), "__version__", "")
+    ).startswith("3"):
+        raise KerasVersionError(
+            "TensorFlow was imported with Keras 3 as tf.keras before edgesparse was used. "
+            "tensorflow-model-optimization (pruning, QAT) needs Keras 2 (the tf_keras package), "
+            "which TensorFlow only provides when TF_USE_LEGACY_KERAS=1 is set before TensorFlow "
+            "is first imported. Import edgesparse before tensorflow/keras, or run "
+            "`export TF_USE_LEGACY_KERAS=1` before starting Python."
+        )
+
+
+def _prepare_env() -> None:
+    _check_not_keras3()
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+@functools.cache
+def tf() -> ModuleType:
+    """Return the ``tensorflow`` module, imported with Keras 2 as tf.keras."""
+    _prepare_env()
+    import tensorflow
+
+    tensorflow.get_logger().setLevel("ERROR")
+    return tensorflow
+
+
+@functools.cache
+def keras() -> ModuleType:
+    """Return ``tf_keras`` (Keras 2), the Keras tfmot works with."""
+    tf()
+    import tf_keras
+
+    return tf_keras
+
+
+@functools.cache
+def tfmot() -> ModuleType:
+    """Return ``tensorflow_model_optimization``."""
+    keras()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+def versions() -> dict[str, Any]:
+    """Versions of the ML stack in this process (imports it).
+
+    Returns:
+        A mapping of package name to version string (``None`` when not installed).
+    """
+    out: dict[str, Any] = {
+        "tensorflow": tf().__version__,
+        "tf_keras": keras().__version__,
+        "tfmot": getattr(tfmot(), "__version__", None),
+    }
+    try:
+        from importlib.metadata import version
+
+        out["ai_edge_litert"] = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - optional package
+        out["ai_edge_litert"] = None
+    import numpy
+
+    out["numpy"] = numpy.__version__
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow for a reproducible run."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    keras().utils.set_random_seed(seed)

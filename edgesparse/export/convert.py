@@ -1,0 +1,76 @@
+"""Keras -> TFLite conversion."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _tf
+from edgesparse.errors import EdgesparseError, ExportError
+from edgesparse.train.quantize import configure_converter
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the converter's C++ chatter on fd 2 (it bypasses Python logging)."""
+    try:
+        fd = os.dup(2)
+    except OSError:  # pragma: no cover
+        yield
+        return
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            os.dup2(fd, 2)
+            os.close(fd)
+
+
+def convert(
+    model: Any,
+    mode: str = "none",
+    *,
+    sparse_encoding: bool = False,
+    representative: Iterable[np.ndarray] | None = None,
+    io: str = "float32",
+) -> bytes:
+    """Convert a (stripped) tf_keras model to a TFLite flatbuffer.
+
+    Args:
+        model: The model; pruning wrappers must already be stripped.
+        mode: Quantization mode (see :mod:`edgesparse.train.quantize`).
+        sparse_encoding: Use the converter's sparse weight encoding
+            (``Optimize.EXPERIMENTAL_SPARSITY``): CSR or block storage plus DENSIFY ops.
+        representative: Calibration samples for integer modes.
+        io: "float32" or "int8" inputs/outputs.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        ExportError: the converter failed.
+    """
+    tf = _tf.tf()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    configure_converter(converter, mode, sparse_encoding=sparse_encoding, representative=representative, io=io)
+    try:
+        import warnings
+
+        with warnings.catch_warnings(), _quiet():
+            warnings.simplefilter("ignore")
+            return bytes(converter.convert())
+    except EdgesparseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(
+            f"the TFLite converter failed ({mode}, sparse_encoding={sparse_encoding}): {first}. "
+            "Check that every layer has a TFLite builtin op, or try another quantization mode."
+        ) from exc

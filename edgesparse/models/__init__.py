@@ -1,0 +1,236 @@
+"""Model sources: the built-in zoo, model files, and Python factories.
+
+Recipe forms::
+
+    model: {builtin: small_cnn}                     # see edgesparse.models.zoo for options
+    model: {path: model.keras, trust_code: false, custom_objects: ["pkg.mod:MyLayer"]}
+    model: {factory: "pkg.module:build", kwargs: {width: 2}}
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from edgesparse import _tf
+from edgesparse.errors import ModelError
+from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, SmallCNNConfig
+
+__all__ = ["ModelConfig", "build_model", "ZOO", "import_object", "is_prunable_model"]
+
+
+class PathModelConfig(BaseModel):
+    """``model: {path: model.keras}`` — a .keras, .h5 or SavedModel directory.
+
+    Loading never executes Python code stored in the file (Lambda layers) unless ``trust_code``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    trust_code: bool = False
+    custom_objects: tuple[str, ...] = ()
+
+
+class FactoryModelConfig(BaseModel):
+    """``model: {factory: "pkg.module:function", kwargs: {...}}``.
+
+    The function returns a tf_keras model. If it accepts ``input_shape`` / ``num_classes`` they are
+    passed from the data.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    factory: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+BuiltinModelConfig = Annotated[
+    Union[
+        Annotated[SmallCNNConfig, Tag("small_cnn")],
+        Annotated[MLPConfig, Tag("mlp")],
+        Annotated[MobileNetV2Config, Tag("mobilenet_v2")],
+        Annotated[DSCNNConfig, Tag("ds_cnn")],
+    ],
+    Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
+]
+
+_SOURCE_KEYS = ("builtin", "path", "factory")
+
+
+def _model_source(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key in _SOURCE_KEYS:
+            if key in value:
+                return key
+        return None
+    for key, cls in (("path", PathModelConfig), ("factory", FactoryModelConfig)):
+        if isinstance(value, cls):
+            return key
+    return "builtin"
+
+
+ModelConfig = Annotated[
+    Union[
+        Annotated[BuiltinModelConfig, Tag("builtin")],
+        Annotated[PathModelConfig, Tag("path")],
+        Annotated[FactoryModelConfig, Tag("factory")],
+    ],
+    Discriminator(_model_source, custom_error_type="model_source",
+                  custom_error_message="the model section needs one of the keys builtin, path or factory"),
+]
+
+
+def import_object(spec: str, what: str = "object") -> Any:
+    """Import ``"pkg.module:attr"``.
+
+    Raises:
+        ModelError: the module or attribute does not exist.
+    """
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelError(f"'{spec}' is not of the form 'package.module:name' ({what}).")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ModelError(
+            f"cannot import module '{module_name}' for {what} '{spec}': {exc}. "
+            "Check the name and that the module is on PYTHONPATH (run from its folder or pip install it)."
+        ) from exc
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ModelError(f"module '{module_name}' has no attribute '{attr}' ({what} '{spec}').")
+        obj = getattr(obj, part)
+    return obj
+
+
+def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_dir: Path | None = None) -> Any:
+    """Build or load the model a recipe names.
+
+    Args:
+        cfg: A validated model config (one of the ``ModelConfig`` members).
+        input_shape: The data's input shape without the batch axis.
+        num_classes: Number of classes in the data.
+        base_dir: Folder relative model paths are resolved against (the recipe's folder).
+
+    Returns:
+        A tf_keras model.
+
+    Raises:
+        ModelError: the model cannot be built or loaded.
+    """
+    if isinstance(cfg, PathModelConfig):
+        model = _load_file(cfg, base_dir)
+    elif isinstance(cfg, FactoryModelConfig):
+        model = _from_factory(cfg, input_shape, num_classes)
+    else:
+        _config_cls, builder = ZOO.get(cfg.builtin)
+        model = builder(cfg, tuple(input_shape), num_classes)
+    keras = _tf.keras()
+    if not isinstance(model, keras.Model):
+        kind = type(model).__module__ + "." + type(model).__name__
+        hint = ""
+        if kind.startswith("keras."):
+            hint = (
+                " It is a Keras 3 model: tensorflow-model-optimization needs Keras 2. Build it with "
+                "`import tf_keras as keras` instead of `import keras`, or save it as .h5 and load it with "
+                "`model: {path: ...}`."
+            )
+        raise ModelError(f"the model is a {kind}, not a tf_keras Model.{hint}")
+    return model
+
+
+def _from_factory(cfg: FactoryModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    fn = import_object(cfg.factory, "model factory")
+    if not callable(fn):
+        raise ModelError(f"model factory '{cfg.factory}' is not callable.")
+    kwargs = dict(cfg.kwargs)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "input_shape" in params:
+        kwargs.setdefault("input_shape", tuple(input_shape))
+    if "num_classes" in params:
+        kwargs.setdefault("num_classes", num_classes)
+    try:
+        return fn(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - user code, report it as a model error
+        raise ModelError(f"model factory '{cfg.factory}' raised {type(exc).__name__}: {exc}") from exc
+
+
+def _file_config(path: Path) -> str | None:
+    """The model's JSON config stored in the file, without building anything (best effort)."""
+    try:
+        if path.is_dir():
+            meta = path / "keras_metadata.pb"
+            return meta.read_bytes().decode("latin-1") if meta.exists() else None
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return zf.read("config.json").decode("utf-8") if "config.json" in zf.namelist() else None
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            cfg = f.attrs.get("model_config")
+            return cfg.decode("utf-8") if isinstance(cfg, bytes) else cfg
+    except Exception:  # noqa: BLE001 - the real load reports the error
+        return None
+
+
+def _load_file(cfg: PathModelConfig, base_dir: Path | None) -> Any:
+    path = Path(cfg.path).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    if not path.exists():
+        raise ModelError(f"model file '{path}' does not exist. Check `model.path` in the recipe.")
+    if path.is_file() and path.suffix not in (".keras", ".h5", ".hdf5"):
+        raise ModelError(
+            f"'{path}' is not a Keras model file: expected a .keras or .h5 file or a SavedModel folder."
+        )
+    config_text = _file_config(path)
+    if config_text is None and path.is_file():
+        raise ModelError(f"'{path}' is not a Keras model file (no model configuration found in it).")
+    if config_text and '"Lambda"' in config_text and not cfg.trust_code:
+        raise ModelError(
+            f"'{path}' contains Lambda layers, whose Python code would run when the model is loaded. "
+            "Only if you trust the file, set `trust_code: true` in the model section."
+        )
+    custom = {}
+    for spec in cfg.custom_objects:
+        obj = import_object(spec, "custom object")
+        custom[spec.partition(":")[2].split(".")[-1]] = obj
+    keras = _tf.keras()
+    try:
+        kwargs: dict[str, Any] = {"compile": False, "custom_objects": custom}
+        if path.suffix == ".keras":
+            kwargs["safe_mode"] = not cfg.trust_code
+        return keras.models.load_model(str(path), **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = ""
+        if "Unknown layer" in msg or "Could not locate" in msg:
+            hint = " Name the custom layer classes with `custom_objects: [\"pkg.mod:Layer\"]`."
+        raise ModelError(f"cannot load the model from '{path}': {msg}.{hint}") from exc
+
+
+def is_prunable_model(model: Any) -> bool:
+    """Whether the model has at least one layer tfmot can prune."""
+    from edgesparse.train.sparsity import prunable_layers
+
+    return bool(prunable_layers(model))
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """JSON-able description of a model (name, params, layers)."""
+    return {
+        "name": model.name,
+        "params": int(model.count_params()),
+        "layers": len(model.layers),
+        "input_shape": list(model.input_shape[1:]),
+        "output_shape": list(model.output_shape[1:]),
+    }
+

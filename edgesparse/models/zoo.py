@@ -1,0 +1,161 @@
+"""Built-in model zoo. Each entry documents its recipe YAML next to its code.
+
+Every builder receives its validated config, the input shape and the number of classes and returns
+an uncompiled tf_keras functional model ending in a softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgesparse import _tf
+from edgesparse._registry import Registry
+from edgesparse.errors import ModelError
+
+Builder = Callable[[Any, tuple[int, ...], int], Any]
+
+
+class _ZooEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: name -> (config class, builder)
+ZOO: Registry[tuple[type[_ZooEntry], Builder]] = Registry("built-in model", ModelError)
+
+
+def register(name: str, config: type[_ZooEntry]) -> Callable[[Builder], Builder]:
+    """Register ``builder`` as the built-in model ``name`` configured by ``config``."""
+
+    def deco(builder: Builder) -> Builder:
+        ZOO.register(name)((config, builder))
+        return builder
+
+    return deco
+
+
+class SmallCNNConfig(_ZooEntry):
+    """``model: {builtin: small_cnn, filters: [32, 64], dense: 128, dropout: 0.0}``.
+
+    Two 3x3 convolutions, a 2x2 max-pool and two dense layers: for small images such as the 8x8
+    ``digits``. The wide first dense layer holds most of the weights, which is what pruning and the
+    converter's block-sparse encoding shrink best.
+    """
+
+    builtin: Literal["small_cnn"]
+    filters: tuple[int, int] = (32, 64)
+    dense: int = Field(128, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register("small_cnn", SmallCNNConfig)
+def small_cnn(cfg: SmallCNNConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="input")
+    x = layers.Conv2D(cfg.filters[0], 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.Conv2D(cfg.filters[1], 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(cfg.dense, activation="relu", name="fc1")(x)
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")
+
+
+class MLPConfig(_ZooEntry):
+    """``model: {builtin: mlp, hidden: [256, 128], dropout: 0.0}`` — flattens its input."""
+
+    builtin: Literal["mlp"]
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register("mlp", MLPConfig)
+def mlp(cfg: MLPConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="input")
+    x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for i, units in enumerate(cfg.hidden):
+        x = keras.layers.Dense(units, activation="relu", name=f"fc{i + 1}")(x)
+        if cfg.dropout:
+            x = keras.layers.Dropout(cfg.dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+class MobileNetV2Config(_ZooEntry):
+    """``model: {builtin: mobilenet_v2, alpha: 0.35}``.
+
+    ``keras.applications.MobileNetV2`` with ``weights=None`` (no download), input size taken from the
+    data, a global-average-pool + dense head for the data's classes.
+    """
+
+    builtin: Literal["mobilenet_v2"]
+    alpha: float = Field(0.35, gt=0.0, le=1.4)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register("mobilenet_v2", MobileNetV2Config)
+def mobilenet_v2(cfg: MobileNetV2Config, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3):
+        raise ModelError(
+            f"mobilenet_v2 needs images of shape (H, W, 3) or (H, W, 1); the data has {input_shape}. "
+            "Use an image dataset (for example `data: {builtin: shapes, image_size: 96}`)."
+        )
+    if min(input_shape[:2]) < 32:
+        raise ModelError(
+            f"mobilenet_v2 needs images of at least 32x32; the data has {input_shape[:2]}. "
+            "Raise the data's image_size or use small_cnn."
+        )
+    base = keras.applications.MobileNetV2(
+        input_shape=input_shape, alpha=cfg.alpha, include_top=False, weights=None, pooling="avg"
+    )
+    x = base.output
+    if cfg.dropout:
+        x = keras.layers.Dropout(cfg.dropout)(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(base.input, outputs, name=f"mobilenet_v2_{cfg.alpha:g}")
+
+
+class DSCNNConfig(_ZooEntry):
+    """``model: {builtin: ds_cnn, filters: 64, blocks: 4}``.
+
+    The keyword-spotting style depthwise-separable CNN (Zhang et al., "Hello Edge"): a strided
+    conv stem, ``blocks`` x (3x3 depthwise + 1x1 pointwise, batch-norm, ReLU), global average
+    pooling and a dense classifier. Works on any (H, W, C) input (MFCC maps, images).
+    """
+
+    builtin: Literal["ds_cnn"]
+    filters: int = Field(64, gt=0)
+    blocks: int = Field(4, ge=1, le=8)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+@register("ds_cnn", DSCNNConfig)
+def ds_cnn(cfg: DSCNNConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    layers = keras.layers
+    if len(input_shape) != 3:
+        raise ModelError(f"ds_cnn needs (H, W, C) inputs; the data has {input_shape}.")
+    inputs = keras.Input(input_shape, name="input")
+    stride = 2 if min(input_shape[:2]) >= 16 else 1
+    x = layers.Conv2D(cfg.filters, 3, strides=stride, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for i in range(cfg.blocks):
+        x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"dw{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"dw{i + 1}_bn")(x)
+        x = layers.ReLU(name=f"dw{i + 1}_relu")(x)
+        x = layers.Conv2D(cfg.filters, 1, use_bias=False, name=f"pw{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"pw{i + 1}_bn")(x)
+        x = layers.ReLU(name=f"pw{i + 1}_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    return keras.Model(inputs, outputs, name="ds_cnn")

@@ -1,0 +1,533 @@
+"""The recipe: one YAML file that describes a whole job, validated by pydantic models.
+
+A minimal recipe::
+
+    name: quickstart
+    data: {builtin: digits}
+    model: {builtin: small_cnn}
+    sparsity: {final: 0.9}
+
+Every section has defaults written once, here. ``load_recipe`` reads YAML with safe loading only,
+applies ``--set key.path=value`` overrides and turns every validation problem into a
+:class:`~edgesparse.errors.RecipeError` naming the file, line, field, bad value, allowed values and
+the closest allowed key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from edgesparse.data import DataConfig
+from edgesparse.errors import RecipeError
+from edgesparse.models import ModelConfig
+
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerConfig(_Section):
+    """``optimizer: {name: adam, learning_rate: 1.0e-3}``."""
+
+    name: Literal["adam", "sgd", "rmsprop", "adamw"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class BaselineConfig(_Section):
+    """The dense baseline. ``epochs: 0`` skips training (a pretrained model)."""
+
+    epochs: int = Field(15, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
+
+
+_PATTERN_RE = re.compile(r"^\s*(block|m_by_n)\s*[:= ]\s*(\d+)\s*[x,:]\s*(\d+)\s*$")
+
+
+class Pattern(_Section):
+    """Which weights may be zeroed together.
+
+    YAML forms: ``unstructured``; ``{block: [1, 16]}`` or ``"block:1x16"``; ``{m_by_n: [2, 4]}`` or
+    ``"m_by_n:2x4"``. Block shapes are given the way TFLite stores a weight: for a Dense layer
+    ``[1, 16]`` means 1 output unit x 16 consecutive inputs, the block the converter encodes for
+    int8 (``[1, 4]`` for float32). ``m_by_n: [2, 4]`` keeps 2 non-zeros in every 4 consecutive
+    inputs (50% sparsity, whatever ``final`` says).
+    """
+
+    kind: Literal["unstructured", "block", "m_by_n"] = "unstructured"
+    shape: tuple[int, int] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "unstructured":
+                return {"kind": "unstructured"}
+            m = _PATTERN_RE.match(text)
+            if not m:
+                raise ValueError(
+                    f"'{value}' is not a pattern; use unstructured, block:RxC (e.g. block:1x16) "
+                    "or m_by_n:MxN (e.g. m_by_n:2x4)"
+                )
+            return {"kind": m.group(1), "shape": (int(m.group(2)), int(m.group(3)))}
+        if isinstance(value, dict) and "kind" not in value and len(value) == 1:
+            (key, shape), = value.items()
+            if key in ("block", "m_by_n"):
+                return {"kind": key, "shape": shape}
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Pattern:
+        if self.kind == "unstructured":
+            if self.shape is not None:
+                raise ValueError("unstructured takes no shape")
+            return self
+        if self.shape is None:
+            raise ValueError(f"{self.kind} needs a shape, e.g. {self.kind}: [1, 16]")
+        a, b = self.shape
+        if a < 1 or b < 1:
+            raise ValueError(f"{self.kind} shape must be positive, got {list(self.shape)}")
+        if self.kind == "m_by_n" and not a < b:
+            raise ValueError(f"m_by_n needs M < N (M non-zeros in every N), got {a}x{b}")
+        if self.kind == "block" and (a, b) == (1, 1):
+            return Pattern(kind="unstructured")
+        return self
+
+    def __str__(self) -> str:
+        return self.kind if self.shape is None else f"{self.kind}:{self.shape[0]}x{self.shape[1]}"
+
+    @property
+    def fixed_sparsity(self) -> float | None:
+        """The sparsity an M:N pattern implies (None for other patterns)."""
+        if self.kind == "m_by_n" and self.shape:
+            return 1.0 - self.shape[0] / self.shape[1]
+        return None
+
+
+class RegularizationConfig(_Section):
+    """A sparsity-inducing kernel regularizer added to the pruned layers during the sparsity phase."""
+
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+
+
+class LayerOverride(_Section):
+    """Per-layer override: ``{match: "regex on layer names", skip: true | final: 0.5 | pattern: ...}``."""
+
+    match: str
+    skip: bool = False
+    final: Fraction | None = None
+    pattern: Pattern | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"'{value}' is not a valid regular expression: {exc}") from None
+        return value
+
+
+class SparsityConfig(_Section):
+    """The pruning phase (tensorflow-model-optimization), in epochs of this phase."""
+
+    schedule: Literal["polynomial", "constant"] = "polynomial"
+    initial: Fraction = 0.0
+    final: Fraction = 0.9
+    start: float = Field(0.0, ge=0.0, description="epoch of this phase where pruning begins")
+    end: float | None = Field(None, gt=0.0, description="epoch where the final sparsity is reached")
+    frequency: int = Field(25, gt=0, description="steps between mask updates")
+    pattern: Pattern = Pattern()
+    policy: Literal["all", "xnnpack"] = "all"
+    regularization: RegularizationConfig | None = None
+    layers: list[LayerOverride] = Field(default_factory=list)
+    epochs: int = Field(8, ge=1)
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
+    on_shortfall: Literal["fail", "warn"] = "fail"
+    tolerance: float = Field(0.01, ge=0.0, le=1.0, description="allowed shortfall of achieved sparsity")
+
+    @model_validator(mode="after")
+    def _check(self) -> SparsityConfig:
+        end = self.end_epoch
+        if end <= self.start:
+            raise ValueError(f"end ({end:g}) must be after start ({self.start:g})")
+        if end > self.epochs:
+            raise ValueError(
+                f"end ({end:g}) is after the last epoch of the sparsity phase (epochs: {self.epochs}); "
+                "pruning would never reach the final sparsity"
+            )
+        if self.schedule == "polynomial" and self.initial > self.final:
+            raise ValueError(f"initial ({self.initial}) must not exceed final ({self.final})")
+        return self
+
+    @property
+    def end_epoch(self) -> float:
+        """Where the schedule ends; default: 3/4 of the phase, leaving epochs to recover."""
+        return self.end if self.end is not None else max(self.start + 1, round(self.epochs * 0.75))
+
+
+class QuantizationConfig(_Section):
+    """``mode``: none | dynamic | float16 | int8 (post-training) | qat | pqat (quantization-aware)."""
+
+    mode: Literal["none", "dynamic", "float16", "int8", "qat", "pqat"] = "none"
+    epochs: int = Field(2, ge=0, description="fine-tuning epochs for qat / pqat")
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
+
+
+class ExportConfig(_Section):
+    """Conversion to TFLite and its verification on the held-out test split."""
+
+    sparse_encoding: bool = True
+    representative_samples: int = Field(200, ge=1)
+    io: Literal["float32", "int8"] = "float32"
+    dir: str | None = Field(None, description="bundle folder; default export/<name>")
+    verify: bool = True
+    max_accuracy_drop: float = Field(
+        2.0, ge=0.0, le=100.0, description="points of accuracy the .tflite may lose vs Keras"
+    )
+    threads: int = Field(1, ge=1, description="interpreter threads used for verification")
+
+
+class TrainingConfig(_Section):
+    """Options shared by every training phase."""
+
+    distribution: Literal["none", "mirrored"] = "none"
+    shuffle: bool = True
+
+
+class Recipe(_Section):
+    """A whole edgesparse job."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    output_dir: str | None = Field(None, description="run directory; default runs/<name>")
+    data: DataConfig
+    model: ModelConfig
+    baseline: BaselineConfig = BaselineConfig()
+    sparsity: SparsityConfig | None = SparsityConfig()
+    quantization: QuantizationConfig = QuantizationConfig()
+    export: ExportConfig | None = ExportConfig()
+    training: TrainingConfig = TrainingConfig()
+    sweep: dict[str, list[Any]] | None = Field(
+        None, description="grid of dotted recipe paths to values, run by `edgesparse sweep`"
+    )
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check(self) -> Recipe:
+        if self.quantization.mode == "pqat" and self.sparsity is None:
+            raise ValueError("quantization mode pqat (prune-preserving QAT) needs a sparsity section")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map every path in the YAML document to the (1-based) line it starts on."""
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                walk(value_node, path + (key,))
+                lines[path + (key,)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> set[tuple[Any, ...]]:
+    """Apply ``key.path=value`` overrides to a raw recipe dict, in place.
+
+    Values are parsed as YAML scalars or flow collections (``0.9``, ``true``, ``[1, 16]``,
+    ``{l1: 1e-5}``); ``null`` removes a section.
+
+    Returns:
+        The paths that were overridden (for error messages).
+
+    Raises:
+        RecipeError: an override is not of the form key.path=value.
+    """
+    touched: set[tuple[Any, ...]] = set()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set '{item}' is not of the form key.path=value (e.g. sparsity.final=0.8).")
+        parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                if not isinstance(part, int) or part >= len(node):
+                    raise RecipeError(f"--set '{item}': '{'.'.join(map(str, parts[: i + 1]))}' is not in the recipe.")
+                node = node[part]
+                continue
+            nxt = node.get(part)
+            if not isinstance(nxt, (dict, list)):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        last = parts[-1]
+        parsed = _parse_value(value)
+        if isinstance(node, list) and isinstance(last, int) and last < len(node):
+            node[last] = parsed
+        elif isinstance(node, dict):
+            node[last] = parsed
+        else:
+            raise RecipeError(f"--set '{item}': cannot set '{key}' here.")
+        touched.add(tuple(parts))
+    return touched
+
+
+def _all_field_names(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    """Field names of ``model`` and of every model nested in it (for "did you mean")."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for sub in _nested_models(field.annotation):
+            names |= _all_field_names(sub, seen)
+    return names
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    import typing
+
+    out: list[type[BaseModel]] = []
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    for arg in typing.get_args(annotation):
+        out.extend(_nested_models(arg))
+    return out
+
+
+def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
+    """Drop pydantic's union tags from an error location, keeping the real recipe path."""
+    out: list[Any] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, (dict, list)):
+            # a union tag or a missing key
+            if isinstance(node, dict) and isinstance(part, str) and not any(c in part for c in "[]-"):
+                if part in _ALL_FIELDS:
+                    out.append(part)
+            continue
+        else:
+            continue
+    return tuple(out)
+
+
+_ALL_FIELDS: set[str] = set()
+
+
+def _format_error(err: dict[str, Any], raw: Any, source: str, lines: dict[tuple[Any, ...], int],
+                  overridden: set[tuple[Any, ...]]) -> str:
+    loc = _clean_loc(tuple(err.get("loc", ())), raw)
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    where = source
+    if loc in overridden:
+        where = "--set"
+    else:
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in lines:
+                where = f"{source}, line {lines[loc[:n]]}"
+                break
+    kind = err.get("type", "")
+    value = err.get("input")
+    msg = err.get("msg", "")
+    if kind == "extra_forbidden":
+        key = loc[-1] if loc else "?"
+        allowed = _allowed_keys(loc[:-1])
+        suggestion = difflib.get_close_matches(str(key), sorted(allowed or _ALL_FIELDS), n=1, cutoff=0.6)
+        text = f"unknown key '{key}'"
+        if suggestion:
+            text += f" (did you mean '{suggestion[0]}'?)"
+        if allowed:
+            text += f"; allowed here: {', '.join(sorted(allowed))}"
+        return f"{where}: {path}: {text}"
+    if kind == "missing":
+        return f"{where}: {path}: required field is missing"
+    if kind in ("literal_error", "enum"):
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = re.findall(r"'([^']*)'", expected)
+        hint = ""
+        close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
+        if close:
+            hint = f" (did you mean '{close[0]}'?)"
+        return f"{where}: {path}: '{value}' is not allowed{hint}; allowed: {', '.join(choices) or expected}"
+    if kind in ("union_tag_invalid",):
+        ctx = err.get("ctx", {})
+        tag = ctx.get("tag", value)
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        close = difflib.get_close_matches(str(tag), choices, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{where}: {path}: unknown name '{tag}'{hint}; known: {', '.join(choices)}"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    shown = "" if isinstance(value, (dict, list)) or value is None else f" (got {value!r})"
+    return f"{where}: {path}: {msg}{shown}"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> set[str]:
+    """Field names allowed at ``loc`` (a path into the recipe), best effort."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return set()
+        field = model.model_fields.get(part)
+        if field is None:
+            return set()
+        subs = _nested_models(field.annotation)
+        if len(subs) != 1:
+            return set().union(*(set(s.model_fields) for s in subs)) if subs else set()
+        model = subs[0]
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return set(model.model_fields)
+    return set()
+
+
+def validate_recipe(raw: Any, source: str = "<recipe>", lines: dict[tuple[Any, ...], int] | None = None,
+                    overridden: set[tuple[Any, ...]] | None = None) -> Recipe:
+    """Validate a raw recipe mapping.
+
+    Raises:
+        RecipeError: listing every problem, each with its location.
+    """
+    if not _ALL_FIELDS:
+        _ALL_FIELDS.update(_all_field_names(Recipe))
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping (key: value lines), got {type(raw).__name__}.")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        # A union reports one error per member; keep the most specific ones.
+        msgs: list[str] = []
+        for err in errors:
+            text = _format_error(err, raw, source, lines or {}, overridden or set())
+            if text not in msgs:
+                msgs.append(text)
+        head = f"the recipe {source} is invalid:" if len(msgs) > 1 else "invalid recipe:"
+        raise RecipeError(head + " " + "; ".join(msgs[:8]) + (" ..." if len(msgs) > 8 else "")) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe file.
+
+    Args:
+        path: The YAML file.
+        overrides: ``key.path=value`` strings applied before validation.
+
+    Returns:
+        The validated recipe; ``recipe_dir(recipe)`` is the folder relative paths resolve against.
+
+    Raises:
+        RecipeError: the file is missing, is not valid YAML, or does not validate.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecipeError(f"recipe file '{path}' does not exist. Check the path (recipes live in recipes/).")
+    if path.is_dir():
+        raise RecipeError(f"'{path}' is a folder; give the recipe's .yaml file.")
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}{line}: YAML syntax error: {problem}. Fix the YAML (indentation, ':' after keys, quotes).") from None
+    if raw is None:
+        raise RecipeError(f"{path} is empty; a recipe needs at least name, data and model.")
+    overridden = apply_overrides(raw, overrides) if isinstance(raw, dict) else set()
+    recipe = validate_recipe(raw, str(path), _yaml_lines(text), overridden)
+    set_recipe_dir(recipe, path.resolve().parent)
+    return recipe
+
+
+def recipe_dir(recipe: Recipe) -> Path:
+    """The folder relative paths of ``recipe`` resolve against (its file's folder, else cwd)."""
+    return recipe._base_dir or Path.cwd()
+
+
+def set_recipe_dir(recipe: Recipe, folder: Path) -> None:
+    """Set the folder relative paths of ``recipe`` resolve against."""
+    recipe._base_dir = Path(folder)
+
+
+def override(recipe: Recipe, overrides: dict[str, Any] | list[str]) -> Recipe:
+    """A copy of ``recipe`` with dotted-path overrides applied and re-validated.
+
+    Args:
+        recipe: The base recipe.
+        overrides: ``{"sparsity.final": 0.8}`` or ``["sparsity.final=0.8"]``.
+
+    Raises:
+        RecipeError: the result does not validate.
+    """
+    raw = recipe.model_dump(mode="json", exclude_none=False)
+    items = overrides if isinstance(overrides, list) else [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in overrides.items()]
+    touched = apply_overrides(raw, items)
+    new = validate_recipe(raw, "<override>", overridden=touched)
+    set_recipe_dir(new, recipe_dir(recipe))
+    return new
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (written as recipe.lock.yaml in run directories)."""
+    data = recipe.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    """The recipe's JSON schema (for editors' YAML support)."""
+    return Recipe.model_json_schema()
+

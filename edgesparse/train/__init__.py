@@ -1,0 +1,1 @@
+"""Training stages: dense baseline, sparsity (tfmot), quantization (PTQ settings, QAT, PQAT)."""

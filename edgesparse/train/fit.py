@@ -1,0 +1,208 @@
+"""One training phase: compile, fit with checkpoints/resume, history and step timing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _io, _tf
+from edgesparse.recipe import OptimizerConfig
+
+
+def make_optimizer(cfg: OptimizerConfig) -> Any:
+    """A tf_keras optimizer from its recipe section."""
+    opt = _tf.keras().optimizers
+    if cfg.name == "sgd":
+        return opt.SGD(cfg.learning_rate, momentum=cfg.momentum)
+    if cfg.name == "rmsprop":
+        return opt.RMSprop(cfg.learning_rate, momentum=cfg.momentum)
+    if cfg.name == "adamw":
+        return opt.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay or 0.004)
+    return opt.Adam(cfg.learning_rate)
+
+
+def outputs_probabilities(model: Any) -> bool:
+    """Whether the model ends in a softmax (else its outputs are treated as logits)."""
+    layer = model.layers[-1]
+    layer = getattr(layer, "layer", layer)  # pruning / quantization wrappers
+    act = getattr(layer, "activation", None)
+    while act is not None and not hasattr(act, "__name__") and hasattr(act, "activation"):
+        act = act.activation  # tfmot's QuantizeAwareActivation wraps the real one
+    name = getattr(act, "__name__", "") if act is not None else ""
+    return name == "softmax" or type(layer).__name__ == "Softmax"
+
+
+def compile_model(model: Any, optimizer: OptimizerConfig) -> None:
+    """Compile for sparse-label classification with the right ``from_logits``."""
+    keras = _tf.keras()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
+    model.compile(optimizer=make_optimizer(optimizer), loss=loss, metrics=["accuracy"])
+
+
+@dataclass
+class PhaseResult:
+    """What one phase's fit measured."""
+
+    phase: str
+    epochs: int
+    seconds: float
+    step_ms: float | None  # median train step, first epoch (tracing) excluded
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _StepTimer:
+    """Times every train step (batch begin -> end); the first epoch is warm-up (graph tracing)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._t0 = 0.0
+        self._epoch = 0
+
+    def callback(self) -> Any:
+        keras = _tf.keras()
+        timer = self
+
+        class StepTimer(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+                timer._epoch = epoch
+
+            def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+                timer._t0 = time.perf_counter()
+
+            def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+                if timer._epoch > 0 or batch > 2:
+                    timer.samples.append(time.perf_counter() - timer._t0)
+
+        return StepTimer()
+
+    def median_ms(self) -> float | None:
+        return float(np.median(self.samples) * 1000) if self.samples else None
+
+
+class History:
+    """history.csv of every phase, rewritten atomically after each epoch."""
+
+    COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sparsity", "seconds"]
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        if path.exists():
+            with path.open(newline="") as f:
+                self.rows = list(csv.DictReader(f))
+
+    def drop_phase(self, phase: str) -> None:
+        self.rows = [r for r in self.rows if r.get("phase") != phase]
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows = [r for r in self.rows if not (r.get("phase") == row["phase"] and str(r.get("epoch")) == str(row["epoch"]))]
+        self.rows.append(row)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self.COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({k: _fmt(r.get(k)) for k in self.COLUMNS})
+        _io.write_text(self.path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
+
+
+def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> Any:
+    """A batched, prefetched tf.data pipeline over in-memory arrays."""
+    tf = _tf.tf()
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def run_phase(
+    phase: str,
+    model: Any,
+    data: Any,
+    *,
+    epochs: int,
+    optimizer: OptimizerConfig,
+    batch_size: int,
+    seed: int,
+    run_dir: Path,
+    history: History,
+    resume: bool,
+    extra_callbacks: list[Any] = (),  # type: ignore[assignment]
+    epoch_metrics: Callable[[Any], dict[str, Any]] | None = None,
+    shuffle: bool = True,
+) -> PhaseResult:
+    """Compile and fit ``model`` for one phase.
+
+    Checkpoints (model + optimizer + epoch) are written every epoch under ``run_dir/backup/<phase>``;
+    with ``resume`` an interrupted phase continues from its last completed epoch.
+
+    Args:
+        phase: "baseline", "sparsity" or "quantization".
+        model: The model to train (compiled here).
+        data: A ``Dataset``.
+        epochs: Epochs of this phase.
+        optimizer: Optimizer settings.
+        batch_size: Batch size.
+        seed: Shuffle seed.
+        run_dir: The run directory.
+        history: Where per-epoch rows go.
+        resume: Continue from the phase's last checkpoint if there is one.
+        extra_callbacks: Phase-specific callbacks (pruning step updates ...).
+        epoch_metrics: Extra per-epoch columns computed from the model (e.g. sparsity).
+        shuffle: Shuffle the training data each epoch.
+
+    Returns:
+        The phase's timing and history.
+    """
+    keras = _tf.keras()
+    compile_model(model, optimizer)
+    backup = run_dir / "backup" / phase
+    if not resume and backup.exists():
+        shutil.rmtree(backup)
+    if not resume:
+        history.drop_phase(phase)
+    timer = _StepTimer()
+    t_epoch = [time.perf_counter()]
+
+    class Recorder(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            t_epoch[0] = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            row = {"phase": phase, "epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+            row["seconds"] = time.perf_counter() - t_epoch[0]
+            if epoch_metrics is not None:
+                row.update(epoch_metrics(self.model))
+            history.add(row)
+
+    callbacks = [
+        timer.callback(),
+        *extra_callbacks,
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
+        Recorder(),
+    ]
+    train_ds = to_dataset(data.x_train, data.y_train, batch_size, shuffle, seed)
+    val = (data.x_val, data.y_val) if len(data.x_val) else None
+    t0 = time.perf_counter()
+    model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
+    seconds = time.perf_counter() - t0
+    rows = [r for r in history.rows if r.get("phase") == phase]
+    return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, np.ndarray]:
+    """Accuracy and output probabilities/logits of ``model`` on ``(x, y)``."""
+    out = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(out, axis=-1) == y)), out

@@ -1,0 +1,328 @@
+"""Sparsity phase: tfmot wiring for schedules, patterns, policies, regularisers and per-layer overrides.
+
+Two tfmot pitfalls are handled here rather than left to the user:
+
+* tfmot's wrappers share layer objects with the model they wrap, so the dense model is cloned (with
+  its weights) before anything is wrapped: the dense baseline stays dense.
+* A schedule only prunes if its steps fall inside training, so ``start``/``end`` (epochs of the
+  phase) are translated to steps from the real steps per epoch, and ``end`` is snapped onto the
+  mask-update grid so the last update lands exactly on the final sparsity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _tf
+from edgesparse._registry import Registry
+from edgesparse.errors import ModelError, RecipeError, TrainError
+from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
+
+
+@dataclass
+class LayerPlan:
+    """What the sparsity phase does to one layer."""
+
+    name: str
+    kind: str
+    params: int
+    prune: bool
+    target: float = 0.0
+    pattern: str = "unstructured"
+    note: str = ""
+
+
+@dataclass
+class SparsityPlan:
+    """The resolved schedule and per-layer decisions, recorded in summary.json."""
+
+    steps_per_epoch: int
+    begin_step: int
+    end_step: int
+    frequency: int
+    layers: list[LayerPlan] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def pruned(self) -> list[LayerPlan]:
+        return [lp for lp in self.layers if lp.prune]
+
+
+def _prunable_types() -> tuple[type, ...]:
+    layers = _tf.keras().layers
+    return (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D,
+            layers.SeparableConv2D, layers.Conv2DTranspose, layers.Dense, layers.Embedding)
+
+
+def prunable_layers(model: Any) -> list[Any]:
+    """Layers of ``model`` whose kernel tfmot prunes (convolutions, dense, embeddings)."""
+    types = _prunable_types()
+    return [layer for layer in model.layers if isinstance(layer, types)]
+
+
+_KERNEL_NAMES = ("depthwise_kernel", "kernel", "embeddings")
+
+
+def kernel_of(layer: Any) -> Any:
+    """The weight variable a layer's pruning applies to (its kernel).
+
+    Works through pruning and quantization wrappers, whose ``kernel`` attribute may be a symbolic
+    (masked or fake-quantized) tensor rather than the stored variable.
+    """
+    weights = list(layer.weights)
+    for wanted in _KERNEL_NAMES:
+        for w in weights:
+            base = w.name.split("/")[-1].split(":")[0]
+            if base == wanted:
+                return w
+    for w in weights:
+        if len(w.shape) >= 2:
+            return w
+    raise ModelError(f"layer '{layer.name}' has no kernel weight")
+
+
+# --- patterns: name -> (layer, pattern) -> prune_low_magnitude kwargs, or a reason it can't ------
+
+PatternFn = Callable[[Any, Pattern], tuple[dict[str, Any], str]]
+PATTERNS: Registry[PatternFn] = Registry("sparsity pattern", RecipeError)
+
+
+@PATTERNS.register("unstructured")
+def _unstructured(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
+    return {}, ""
+
+
+@PATTERNS.register("block")
+def _block(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
+    assert pattern.shape is not None
+    if kernel_of(layer).shape.rank != 2:
+        return {}, f"{pattern} applies to 2-D (dense) weights only; pruned unstructured"
+    rows, cols = pattern.shape
+    # Recipe blocks are in TFLite's layout (out x in); a Keras Dense kernel is (in x out).
+    return {"block_size": (cols, rows)}, ""
+
+
+@PATTERNS.register("m_by_n")
+def _m_by_n(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
+    assert pattern.shape is not None
+    layers = _tf.keras().layers
+    if not isinstance(layer, (layers.Conv2D, layers.Dense)) or isinstance(layer, layers.DepthwiseConv2D):
+        return {}, f"{pattern} applies to Conv2D and Dense layers only; pruned unstructured"
+    return {"sparsity_m_by_n": tuple(pattern.shape)}, ""
+
+
+def _override_for(name: str, overrides: list[LayerOverride]) -> LayerOverride | None:
+    """The last override whose regex matches ``name`` (later entries win)."""
+    found = None
+    for ov in overrides:
+        if re.search(ov.match, name):
+            found = ov
+    return found
+
+
+def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> SparsityPlan:
+    """Decide, per layer, whether and how it is pruned, and translate epochs to steps.
+
+    Raises:
+        ModelError: the model has no prunable layer, or none is left after overrides/policy.
+        RecipeError: the schedule does not fit the phase (too few steps).
+    """
+    begin = int(round(cfg.start * steps_per_epoch))
+    end = int(round(cfg.end_epoch * steps_per_epoch))
+    freq = min(cfg.frequency, max(1, end - begin))
+    # Snap the end onto the update grid so the last mask update reaches the final sparsity.
+    end = begin + ((end - begin) // freq) * freq
+    if end <= begin:
+        raise RecipeError(
+            f"sparsity: start={cfg.start:g} and end={cfg.end_epoch:g} epochs give no pruning steps at "
+            f"{steps_per_epoch} steps per epoch; widen the window or lower `frequency`."
+        )
+    plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq)
+    prunable = prunable_layers(model)
+    if not prunable:
+        raise ModelError(
+            f"model '{model.name}' has no layer tfmot can prune (Conv, DepthwiseConv, Dense, Embedding). "
+            "Remove the sparsity section to train and export it dense."
+        )
+    policy_ok: Callable[[Any], bool] = lambda layer: True  # noqa: E731
+    if cfg.policy == "xnnpack":
+        policy = _tf.tfmot().sparsity.keras.PruneForLatencyOnXNNPack()
+        try:
+            policy.ensure_model_supports_pruning(model)
+        except ValueError as exc:
+            raise ModelError(
+                f"policy xnnpack: {exc}. XNNPACK's sparse path needs a float model whose first layer is a "
+                "3x3 stride-2 convolution on 3 channels and which ends in global average pooling; "
+                "use `policy: all` for other models."
+            ) from exc
+        policy_ok = policy.allow_pruning
+    prunable_ids = {id(layer) for layer in prunable}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
+        lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
+        plan.layers.append(lp)
+        if id(layer) not in prunable_ids:
+            lp.note = "not prunable"
+            continue
+        ov = _override_for(layer.name, cfg.layers)
+        if ov is not None and ov.skip:
+            lp.note = f"skipped by override '{ov.match}'"
+            continue
+        if not policy_ok(layer):
+            lp.note = "skipped by policy xnnpack"
+            continue
+        pattern = ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
+        _, reason = PATTERNS.get(pattern.kind)(layer, pattern)
+        lp.prune = True
+        lp.pattern = "unstructured" if reason else str(pattern)
+        lp.note = reason
+        lp.target = pattern.fixed_sparsity if pattern.fixed_sparsity is not None and not reason else (
+            ov.final if ov is not None and ov.final is not None else cfg.final
+        )
+        if lp.target == 0.0:
+            lp.prune = False
+            lp.note = "target sparsity 0"
+    if not plan.pruned:
+        raise ModelError(
+            "no layer is left to prune after the overrides and the policy; check `sparsity.layers` "
+            "(skip/match) and `sparsity.policy`."
+        )
+    return plan
+
+
+def clone_dense(model: Any, regularization: Any | None = None) -> Any:
+    """A weight-for-weight copy of ``model`` that shares no layer with it.
+
+    Args:
+        model: A functional or sequential tf_keras model.
+        regularization: Optional ``RegularizationConfig``; its L1/L2 penalty is added to the
+            kernels of the copy's prunable layers.
+
+    Raises:
+        ModelError: the model is subclassed (tfmot cannot wrap its layers).
+    """
+    keras = _tf.keras()
+    types = _prunable_types()
+
+    def clone_layer(layer: Any) -> Any:
+        config = layer.get_config()
+        if regularization is not None and isinstance(layer, types) and (regularization.l1 or regularization.l2):
+            reg = keras.regularizers.L1L2(l1=regularization.l1, l2=regularization.l2)
+            key = "depthwise_regularizer" if "depthwise_regularizer" in config else "kernel_regularizer"
+            if key in config:
+                config[key] = keras.regularizers.serialize(reg)
+        return layer.__class__.from_config(config)
+
+    try:
+        copy = keras.models.clone_model(model, clone_function=clone_layer)
+    except ValueError as exc:
+        raise ModelError(
+            f"model '{model.name}' cannot be cloned layer by layer ({exc}); subclassed models cannot be "
+            "pruned by tfmot. Build it with the functional or Sequential API."
+        ) from exc
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def apply_pruning(dense: Any, cfg: SparsityConfig, plan: SparsityPlan) -> Any:
+    """Wrap the planned layers of a *private copy* of the dense model for pruning.
+
+    Args:
+        dense: The dense model; it is not modified (its layers are cloned first).
+        cfg: The sparsity section.
+        plan: From :func:`plan_sparsity` on the same model.
+
+    Returns:
+        A tf_keras model with ``PruneLowMagnitude`` wrappers.
+    """
+    keras = _tf.keras()
+    sparsity = _tf.tfmot().sparsity.keras
+    copy = clone_dense(dense, cfg.regularization)
+    by_name = {lp.name: lp for lp in plan.layers}
+
+    def schedule(target: float) -> Any:
+        if cfg.schedule == "constant":
+            return sparsity.ConstantSparsity(target, begin_step=plan.begin_step, end_step=plan.end_step,
+                                             frequency=plan.frequency)
+        return sparsity.PolynomialDecay(min(cfg.initial, target), target, plan.begin_step, plan.end_step,
+                                        frequency=plan.frequency)
+
+    def wrap(layer: Any) -> Any:
+        lp = by_name.get(layer.name)
+        if lp is None or not lp.prune:
+            return layer
+        ov = _override_for(layer.name, cfg.layers)
+        pattern = ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
+        kwargs, reason = PATTERNS.get(pattern.kind)(layer, pattern)
+        if reason:
+            kwargs = {}
+        return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule(lp.target), **kwargs)
+
+    try:
+        return keras.models.clone_model(copy, clone_function=wrap)
+    except ValueError as exc:
+        raise ModelError(f"tfmot could not wrap the model for pruning: {exc}") from exc
+
+
+def strip(model: Any) -> Any:
+    """Remove the pruning wrappers (the zeros stay in the kernels)."""
+    return _tf.tfmot().sparsity.keras.strip_pruning(model)
+
+
+def measure_sparsity(model: Any, names: list[str] | None = None) -> dict[str, Any]:
+    """Zeros over the kernels of prunable layers (all of them, or those named).
+
+    Returns:
+        ``{"overall": float, "zeros": int, "params": int, "layers": {name: sparsity}}``.
+    """
+    zeros = total = 0
+    layers: dict[str, float] = {}
+    for outer in model.layers:
+        layer = getattr(outer, "layer", outer) if hasattr(outer, "layer") else outer
+        if names is not None and layer.name not in names:
+            continue
+        if not isinstance(layer, _prunable_types()):
+            continue
+        w = kernel_of(outer).numpy()
+        z = int(np.count_nonzero(w == 0))
+        layers[layer.name] = z / w.size
+        zeros += z
+        total += w.size
+    return {"overall": zeros / total if total else 0.0, "zeros": zeros, "params": total, "layers": layers}
+
+
+def check_sparsity(measured: dict[str, Any], plan: SparsityPlan, tolerance: float, on_shortfall: str,
+                   stage: str = "after pruning") -> list[str]:
+    """Compare achieved per-layer sparsity with the plan's targets.
+
+    Returns:
+        Warnings (when ``on_shortfall == "warn"``).
+
+    Raises:
+        TrainError: a layer is short of its target by more than ``tolerance`` and
+            ``on_shortfall == "fail"``.
+    """
+    problems = []
+    for lp in plan.pruned:
+        got = measured["layers"].get(lp.name)
+        if got is None:
+            continue
+        if got < lp.target - tolerance:
+            problems.append(f"{lp.name}: {got:.1%} < target {lp.target:.1%}")
+    if problems and on_shortfall == "fail":
+        raise TrainError(
+            f"achieved sparsity {stage} is short of the target by more than {tolerance:.0%} point(s): "
+            + "; ".join(problems)
+            + ". Pruning steps may fall outside training (check sparsity.start/end/epochs/frequency), or "
+            "the model's weights were replaced after pruning. Set `sparsity.on_shortfall: warn` to accept it."
+        )
+    return [f"sparsity {stage}: {p}" for p in problems]

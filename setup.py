@@ -1,0 +1,39 @@
+"""edgesparse: Keras model -> small, fast, verified sparse TFLite model for edge CPUs."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="edgesparse",
+    version="0.1.0",
+    description="Prune, quantize, export, verify and profile Keras models as sparse TFLite models.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10,<3.13",
+    packages=find_packages(include=["edgesparse", "edgesparse.*"]),
+    include_package_data=True,
+    package_data={"edgesparse": ["py.typed"]},
+    # Tested here: tensorflow 2.21, tf-keras 2.21, tfmot 0.8.1, ai-edge-litert 2.3.
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "tf-keras>=2.16,<2.22",
+        "tensorflow-model-optimization>=0.8.1,<0.9",
+        "ai-edge-litert>=2.1.5,<2.4",
+        "numpy>=1.26,<3",
+        "click>=8.1,<9",
+        "pyyaml>=6,<7",
+        "pydantic>=2.6,<3",
+        "rich>=13,<16",
+        "scikit-learn>=1.3,<2",
+        "matplotlib>=3.8,<4",
+        "tensorboard>=2.16,<3",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3"],
+        "ray": ["ray[default]>=2.9,<3"],
+    },
+    entry_points={"console_scripts": ["edgesparse=edgesparse.cli:main"]},
+)

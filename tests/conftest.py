@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny real recipes, data and one trained run reused by many tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_recipe(tmp: Path, **sections: Any) -> dict[str, Any]:
+    """A recipe that trains a tiny CNN on digits in a few seconds (accuracy is not the point)."""
+    recipe: dict[str, Any] = {
+        "name": "tiny",
+        "seed": 0,
+        "output_dir": str(tmp / "run"),
+        "data": {"builtin": "digits", "batch_size": 64},
+        "model": {"builtin": "small_cnn", "filters": [4, 8], "dense": 32},
+        "baseline": {"epochs": 2},
+        "sparsity": {"final": 0.75, "start": 0, "end": 1, "epochs": 2, "frequency": 5},
+        "quantization": {"mode": "none"},
+        "export": {"dir": str(tmp / "bundle")},
+    }
+    for key, value in sections.items():
+        if value is None:
+            recipe.pop(key, None)
+        elif isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    return recipe
+
+
+def write_recipe(tmp: Path, recipe: dict[str, Any], name: str = "recipe.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One tiny end-to-end run (pruning + PQAT + sparse int8 export), shared by read-only tests."""
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.train.pipeline import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    recipe = validate_recipe(tiny_recipe(tmp, quantization={"mode": "pqat", "epochs": 1},
+                                         sparsity={"pattern": "block:1x16"}))
+    return train(recipe)

@@ -1,0 +1,197 @@
+"""End-to-end training runs and their failure modes, on tiny real models and real data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgesparse.errors import DataError, InterruptedRun, ModelError, RecipeError, TrainError
+from edgesparse.recipe import validate_recipe
+from edgesparse.train.pipeline import train
+from tests.conftest import ROOT, tiny_recipe, write_recipe
+
+
+def test_summary_has_the_documented_keys(trained_run: Any) -> None:
+    s = trained_run.summary
+    for path in ("baseline.accuracy", "baseline.tflite_bytes", "model.accuracy", "model.sparsity", "tflite.path",
+                 "tflite.bytes", "tflite.gzip_bytes", "tflite.accuracy", "tflite.agreement", "versions.tensorflow",
+                 "versions.tfmot"):
+        node = s
+        for part in path.split("."):
+            assert part in node, path
+            node = node[part]
+    on_disk = json.loads((trained_run.run_dir / "summary.json").read_text())
+    assert on_disk["tflite"]["bytes"] == Path(s["tflite"]["path"]).stat().st_size
+
+
+def test_run_directory_contents(trained_run: Any) -> None:
+    run = trained_run.run_dir
+    for name in ("recipe.lock.yaml", "baseline.keras", "sparse.keras", "final.keras", "history.csv", "state.json"):
+        assert (run / name).exists(), name
+    assert list((run / "logs").glob("sparsity/**/*")), "TensorBoard logs missing"
+    assert list((run / "logs" / "pruning").glob("**/*tfevents*")), "pruning summaries missing"
+    history = (run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("phase,epoch")
+    assert {line.split(",")[0] for line in history[1:]} == {"baseline", "sparsity", "quantization"}
+
+
+def test_pruning_reaches_target_and_pqat_keeps_it(trained_run: Any) -> None:
+    s = trained_run.summary
+    for layer, got in s["sparsity"]["achieved"]["layers"].items():
+        assert got >= 0.75 - 0.01, layer
+    q = s["quantization"]
+    assert q["mode"] == "pqat" and q["sparsity_preserved"]
+    assert q["sparsity_after"] >= q["sparsity_before"] - 0.01
+
+
+def test_baseline_stays_dense(trained_run: Any) -> None:
+    from edgesparse.train.pipeline import _load_model
+    from edgesparse.train.sparsity import measure_sparsity
+
+    dense = _load_model(trained_run.run_dir / "baseline.keras")
+    assert measure_sparsity(dense)["overall"] < 0.01
+
+
+def test_tflite_is_smaller_and_verified(trained_run: Any) -> None:
+    s = trained_run.summary
+    assert s["tflite"]["bytes"] < s["baseline"]["tflite_bytes"]
+    assert s["tflite"]["gzip_bytes"] < s["tflite"]["bytes"]
+    assert 0.0 <= s["tflite"]["agreement"] <= 1.0
+    assert s["tflite"]["resolver"] in ("xnnpack", "builtin")
+    assert s["tflite"]["densify_ops"] >= 1
+    assert abs(s["tflite"]["accuracy"] - s["model"]["accuracy"]) * 100 <= 2.0
+
+
+def test_schedule_steps_fall_inside_training(tmp_path: Path) -> None:
+    from edgesparse.data import load_dataset
+    from edgesparse.models import build_model
+    from edgesparse.train.sparsity import plan_sparsity
+
+    recipe = validate_recipe(tiny_recipe(tmp_path, sparsity={"start": 1, "end": 2, "epochs": 3, "frequency": 7}))
+    data = load_dataset(recipe.data, 0)
+    model = build_model(recipe.model, data.input_shape, 10)
+    spe = int(np.ceil(len(data.x_train) / 64))
+    plan = plan_sparsity(model, recipe.sparsity, spe)
+    assert plan.begin_step == spe
+    assert plan.end_step <= 2 * spe and (plan.end_step - plan.begin_step) % plan.frequency == 0
+    assert plan.end_step < 3 * spe
+
+
+def test_layer_overrides_and_block_pattern(tmp_path: Path) -> None:
+    from edgesparse.data import load_dataset
+    from edgesparse.models import build_model
+    from edgesparse.train.sparsity import plan_sparsity
+
+    recipe = validate_recipe(tiny_recipe(tmp_path, sparsity={
+        "pattern": "block:1x16", "layers": [{"match": "^conv1$", "skip": True}, {"match": "logits", "final": 0.5}]}))
+    data = load_dataset(recipe.data, 0)
+    plan = plan_sparsity(build_model(recipe.model, data.input_shape, 10), recipe.sparsity, 10)
+    by = {lp.name: lp for lp in plan.layers}
+    assert not by["conv1"].prune and "skipped" in by["conv1"].note
+    assert by["conv2"].pattern == "unstructured" and "2-D" in by["conv2"].note
+    assert by["fc1"].pattern == "block:1x16" and by["fc1"].target == 0.75
+    assert by["logits"].target == 0.5
+
+
+def _run(tmp_path: Path, **sections: Any) -> Any:
+    return train(validate_recipe(tiny_recipe(tmp_path, **sections)), log=lambda m: None)
+
+
+def test_labels_outside_model_outputs(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="5 outputs"):
+        _run(tmp_path, model={"factory": "tests.factories:five_outputs"})
+
+
+def test_data_shape_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"\(8, 8, 1\).*\(16, 16, 1\)"):
+        _run(tmp_path, model={"factory": "tests.factories:wrong_input"})
+
+
+def test_model_without_prunable_layer(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, model={"factory": "tests.factories:no_prunable_layer"}, baseline={"epochs": 0})
+    with pytest.raises(ModelError, match="no layer tfmot can prune"):
+        train(validate_recipe(recipe))
+
+
+def test_keras3_model_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="Keras 3"):
+        _run(tmp_path, model={"factory": "tests.factories:keras3_model"})
+
+
+def test_model_file_missing_or_not_keras(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        _run(tmp_path, model={"path": str(tmp_path / "missing.keras")})
+    bogus = tmp_path / "bogus.h5"
+    bogus.write_text("not a model")
+    with pytest.raises(ModelError, match="not a Keras model"):
+        _run(tmp_path, model={"path": str(bogus)})
+    with pytest.raises(ModelError, match=r"\.keras or \.h5"):
+        _run(tmp_path, model={"path": str(write_recipe(tmp_path, {}, "model.txt"))})
+
+
+def test_lambda_layers_need_trust_code(tmp_path: Path) -> None:
+    from tests.factories import with_lambda
+
+    path = tmp_path / "lam.h5"
+    with_lambda(str(path))
+    with pytest.raises(ModelError, match="trust_code"):
+        _run(tmp_path, model={"path": str(path)}, baseline={"epochs": 0}, sparsity=None, export=None)
+    result = _run(tmp_path, model={"path": str(path), "trust_code": True}, baseline={"epochs": 0},
+                  sparsity=None, export=None)
+    assert result.summary["model"]["accuracy"] >= 0
+
+
+def test_unwritable_output_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(RecipeError, match="cannot write to the output directory"):
+        _run(tmp_path, output_dir=str(blocker / "run"))
+
+
+def test_sparsity_shortfall_fails_or_warns(tmp_path: Path) -> None:
+    # constant schedule starting after the phase's last step: pruning never fires
+    bad = {"schedule": "constant", "start": 1.9, "end": 2, "epochs": 2, "frequency": 100}
+    with pytest.raises(TrainError, match="short of the target"):
+        _run(tmp_path, sparsity=bad, export=None)
+    result = _run(tmp_path, sparsity={**bad, "on_shortfall": "warn"}, export=None)
+    assert any("short" in w or "<" in w for w in result.warnings)
+
+
+def test_regularization_and_int8_export(tmp_path: Path) -> None:
+    result = _run(tmp_path, sparsity={"regularization": {"l1": 1e-5}},
+                  quantization={"mode": "int8"}, export={"io": "int8"})
+    s = result.summary
+    assert s["tflite"]["bytes"] * 2 < s["baseline"]["tflite_bytes"]
+    assert s["tflite"]["agreement"] > 0.8
+
+
+def test_cli_interrupt_then_resume(tmp_path: Path) -> None:
+    """Ctrl-C mid-run: exit 1, a message, no half-written model; --resume finishes the run."""
+    recipe = tiny_recipe(tmp_path, baseline={"epochs": 40}, export=None)
+    path = write_recipe(tmp_path, recipe)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edgesparse.cli", "train", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    history = tmp_path / "run" / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (history.exists() and history.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, (out, err)
+    assert "--resume" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "baseline.keras").exists()
+    assert not list((tmp_path / "run").glob(".*.keras*")), "temporary files left behind"
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [r for r in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:] if r.startswith("baseline")]
+    assert len(rows) == 40  # resumed: every epoch once, none repeated
