@@ -34,12 +34,10 @@ def _check_not_keras3() -> None:
         return
     if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
         return
-    tf_mod = sys.modules["tensorflow"]
+    # Only look at what is already imported: touching tf.keras would itself import Keras 3.
     keras_mod = sys.modules.get("keras")
-    version = getattr(keras_mod, "__version__", "") if keras_mod is not None else ""
-    if version.startswith("3") or getattr(tf_mod, "keras", None) is not None and str(
-        getattr(getattr(tf_mod, "keras", None), "__version__", "")
-    ).startswith("3"):
+    version = str(getattr(keras_mod, "__version__", "")) if keras_mod is not None else ""
+    if version.startswith("3"):
         raise KerasVersionError(
             "TensorFlow was imported with Keras 3 as tf.keras before edgesparse was used. "
             "tensorflow-model-optimization (pruning, QAT) needs Keras 2 (the tf_keras package), "

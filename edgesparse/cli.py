@@ -20,7 +20,9 @@ from edgesparse.errors import EdgesparseError
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 120  # pipes and CI logs: do not squeeze tables to 80 columns
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

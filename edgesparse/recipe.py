@@ -270,9 +270,15 @@ def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-5" as a string; on a command line it means a number
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> set[tuple[Any, ...]]:
@@ -384,7 +390,8 @@ def _format_error(err: dict[str, Any], raw: Any, source: str, lines: dict[tuple[
     if kind == "extra_forbidden":
         key = loc[-1] if loc else "?"
         allowed = _allowed_keys(loc[:-1])
-        suggestion = difflib.get_close_matches(str(key), sorted(allowed or _ALL_FIELDS), n=1, cutoff=0.6)
+        suggestion = [c for c in difflib.get_close_matches(str(key), sorted(allowed or _ALL_FIELDS), n=2, cutoff=0.6)
+                      if c != key]
         text = f"unknown key '{key}'"
         if suggestion:
             text += f" (did you mean '{suggestion[0]}'?)"
@@ -445,6 +452,12 @@ def validate_recipe(raw: Any, source: str = "<recipe>", lines: dict[tuple[Any, .
         _ALL_FIELDS.update(_all_field_names(Recipe))
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping (key: value lines), got {type(raw).__name__}.")
+    for section, keys in (("data", ("builtin", "npz", "image_folder", "keras")), ("model", ("builtin", "path", "factory"))):
+        given = [k for k in keys if isinstance(raw.get(section), dict) and k in raw[section]]
+        if len(given) > 1:
+            line = (lines or {}).get((section,))
+            where = f"{source}, line {line}" if line else source
+            raise RecipeError(f"{where}: {section}: give one source, not {' and '.join(given)} (one of: {', '.join(keys)}).")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

@@ -22,15 +22,15 @@ def tiny_recipe(tmp: Path, **sections: Any) -> dict[str, Any]:
         "output_dir": str(tmp / "run"),
         "data": {"builtin": "digits", "batch_size": 64},
         "model": {"builtin": "small_cnn", "filters": [4, 8], "dense": 32},
-        "baseline": {"epochs": 2},
+        "baseline": {"epochs": 3, "optimizer": {"learning_rate": 0.005}},
         "sparsity": {"final": 0.75, "start": 0, "end": 1, "epochs": 2, "frequency": 5},
         "quantization": {"mode": "none"},
         "export": {"dir": str(tmp / "bundle")},
     }
     for key, value in sections.items():
         if value is None:
-            recipe.pop(key, None)
-        elif isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = None  # `key: null`: no such phase
+        elif isinstance(value, dict) and isinstance(recipe.get(key), dict) and key not in ("data", "model"):
             recipe[key] = {**recipe[key], **value}
         else:
             recipe[key] = value

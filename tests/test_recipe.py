@@ -160,8 +160,10 @@ def test_override_copy_keeps_base_dir(tmp_path: Path) -> None:
 
 
 def test_pqat_needs_sparsity(tmp_path: Path) -> None:
+    raw = tiny_recipe(tmp_path, quantization={"mode": "pqat"})
+    raw["sparsity"] = None  # `sparsity: null` disables pruning (omitting it keeps the defaults)
     with pytest.raises(RecipeError, match="pqat"):
-        validate_recipe(tiny_recipe(tmp_path, sparsity=None, quantization={"mode": "pqat"}))
+        validate_recipe(raw)
 
 
 def test_apply_overrides_creates_sections() -> None:

@@ -35,7 +35,7 @@ def test_summary_has_the_documented_keys(trained_run: Any) -> None:
 
 def test_run_directory_contents(trained_run: Any) -> None:
     run = trained_run.run_dir
-    for name in ("recipe.lock.yaml", "baseline.keras", "sparse.keras", "final.keras", "history.csv", "state.json"):
+    for name in ("recipe.lock.yaml", "baseline.keras", "sparse.keras", "final.weights.h5", "history.csv", "state.json"):
         assert (run / name).exists(), name
     assert list((run / "logs").glob("sparsity/**/*")), "TensorBoard logs missing"
     assert list((run / "logs" / "pruning").glob("**/*tfevents*")), "pruning summaries missing"
@@ -158,12 +158,20 @@ def test_unwritable_output_dir(tmp_path: Path) -> None:
 
 
 def test_sparsity_shortfall_fails_or_warns(tmp_path: Path) -> None:
-    # constant schedule starting after the phase's last step: pruning never fires
-    bad = {"schedule": "constant", "start": 1.9, "end": 2, "epochs": 2, "frequency": 100}
+    """A model whose kernels were not pruned (here: the dense model itself) is caught by the check."""
+    from edgesparse.data import load_dataset
+    from edgesparse.models import build_model
+    from edgesparse.train.sparsity import check_sparsity, measure_sparsity, plan_sparsity
+
+    recipe = validate_recipe(tiny_recipe(tmp_path))
+    data = load_dataset(recipe.data, 0)
+    dense = build_model(recipe.model, data.input_shape, 10)
+    plan = plan_sparsity(dense, recipe.sparsity, 20)
+    measured = measure_sparsity(dense, [lp.name for lp in plan.pruned])
     with pytest.raises(TrainError, match="short of the target"):
-        _run(tmp_path, sparsity=bad, export=None)
-    result = _run(tmp_path, sparsity={**bad, "on_shortfall": "warn"}, export=None)
-    assert any("short" in w or "<" in w for w in result.warnings)
+        check_sparsity(measured, plan, 0.01, "fail")
+    warnings = check_sparsity(measured, plan, 0.01, "warn")
+    assert len(warnings) == len(plan.pruned) and "target 75.0%" in warnings[0]
 
 
 def test_regularization_and_int8_export(tmp_path: Path) -> None:

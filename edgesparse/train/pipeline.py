@@ -4,7 +4,7 @@ Run directory::
 
     RUN_DIR/recipe.lock.yaml   resolved recipe        RUN_DIR/state.json    finished phases
     RUN_DIR/baseline.keras     dense baseline         RUN_DIR/sparse.keras  pruned, stripped
-    RUN_DIR/final.keras        after QAT/PQAT         RUN_DIR/history.csv   every epoch
+    RUN_DIR/final.weights.h5   QAT/PQAT weights       RUN_DIR/history.csv   every epoch
     RUN_DIR/logs/<phase>/      TensorBoard (pruning summaries included)
     RUN_DIR/backup/<phase>/    per-epoch checkpoints of the phase in progress (for --resume)
     RUN_DIR/summary.json       figures of the run
@@ -119,6 +119,17 @@ def _save_model(model: Any, path: Path) -> None:
     with _io.atomic_path(path, suffix=".keras") as tmp:
         tmp.unlink()
         model.save(str(tmp))
+
+
+def _load_quantized(model: Any, qm: Any, weights: Path) -> Any:
+    """Rebuild a QAT/PQAT model from its float model and load its trained weights.
+
+    tfmot's quantization wrappers do not round-trip through the .keras format, so the run keeps
+    the float model (sparse.keras) and the QAT weights (final.weights.h5).
+    """
+    qmodel = qm.prepare(model)
+    qmodel.load_weights(str(weights))
+    return qmodel
 
 
 def _load_model(path: Path) -> Any:
@@ -251,7 +262,7 @@ def train(
         quant_info: dict[str, Any] = {"mode": qcfg.mode}
         if qm.trains and qcfg.epochs > 0:
             if state.done("quantization"):
-                final = _load_model(out / "final.keras")
+                final = _load_quantized(model, qm, out / "final.weights.h5")
                 quant_info.update(state.done("quantization") or {})
                 say("quantization: reused from the interrupted run")
             else:
@@ -260,7 +271,8 @@ def train(
                 say(f"quantization: {qcfg.mode} fine-tuning for {qcfg.epochs} epochs")
                 r = fit.run_phase("quantization", qmodel, epochs=qcfg.epochs, optimizer=qcfg.optimizer, **common)
                 final = qmodel
-                _save_model(final, out / "final.keras")
+                with _io.atomic_path(out / "final.weights.h5", suffix=".weights.h5") as tmp:
+                    final.save_weights(str(tmp))
                 quant_info.update(epochs=qcfg.epochs, seconds=r.seconds, step_ms=r.step_ms)
                 state.mark("quantization", {k: v for k, v in quant_info.items() if k != "mode"})
         elif qm.trains:
@@ -347,7 +359,7 @@ def load_run(run_dir: Path) -> LoadedRun:
         set_recipe_dir(recipe, Path(state["recipe_dir"]))
     if "baseline" not in done:
         raise ExportError(f"the run in '{run_dir}' has not finished its baseline; run train (with --resume) first.")
-    final_name = "final.keras" if "quantization" in done else ("sparse.keras" if "sparsity" in done else "baseline.keras")
+    final_name = "sparse.keras" if "sparsity" in done else "baseline.keras"
     if recipe.sparsity is not None and "sparsity" not in done:
         raise ExportError(f"the run in '{run_dir}' has not finished its sparsity phase; run train --resume first.")
     _tf.set_seed(recipe.seed)
@@ -355,7 +367,9 @@ def load_run(run_dir: Path) -> LoadedRun:
     dense = _load_model(run_dir / "baseline.keras")
     final = _load_model(run_dir / final_name)
     qm = MODES.get(recipe.quantization.mode)
-    if qm.trains and "quantization" not in done:
+    if qm.trains and "quantization" in done:
+        final = _load_quantized(final, qm, run_dir / "final.weights.h5")
+    elif qm.trains:
         assert qm.prepare is not None
         final = qm.prepare(final)
     return LoadedRun(recipe=recipe, data=data, dense_model=dense, final_model=final)

@@ -1,0 +1,149 @@
+"""``edgesparse deploy``: put a bundle on a device and prove the model runs there.
+
+The bundle (model.tflite, export.json, labels.txt, the verification batch as .npy, runner.py) is
+copied to the target; the runner runs the verification batch there, and its predictions are
+compared with the same runner's on the host and with the labels.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse.errors import DeviceError
+
+
+@dataclass
+class DeployResult:
+    """Where the bundle went and how the device's outputs compare with the host's."""
+
+    target: dict[str, Any]
+    remote_dir: str
+    files: list[str]
+    samples: int
+    device_accuracy: float | None
+    host_accuracy: float | None
+    agreement: float  # share of samples whose top-1 class matches the host's
+    checksum_match: bool  # bit-for-bit (rounded) identical outputs
+    device: dict[str, Any]
+    host: dict[str, Any]
+    profile: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def find_bundle(source: str | Path) -> tuple[Path, Path]:
+    """The bundle folder and model of a RUN_DIR, a bundle folder or a .tflite file.
+
+    Raises:
+        DeviceError: nothing deployable was found.
+    """
+    p = Path(source)
+    if p.is_file():
+        return p.parent, p
+    if p.is_dir():
+        summary = p / "summary.json"
+        if summary.exists():
+            s = json.loads(summary.read_text())
+            model = Path(s.get("tflite", {}).get("path", ""))
+            if model.is_file():
+                return model.parent, model
+        if (p / "model.tflite").is_file():
+            return p, p / "model.tflite"
+    raise DeviceError(
+        f"nothing to deploy at '{p}': give a run directory with an exported model, an export bundle "
+        "(folder with model.tflite) or a .tflite file."
+    )
+
+
+def deploy(
+    source: str | Path,
+    target: str,
+    *,
+    dest: str | None = None,
+    profile: bool = False,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    target_options: dict[str, Any] | None = None,
+) -> DeployResult:
+    """Copy a bundle to ``target``, run its verification batch there and compare with the host.
+
+    Args:
+        source: RUN_DIR, bundle folder or .tflite file.
+        target: "local", "ssh://user@host[:port][/dir]" or "adb[://serial]".
+        dest: Remote folder (default: the target's own default).
+        profile: Also measure latency on the device.
+        threads: Threads for the device run.
+        runs: Timed runs when profiling.
+        warmup: Warm-up runs when profiling.
+        target_options: Extra target options (identity file, known_hosts, ...).
+
+    Returns:
+        The comparison.
+
+    Raises:
+        DeviceError: the device cannot be reached or cannot run the model.
+    """
+    from edgesparse.device.targets import parse_target
+
+    bundle, model = find_bundle(source)
+    tgt = parse_target(target, **(target_options or {}))
+    local = parse_target("local")
+    with tempfile.TemporaryDirectory(prefix="edgesparse-deploy-") as tmp:
+        batch = labels = None
+        verify = bundle / "verify.npz"
+        files = [model]
+        if verify.exists():
+            with np.load(verify) as z:
+                batch_path = Path(tmp) / "verify_x.npy"
+                np.save(batch_path, z["x"].astype(np.float32))
+                labels = z["y"]
+            batch = batch_path
+            files.append(batch_path)
+        else:
+            shape = _input_shape(model)
+            batch = Path(tmp) / "verify_x.npy"
+            np.save(batch, np.random.default_rng(0).random((8, *shape[1:]), dtype=np.float32))
+            files.append(batch)
+        files += [f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists()]
+        remote_dir = tgt.push(files, dest)
+        device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
+                                input_batch=batch, remote_dir=remote_dir)
+        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch)
+    d_out = device.get("outputs") or {}
+    h_out = host.get("outputs") or {}
+    d_pred = np.asarray(d_out.get("argmax") or [])
+    h_pred = np.asarray(h_out.get("argmax") or [])
+    if len(d_pred) != len(h_pred) or not len(d_pred):
+        raise DeviceError(
+            f"the device returned {len(d_pred)} predictions for a batch of {len(h_pred)}; the runner on the device "
+            "did not run the verification batch. Re-run with --debug and check the device's Python and runtime."
+        )
+    result = DeployResult(
+        target=tgt.describe(),
+        remote_dir=remote_dir,
+        files=[f.name for f in files] + ["runner.py"],
+        samples=int(len(d_pred)),
+        device_accuracy=float(np.mean(d_pred == labels[: len(d_pred)])) if labels is not None else None,
+        host_accuracy=float(np.mean(h_pred == labels[: len(h_pred)])) if labels is not None else None,
+        agreement=float(np.mean(d_pred == h_pred)),
+        checksum_match=d_out.get("checksum") == h_out.get("checksum"),
+        device={k: device.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
+        host={k: host.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
+        profile={k: device.get(k) for k in ("latency_ms", "runs", "warmup", "threads")} if profile else None,
+    )
+    return result
+
+
+def _input_shape(model: Path) -> list[int]:
+    from edgesparse.export.inspect import inspect_tflite
+
+    info = inspect_tflite(model).to_dict()
+    return [int(d) for d in info["inputs"][0]["shape"]]

@@ -1,0 +1,185 @@
+"""``edgesparse profile``: footprint (from the flatbuffer) + latency (from the runner on a target).
+
+The host never imports TensorFlow here: footprints are parsed from the flatbuffer, latency comes
+back from ``edgesparse/device/runner.py`` as JSON, run as a subprocess locally (so its peak RSS is
+the model's own) or on a device over SSH / adb.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgesparse.errors import ProfileError
+
+
+@dataclass
+class Measurement:
+    """One model at one thread count on one target."""
+
+    path: str
+    threads: int
+    runner: dict[str, Any]  # the runner's JSON
+
+    def row(self, footprint: dict[str, Any]) -> dict[str, Any]:
+        r = self.runner
+        return {
+            "path": self.path,
+            "bytes": footprint.get("file_bytes"),
+            "gzip_bytes": footprint.get("gzip_bytes"),
+            "params": footprint.get("params"),
+            "nonzero_params": footprint.get("nonzero_params"),
+            "weight_stored_bytes": footprint.get("weight_stored_bytes"),
+            "weight_runtime_bytes": footprint.get("weight_runtime_bytes"),
+            "activation_bytes": footprint.get("activation_bytes"),
+            "macs_dense": footprint.get("macs_dense"),
+            "macs_nonzero": footprint.get("macs_nonzero"),
+            "runtime": r.get("runtime"),
+            "resolver": r.get("resolver"),
+            "delegate_fallback_reason": r.get("delegate_fallback_reason"),
+            "threads": self.threads,
+            "init_ms": r.get("init_ms"),
+            "runs": r.get("runs"),
+            "warmup": r.get("warmup"),
+            "latency_ms": r.get("latency_ms"),
+            "peak_rss_bytes": r.get("peak_rss_bytes"),
+            "baseline_rss_bytes": r.get("baseline_rss_bytes"),
+            "samples_ms": r.get("samples_ms"),
+        }
+
+
+@dataclass
+class ProfileReport:
+    """Everything ``profile`` measured, renderable as a table, JSON or Markdown."""
+
+    target: dict[str, Any]
+    footprints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measurements: list[Measurement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [m.row(self.footprints[m.path]) for m in self.measurements]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "models": self.rows(), "footprints": self.footprints, "notes": self.notes}
+
+
+def resolve_models(items: Sequence[str | Path]) -> list[Path]:
+    """Expand a RUN_DIR into its dense and final .tflite files; check that files exist.
+
+    Raises:
+        ProfileError: a path does not exist or a run directory has no exported models.
+    """
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            summary = p / "summary.json"
+            if summary.exists():
+                s = json.loads(summary.read_text())
+                found = [s.get("baseline", {}).get("tflite_path"), s.get("tflite", {}).get("path")]
+                paths = [Path(f) for f in found if f]
+            else:
+                paths = [q for q in (p / "dense.tflite", p / "model.tflite") if q.exists()]
+            if not paths:
+                raise ProfileError(
+                    f"'{p}' has no exported models (no summary.json with tflite paths, no dense.tflite/model.tflite); "
+                    "run `edgesparse export RUN_DIR` first or give .tflite files."
+                )
+            missing = [q for q in paths if not q.exists()]
+            if missing:
+                raise ProfileError(f"the run '{p}' names {missing[0]}, which no longer exists; re-run `edgesparse export`.")
+            out.extend(paths)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ProfileError(f"'{p}' does not exist: give .tflite files or a run directory.")
+    return out
+
+
+def check_counts(threads: Sequence[int], runs: int, warmup: int) -> None:
+    """Reject nonsensical measurement settings before anything runs.
+
+    Raises:
+        ProfileError: a thread count or the number of runs is below 1, or warm-up is negative.
+    """
+    if not threads or any(t < 1 for t in threads):
+        raise ProfileError(f"--threads must be whole numbers >= 1 (got {','.join(map(str, threads)) or 'none'}).")
+    if runs < 1:
+        raise ProfileError(f"--runs must be >= 1 (got {runs}): the median of no runs is not a figure.")
+    if warmup < 0:
+        raise ProfileError(f"--warmup must be >= 0 (got {warmup}).")
+
+
+def _dynamic_dims(fp: dict[str, Any]) -> list[str]:
+    """Inputs with unknown non-batch dimensions (the runner cannot invent a shape for them)."""
+    bad = []
+    for inp in fp.get("inputs", []):
+        sig = list(inp.get("shape_signature") or [])
+        if any(int(d) < 0 for d in sig[1:]):
+            bad.append(f"{inp.get('name')} {sig}")
+    return bad
+
+
+def profile(
+    models: Sequence[str | Path],
+    *,
+    target: str = "local",
+    threads: Sequence[int] = (1,),
+    runs: int = 100,
+    warmup: int = 10,
+    resolver: str = "auto",
+    input_shape: tuple[int, ...] | None = None,
+    target_options: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ProfileReport:
+    """Measure footprint and latency of ``models`` on ``target``.
+
+    Args:
+        models: .tflite files and/or run directories (the first model is the baseline of ratios).
+        target: "local", "ssh://user@host[:port][/dir]" or "adb[://serial]".
+        threads: Thread counts to measure each model at.
+        runs: Timed invocations per model and thread count.
+        warmup: Untimed invocations first.
+        resolver: "auto" (XNNPACK, falling back to the builtin resolver) or "builtin".
+        input_shape: Shape for models with dynamic input dimensions.
+        target_options: Extra options of the target (identity file, known_hosts, ...).
+        progress: Callable receiving progress lines.
+
+    Returns:
+        The report.
+
+    Raises:
+        ProfileError: bad arguments or files; DeviceError: the target failed.
+    """
+    from edgesparse.device.targets import parse_target
+    from edgesparse.profile.footprint import footprint
+
+    say = progress or (lambda _m: None)
+    check_counts(threads, runs, warmup)
+    paths = resolve_models(models)
+    report = ProfileReport(target={})
+    for p in paths:
+        fp = footprint(p).to_dict()
+        dyn = _dynamic_dims(fp)
+        if dyn and input_shape is None:
+            raise ProfileError(
+                f"{p} has dynamic input dimensions ({'; '.join(dyn)}); give a concrete shape with "
+                "--input-shape, e.g. --input-shape 1,96,96,3."
+            )
+        report.footprints[str(p)] = fp
+        for note in fp.get("notes", []):
+            if note not in report.notes:
+                report.notes.append(note)
+    tgt = parse_target(target, **(target_options or {}))
+    report.target = tgt.describe()
+    for p in paths:
+        for t in threads:
+            say(f"measuring {p.name} on {tgt.name}: {t} thread(s), {warmup} warm-up + {runs} runs")
+            result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
+                                    input_shape=input_shape)
+            report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
+    return report

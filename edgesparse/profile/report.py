@@ -1,0 +1,155 @@
+"""Renderings of a ProfileReport: console table, JSON, Markdown with PNG plots.
+
+Nothing is computed here that was not measured or read from the flatbuffer; ratios are against
+the first model given (the dense baseline by convention).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgesparse import _io
+
+
+def _kb(v: Any) -> str:
+    return "—" if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def _ms(v: Any) -> str:
+    return "—" if v is None else f"{v:.3f}"
+
+
+def _ratio(v: Any, base: Any) -> str:
+    if not v or not base:
+        return ""
+    return f" ({v / base:.2f}x)"
+
+
+def table_rows(report: Any) -> list[list[str]]:
+    """One row per model x threads, with ratios against the first model at the same thread count."""
+    rows = report.rows()
+    base_by_threads: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        base_by_threads.setdefault(r["threads"], r)
+    out = []
+    for r in rows:
+        b = base_by_threads[r["threads"]]
+        lat = r.get("latency_ms") or {}
+        blat = b.get("latency_ms") or {}
+        out.append([
+            Path(r["path"]).name,
+            str(r["threads"]),
+            f"{r['bytes']:,}{_ratio(r['bytes'], b['bytes'])}" if r.get("bytes") is not None else "—",
+            f"{r['gzip_bytes']:,}{_ratio(r['gzip_bytes'], b['gzip_bytes'])}" if r.get("gzip_bytes") is not None else "—",
+            f"{r.get('nonzero_params') or 0:,}/{r.get('params') or 0:,}",
+            _kb(r.get("weight_runtime_bytes")),
+            _kb(r.get("peak_rss_bytes")),
+            _ms(r.get("init_ms")),
+            _ms(lat.get("median")) + _ratio(lat.get("median"), blat.get("median")),
+            _ms(lat.get("p90")),
+            str(r.get("resolver")),
+        ])
+    return out
+
+
+HEADERS = ["model", "threads", "file bytes", "gzip bytes", "non-zero/params", "runtime weights",
+           "peak RSS", "init ms", "median ms", "p90 ms", "resolver"]
+
+
+def console_table(report: Any) -> Any:
+    """A rich Table of the report."""
+    from rich.table import Table
+
+    tgt = report.target
+    title = f"profile on {tgt.get('name', 'local')} ({tgt.get('machine', '?')}, {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')})"
+    t = Table(title=title)
+    for h in HEADERS:
+        t.add_column(h, justify="left" if h in ("model", "resolver") else "right")
+    for row in table_rows(report):
+        t.add_row(*row)
+    if report.notes:
+        t.caption = "\n".join(report.notes)
+    return t
+
+
+def write_json(report: Any, path: Path) -> Path:
+    """The documented JSON: ``{"models": [{"path", "bytes", ..., "latency_ms": {...}}], ...}``."""
+    return _io.write_json(path, report.to_dict())
+
+
+def write_markdown(report: Any, path: Path) -> Path:
+    """Markdown with the table, the notes and two PNG plots written next to it.
+
+    Plots: latency distribution per model (box plot of every timed run) and size breakdown by
+    weight tensor (stored in the file vs held by the runtime after DENSIFY).
+    """
+    path = Path(path)
+    stem = path.with_suffix("")
+    lat_png = stem.parent / f"{stem.name}_latency.png"
+    size_png = stem.parent / f"{stem.name}_size.png"
+    _plot_latency(report, lat_png)
+    _plot_sizes(report, size_png)
+    lines = [f"# Profile on {report.target.get('name', 'local')}", ""]
+    tgt = report.target
+    lines.append(f"Target: {tgt.get('name')} — machine {tgt.get('machine', '?')}, Python {tgt.get('python', '?')}, "
+                 f"runtime {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')}.")
+    lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for row in table_rows(report):
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    if report.notes:
+        lines += ["", "## What these numbers mean", ""] + [f"- {n}" for n in report.notes]
+    lines += ["", f"![latency distribution]({lat_png.name})", "", f"![size by layer]({size_png.name})", ""]
+    return _io.write_text(path, "\n".join(lines))
+
+
+def _plot_latency(report: Any, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, data = [], []
+    for r in report.rows():
+        samples = r.get("samples_ms") or []
+        if samples:
+            labels.append(f"{Path(r['path']).name}\n{r['threads']}t")
+            data.append(samples)
+    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(data) + 2), 4))
+    if data:
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
+    ax.set_ylabel("latency per invoke (ms)")
+    ax.set_title("latency distribution")
+    fig.tight_layout()
+    with _io.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _plot_sizes(report: Any, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fps = list(report.footprints.items())
+    fig, axes = plt.subplots(len(fps), 1, figsize=(8, 2.6 * max(1, len(fps))), squeeze=False)
+    for ax, (path, fp) in zip(axes[:, 0], fps):
+        tensors = sorted(fp.get("tensors") or fp.get("weights") or [], key=lambda t: -(t.get("dense_bytes") or 0))[:12]
+        names = [str(t.get("name", ""))[-28:] for t in tensors]
+        stored = [t.get("stored_bytes") or 0 for t in tensors]
+        runtime = [t.get("dense_bytes") or t.get("runtime_bytes") or 0 for t in tensors]
+        y = np.arange(len(tensors))
+        ax.barh(y - 0.2, [s / 1024 for s in stored], height=0.4, label="stored in file")
+        ax.barh(y + 0.2, [s / 1024 for s in runtime], height=0.4, label="held at runtime")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("KiB")
+        ax.set_title(Path(path).name, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with _io.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
