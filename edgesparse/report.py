@@ -35,8 +35,8 @@ def comparison_table(summary: dict[str, Any]) -> Any:
         caption.append(f"TFLite vs Keras top-1 agreement {_fmt_pct(tfl.get('agreement'))}, resolver {tfl.get('resolver')}")
         if tfl.get("densify_ops"):
             caption.append(
-                f"{tfl['densify_ops']} DENSIFY ops: the sparse encoding shrinks the file; the runtime densifies "
-                "these weights at load, so runtime weight memory is not reduced"
+                f"{tfl['densify_ops']} DENSIFY ops: those weights are densified when the model loads, so their "
+                "runtime memory is not reduced (see `edgesparse inspect`)"
             )
     timing = summary.get("timing", {})
     if timing.get("step_time_ratio"):
@@ -52,10 +52,11 @@ def inspection_table(info: dict[str, Any]) -> Any:
     weights = info.get("weights") or []
     t = Table(title=f"{info.get('path', 'model')}: {info.get('file_bytes', 0):,} bytes, "
                     f"{info.get('densify_ops', 0)} DENSIFY ops")
-    for col in ("tensor", "shape", "dtype", "encoding", "stored", "dense", "sparsity", "used by"):
+    for col in ("tensor", "shape", "dtype", "encoding", "stored", "runtime", "sparsity", "used by"):
         t.add_column(col, justify="left" if col in ("tensor", "encoding", "used by", "dtype") else "right")
     for w in weights:
         t.add_row(str(w.get("name")), "x".join(map(str, w.get("shape") or [])), str(w.get("dtype")),
-                  str(w.get("encoding")), _fmt_int(w.get("stored_bytes")), _fmt_int(w.get("dense_bytes")),
+                  str(w.get("encoding")) + (" → DENSIFY" if w.get("densified") else ""),
+                  _fmt_int(w.get("stored_bytes")), _fmt_int(w.get("runtime_bytes")),
                   _fmt_pct(w.get("sparsity")), ", ".join(w.get("consumers") or []))
     return t

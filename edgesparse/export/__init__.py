@@ -35,22 +35,24 @@ def gzip_size(data: bytes) -> int:
 
 def _tflite_facts(data: bytes) -> dict[str, Any]:
     """Encodings and DENSIFY ops of a flatbuffer, from the inspection module if available."""
-    try:
-        from edgesparse.export.inspect import inspect_tflite
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return {}
+    from edgesparse.export.inspect import inspect_tflite
+
     info = inspect_tflite(data)
     d = info.to_dict()
-    weights = d.get("weights") or d.get("weight_tensors") or []
+    weights = d["weights"]
     encodings: dict[str, int] = {}
     for w in weights:
         enc = w.get("encoding", "dense")
         encodings[enc] = encodings.get(enc, 0) + 1
     return {
-        "densify_ops": d.get("densify_ops"),
+        "densify_ops": d["densify_ops"],
+        "weight_stored_bytes": sum(w["stored_bytes"] for w in weights),
+        "weight_runtime_bytes": sum(w["runtime_bytes"] for w in weights),
+        "weight_dense_bytes": sum(w["dense_bytes"] for w in weights),
         "encodings": encodings,
         "weights": [
-            {k: w.get(k) for k in ("name", "shape", "dtype", "encoding", "stored_bytes", "dense_bytes", "sparsity")}
+            {k: w.get(k) for k in ("name", "shape", "dtype", "encoding", "stored_bytes", "dense_bytes",
+                                   "runtime_bytes", "densified", "sparsity")}
             for w in weights
         ],
     }
