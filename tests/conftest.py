@@ -53,3 +53,34 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     recipe = validate_recipe(tiny_recipe(tmp, quantization={"mode": "pqat", "epochs": 1},
                                          sparsity={"pattern": "block:1x16"}))
     return train(recipe)
+
+
+from tests.sshd import sshd_server  # noqa: E402,F401  (fixture)
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real converted models: dense float, sparse int8 (block FC + CSR conv), and a verify batch."""
+    import numpy as np
+
+    from edgesparse import _tf
+    from edgesparse.export.convert import convert
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(64, activation="relu", name="fc")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="out")(x))
+    rng = np.random.default_rng(0)
+    for name in ("conv", "fc"):
+        k = model.get_layer(name).kernel
+        k.assign(k.numpy() * (rng.random(k.shape) > 0.8))
+    tmp = tmp_path_factory.mktemp("tflite")
+    rep = [rng.random((8, 8, 1), dtype=np.float32) for _ in range(20)]
+    out = {"dense": tmp / "dense.tflite", "int8": tmp / "model int8.tflite", "batch": tmp / "batch.npy"}
+    out["dense"].write_bytes(convert(model, "none"))
+    out["int8"].write_bytes(convert(model, "int8", sparse_encoding=True, representative=rep))
+    np.save(out["batch"], rng.random((12, 8, 8, 1), dtype=np.float32))
+    return out
