@@ -19,8 +19,9 @@ _API = {
     "train": ("edgesparse.train.pipeline", "train"),
     "export_model": ("edgesparse.export", "export_run"),
     "inspect_tflite": ("edgesparse.export.inspect", "inspect_tflite"),
-    "profile": ("edgesparse.profile", "profile"),
-    "deploy": ("edgesparse.profile", "deploy"),
+    "profile": ("edgesparse.profile.measure", "profile"),
+    "deploy": ("edgesparse.device.deploy", "deploy"),
+    "footprint": ("edgesparse.profile.footprint", "footprint"),
 }
 
 __all__ = sorted(_API) + ["__version__"]

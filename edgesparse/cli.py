@@ -21,7 +21,7 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 120  # pipes and CI logs: do not squeeze tables to 80 columns
+    width = None if stream.isatty() else 160  # pipes and CI logs: do not squeeze tables to 80 columns
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -139,6 +139,113 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     from edgesparse.recipe import dump_recipe, load_recipe
 
     click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of whole numbers") from None
+
+
+def _shape(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a shape like 1,96,96,3") from None
+
+
+_TARGET_HELP = "local (default), ssh://user@host[:port][/dest/dir], adb or adb://SERIAL."
+
+
+def _target_options(identity: str | None, known_hosts: str | None, accept_new_host_key: bool, python: str | None,
+                    benchmark_binary: str | None) -> dict[str, Any]:
+    return {"identity": identity, "known_hosts": known_hosts, "accept_new_host_key": accept_new_host_key,
+            "python": python, "benchmark_binary": benchmark_binary}
+
+
+def _target_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed([
+        click.option("--target", default="local", show_default=True, help=_TARGET_HELP),
+        click.option("--identity", type=click.Path(), help="SSH private key."),
+        click.option("--known-hosts", type=click.Path(), help="SSH known_hosts file (default: OpenSSH's)."),
+        click.option("--accept-new-host-key", is_flag=True, help="Trust an unknown SSH host key on first use."),
+        click.option("--python", help="Python on the device (default python3)."),
+        click.option("--benchmark-binary", type=click.Path(), help="adb: TFLite benchmark_model binary to push."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_target_flags
+@click.option("--threads", default="1", callback=_ints, show_default=True, help="Thread counts, e.g. 1,2,4.")
+@click.option("--runs", default=100, show_default=True, type=int, help="Timed invocations.")
+@click.option("--warmup", default=10, show_default=True, type=int, help="Untimed invocations first.")
+@click.option("--resolver", type=click.Choice(["auto", "builtin"]), default="auto", show_default=True)
+@click.option("--input-shape", callback=_shape, help="Shape for dynamic inputs, e.g. 1,96,96,3.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a Markdown report with PNG plots.")
+@_handle_errors
+def profile(models: tuple[Path, ...], target: str, identity: str | None, known_hosts: str | None,
+            accept_new_host_key: bool, python: str | None, benchmark_binary: str | None, threads: list[int],
+            runs: int, warmup: int, resolver: str, input_shape: tuple[int, ...] | None, json_path: Path | None,
+            report: Path | None) -> None:
+    """Measure footprint and latency of MODELS (.tflite files or a RUN_DIR) on a target."""
+    from edgesparse.profile import report as rep
+    from edgesparse.profile.measure import profile as run
+
+    console = _console()
+    with console.status("measuring") as status:
+        result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
+                     input_shape=input_shape,
+                     target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary),
+                     progress=lambda m: status.update(m))
+    console.print(rep.console_table(result))
+    if json_path:
+        rep.write_json(result, json_path)
+        console.print(f"wrote {json_path}")
+    if report:
+        rep.write_markdown(result, report)
+        console.print(f"wrote {report} (+ PNG plots beside it)")
+
+
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@_target_flags
+@click.option("--dest", help="Folder on the device (default ~/edgesparse, or /data/local/tmp/edgesparse on adb).")
+@click.option("--profile", "do_profile", is_flag=True, help="Also measure latency on the device.")
+@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--runs", default=50, show_default=True, type=int)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the result as JSON.")
+@_handle_errors
+def deploy(source: Path, target: str, identity: str | None, known_hosts: str | None, accept_new_host_key: bool,
+           python: str | None, benchmark_binary: str | None, dest: str | None, do_profile: bool, threads: int,
+           runs: int, json_path: Path | None) -> None:
+    """Copy a bundle (RUN_DIR, bundle folder or .tflite) to a device and check it runs there."""
+    from edgesparse import _io
+    from edgesparse.device.deploy import deploy as run
+
+    if target == "local" and dest is None:
+        raise click.UsageError("deploy needs --target (ssh://... or adb), or --dest for a local copy")
+    res = run(source, target, dest=dest, profile=do_profile, threads=threads, runs=runs,
+              target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
+    console = _console()
+    acc = "" if res.device_accuracy is None else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})"
+    console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
+    console.print(f"verification batch: {res.samples} samples, top-1 agreement with host {res.agreement:.2%}, "
+                  f"outputs identical: {'yes' if res.checksum_match else 'no'}{acc}; device runtime "
+                  f"{(res.device.get('runtime') or {}).get('name')} {(res.device.get('runtime') or {}).get('version')}, "
+                  f"resolver {res.device.get('resolver')}")
+    if res.profile:
+        lat = res.profile["latency_ms"]
+        console.print(f"latency on device: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
+                      f"({res.profile['runs']} runs, {res.profile['threads']} thread(s))")
+    if json_path:
+        _io.write_json(json_path, res.to_dict())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -82,7 +82,14 @@ def import_runtime():
                       + "; ".join(errors) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
 
 
-def make_interpreter(runtime, model_path, threads, resolver):
+def _prepare(interp, input_shape):
+    """Resize a dynamic input (before the first allocation, which would fail on -1 dims), then allocate."""
+    if input_shape:
+        interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(input_shape))
+    interp.allocate_tensors()
+
+
+def make_interpreter(runtime, model_path, threads, resolver, input_shape=None):
     """Create and allocate an interpreter; 'auto' falls back from XNNPACK to the builtin resolver.
 
     Returns (interpreter, resolver_used, fallback_reason, init_ms).
@@ -93,7 +100,7 @@ def make_interpreter(runtime, model_path, threads, resolver):
         t0 = time.perf_counter()
         try:
             interp = interpreter_cls(model_path=model_path, num_threads=threads)
-            interp.allocate_tensors()
+            _prepare(interp, input_shape)
             init_ms = (time.perf_counter() - t0) * 1000.0
             invoke_once(interp)
             return interp, "xnnpack", None, init_ms
@@ -106,7 +113,7 @@ def make_interpreter(runtime, model_path, threads, resolver):
     try:
         interp = interpreter_cls(model_path=model_path, num_threads=threads,
                                  experimental_op_resolver_type=resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        interp.allocate_tensors()
+        _prepare(interp, input_shape)
     except (RuntimeError, ValueError) as exc:
         raise RunnerError("load_failed", "the runtime cannot load the model: " + str(exc).strip(), EXIT_LOAD_FAILED)
     return interp, "builtin", reason, (time.perf_counter() - t0) * 1000.0
@@ -210,15 +217,11 @@ def run(args):
     import numpy as np
 
     rss_after_import = rss_bytes()
-    interp, resolver, reason, init_ms = make_interpreter(runtime, args.model, args.threads, args.resolver)
+    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
+    interp, resolver, reason, init_ms = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
     inp = interp.get_input_details()[0]
     signature = [int(d) for d in inp.get("shape_signature", inp["shape"])]
-    if args.input_shape:
-        shape = [int(s) for s in args.input_shape.split(",")]
-        interp.resize_tensor_input(inp["index"], shape)
-        interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
-    elif any(d < 0 for d in signature[1:]):
+    if shape is None and any(d < 0 for d in signature[1:]):
         raise RunnerError("dynamic_shape", "the model's input " + str(inp["name"]) + " has dynamic dimensions "
                           + str(signature) + "; give --input-shape", EXIT_BAD_ARGUMENT)
     rng = np.random.default_rng(0)

@@ -46,6 +46,7 @@ class Measurement:
             "warmup": r.get("warmup"),
             "latency_ms": r.get("latency_ms"),
             "peak_rss_bytes": r.get("peak_rss_bytes"),
+            "runtime_rss_bytes": r.get("runtime_rss_bytes"),
             "baseline_rss_bytes": r.get("baseline_rss_bytes"),
             "samples_ms": r.get("samples_ms"),
         }
@@ -171,15 +172,13 @@ def profile(
                 "--input-shape, e.g. --input-shape 1,96,96,3."
             )
         report.footprints[str(p)] = fp
-        for note in fp.get("notes", []):
-            if note not in report.notes:
-                report.notes.append(note)
+        report.notes += [f"{p.name}: {note}" for note in fp.get("notes", [])]
     tgt = parse_target(target, **(target_options or {}))
-    report.target = tgt.describe()
     for p in paths:
         for t in threads:
             say(f"measuring {p.name} on {tgt.name}: {t} thread(s), {warmup} warm-up + {runs} runs")
             result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
                                     input_shape=input_shape)
             report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
+    report.target = tgt.describe()
     return report

@@ -26,6 +26,13 @@ def _ratio(v: Any, base: Any) -> str:
     return f" ({v / base:.2f}x)"
 
 
+def _model_rss(r: dict[str, Any]) -> int | None:
+    """The model's own memory: peak RSS minus RSS after importing the runtime (same process)."""
+    if r.get("peak_rss_bytes") is None or r.get("runtime_rss_bytes") is None:
+        return None
+    return max(0, int(r["peak_rss_bytes"]) - int(r["runtime_rss_bytes"]))
+
+
 def table_rows(report: Any) -> list[list[str]]:
     """One row per model x threads, with ratios against the first model at the same thread count."""
     rows = report.rows()
@@ -37,13 +44,17 @@ def table_rows(report: Any) -> list[list[str]]:
         b = base_by_threads[r["threads"]]
         lat = r.get("latency_ms") or {}
         blat = b.get("latency_ms") or {}
+        nz = r.get("nonzero_params") or 0
+        params = r.get("params") or 0
         out.append([
             Path(r["path"]).name,
             str(r["threads"]),
-            f"{r['bytes']:,}{_ratio(r['bytes'], b['bytes'])}" if r.get("bytes") is not None else "—",
-            f"{r['gzip_bytes']:,}{_ratio(r['gzip_bytes'], b['gzip_bytes'])}" if r.get("gzip_bytes") is not None else "—",
-            f"{r.get('nonzero_params') or 0:,}/{r.get('params') or 0:,}",
+            "—" if r.get("bytes") is None else f"{r['bytes']:,}",
+            "" if not b.get("bytes") else f"{r['bytes'] / b['bytes']:.3f}",
+            "—" if r.get("gzip_bytes") is None else f"{r['gzip_bytes']:,}",
+            f"{nz / params:.1%}" if params else "—",
             _kb(r.get("weight_runtime_bytes")),
+            _kb(_model_rss(r)),
             _kb(r.get("peak_rss_bytes")),
             _ms(r.get("init_ms")),
             _ms(lat.get("median")) + _ratio(lat.get("median"), blat.get("median")),
@@ -53,8 +64,8 @@ def table_rows(report: Any) -> list[list[str]]:
     return out
 
 
-HEADERS = ["model", "threads", "file bytes", "gzip bytes", "non-zero/params", "runtime weights",
-           "peak RSS", "init ms", "median ms", "p90 ms", "resolver"]
+HEADERS = ["model", "thr", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights",
+           "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "resolver"]
 
 
 def console_table(report: Any) -> Any:
@@ -63,7 +74,7 @@ def console_table(report: Any) -> Any:
 
     tgt = report.target
     title = f"profile on {tgt.get('name', 'local')} ({tgt.get('machine', '?')}, {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')})"
-    t = Table(title=title)
+    t = Table(title=title, caption_justify="left")
     for h in HEADERS:
         t.add_column(h, justify="left" if h in ("model", "resolver") else "right")
     for row in table_rows(report):
@@ -137,10 +148,10 @@ def _plot_sizes(report: Any, out: Path) -> None:
     fps = list(report.footprints.items())
     fig, axes = plt.subplots(len(fps), 1, figsize=(8, 2.6 * max(1, len(fps))), squeeze=False)
     for ax, (path, fp) in zip(axes[:, 0], fps):
-        tensors = sorted(fp.get("tensors") or fp.get("weights") or [], key=lambda t: -(t.get("dense_bytes") or 0))[:12]
-        names = [str(t.get("name", ""))[-28:] for t in tensors]
+        tensors = sorted(fp.get("tensors") or [], key=lambda t: -(t.get("dense_bytes") or 0))[:12]
+        names = [str(t.get("name", "")).split(";")[0][-32:] for t in tensors]
         stored = [t.get("stored_bytes") or 0 for t in tensors]
-        runtime = [t.get("dense_bytes") or t.get("runtime_bytes") or 0 for t in tensors]
+        runtime = [t.get("runtime_bytes") or 0 for t in tensors]
         y = np.arange(len(tensors))
         ax.barh(y - 0.2, [s / 1024 for s in stored], height=0.4, label="stored in file")
         ax.barh(y + 0.2, [s / 1024 for s in runtime], height=0.4, label="held at runtime")

@@ -1,0 +1,1 @@
+"""Profiler: footprint from the flatbuffer, latency from the device runner, reports."""
