@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,15 @@ def _keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-@pytest.fixture(scope="session")
-def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
+@contextlib.contextmanager
+def start_sshd(tmp: Path) -> Iterator[SSHServer]:
+    """Run sshd on 127.0.0.1:<free port> with keys generated in ``tmp``; stop it on exit.
+
+    Raises:
+        RuntimeError: sshd is not installed or did not start.
+    """
     if not os.path.exists(SSHD):
-        pytest.fail("OpenSSH server not installed: run `bash .ci/system-deps.sh` (installs openssh-server).")
-    tmp = tmp_path_factory.mktemp("sshd")
+        raise RuntimeError("OpenSSH server not installed: run `bash .ci/system-deps.sh` (installs openssh-server).")
     for name in ("host_key", "user_key", "other_key"):
         _keygen(tmp / name)
     (tmp / "authorized_keys").write_text((tmp / "user_key.pub").read_text())
@@ -58,27 +63,38 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
         "LogLevel ERROR\nMaxStartups 50\n"
     )
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
-    log = open(tmp / "sshd.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.time() + 15
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {(tmp / 'sshd.log').read_text()}")
+    with open(tmp / "sshd.log", "w") as log:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                break
-        except OSError:
-            time.sleep(0.1)
-    host_pub = (tmp / "host_key.pub").read_text().split()
-    (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    (tmp / "empty_known_hosts").write_text("")
+            deadline = time.time() + 15
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"sshd exited: {(tmp / 'sshd.log').read_text()}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.time() > deadline:
+                        raise RuntimeError("sshd did not start listening within 15 s") from None
+                    time.sleep(0.1)
+            host_pub = (tmp / "host_key.pub").read_text().split()
+            (tmp / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+            (tmp / "empty_known_hosts").write_text("")
+            yield SSHServer(port=port, user=getpass.getuser(), identity=tmp / "user_key",
+                            other_identity=tmp / "other_key", known_hosts=tmp / "known_hosts",
+                            empty_known_hosts=tmp / "empty_known_hosts")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
     try:
-        yield SSHServer(port=port, user=getpass.getuser(), identity=tmp / "user_key", other_identity=tmp / "other_key",
-                        known_hosts=tmp / "known_hosts", empty_known_hosts=tmp / "empty_known_hosts")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with start_sshd(tmp_path_factory.mktemp("sshd")) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

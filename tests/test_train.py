@@ -203,3 +203,19 @@ def test_cli_interrupt_then_resume(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = [r for r in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:] if r.startswith("baseline")]
     assert len(rows) == 40  # resumed: every epoch once, none repeated
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_end_to_end(tmp_path: Path) -> None:
+    """The README's quickstart, exactly as shipped (about 40 s): verified, small and accurate."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "edgesparse.cli", "train", str(ROOT / "recipes" / "quickstart.yaml"),
+                           "-o", str(tmp_path / "run"), "--set", f"export.dir={tmp_path / 'bundle'}"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "dense vs final" in proc.stdout
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["baseline"]["accuracy"] >= 0.97
+    assert (s["baseline"]["accuracy"] - s["tflite"]["accuracy"]) * 100 <= 1.0
+    assert s["baseline"]["tflite_bytes"] / s["tflite"]["bytes"] >= 14
+    assert s["tflite"]["agreement"] >= 0.99

@@ -1,0 +1,134 @@
+"""Measure the profiler figures of issue #3 and print them (not a unit test).
+
+1. Agreement with LiteRT's own tool: our median latency vs ``litert-benchmark`` (ai-edge-litert's
+   console script) for the same model and threads, within 10%, measured alternating in one run,
+   for the quickstart model and the MobileNetV2 recipe's model.
+2. Repeatability: spread of the median across 5 repeated ``profile`` calls on MobileNetV2 <= 5%.
+3. Overhead: ``edgesparse profile`` on MobileNetV2 with 100 runs completes in
+   <= 3 x (init + 100 x median) + 2 s.
+4. SSH round trip: deploy + profile of the quickstart model to a loopback sshd under 15 s.
+
+Models come from ``export/quickstart`` and ``export/mobilenet_v2_shapes``; missing ones are trained
+first with ``edgesparse train`` (MobileNetV2 with fewer epochs: latency does not depend on accuracy).
+
+Usage: ``python benchmarks/profile_accuracy.py [--rounds 5] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODELS = {
+    "quickstart": (ROOT / "export" / "quickstart" / "model.tflite", ROOT / "recipes" / "quickstart.yaml", []),
+    "mobilenet_v2": (ROOT / "export" / "mobilenet_v2_shapes" / "model.tflite",
+                     ROOT / "recipes" / "mobilenet_v2_shapes.yaml",
+                     ["--set", "baseline.epochs=2", "--set", "sparsity.epochs=2", "--set", "sparsity.end=1"]),
+}
+
+
+def ensure(name: str) -> Path:
+    path, recipe, extra = MODELS[name]
+    if not path.exists():
+        print(f"[{name}] no exported model; training {recipe.name} first ...", flush=True)
+        subprocess.run([sys.executable, "-m", "edgesparse.cli", "train", str(recipe), *extra], check=True, cwd=ROOT,
+                       stdout=subprocess.DEVNULL)
+    return path
+
+
+def litert_median(model: Path, threads: int, runs: int) -> float:
+    from edgesparse.device.benchmark_model import parse_litert_benchmark
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        exe = Path(sys.executable).with_name("litert-benchmark")
+        subprocess.run([str(exe), "--model", str(model), "--num_runs", str(runs), "--warmup_runs", "10",
+                        "--num_threads", str(threads), "--result_json", str(out)], check=True,
+                       capture_output=True, cwd=ROOT)
+        return float(parse_litert_benchmark("", json.loads(out.read_text()))["latency_ms"]["median"])
+
+
+def our_median(model: Path, threads: int, runs: int) -> dict:
+    from edgesparse.device.targets import parse_target
+
+    return parse_target("local").run_runner(model, threads=threads, runs=runs, warmup=10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    ok = True
+
+    print("1. median latency vs litert-benchmark (alternating, median of rounds)")
+    for name in MODELS:
+        model = ensure(name)
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            ours.append(our_median(model, args.threads, args.runs)["latency_ms"]["median"])
+            theirs.append(litert_median(model, args.threads, args.runs))
+        o, t = statistics.median(ours), statistics.median(theirs)
+        diff = abs(o - t) / t
+        good = diff <= 0.10
+        ok &= good
+        print(f"   {name}: edgesparse {o:.4f} ms | litert-benchmark {t:.2f} ms (it rounds to 0.01 ms) | "
+              f"difference {diff:.1%} -> {'PASS' if good else 'FAIL'} (<= 10%)")
+        print(f"      rounds ours {[round(v, 4) for v in ours]} theirs {theirs}")
+
+    mobilenet = ensure("mobilenet_v2")
+    print("2. repeatability of `edgesparse profile` on MobileNetV2 (5 calls)")
+    medians, walls, inits = [], [], []
+    for _ in range(5):
+        with tempfile.TemporaryDirectory() as tmp:
+            js = Path(tmp) / "p.json"
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "edgesparse.cli", "profile", str(mobilenet), "--runs", "100",
+                            "--threads", str(args.threads), "--json", str(js)], check=True, capture_output=True,
+                           cwd=ROOT)
+            walls.append(time.perf_counter() - t0)
+            row = json.loads(js.read_text())["models"][0]
+            medians.append(row["latency_ms"]["median"])
+            inits.append(row["init_ms"])
+    spread = (max(medians) - min(medians)) / statistics.median(medians)
+    good = spread <= 0.05
+    ok &= good
+    print(f"   medians {[round(m, 3) for m in medians]} ms: spread {spread:.1%} -> {'PASS' if good else 'FAIL'} (<= 5%)")
+
+    print("3. overhead of `edgesparse profile` (MobileNetV2, 100 runs)")
+    budget = [3 * (i + 100 * m) / 1000 + 2 for i, m in zip(inits, medians)]
+    worst = max(w / b for w, b in zip(walls, budget))
+    good = all(w <= b for w, b in zip(walls, budget))
+    ok &= good
+    print(f"   wall {[round(w, 2) for w in walls]} s vs budget {[round(b, 2) for b in budget]} s "
+          f"(worst {worst:.0%} of budget) -> {'PASS' if good else 'FAIL'}")
+
+    print("4. SSH round trip: deploy + profile of the quickstart model to a loopback sshd")
+    from edgesparse.device.deploy import deploy
+    from tests.sshd import start_sshd
+
+    with tempfile.TemporaryDirectory() as tmp, start_sshd(Path(tmp)) as server:
+        opts = {"identity": str(server.identity), "known_hosts": str(server.known_hosts), "python": sys.executable}
+        t0 = time.perf_counter()
+        res = deploy(ROOT / "export" / "quickstart", server.target, dest=str(Path(tmp) / "device"), profile=True,
+                     runs=100, target_options=opts)
+        wall = time.perf_counter() - t0
+    good = wall < 15 and res.agreement == 1.0
+    ok &= good
+    print(f"   {wall:.2f} s, device accuracy {res.device_accuracy:.2%} = host {res.host_accuracy:.2%}, agreement "
+          f"{res.agreement:.0%}, median {res.profile['latency_ms']['median']:.4f} ms -> {'PASS' if good else 'FAIL'} (< 15 s)")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
