@@ -58,10 +58,36 @@ def _prepare_env() -> None:
 def tf() -> ModuleType:
     """Return the ``tensorflow`` module, imported with Keras 2 as tf.keras."""
     _prepare_env()
-    import tensorflow
+    with _quiet_native_stderr():
+        import tensorflow
 
+        tensorflow.config.list_physical_devices()  # probes CUDA now, quietly, not mid-run
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow
+
+
+class _quiet_native_stderr:  # noqa: N801 - used as a context manager
+    """Hide what TensorFlow's C++ side writes to fd 2 at import (absl/CUDA probe chatter).
+
+    Python exceptions are unaffected: they propagate after fd 2 is restored.
+    """
+
+    def __enter__(self) -> None:
+        self._saved = None
+        if os.environ.get("EDGESPARSE_TF_VERBOSE"):
+            return
+        try:
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except OSError:  # pragma: no cover - no fd 2
+            self._saved = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
 
 
 @functools.cache

@@ -248,5 +248,36 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
         _io.write_json(json_path, res.to_dict())
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--grid", "grid_items", multiple=True, metavar="PATH=V1,V2",
+              help="A grid axis, e.g. sparsity.final=0,0.5,0.9 (repeatable; adds to the recipe's sweep section).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override the base recipe.")
+@click.option("--repeats", default=1, show_default=True, type=int, help="Repeats (seeds) per grid point.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Parallel trial processes on this machine.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Send trials to this Ray cluster.")
+@click.option("--profile-runs", default=50, show_default=True, type=int, help="Latency runs per trial (0: skip).")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Sweep directory (default sweeps/NAME).")
+@_handle_errors
+def sweep(recipe: Path, grid_items: tuple[str, ...], overrides: tuple[str, ...], repeats: int, workers: int,
+          ray_address: str | None, profile_runs: int, output_dir: Path | None) -> None:
+    """Compare sparse models with their dense counterpart over a grid of recipe values."""
+    from edgesparse.recipe import load_recipe
+    from edgesparse.sweep import parse_grid
+    from edgesparse.sweep import sweep as run
+
+    base = load_recipe(recipe, overrides)
+    grid = {**(base.sweep or {}), **parse_grid(grid_items)}
+    console = _console()
+    res = run(base, grid, repeats=repeats, root=output_dir, workers=workers, ray_address=ray_address,
+              profile_runs=profile_runs, log=_log(console))
+    console.print(f"{len(res.rows)} trials, {len(res.failed)} failed, {res.seconds:.0f} s: "
+                  f"{res.root / 'results.csv'}, {res.root / 'report.md'}")
+    from edgesparse.sweep_report import aggregate, summary_lines
+
+    for line in summary_lines(aggregate(res.rows, list(grid)), list(grid), res.dense):
+        console.print(f"- {line}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

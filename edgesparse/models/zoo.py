@@ -97,6 +97,7 @@ class MobileNetV2Config(_ZooEntry):
     builtin: Literal["mobilenet_v2"]
     alpha: float = Field(0.35, gt=0.0, le=1.4)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    bn_momentum: float = Field(0.9, gt=0.0, lt=1.0, description="BatchNorm momentum (Keras default 0.999)")
 
 
 @register("mobilenet_v2", MobileNetV2Config)
@@ -119,7 +120,21 @@ def mobilenet_v2(cfg: MobileNetV2Config, input_shape: tuple[int, ...], num_class
     if cfg.dropout:
         x = keras.layers.Dropout(cfg.dropout)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="logits")(x)
-    return keras.Model(base.input, outputs, name=f"mobilenet_v2_{cfg.alpha:g}")
+    model = keras.Model(base.input, outputs, name=f"mobilenet_v2_{cfg.alpha:g}")
+    _fast_batchnorm(model, cfg.bn_momentum)
+    return model
+
+
+def _fast_batchnorm(model: Any, momentum: float) -> None:
+    """Let BatchNorm moving statistics converge within a few hundred steps.
+
+    keras.applications uses momentum 0.999, tuned for ImageNet-length training; trained from
+    scratch on a small data set for a few epochs, the moving statistics stay near their initial
+    values and the model scores chance in inference mode (measured: 25% on 4 classes).
+    """
+    for layer in model.layers:
+        if isinstance(layer, _tf.keras().layers.BatchNormalization):
+            layer.momentum = momentum
 
 
 class DSCNNConfig(_ZooEntry):
@@ -131,6 +146,7 @@ class DSCNNConfig(_ZooEntry):
     """
 
     builtin: Literal["ds_cnn"]
+    bn_momentum: float = Field(0.9, gt=0.0, lt=1.0, description="BatchNorm momentum")
     filters: int = Field(64, gt=0)
     blocks: int = Field(4, ge=1, le=8)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -158,4 +174,6 @@ def ds_cnn(cfg: DSCNNConfig, input_shape: tuple[int, ...], num_classes: int) -> 
     if cfg.dropout:
         x = layers.Dropout(cfg.dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
-    return keras.Model(inputs, outputs, name="ds_cnn")
+    model = keras.Model(inputs, outputs, name="ds_cnn")
+    _fast_batchnorm(model, cfg.bn_momentum)
+    return model

@@ -1,0 +1,247 @@
+"""report.md and plots of a sweep. Every number in the text comes from the results table."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from edgesparse import _io
+
+SPARSITY_AXIS = "sparsity.final"
+
+
+def _fmt_axis(key: str, value: Any) -> str:
+    short = key.split(".")[-1]
+    return f"{short}={value}"
+
+
+def aggregate(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
+    """Mean/std over repeats of each grid point (failed trials are counted, not averaged)."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(json.dumps(r.get(a), default=str) for a in axes)].append(r)
+    out = []
+    for key, rs in groups.items():
+        ok = [r for r in rs if r.get("status") == "ok" and r.get("tflite_accuracy") is not None]
+        point: dict[str, Any] = {a: json.loads(k) for a, k in zip(axes, key)}
+        point["repeats"] = len(rs)
+        point["resolver"] = next((r.get("resolver") for r in ok if r.get("resolver")), None)
+        point["failed"] = len(rs) - len(ok)
+        for col in ("tflite_accuracy", "keras_accuracy", "baseline_accuracy", "sparsity", "tflite_bytes", "gzip_bytes",
+                    "dense_tflite_bytes", "runtime_weight_bytes", "latency_median_ms", "peak_rss_bytes"):
+            vals = [float(r[col]) for r in ok if r.get(col) is not None]
+            point[col] = statistics.mean(vals) if vals else None
+            point[col + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        if point["tflite_accuracy"] is not None and point["baseline_accuracy"] is not None:
+            drops = [(float(r["baseline_accuracy"]) - float(r["tflite_accuracy"])) * 100 for r in ok]
+            point["drop_points"] = statistics.mean(drops)
+            point["drop_points_std"] = statistics.pstdev(drops) if len(drops) > 1 else 0.0
+            point["ratio"] = point["dense_tflite_bytes"] / point["tflite_bytes"] if point["tflite_bytes"] else None
+        else:
+            point["drop_points"] = point["ratio"] = None
+        out.append(point)
+    return out
+
+
+def strategy(point: dict[str, Any], axes: list[str]) -> str:
+    """A grid point's strategy: every axis value except the sparsity level."""
+    parts = [str(point[a]) for a in axes if a != SPARSITY_AXIS]
+    return " + ".join(parts) or "default"
+
+
+def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Points not beaten by another that is both smaller and at least as accurate."""
+    ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
+    front = []
+    for p in ok:
+        if not any(q is not p and q["tflite_bytes"] <= p["tflite_bytes"] and q["tflite_accuracy"] >= p["tflite_accuracy"]
+                   and (q["tflite_bytes"] < p["tflite_bytes"] or q["tflite_accuracy"] > p["tflite_accuracy"])
+                   for q in ok):
+            front.append(p)
+    return sorted(front, key=lambda p: p["tflite_bytes"])
+
+
+def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str, Any] | None) -> list[str]:
+    """Plain sentences about the best strategy per sparsity level, generated from the table."""
+    lines = []
+    levels = sorted({p.get(SPARSITY_AXIS) for p in points if p.get(SPARSITY_AXIS) is not None})
+    for level in levels:
+        cands = [p for p in points if p.get(SPARSITY_AXIS) == level and p.get("drop_points") is not None]
+        if not cands:
+            continue
+        best = max(cands, key=lambda p: (p["tflite_accuracy"], -(p["tflite_bytes"] or 0)))
+        rel = (f"within {best['drop_points']:.1f} points of dense" if best["drop_points"] >= 0
+               else f"{-best['drop_points']:.1f} points above dense")
+        text = (f"At {float(level):.0%} sparsity, {strategy(best, axes)} keeps TFLite accuracy {rel} "
+                f"({best['tflite_accuracy']:.2%} vs "
+                f"{best['baseline_accuracy']:.2%}, ±{best['drop_points_std']:.1f} over {best['repeats']} repeat(s)) at "
+                f"1/{best['ratio']:.1f} of the dense float32 .tflite ({best['tflite_bytes']:,.0f} bytes)")
+        if dense and dense.get("latency_median_ms") and best.get("latency_median_ms"):
+            r = best["latency_median_ms"] / dense["latency_median_ms"]
+            text += f"; median latency {best['latency_median_ms']:.3f} ms vs {dense['latency_median_ms']:.3f} ms dense ({r:.2f}x) on this CPU"
+            text += " — " + _latency_reason(best, r)
+        lines.append(text + ".")
+    front = pareto(points)
+    within = [p for p in points if p.get("drop_points") is not None and p["drop_points"] <= 1.0 and p.get("ratio")]
+    if within:
+        smallest = max(within, key=lambda p: p["ratio"])
+        lines.append(f"The smallest model within 1 point of dense is {strategy(smallest, axes)} at "
+                     f"{float(smallest.get(SPARSITY_AXIS, 0) or 0):.0%}: 1/{smallest['ratio']:.1f} of the dense .tflite, "
+                     f"{smallest['drop_points']:.1f} points below it.")
+    if front:
+        lines.append("Pareto front (size vs accuracy): " + "; ".join(
+            f"{strategy(p, axes)} @ {float(p.get(SPARSITY_AXIS, 0) or 0):.0%} ({p['tflite_bytes']:,.0f} B, "
+            f"{p['tflite_accuracy']:.2%})" for p in front) + ".")
+    return lines
+
+
+def _latency_reason(point: dict[str, Any], ratio: float) -> str:
+    quant = str(point.get("quantization.mode", ""))
+    if point.get("resolver") == "builtin":
+        return "XNNPACK refused this model (sparse int8 fully-connected), so LiteRT's builtin kernels ran"
+    if ratio < 0.9 and quant in ("int8", "qat", "pqat"):
+        return "int8 kernels do the speed-up; the zeros themselves are not skipped by x86 dense kernels"
+    if ratio < 0.9:
+        return "block-sparse fully-connected weights are read sparse by the FC kernel"
+    if ratio <= 1.1:
+        return "unchanged: sparse weights are densified at load and run on dense kernels; XNNPACK's sparse kernels are ARM-only"
+    return "slower: sparse encodings add DENSIFY/indexing work on this CPU"
+
+
+def write_report(result: Any, axes: list[str]) -> Path:
+    """Write report.md with plots next to it."""
+    root = Path(result.root)
+    points = aggregate(result.rows, axes)
+    dense = None
+    data = json.loads((root / "results.json").read_text()) if (root / "results.json").exists() else {}
+    dense = data.get("dense")
+    _plot_accuracy_vs_sparsity(points, axes, root / "accuracy_vs_sparsity.png")
+    _plot_accuracy_vs_size(points, axes, root / "accuracy_vs_size.png")
+    _plot_latency_vs_accuracy(points, axes, root / "latency_vs_accuracy.png", dense)
+    _plot_layer_sparsity(result.rows, pareto(points), axes, root / "layer_sparsity.png")
+    lines = [f"# Sweep: {root.name}", "",
+             f"{len(result.rows)} trials ({len(result.failed)} failed), {len(result.baselines)} shared dense baseline(s), "
+             f"{result.seconds:.0f} s. Accuracy is on the held-out test split; sizes are .tflite bytes; latency is the "
+             "median of the runner on this machine.", "", "## Summary", ""]
+    lines += [f"- {s}" for s in summary_lines(points, axes, dense)] or ["- no successful trials"]
+    lines += ["", "## Table (mean ± std over repeats)", ""]
+    head = [*(a.split(".")[-1] for a in axes), "repeats", "TFLite acc", "drop (pt)", "sparsity", ".tflite B", "ratio",
+            "runtime weights B", "median ms"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in sorted(points, key=lambda p: (strategy(p, axes), float(p.get(SPARSITY_AXIS) or 0))):
+        def f(v: Any, fmt: str) -> str:
+            return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+        lines.append("| " + " | ".join([
+            *(str(p[a]) for a in axes), f"{p['repeats']}" + (f" ({p['failed']} failed)" if p["failed"] else ""),
+            f(p["tflite_accuracy"], ".2%") + (f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else ""),
+            f(p["drop_points"], ".2f"), f(p["sparsity"], ".1%"), f(p["tflite_bytes"], ",.0f"),
+            "—" if not p.get("ratio") else f"1/{p['ratio']:.1f}", f(p["runtime_weight_bytes"], ",.0f"),
+            f(p["latency_median_ms"], ".3f")]) + " |")
+    failed = result.failed
+    if failed:
+        lines += ["", "## Failed trials", ""] + [f"- `{r['trial']}`: {r.get('error')}" for r in failed]
+    lines += ["", "![accuracy vs sparsity](accuracy_vs_sparsity.png)", "",
+              "![accuracy vs size](accuracy_vs_size.png)", "", "![latency vs accuracy](latency_vs_accuracy.png)", "",
+              "![per-layer sparsity](layer_sparsity.png)", ""]
+    return _io.write_text(root / "report.md", "\n".join(lines))
+
+
+def _fig(width: float = 7, height: float = 4.5) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(width, height))
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _plot_accuracy_vs_sparsity(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
+    plt, fig, ax = _fig()
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        if p.get("tflite_accuracy") is not None:
+            by[strategy(p, axes)].append(p)
+    for name, ps in sorted(by.items()):
+        ps = sorted(ps, key=lambda p: p["sparsity"] or 0)
+        ax.errorbar([p["sparsity"] * 100 for p in ps], [p["tflite_accuracy"] * 100 for p in ps],
+                    yerr=[p["tflite_accuracy_std"] * 100 for p in ps], marker="o", capsize=3, label=name)
+    base = [p["baseline_accuracy"] for p in points if p.get("baseline_accuracy") is not None]
+    if base:
+        ax.axhline(statistics.mean(base) * 100, color="grey", ls="--", label="dense baseline")
+    ax.set_xlabel("achieved sparsity (%)")
+    ax.set_ylabel("TFLite test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title("accuracy vs sparsity (error bars: std over repeats)")
+    _save(plt, fig, path)
+
+
+def _plot_accuracy_vs_size(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
+    plt, fig, ax = _fig()
+    ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in ok:
+        by[strategy(p, axes)].append(p)
+    for name, ps in sorted(by.items()):
+        ax.scatter([p["tflite_bytes"] / 1024 for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
+    front = pareto(ok)
+    if front:
+        ax.plot([p["tflite_bytes"] / 1024 for p in front], [p["tflite_accuracy"] * 100 for p in front], "k--",
+                lw=1, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(".tflite size (KiB, log)")
+    ax.set_ylabel("TFLite test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title("accuracy vs size")
+    _save(plt, fig, path)
+
+
+def _plot_latency_vs_accuracy(points: list[dict[str, Any]], axes: list[str], path: Path,
+                              dense: dict[str, Any] | None) -> None:
+    plt, fig, ax = _fig()
+    ok = [p for p in points if p.get("latency_median_ms") and p.get("tflite_accuracy") is not None]
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in ok:
+        by[strategy(p, axes)].append(p)
+    for name, ps in sorted(by.items()):
+        ax.scatter([p["latency_median_ms"] for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
+    if dense and dense.get("latency_median_ms"):
+        ax.axvline(dense["latency_median_ms"], color="grey", ls="--", label="dense float32 latency")
+    ax.set_xlabel("median latency per inference (ms, this CPU)")
+    ax.set_ylabel("TFLite test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title("latency vs accuracy")
+    _save(plt, fig, path)
+
+
+def _plot_layer_sparsity(rows: list[dict[str, Any]], chosen: list[dict[str, Any]], axes: list[str], path: Path) -> None:
+    plt, fig, ax = _fig(8, 4)
+    import numpy as np
+
+    chosen = chosen[:4]
+    series = []
+    for p in chosen:
+        r = next((r for r in rows if r.get("status") == "ok" and all(r.get(a) == p[a] for a in axes)), None)
+        if r and r.get("layer_sparsity"):
+            series.append((f"{strategy(p, axes)} @ {p.get(SPARSITY_AXIS)}", json.loads(r["layer_sparsity"])))
+    layers = sorted({name for _, d in series for name in d})
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(layers))
+    for i, (label, d) in enumerate(series):
+        ax.bar(x + i * width, [d.get(name, 0) * 100 for name in layers], width, label=label)
+    ax.set_xticks(x + width * (len(series) - 1) / 2 if series else x, layers, rotation=45, ha="right", fontsize=7)
+    ax.set_ylabel("sparsity (%)")
+    ax.set_title("per-layer sparsity of the Pareto-front models")
+    if series:
+        ax.legend(fontsize=7)
+    _save(plt, fig, path)
