@@ -32,7 +32,7 @@ setup(
         "tensorboard>=2.16,<3",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ray[default]>=2.9,<3"],
         "ray": ["ray[default]>=2.9,<3"],
     },
     entry_points={"console_scripts": ["edgesparse=edgesparse.cli:main"]},

@@ -61,9 +61,26 @@ def tf() -> ModuleType:
     with _quiet_native_stderr():
         import tensorflow
 
-        tensorflow.config.list_physical_devices()  # probes CUDA now, quietly, not mid-run
+        cpus = tensorflow.config.list_physical_devices("CPU")  # probes CUDA now, quietly, not mid-run
+    n = int(os.environ.get("EDGESPARSE_CPU_DEVICES", "0") or 0)
+    if n > 1 and cpus:
+        # Split the CPU into logical devices (must happen before TensorFlow initialises them):
+        # lets MirroredStrategy run data-parallel on one machine, e.g. in tests.
+        tensorflow.config.set_logical_device_configuration(
+            cpus[0], [tensorflow.config.LogicalDeviceConfiguration() for _ in range(n)])
     tensorflow.get_logger().setLevel("ERROR")
     return tensorflow
+
+
+def strategy_scope(distribution: str) -> Any:
+    """The tf.distribute scope a recipe's ``training.distribution`` asks for (a no-op for "none")."""
+    import contextlib
+
+    if distribution == "none":
+        return contextlib.nullcontext()
+    if distribution == "mirrored":
+        return tf().distribute.MirroredStrategy().scope()
+    raise EdgesparseError(f"unknown distribution '{distribution}'; known: none, mirrored")
 
 
 class _quiet_native_stderr:  # noqa: N801 - used as a context manager

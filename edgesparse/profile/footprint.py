@@ -1,10 +1,11 @@
 """Footprint of a .tflite model, computed from the flatbuffer alone (no device, no TensorFlow).
 
-File and gzip bytes, parameters and non-zeros, per-tensor storage (dense, CSR, blocks), the bytes
-the runtime holds for weights (densified ones at full size), an activation-memory estimate, MACs of
-a dense execution and MACs touching non-zero weights, and whether XNNPACK's sparse inference path
-can apply — checked against the documented conditions (TFLite XNNPACK delegate README, "Sparse
-Inference"), not guessed.
+File and gzip bytes; parameters and non-zeros; weight bytes as stored in the file and as held by
+the runtime (sparse weights behind a DENSIFY op are expanded at load, so they only shrink the
+file); an activation-memory estimate; MACs of a dense execution and MACs touching non-zero
+weights; and whether XNNPACK's sparse inference path can apply, checked op by op against the
+conditions documented in the TFLite XNNPACK delegate README ("Sparse Inference") and implemented in
+XNNPACK's ``xnn_check_nchw_compatibility`` / ``xnn_subgraph_rewrite_for_nchw`` (src/subgraph.c).
 """
 
 from __future__ import annotations
@@ -15,17 +16,92 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.export.inspect import ModelInspection, inspect_tflite
+from edgesparse.export.inspect import WEIGHT_PREP, ModelInspection, OpInfo, WeightInfo, inspect_tflite
 
-# Ops allowed inside an XNNPACK sparse subgraph besides 1x1 CONV_2D and 3x3/5x5 depthwise.
-_SPARSE_UNARY = {"ABS", "CEIL", "ELU", "FLOOR", "HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "NEG", "RELU", "RELU6",
-                 "RELU_N1_TO_1", "ROUND", "SQUARE"}
-_WEIGHT_PREP = {"DENSIFY", "DEQUANTIZE"}
+_COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL")
+_QUANTIZED = {"int8", "uint8", "int16", "int4"}
+
+
+@dataclass
+class TensorStorage:
+    """How one parameter tensor is stored and held (see :class:`~edgesparse.export.inspect.WeightInfo`)."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    role: str
+    encoding: str
+    elements: int
+    nonzeros: int
+    sparsity: float
+    stored_bytes: int
+    dense_bytes: int
+    runtime_bytes: int
+    densified: bool
+
+
+@dataclass
+class LayerCost:
+    """Size and compute of one operator that holds parameters or does MACs.
+
+    Attributes:
+        index: Operator position in the execution order.
+        op: Operator name.
+        output_shape: Shape of its first output.
+        weights: Names of its parameter tensors (weight, bias...).
+        encoding: Encoding of its main weight (``dense``, ``csr``, ``block 1x4``...).
+        params: Elements of its parameter tensors.
+        nonzero_params: Their non-zero elements.
+        stored_bytes: Their bytes in the file.
+        runtime_bytes: Their bytes as the kernel reads them.
+        macs_dense: Multiply-accumulates of a dense execution (0 for ops without a reduction).
+        macs_nonzero: MACs that touch a non-zero weight.
+    """
+
+    index: int
+    op: str
+    output_shape: list[int]
+    weights: list[str]
+    encoding: str
+    params: int
+    nonzero_params: int
+    stored_bytes: int
+    runtime_bytes: int
+    macs_dense: int
+    macs_nonzero: int
 
 
 @dataclass
 class Footprint:
-    """What a model costs in storage, memory and compute (see module docstring)."""
+    """What a model costs in storage, memory and compute.
+
+    Attributes:
+        path: The model file.
+        file_bytes: Size of the .tflite file.
+        gzip_bytes: Size after gzip level 9.
+        params: Elements of all parameter tensors (weights, biases, other float constants).
+        nonzero_params: Their non-zero elements.
+        weight_stored_bytes: Parameter bytes in the file (sparse values plus index arrays).
+        weight_dense_bytes: Parameter bytes if every tensor were dense in its stored dtype.
+        weight_runtime_bytes: Parameter bytes in the form the kernels read them, after DENSIFY
+            (and DEQUANTIZE of float16 weights) expand them when the model loads.
+        activation_bytes: Estimated peak of live activation bytes (see :func:`activation_bytes`).
+        activation_total_bytes: Sum of all activation tensors' bytes (no reuse at all).
+        macs_dense: MACs of a dense execution (conv, depthwise, FC, transpose conv, batch matmul).
+        macs_nonzero: MACs touching non-zero weights (exact, from the decoded weights).
+        densify_ops: Number of DENSIFY ops.
+        sparse_tensors: Parameter tensors stored in the sparse format.
+        tensors: Per-tensor storage.
+        layers: Per-operator size and MACs (execution order), for tables and plots.
+        by_op: The same summed per operator type.
+        xnnpack_sparse: ``{"eligible", "reasons", ...}`` from :func:`xnnpack_sparse_check`.
+        inputs: Model inputs (name, shape, shape_signature, dtype, scale, zero_point).
+        outputs: Model outputs.
+        shapes_exact: False when some activation has a dimension only known at run time besides
+            the batch (e.g. the converter computes shapes with SHAPE ops for a dynamic batch): the
+            file then holds placeholder shapes and MACs/activation bytes of those ops are not exact.
+        notes: Plain statements a reader needs to interpret the numbers.
+    """
 
     path: str | None
     file_bytes: int
@@ -36,201 +112,466 @@ class Footprint:
     weight_dense_bytes: int
     weight_runtime_bytes: int
     activation_bytes: int
+    activation_total_bytes: int
     macs_dense: int
     macs_nonzero: int
     densify_ops: int
-    tensors: list[dict[str, Any]]
-    layers: list[dict[str, Any]]
+    sparse_tensors: int
+    tensors: list[TensorStorage]
+    layers: list[LayerCost]
+    by_op: dict[str, dict[str, int]]
     xnnpack_sparse: dict[str, Any]
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    shapes_exact: bool = True
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def sparsity(self) -> float:
+        """Fraction of zero parameters."""
+        return 1.0 - self.nonzero_params / self.params if self.params else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-able form."""
+        d = asdict(self)
+        d["sparsity"] = self.sparsity
+        return d
 
 
-def _const_source(info: ModelInspection, tensor: int) -> int:
-    """Follow DENSIFY/DEQUANTIZE back to the constant tensor holding a weight."""
-    producer = {o: op for op in info.operators for o in op.outputs}
-    seen = 0
-    while tensor in producer and producer[tensor].op in _WEIGHT_PREP and seen < 4:
-        tensor = producer[tensor].inputs[0]
-        seen += 1
-    return tensor
+class _Graph:
+    """Producer/consumer maps of the main subgraph."""
+
+    def __init__(self, info: ModelInspection) -> None:
+        self.info = info
+        self.producer: dict[int, OpInfo] = {o: op for op in info.operators for o in op.outputs}
+        self.consumers: dict[int, list[OpInfo]] = {}
+        for op in info.operators:
+            for t in op.inputs:
+                if t >= 0:
+                    self.consumers.setdefault(t, []).append(op)
+        self.const = {t.index for t in info.tensors if t.has_data}
+        # DENSIFY/DEQUANTIZE of a constant run once at load: their outputs are weights, not activations
+        self.prepared: set[int] = set()
+        for op in info.operators:
+            if op.op in WEIGHT_PREP and op.inputs and (op.inputs[0] in self.const or op.inputs[0] in self.prepared):
+                self.prepared.update(op.outputs)
+
+    def source(self, t: int) -> int:
+        """The constant behind a weight input, looking through DENSIFY/DEQUANTIZE."""
+        for _ in range(4):
+            op = self.producer.get(t)
+            if op is None or op.op not in WEIGHT_PREP or not op.inputs:
+                break
+            t = op.inputs[0]
+        return t
+
+    def is_static(self, t: int) -> bool:
+        return t in self.const or t in self.prepared
+
+    def weight(self, op: OpInfo, slot: int) -> WeightInfo | None:
+        if slot >= len(op.inputs) or op.inputs[slot] < 0:
+            return None
+        return self.info.weight(self.source(op.inputs[slot]))
+
+    def shape(self, t: int) -> list[int]:
+        return self.info.tensors[t].shape if 0 <= t < len(self.info.tensors) else []
 
 
-def _macs(info: ModelInspection) -> tuple[int, int, list[dict[str, Any]]]:
-    dense = nonzero = 0
-    layers = []
-    by_index = {w.tensor_index: w for w in info.weights}
-    for op in info.operators:
-        if op.op not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or len(op.inputs) < 2:
-            continue
-        out_shape = info.tensors[op.outputs[0]].shape
-        w_idx = _const_source(info, op.inputs[1])
-        w_info = by_index.get(w_idx)
-        w_shape = info.tensors[w_idx].shape
-        decoded = info.decoded.get(w_idx)
-        nnz = int(np.count_nonzero(decoded)) if decoded is not None else int(np.prod(w_shape))
-        if op.op == "CONV_2D":  # filter [Co, Kh, Kw, Ci], output [N, H, W, Co]
-            positions = int(np.prod(out_shape[:-1]))
-            d = positions * int(np.prod(w_shape))
-            n = positions * nnz
-        elif op.op == "DEPTHWISE_CONV_2D":  # filter [1, Kh, Kw, Co]
-            positions = int(np.prod(out_shape[:-1]))
-            d = positions * int(np.prod(w_shape))
-            n = positions * nnz
-        else:  # FULLY_CONNECTED: weights [Co, Ci], output [..., Co]
-            rows = int(np.prod(out_shape)) // max(1, int(w_shape[0]))
-            d = rows * int(np.prod(w_shape))
-            n = rows * nnz
-        dense += d
-        nonzero += n
-        layers.append({"op": op.op, "weight": w_info.name if w_info else str(w_idx), "shape": w_shape,
-                       "macs_dense": d, "macs_nonzero": n,
-                       "stored_bytes": w_info.stored_bytes if w_info else None,
-                       "runtime_bytes": w_info.runtime_bytes if w_info else None,
-                       "encoding": w_info.encoding if w_info else None})
-    return dense, nonzero, layers
+def _prod(shape: list[int]) -> int:
+    return int(np.prod(shape)) if shape else 1
 
 
-def _activation_bytes(info: ModelInspection) -> int:
-    """Peak of the summed sizes of live activation tensors over the execution order.
+def _macs(g: _Graph, op: OpInfo) -> tuple[int, int]:
+    """(dense MACs, MACs touching non-zero weights) of one op; (0, 0) when it has no reduction."""
+    if op.op not in _COMPUTE or len(op.inputs) < 2 or not op.outputs:
+        return 0, 0
+    out = g.shape(op.outputs[0])
+    if op.op == "BATCH_MATMUL":
+        a, b = g.shape(op.inputs[0]), g.shape(op.inputs[1])
+        if len(a) < 2 or len(b) < 2:
+            return 0, 0
+        k = a[-2] if op.options.get("adj_x") else a[-1]
+        dense = _prod(out) * k
+        # every element of a constant operand is used equally often: non-zero MACs scale exactly
+        for slot in (1, 0):
+            w = g.weight(op, slot)
+            if w is not None and w.elements:
+                return dense, dense * w.nonzeros // w.elements
+        return dense, dense
+    w = g.weight(op, 1)
+    w_shape = g.shape(g.source(op.inputs[1]))
+    size = _prod(w_shape)
+    nnz = w.nonzeros if w is not None else size
+    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_3D"):
+        # each output position computes every output channel over its whole filter (grouped conv
+        # and depth multipliers included: the filter shape already says how many inputs each uses)
+        positions = _prod(out[:-1])
+    elif op.op == "FULLY_CONNECTED":
+        positions = _prod(out) // max(1, w_shape[0] if w_shape else 1)
+    else:  # TRANSPOSE_CONV, scatter form: each input position times the whole filter
+        positions = _prod(g.shape(op.inputs[2])[:-1]) if len(op.inputs) > 2 else 0
+    return positions * size, positions * nnz
 
-    An estimate (a lower bound of the arena the runtime plans; the real planner may add
-    alignment and cannot always reuse memory perfectly). Weights, including the outputs of
-    DENSIFY/DEQUANTIZE on constants, are not activations.
+
+def activation_bytes(info: ModelInspection) -> tuple[int, int]:
+    """Estimate the activation memory of the main subgraph.
+
+    Every non-constant tensor lives from the op that produces it (model inputs: from the start) to
+    the last op that reads it (model outputs and variables: to the end); the estimate is the peak,
+    over the execution order, of the summed bytes of live tensors. It is an estimate: a lower bound
+    of the arena TFLite plans (the planner adds alignment and cannot always pack perfectly, and
+    kernels add scratch buffers), computed with dynamic dimensions at their default size.
+    Weights — including the dense copies DENSIFY/DEQUANTIZE make of constants — are not counted.
+
+    Args:
+        info: The inspection.
+
+    Returns:
+        (peak live bytes, sum of all activation tensors' bytes).
     """
-    const = {w.tensor_index for w in info.weights} | {t.index for t in info.tensors if t.has_data}
-    prep_outputs = {o for op in info.operators if op.op in _WEIGHT_PREP and op.inputs and op.inputs[0] in const
-                    for o in op.outputs}
-    skip = const | prep_outputs
-    n_ops = len(info.operators)
+    g = _Graph(info)
+    n = len(info.operators)
     first: dict[int, int] = {}
     last: dict[int, int] = {}
-    for t in (inp["index"] for inp in info.inputs):
-        first[t] = -1
+    for io in info.inputs:
+        first[io.index] = 0
     for step, op in enumerate(info.operators):
         for t in op.outputs:
             first.setdefault(t, step)
+            last.setdefault(t, step)
         for t in op.inputs:
             if t >= 0:
-                last[t] = step
-    for t in (out["index"] for out in info.outputs):
-        last[t] = n_ops
-    sizes = {t.index: int(np.prod(t.shape or [1]) * t.itemsize) for t in info.tensors}
-    peak = 0
-    for step in range(-1, n_ops + 1):
-        live = sum(sizes[t] for t, f in first.items() if t not in skip and f <= step <= last.get(t, f))
-        peak = max(peak, live)
-    return int(peak)
+                last[t] = max(last.get(t, step), step)
+                first.setdefault(t, 0)  # read before any op writes it: an input or a variable
+    for io in info.outputs:
+        last[io.index] = max(n - 1, 0)
+    for t in info.tensors:
+        if t.is_variable and t.index in first:
+            first[t.index], last[t.index] = 0, max(n - 1, 0)
+    delta = np.zeros(n + 2, dtype=np.int64)
+    total = 0
+    for t, start in first.items():
+        if g.is_static(t):
+            continue
+        size = info.tensors[t].nbytes
+        total += size
+        delta[start] += size
+        delta[last.get(t, start) + 1] -= size
+    peak = int(np.cumsum(delta).max()) if n or first else 0
+    return max(peak, 0), total
+
+
+# ---------------------------------------------------------------------------------------------
+# XNNPACK sparse inference
+
+# Unary element-wise ops the sparse (NCHW) subgraph may contain, README list (SIGMOID is LOGISTIC).
+_SPARSE_UNARY = {"ABS", "CEIL", "ELU", "FLOOR", "HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "NEG", "RELU", "RELU6",
+                 "RELU_N1_TO_1", "ROUND", "SQUARE"}
+
+_XNNPACK_NOTE = (
+    "XNNPACK runs sparse (NCHW) kernels only on ARM and WebAssembly builds; on x86 it uses them only on "
+    "CPUs without AVX, so a desktop measurement shows dense speed."
+)
+
+
+def _padding(g: _Graph, op: OpInfo, k: int, stride: int) -> tuple[int, int, int, int] | None:
+    """Explicit (top, bottom, left, right) padding XNNPACK sees for a conv, or None for TF SAME.
+
+    The delegate passes SAME padding as XNNPACK's TensorFlow-SAME flag, which XNNPACK only turns
+    into explicit padding for stride 1; a PAD op feeding the conv is fused into explicit padding.
+    """
+    pad = (0, 0, 0, 0)
+    if op.options.get("padding") == "SAME":
+        if stride != 1:
+            return None
+        pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)
+    producer = g.producer.get(op.inputs[0])
+    if producer is not None and producer.op == "PAD" and len(producer.inputs) > 1:
+        arr = g.info.arrays.get(producer.inputs[1])
+        if arr is not None and arr.shape == (4, 2):
+            p = [int(x) for x in arr.ravel()]
+            if p[0] == p[1] == p[6] == p[7] == 0:  # only spatial zero padding is fused
+                pad = (pad[0] + p[2], pad[1] + p[3], pad[2] + p[4], pad[3] + p[5])
+    return pad
+
+
+def _fused_pad(g: _Graph, op: OpInfo) -> bool:
+    """A zero PAD whose only consumers are convolutions: XNNPACK folds it into their padding."""
+    if op.op != "PAD":
+        return False
+    users = g.consumers.get(op.outputs[0], []) if op.outputs else []
+    return bool(users) and all(u.op in ("CONV_2D", "DEPTHWISE_CONV_2D") for u in users)
+
+
+def _nchw_kind(g: _Graph, op: OpInfo) -> tuple[str | None, str]:
+    """How an op fits XNNPACK's NCHW rewrite: "start", "nchw", "end" or None, with the reason."""
+    name = op.op
+    ins = [t for t in op.inputs if t >= 0]
+    rank = len(g.shape(ins[0])) if ins else 0
+    dil = (op.options.get("dilation_h", 1), op.options.get("dilation_w", 1))
+    stride = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
+    if name == "CONV_2D":
+        w = g.shape(g.source(op.inputs[1]))  # [out, kh, kw, in]
+        if len(w) != 4 or dil != (1, 1):
+            return None, f"CONV_2D #{op.index} is dilated"
+        kh, kw, cin = w[1], w[2], w[3]
+        if (kh, kw) == (1, 1):
+            if stride != (1, 1):
+                return None, f"1x1 CONV_2D #{op.index} has stride {stride[0]}"
+            pad = _padding(g, op, 1, 1)
+            if pad != (0, 0, 0, 0):
+                return None, f"1x1 CONV_2D #{op.index} is padded"
+            return "nchw", ""
+        if (kh, kw) == (3, 3) and stride == (2, 2) and cin == 3:
+            pad = _padding(g, op, 3, 2)
+            if pad == (1, 1, 1, 1):
+                return "start", ""
+            why = ("TF 'same' padding with stride 2 (XNNPACK needs explicit padding 1 on each side: use "
+                   "ZeroPadding2D(1) then padding='valid')" if pad is None else f"padding {pad}, not 1 on each side")
+            return None, f"the 3x3 stride-2 CONV_2D #{op.index} on 3 channels has {why}"
+        return None, f"CONV_2D #{op.index} is {kh}x{kw} stride {stride[0]} on {cin} channels (only 1x1 convs, " \
+                     "and a first 3x3 stride-2 conv on 3 channels, are allowed)"
+    if name == "DEPTHWISE_CONV_2D":
+        w = g.shape(g.source(op.inputs[1]))  # [1, kh, kw, channels]
+        cin = g.shape(op.inputs[0])[-1:] or [0]
+        if len(w) != 4 or dil != (1, 1) or w[1] != w[2] or w[1] not in (3, 5) or stride[0] != stride[1] \
+                or stride[0] not in (1, 2) or w[3] != cin[0]:
+            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({w[1] if len(w) > 2 else '?'}x{w[2] if len(w) > 2 else '?'}, "
+                          f"stride {stride[0]}, multiplier {w[3] // max(cin[0], 1) if len(w) == 4 else '?'}) is not "
+                          "3x3/5x5 with stride 1 or 2, no dilation, multiplier 1")
+        k = w[1]
+        pad = _padding(g, op, k, stride[0])
+        want = ((k - 1) // 2,) * 4
+        if pad != want:
+            why = "TF 'same' padding with stride 2 (use ZeroPadding2D + padding='valid')" if pad is None else f"padding {pad}"
+            return None, f"DEPTHWISE_CONV_2D #{op.index} has {why}, not {want[0]} on each side"
+        return "nchw", ""
+    if name in ("MEAN", "SUM"):
+        axes = g.info.arrays.get(op.inputs[1]) if len(op.inputs) > 1 else None
+        if rank == 4 and axes is not None and sorted(int(a) % 4 for a in np.ravel(axes)) == [1, 2]:
+            return "end", ""
+        return None, f"{name} #{op.index} is not a reduction over the spatial axes of a 4-D tensor"
+    if name == "DEPTH_TO_SPACE":
+        return "end", ""
+    if name in ("ADD", "MUL"):
+        for t in ins[:2]:
+            shape = g.shape(t)
+            if len(shape) != 4:
+                return None, f"{name} #{op.index} has a {len(shape)}-D input (both must be 4-D)"
+            if g.is_static(t) and sum(1 for d in shape if d != 1) > 1:
+                return None, f"{name} #{op.index} has a constant input that is not a scalar or a vector"
+        return "nchw", ""
+    if name in _SPARSE_UNARY:
+        return ("nchw", "") if rank == 4 else (None, f"{name} #{op.index} has a {rank}-D input")
+    if name == "RESIZE_BILINEAR":
+        shape = g.shape(op.inputs[0])
+        return ("nchw", "") if len(shape) == 4 and shape[1] > 1 and shape[2] > 1 else \
+            (None, f"RESIZE_BILINEAR #{op.index} has a 1-pixel input")
+    return None, f"{name} #{op.index} is not supported by the sparse path"
 
 
 def xnnpack_sparse_check(info: ModelInspection) -> dict[str, Any]:
-    """Whether XNNPACK's sparse inference could run this model, with the reasons it cannot.
+    """Whether XNNPACK's sparse inference could run part of this model, with the reasons it cannot.
 
-    Conditions from the TFLite XNNPACK delegate README ("Sparse Inference"): weights stored sparse
-    (DENSIFY ops); float32 model; the subgraph starts with a 3x3 stride-2 CONV_2D with 3 input
-    channels, ends with a spatial MEAN (or DEPTH_TO_SPACE), and between them has only 1x1 CONV_2D
-    (no padding), 3x3/5x5 DEPTHWISE_CONV_2D with stride 1 or 2, ADD, MUL, RESIZE_BILINEAR and a set of
-    unary element-wise ops; at least 2/3 of the 1x1 CONV_2D filter weights are zero. The sparse
-    kernels are built for ARM only.
+    Follows the TFLite XNNPACK delegate README, "Sparse Inference"
+    (tensorflow/lite/delegates/xnnpack/README.md), and XNNPACK's src/subgraph.c: the delegate asks
+    XNNPACK for sparse inference only when weights are stored sparse behind DENSIFY ops; the
+    sparse part must run in float (float32/float16 — not int8); it must start with a 3x3 stride-2
+    CONV_2D on 3 input channels with padding 1 on each side and no dilation, end with a MEAN over
+    the spatial axes (global average pooling) or a DEPTH_TO_SPACE, and contain only 1x1 CONV_2D
+    (no stride, no padding), DEPTHWISE_CONV_2D 3x3/5x5 with stride 1 or 2, padding 1/2 on each side
+    and no dilation, ADD/MUL of 4-D tensors (a constant operand must be a scalar or a vector),
+    RESIZE_BILINEAR, and the unary ops ABS, CEIL, ELU, FLOOR, HARD_SWISH, LEAKY_RELU, LOGISTIC,
+    NEG, RELU, RELU6, RELU_N1_TO_1, ROUND, SQUARE; its values may not be read by other ops; and more
+    than 2/3 of the weights of its 1x1 convolutions must be zero. Padding: the delegate passes
+    'same' padding as XNNPACK's TF-SAME flag, made explicit only for stride 1, so stride-2 layers
+    need an explicit PAD (Keras ZeroPadding2D) and 'valid' padding.
+
+    Args:
+        info: The inspection.
+
+    Returns:
+        ``{"eligible": bool, "reasons": [...], "clusters": [...], "arm_only": True, "note": str}``;
+        each cluster gives its first and last op, op count and 1x1-conv zero fraction.
     """
+    g = _Graph(info)
     reasons: list[str] = []
-    ops = [op for op in info.operators if op.op not in _WEIGHT_PREP]
-    if any(w.dtype in ("int8", "uint8") and w.role == "weight" for w in info.weights):
-        reasons.append("the model is quantized to int8; XNNPACK's sparse kernels are float only")
+    ops = [op for op in info.operators if not (op.op in WEIGHT_PREP and all(o in g.prepared for o in op.outputs))]
+    quantized = sorted({w.dtype for w in info.weights if w.role == "weight" and w.dtype in _QUANTIZED}
+                       | {info.tensors[t].dtype for op in ops if op.op in _COMPUTE for t in op.inputs[:1]
+                          if t >= 0 and info.tensors[t].dtype in _QUANTIZED})
+    if quantized:
+        reasons.append(f"the model is quantized ({', '.join(quantized)} weights/activations, e.g. int8); "
+                       "XNNPACK's sparse kernels are float32/float16 only")
     if info.densify_ops == 0:
-        reasons.append("no weights are stored in the sparse format (no DENSIFY ops): export with sparse_encoding")
-    compute = [i for i, op in enumerate(ops) if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
-    if not compute:
-        reasons.append("the model has no convolution")
-        return {"eligible": False, "reasons": reasons, "arm_only": True}
-    start = ops[compute[0]]
-    w_shape = info.tensors[_const_source(info, start.inputs[1])].shape if len(start.inputs) > 1 else []
-    if not (start.op == "CONV_2D" and w_shape[1:3] == [3, 3] and start.options.get("strideH") == 2
-            and start.options.get("strideW") == 2 and len(w_shape) == 4 and w_shape[3] == 3):
-        reasons.append(f"the first compute op is {start.op} {w_shape} stride {start.options.get('strideH')}, not a 3x3 "
-                       "stride-2 CONV_2D on 3 input channels")
-    end = next((i for i, op in enumerate(ops) if op.op in ("MEAN", "DEPTH_TO_SPACE") and i > compute[0]), None)
-    if end is None:
-        reasons.append("no spatial MEAN (global average pooling) ends a convolutional part")
-        end = len(ops)
-    zeros = total = 0
-    bad_ops: set[str] = set()
-    for op in ops[compute[0] + 1:end]:
-        if op.op == "CONV_2D":
-            ws = info.tensors[_const_source(info, op.inputs[1])].shape
-            if ws[1:3] != [1, 1] or op.options.get("padding") == 0 and ws[1:3] != [1, 1]:
-                bad_ops.add(f"CONV_2D {ws[1]}x{ws[2]}")
+        reasons.append("no weights are stored sparse behind DENSIFY ops (convert with "
+                       "Optimize.EXPERIMENTAL_SPARSITY; tensors need about 40% zeros or more), and the delegate only "
+                       "asks XNNPACK for sparse inference when it sees DENSIFY")
+    kinds = {op.index: _nchw_kind(g, op) for op in ops}
+    ends = [op for op in ops if kinds[op.index][0] == "end"]
+    clusters: list[dict[str, Any]] = []
+    cluster_reasons: list[list[str]] = []
+    for end in ends:
+        members: dict[int, OpInfo] = {end.index: end}
+        start: OpInfo | None = None
+        problems: list[str] = []
+        stack = [t for t in end.inputs[:1] if t >= 0]
+        seen: set[int] = set()
+        while stack:
+            t = stack.pop()
+            if t in seen or g.is_static(t):
                 continue
-            dec = info.decoded.get(_const_source(info, op.inputs[1]))
-            if dec is not None:
-                zeros += int(dec.size - np.count_nonzero(dec))
-                total += int(dec.size)
-        elif op.op == "DEPTHWISE_CONV_2D":
-            ws = info.tensors[_const_source(info, op.inputs[1])].shape
-            if ws[1:3] not in ([3, 3], [5, 5]) or op.options.get("strideH") not in (1, 2):
-                bad_ops.add(f"DEPTHWISE_CONV_2D {ws[1]}x{ws[2]} stride {op.options.get('strideH')}")
-        elif op.op not in ({"ADD", "MUL", "RESIZE_BILINEAR", "MEAN"} | _SPARSE_UNARY):
-            bad_ops.add(op.op)
-    if bad_ops:
-        reasons.append("ops XNNPACK's sparse path does not take: " + ", ".join(sorted(bad_ops)))
-    if total == 0:
-        reasons.append("no 1x1 CONV_2D layers (the only layers the sparse path runs sparse)")
-    elif zeros / total < 2 / 3:
-        reasons.append(f"only {zeros / total:.0%} of the 1x1 CONV_2D weights are zero; at least 67% are needed")
-    return {"eligible": not reasons, "reasons": reasons, "arm_only": True,
-            "one_by_one_sparsity": zeros / total if total else None}
+            seen.add(t)
+            prod = g.producer.get(t)
+            if prod is None:
+                problems.append("the convolutional part reaches the model input without a 3x3 stride-2 CONV_2D "
+                                "on 3 channels as its first layer")
+                continue
+            kind, why = kinds.get(prod.index, (None, ""))
+            if kind == "start":
+                members[prod.index] = prod
+                start = prod
+                continue
+            if kind == "nchw" or _fused_pad(g, prod):
+                members[prod.index] = prod
+                stack.extend(x for x in prod.inputs if x >= 0)
+                continue
+            problems.append(why or f"{prod.op} #{prod.index} is not supported by the sparse path")
+        # every value the part reads must be read only inside it (XNNPACK keeps it in NCHW layout)
+        for op in members.values():
+            if op is start:
+                continue
+            for t in op.inputs:
+                if t < 0 or g.is_static(t):
+                    continue
+                outside = [u for u in g.consumers.get(t, []) if u.index not in members]
+                if outside:
+                    problems.append(f"{info.tensors[t].name or t} is also read by {outside[0].op} #{outside[0].index}, "
+                                    "outside the sparse part")
+        zeros = params = 0
+        for op in members.values():
+            if op.op == "CONV_2D" and kinds[op.index][0] == "nchw":
+                w = g.weight(op, 1)
+                if w is not None:
+                    zeros += w.elements - w.nonzeros
+                    params += w.elements
+        fraction = zeros / params if params else None
+        if not params:
+            problems.append("the part has no 1x1 CONV_2D (the layers the sparse path runs sparse)")
+        elif zeros * 3 <= params * 2:
+            problems.append(f"only {fraction:.0%} of the 1x1 CONV_2D weights in the part are zero; more than 2/3 "
+                            "must be")
+        first = min(members) if members else end.index
+        clusters.append({"first_op": first, "last_op": end.index, "ops": len(members),
+                         "conv1x1_zero_fraction": fraction, "ok": not problems})
+        cluster_reasons.append(sorted(set(problems), key=problems.index))
+    if not ends:
+        reasons.append("no MEAN over the spatial axes (global average pooling) or DEPTH_TO_SPACE ends a "
+                       "convolutional part")
+    elif not any(c["ok"] for c in clusters):
+        best = min(range(len(clusters)), key=lambda i: len(cluster_reasons[i]))
+        reasons.extend(cluster_reasons[best])
+    return {"eligible": not reasons, "reasons": reasons, "clusters": clusters, "arm_only": True,
+            "note": _XNNPACK_NOTE}
 
 
-def footprint(path: str | Path) -> Footprint:
-    """Compute the footprint of a .tflite file.
+# ---------------------------------------------------------------------------------------------
+
+
+def footprint(path: str | Path | bytes) -> Footprint:
+    """Compute the footprint of a .tflite model.
+
+    Args:
+        path: A .tflite file (or its bytes).
+
+    Returns:
+        The footprint.
 
     Raises:
-        ProfileError: the file is not a readable TFLite model.
+        ProfileError: The file is missing, empty, not a TFLite flatbuffer, or damaged.
     """
     info = inspect_tflite(path)
-    weights = [w for w in info.weights if w.role in ("weight", "bias")] or info.weights
-    macs_dense, macs_nonzero, layers = _macs(info)
-    check = xnnpack_sparse_check(info)
+    g = _Graph(info)
+    weights = info.weights
+    tensors = [TensorStorage(name=w.name, shape=w.shape, dtype=w.dtype, role=w.role, encoding=w.encoding,
+                             elements=w.elements, nonzeros=w.nonzeros, sparsity=w.sparsity,
+                             stored_bytes=w.stored_bytes, dense_bytes=w.dense_bytes, runtime_bytes=w.runtime_bytes,
+                             densified=w.densified) for w in weights]
+    layers: list[LayerCost] = []
+    by_op: dict[str, dict[str, int]] = {}
+    for op in info.operators:
+        if op.op in WEIGHT_PREP and all(o in g.prepared for o in op.outputs):
+            continue
+        ws: list[WeightInfo] = []
+        for t in op.inputs:
+            w = info.weight(g.source(t)) if t >= 0 else None
+            if w is not None and w not in ws:
+                ws.append(w)
+        macs_d, macs_n = _macs(g, op)
+        if not ws and not macs_d:
+            continue
+        main = g.weight(op, 1) if op.op in _COMPUTE else None
+        layer = LayerCost(
+            index=op.index, op=op.op, output_shape=g.shape(op.outputs[0]) if op.outputs else [],
+            weights=[w.name for w in ws], encoding=(main or ws[0]).encoding if (main or ws) else "dense",
+            params=sum(w.elements for w in ws), nonzero_params=sum(w.nonzeros for w in ws),
+            stored_bytes=sum(w.stored_bytes for w in ws), runtime_bytes=sum(w.runtime_bytes for w in ws),
+            macs_dense=macs_d, macs_nonzero=macs_n)
+        layers.append(layer)
+        agg = by_op.setdefault(op.op, {"count": 0, "params": 0, "nonzero_params": 0, "stored_bytes": 0,
+                                       "runtime_bytes": 0, "macs_dense": 0, "macs_nonzero": 0})
+        agg["count"] += 1
+        for key in ("params", "nonzero_params", "stored_bytes", "runtime_bytes", "macs_dense", "macs_nonzero"):
+            agg[key] += getattr(layer, key)
+    peak, total = activation_bytes(info)
     fp = Footprint(
-        path=str(path), file_bytes=info.file_bytes, gzip_bytes=info.gzip_bytes,
+        path=info.path if info.path is not None else (None if isinstance(path, (bytes, bytearray)) else str(path)),
+        file_bytes=info.file_bytes, gzip_bytes=info.gzip_bytes,
         params=sum(w.elements for w in weights), nonzero_params=sum(w.nonzeros for w in weights),
         weight_stored_bytes=sum(w.stored_bytes for w in weights),
         weight_dense_bytes=sum(w.dense_bytes for w in weights),
         weight_runtime_bytes=sum(w.runtime_bytes for w in weights),
-        activation_bytes=_activation_bytes(info), macs_dense=macs_dense, macs_nonzero=macs_nonzero,
-        densify_ops=info.densify_ops,
-        tensors=[{"name": w.name, "shape": w.shape, "dtype": w.dtype, "encoding": w.encoding,
-                  "stored_bytes": w.stored_bytes, "dense_bytes": w.dense_bytes, "runtime_bytes": w.runtime_bytes,
-                  "densified": w.densified, "sparsity": w.sparsity} for w in weights],
-        layers=layers, xnnpack_sparse=check, inputs=info.inputs, outputs=info.outputs,
+        activation_bytes=peak, activation_total_bytes=total,
+        macs_dense=sum(layer.macs_dense for layer in layers), macs_nonzero=sum(layer.macs_nonzero for layer in layers),
+        densify_ops=info.densify_ops, sparse_tensors=len(info.sparse_encoded), tensors=tensors, layers=layers,
+        by_op=by_op, xnnpack_sparse=xnnpack_sparse_check(info),
+        inputs=[asdict(t) for t in info.inputs], outputs=[asdict(t) for t in info.outputs],
+        shapes_exact=not any(-1 in t.shape_signature[1:] for t in info.tensors if not t.has_data),
     )
     fp.notes = _notes(fp, info)
     return fp
 
 
 def _notes(fp: Footprint, info: ModelInspection) -> list[str]:
-    notes = []
-    densified = [w for w in info.weights if w.densified]
-    native = [w for w in info.weights if w.encoding != "dense" and not w.densified]
-    if densified:
-        notes.append(
-            f"{len(densified)} weight tensor(s) are stored sparse but densified by DENSIFY ops when the model loads: "
-            f"they take {sum(w.stored_bytes for w in densified):,} bytes in the file and "
-            f"{sum(w.dense_bytes for w in densified):,} bytes in memory, and run on dense kernels.")
-    if native:
-        notes.append(
-            f"{len(native)} block-sparse FULLY_CONNECTED weight tensor(s) are read sparse by the FC kernel (no DENSIFY): "
-            f"{sum(w.stored_bytes for w in native):,} bytes in memory instead of {sum(w.dense_bytes for w in native):,}.")
+    notes: list[str] = []
+    if info.sparse_encoded or info.densify_ops:
+        densified = [w for w in info.weights if w.densified]
+        native = [w for w in info.weights if w.encoding != "dense" and not w.densified]
+        text = (f"The converter's sparse encoding shrinks the file while the runtime densifies the weights at load "
+                f"({info.densify_ops} DENSIFY op(s)): runtime weight bytes = {fp.weight_runtime_bytes:,}, not the "
+                f"stored {fp.weight_stored_bytes:,}.")
+        if native:
+            text += (f" {len(native)} block-sparse tensor(s) ({', '.join(sorted({c for w in native for c in w.consumers}))})"
+                     f" are read in the sparse format by their kernel and stay at "
+                     f"{sum(w.runtime_bytes for w in native):,} bytes.")
+        if densified:
+            text += (f" The {len(densified)} densified tensor(s) take {sum(w.stored_bytes for w in densified):,} bytes in "
+                     f"the file and {sum(w.runtime_bytes for w in densified):,} in memory, and run on dense kernels.")
+        notes.append(text)
+    notes.append(f"Activation memory {fp.activation_bytes:,} bytes is an estimate (peak of live tensors over the op "
+                 "order, a lower bound of the runtime's arena).")
     if fp.macs_dense:
         notes.append(f"MACs: {fp.macs_dense:,} dense, {fp.macs_nonzero:,} touch non-zero weights "
-                     f"({fp.macs_nonzero / fp.macs_dense:.0%}); only sparse kernels turn that into time.")
+                     f"({fp.macs_nonzero / fp.macs_dense:.0%}); only sparse kernels turn the difference into time.")
+    if not fp.shapes_exact:
+        notes.append("Some activation shapes are only known at run time (the model computes shapes, e.g. for a "
+                     "dynamic batch), so the file holds placeholder shapes: MACs and activation bytes are not exact. "
+                     "Convert with a fixed input shape (batch 1) for exact figures.")
+    elif any(io.dynamic for io in info.inputs):
+        notes.append("The model has a dynamic batch dimension; sizes and MACs are for a batch of 1.")
     x = fp.xnnpack_sparse
     if x["eligible"]:
-        notes.append("XNNPACK sparse inference can apply to this model — on ARM builds only (x86 runs dense kernels).")
+        notes.append("XNNPACK sparse inference can apply to this model. " + x["note"])
     else:
         notes.append("XNNPACK sparse inference does not apply: " + "; ".join(x["reasons"]) + ".")
     return notes

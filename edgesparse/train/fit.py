@@ -187,6 +187,7 @@ def run_phase(
             history.add(row)
 
     callbacks = [
+        keras.callbacks.TerminateOnNaN(),
         timer.callback(),
         *extra_callbacks,
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
@@ -198,6 +199,12 @@ def run_phase(
     t0 = time.perf_counter()
     model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
     seconds = time.perf_counter() - t0
+    losses = (model.history.history or {}).get("loss", []) if getattr(model, "history", None) else []
+    if any(not np.isfinite(v) for v in losses):
+        from edgesparse.errors import TrainError
+
+        raise TrainError(f"training diverged in the {phase} phase (loss became NaN/inf); lower its learning rate "
+                         f"(currently {optimizer.learning_rate:g}) or check the data for NaNs.")
     rows = [r for r in history.rows if r.get("phase") == phase]
     return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
 

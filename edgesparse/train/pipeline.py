@@ -24,7 +24,7 @@ import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.data import load_dataset
-from edgesparse.errors import DataError, EdgesparseError, InterruptedRun, RecipeError, TrainError
+from edgesparse.errors import DataError, InterruptedRun, RecipeError, TrainError
 from edgesparse.models import build_model
 from edgesparse.recipe import Recipe, dump_recipe, load_recipe, recipe_dir
 from edgesparse.train import fit, sparsity
@@ -172,171 +172,173 @@ def train(
     state = _State(out, hashlib.sha256(lock.encode()).hexdigest()[:16], resume)
     state.data["recipe_dir"] = str(recipe_dir(recipe))
     _io.write_text(out / "recipe.lock.yaml", lock)
-    phase = "setup"
     try:
-        _tf.set_seed(recipe.seed)
-        data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
-        say(f"data: {data.name} train/val/test = {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}, "
-            f"input {tuple(data.input_shape)}, {data.num_classes} classes")
-        history = fit.History(out / "history.csv")
-        if not resume:
-            history.rows = []
-        common = dict(batch_size=recipe.data.batch_size, seed=recipe.seed, run_dir=out, history=history,
-                      resume=resume, data=data, shuffle=recipe.training.shuffle)
-        summary: dict[str, Any] = {"name": recipe.name, "run_dir": str(out), "seed": recipe.seed,
-                                   "data": data.describe()}
-        warnings: list[str] = []
-        steps_per_epoch = int(np.ceil(len(data.x_train) / recipe.data.batch_size))
-
-        # ---- dense baseline ----------------------------------------------------------------
-        phase = "baseline"
-        if state.done("baseline"):
-            dense = _load_model(out / "baseline.keras")
-            base_info = state.done("baseline")
-            say("baseline: reused from the interrupted run")
-        else:
-            if dense_model is not None:
-                dense = sparsity.clone_dense(dense_model)
-                base_info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
-            else:
-                dense = build_model(recipe.model, tuple(data.input_shape), data.num_classes, recipe_dir(recipe))
-                check_compatibility(dense, data)
-                base_info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
-                if recipe.baseline.epochs:
-                    say(f"baseline: training {dense.name} ({dense.count_params():,} params) for "
-                        f"{recipe.baseline.epochs} epochs")
-                    r = fit.run_phase("baseline", dense, epochs=recipe.baseline.epochs,
-                                      optimizer=recipe.baseline.optimizer, **common)
-                    base_info.update(seconds=r.seconds, step_ms=r.step_ms)
-            _save_model(dense, out / "baseline.keras")
-            state.mark("baseline", base_info)
-        check_compatibility(dense, data)
-        base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
-        say(f"baseline: test accuracy {base_acc:.2%}")
-        summary["baseline"] = {"accuracy": base_acc, "params": int(dense.count_params()), **base_info}
-
-        # ---- sparsity -------------------------------------------------------------------------
-        phase = "sparsity"
-        model = dense
-        plan = None
-        if recipe.sparsity is not None:
-            scfg = recipe.sparsity
-            plan = sparsity.plan_sparsity(dense, scfg, steps_per_epoch)
-            if state.done("sparsity"):
-                model = _load_model(out / "sparse.keras")
-                sp_info = state.done("sparsity")
-                say("sparsity: reused from the interrupted run")
-            else:
-                pruned = sparsity.apply_pruning(dense, scfg, plan)
-                names = [lp.name for lp in plan.pruned]
-                say(f"sparsity: pruning {len(names)} layers to {scfg.final:.0%} ({scfg.schedule}, steps "
-                    f"{plan.begin_step}->{plan.end_step} every {plan.frequency}) for {scfg.epochs} epochs")
-                tfmot_sp = _tf.tfmot().sparsity.keras
-                r = fit.run_phase(
-                    "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
-                    extra_callbacks=[tfmot_sp.UpdatePruningStep(),
-                                     tfmot_sp.PruningSummaries(log_dir=str(out / "logs" / "pruning"))],
-                    epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
-                    **common,
-                )
-                model = sparsity.strip(pruned)
-                _save_model(model, out / "sparse.keras")
-                sp_info = {"epochs": scfg.epochs, "seconds": r.seconds, "step_ms": r.step_ms}
-                state.mark("sparsity", sp_info)
-            measured = sparsity.measure_sparsity(model, [lp.name for lp in plan.pruned])
-            warnings += sparsity.check_sparsity(measured, plan, scfg.tolerance, scfg.on_shortfall)
-            dense_left = sparsity.measure_sparsity(dense)["overall"]
-            if recipe.baseline.epochs and dense_left > 0.05:
-                raise TrainError(
-                    f"the dense baseline has {dense_left:.0%} zeros after pruning: its layers were shared with "
-                    "the pruned model. This is a bug in edgesparse; please report it."
-                )
-            summary["sparsity"] = {**sp_info, "plan": plan.to_dict(), "achieved": measured}
-            say(f"sparsity: achieved {measured['overall']:.2%} over the pruned kernels")
-
-        # ---- quantization ---------------------------------------------------------------------
-        phase = "quantization"
-        qcfg = recipe.quantization
-        qm = MODES.get(qcfg.mode)
-        final = model
-        quant_info: dict[str, Any] = {"mode": qcfg.mode}
-        if qm.trains and qcfg.epochs > 0:
-            if state.done("quantization"):
-                final = _load_quantized(model, qm, out / "final.weights.h5")
-                quant_info.update(state.done("quantization") or {})
-                say("quantization: reused from the interrupted run")
-            else:
-                assert qm.prepare is not None
-                qmodel = qm.prepare(model)
-                say(f"quantization: {qcfg.mode} fine-tuning for {qcfg.epochs} epochs")
-                r = fit.run_phase("quantization", qmodel, epochs=qcfg.epochs, optimizer=qcfg.optimizer, **common)
-                final = qmodel
-                with _io.atomic_path(out / "final.weights.h5", suffix=".weights.h5") as tmp:
-                    final.save_weights(str(tmp))
-                quant_info.update(epochs=qcfg.epochs, seconds=r.seconds, step_ms=r.step_ms)
-                state.mark("quantization", {k: v for k, v in quant_info.items() if k != "mode"})
-        elif qm.trains:
-            assert qm.prepare is not None
-            final = qm.prepare(model)
-        if plan is not None:
-            before = sparsity.measure_sparsity(model, [lp.name for lp in plan.pruned])
-            after = sparsity.measure_sparsity(final, [lp.name for lp in plan.pruned])
-            kept = after["overall"] >= before["overall"] - recipe.sparsity.tolerance  # type: ignore[union-attr]
-            quant_info.update(sparsity_before=before["overall"], sparsity_after=after["overall"],
-                              sparsity_preserved=bool(kept))
-            if qm.trains and not kept:
-                msg = (f"{qcfg.mode} lost sparsity: {before['overall']:.2%} before, {after['overall']:.2%} after "
-                       "quantization-aware training")
-                if qcfg.mode == "pqat":
-                    raise TrainError(msg + ". Prune-preserving QAT should keep every zero; please report it.")
-                warnings.append(msg + "; use mode pqat to keep the zeros.")
-        summary["quantization"] = quant_info
-        final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
-        final_sp = sparsity.measure_sparsity(final)
-        summary["model"] = {"accuracy": final_acc, "sparsity": final_sp["overall"],
-                            "params": int(final_sp["params"]), "zeros": int(final_sp["zeros"])}
-        say(f"final Keras model: test accuracy {final_acc:.2%}, sparsity {final_sp['overall']:.2%}")
-        base_step = summary["baseline"].get("step_ms")
-        sp_step = summary.get("sparsity", {}).get("step_ms")
-        summary["timing"] = {
-            "train_seconds": time.perf_counter() - t_start,
-            "baseline_step_ms": base_step,
-            "sparsity_step_ms": sp_step,
-            "step_time_ratio": (sp_step / base_step) if base_step and sp_step else None,
-            "batch_size": recipe.data.batch_size,
-        }
-
-        # ---- export -------------------------------------------------------------------------
-        phase = "export"
-        if export and recipe.export is not None:
-            from edgesparse.export import default_bundle_dir, export_models
-
-            res = export_models(final, dense, recipe=recipe, data=data, bundle=default_bundle_dir(recipe),
-                                final_outputs=final_out, dense_outputs=base_out, log=say)
-            info = res.info
-            v = info.get("verification", {})
-            dv = info.get("dense_verification", {})
-            summary["baseline"].update(tflite_bytes=info["dense"]["bytes"], tflite_gzip_bytes=info["dense"]["gzip_bytes"],
-                                       tflite_path=str(res.dense_path), tflite_accuracy=dv.get("accuracy"))
-            summary["tflite"] = {
-                "path": str(res.model_path), "bytes": info["model"]["bytes"], "gzip_bytes": info["model"]["gzip_bytes"],
-                "accuracy": v.get("accuracy"), "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_diff"),
-                "resolver": v.get("resolver"), "fallback_reason": v.get("fallback_reason"),
-                "ratio_vs_dense": info.get("ratio"), "densify_ops": info["model"].get("densify_ops"),
-                "encodings": info["model"].get("encodings"), "bundle": str(res.bundle),
-            }
-        summary["timing"]["total_seconds"] = time.perf_counter() - t_start
-        summary["warnings"] = warnings
-        summary["versions"] = _tf.versions()
-        _io.write_json(out / "summary.json", summary)
-        return RunResult(run_dir=out, summary=summary, warnings=warnings)
+        with _tf.strategy_scope(recipe.training.distribution):
+            return _train(recipe, out, state, resume, export, say, dense_model, t_start)
     except KeyboardInterrupt:
         raise InterruptedRun(
-            f"interrupted during the {phase} phase. Finished phases and per-epoch checkpoints are in '{out}'; "
+            f"interrupted during a training phase. Finished phases and per-epoch checkpoints are in '{out}'; "
             "run the same command with --resume to continue from the last completed epoch."
         ) from None
-    except EdgesparseError:
-        raise
+
+
+def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, say: Log, dense_model: Any,
+           t_start: float) -> RunResult:
+    """The body of :func:`train`, run inside the recipe's distribution scope."""
+    _tf.set_seed(recipe.seed)
+    data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    say(f"data: {data.name} train/val/test = {len(data.x_train)}/{len(data.x_val)}/{len(data.x_test)}, "
+        f"input {tuple(data.input_shape)}, {data.num_classes} classes")
+    history = fit.History(out / "history.csv")
+    if not resume:
+        history.rows = []
+    common = dict(batch_size=recipe.data.batch_size, seed=recipe.seed, run_dir=out, history=history,
+                  resume=resume, data=data, shuffle=recipe.training.shuffle)
+    summary: dict[str, Any] = {"name": recipe.name, "run_dir": str(out), "seed": recipe.seed,
+                               "data": data.describe()}
+    warnings: list[str] = []
+    steps_per_epoch = int(np.ceil(len(data.x_train) / recipe.data.batch_size))
+
+    # ---- dense baseline ----------------------------------------------------------------
+    if state.done("baseline"):
+        dense = _load_model(out / "baseline.keras")
+        base_info = state.done("baseline")
+        say("baseline: reused from the interrupted run")
+    else:
+        if dense_model is not None:
+            dense = sparsity.clone_dense(dense_model)
+            base_info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
+        else:
+            dense = build_model(recipe.model, tuple(data.input_shape), data.num_classes, recipe_dir(recipe))
+            check_compatibility(dense, data)
+            base_info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
+            if recipe.baseline.epochs:
+                say(f"baseline: training {dense.name} ({dense.count_params():,} params) for "
+                    f"{recipe.baseline.epochs} epochs")
+                r = fit.run_phase("baseline", dense, epochs=recipe.baseline.epochs,
+                                  optimizer=recipe.baseline.optimizer, **common)
+                base_info.update(seconds=r.seconds, step_ms=r.step_ms)
+        _save_model(dense, out / "baseline.keras")
+        state.mark("baseline", base_info)
+    check_compatibility(dense, data)
+    base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
+    say(f"baseline: test accuracy {base_acc:.2%}")
+    summary["baseline"] = {"accuracy": base_acc, "params": int(dense.count_params()), **base_info}
+
+    # ---- sparsity -------------------------------------------------------------------------
+    model = dense
+    plan = None
+    if recipe.sparsity is not None:
+        scfg = recipe.sparsity
+        plan = sparsity.plan_sparsity(dense, scfg, steps_per_epoch)
+        if state.done("sparsity"):
+            model = _load_model(out / "sparse.keras")
+            sp_info = state.done("sparsity")
+            say("sparsity: reused from the interrupted run")
+        else:
+            pruned = sparsity.apply_pruning(dense, scfg, plan)
+            names = [lp.name for lp in plan.pruned]
+            say(f"sparsity: pruning {len(names)} layers to {scfg.final:.0%} ({scfg.schedule}, steps "
+                f"{plan.begin_step}->{plan.end_step} every {plan.frequency}) for {scfg.epochs} epochs")
+            tfmot_sp = _tf.tfmot().sparsity.keras
+            r = fit.run_phase(
+                "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
+                extra_callbacks=[tfmot_sp.UpdatePruningStep(),
+                                 tfmot_sp.PruningSummaries(log_dir=str(out / "logs" / "pruning"))],
+                epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
+                **common,
+            )
+            model = sparsity.strip(pruned)
+            _save_model(model, out / "sparse.keras")
+            sp_info = {"epochs": scfg.epochs, "seconds": r.seconds, "step_ms": r.step_ms}
+            state.mark("sparsity", sp_info)
+        measured = sparsity.measure_sparsity(model, [lp.name for lp in plan.pruned])
+        warnings += sparsity.check_sparsity(measured, plan, scfg.tolerance, scfg.on_shortfall)
+        dense_left = sparsity.measure_sparsity(dense)["overall"]
+        if recipe.baseline.epochs and dense_left > 0.05:
+            raise TrainError(
+                f"the dense baseline has {dense_left:.0%} zeros after pruning: its layers were shared with "
+                "the pruned model. This is a bug in edgesparse; please report it."
+            )
+        summary["sparsity"] = {**sp_info, "plan": plan.to_dict(), "achieved": measured}
+        say(f"sparsity: achieved {measured['overall']:.2%} over the pruned kernels")
+
+    # ---- quantization ---------------------------------------------------------------------
+    qcfg = recipe.quantization
+    qm = MODES.get(qcfg.mode)
+    final = model
+    quant_info: dict[str, Any] = {"mode": qcfg.mode}
+    if qm.trains and qcfg.epochs > 0:
+        if state.done("quantization"):
+            final = _load_quantized(model, qm, out / "final.weights.h5")
+            quant_info.update(state.done("quantization") or {})
+            say("quantization: reused from the interrupted run")
+        else:
+            assert qm.prepare is not None
+            qmodel = qm.prepare(model)
+            say(f"quantization: {qcfg.mode} fine-tuning for {qcfg.epochs} epochs")
+            r = fit.run_phase("quantization", qmodel, epochs=qcfg.epochs, optimizer=qcfg.optimizer, **common)
+            final = qmodel
+            with _io.atomic_path(out / "final.weights.h5", suffix=".weights.h5") as tmp:
+                final.save_weights(str(tmp))
+            quant_info.update(epochs=qcfg.epochs, seconds=r.seconds, step_ms=r.step_ms)
+            state.mark("quantization", {k: v for k, v in quant_info.items() if k != "mode"})
+    elif qm.trains:
+        assert qm.prepare is not None
+        final = qm.prepare(model)
+    if plan is not None:
+        before = sparsity.measure_sparsity(model, [lp.name for lp in plan.pruned])
+        after = sparsity.measure_sparsity(final, [lp.name for lp in plan.pruned])
+        kept = after["overall"] >= before["overall"] - recipe.sparsity.tolerance  # type: ignore[union-attr]
+        quant_info.update(sparsity_before=before["overall"], sparsity_after=after["overall"],
+                          sparsity_preserved=bool(kept))
+        if qm.trains and not kept:
+            msg = (f"{qcfg.mode} lost sparsity: {before['overall']:.2%} before, {after['overall']:.2%} after "
+                   "quantization-aware training")
+            if qcfg.mode == "pqat":
+                raise TrainError(msg + ". Prune-preserving QAT should keep every zero; please report it.")
+            warnings.append(msg + "; use mode pqat to keep the zeros.")
+    summary["quantization"] = quant_info
+    final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
+    final_sp = sparsity.measure_sparsity(final)
+    summary["model"] = {"accuracy": final_acc, "sparsity": final_sp["overall"],
+                        "params": int(final_sp["params"]), "zeros": int(final_sp["zeros"])}
+    say(f"final Keras model: test accuracy {final_acc:.2%}, sparsity {final_sp['overall']:.2%}")
+    base_step = summary["baseline"].get("step_ms")
+    sp_step = summary.get("sparsity", {}).get("step_ms")
+    summary["timing"] = {
+        "train_seconds": time.perf_counter() - t_start,
+        "baseline_step_ms": base_step,
+        "sparsity_step_ms": sp_step,
+        "step_time_ratio": (sp_step / base_step) if base_step and sp_step else None,
+        "batch_size": recipe.data.batch_size,
+    }
+
+    # ---- export -------------------------------------------------------------------------
+    if export and recipe.export is not None:
+        from edgesparse.export import default_bundle_dir, export_models
+
+        res = export_models(final, dense, recipe=recipe, data=data, bundle=default_bundle_dir(recipe),
+                            final_outputs=final_out, dense_outputs=base_out, log=say)
+        info = res.info
+        v = info.get("verification", {})
+        dv = info.get("dense_verification", {})
+        summary["baseline"].update(tflite_bytes=info["dense"]["bytes"], tflite_gzip_bytes=info["dense"]["gzip_bytes"],
+                                   tflite_path=str(res.dense_path), tflite_accuracy=dv.get("accuracy"))
+        summary["tflite"] = {
+            "path": str(res.model_path), "bytes": info["model"]["bytes"], "gzip_bytes": info["model"]["gzip_bytes"],
+            "accuracy": v.get("accuracy"), "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_diff"),
+            "resolver": v.get("resolver"), "fallback_reason": v.get("fallback_reason"),
+            "ratio_vs_dense": info.get("ratio"), "densify_ops": info["model"].get("densify_ops"),
+            "encodings": info["model"].get("encodings"), "bundle": str(res.bundle),
+        }
+    summary["timing"]["total_seconds"] = time.perf_counter() - t_start
+    summary["warnings"] = warnings
+    summary["versions"] = _tf.versions()
+    summary["training"] = {"distribution": recipe.training.distribution,
+                           "replicas": int(_tf.tf().distribute.get_strategy().num_replicas_in_sync)}
+    _io.write_json(out / "summary.json", summary)
+    return RunResult(run_dir=out, summary=summary, warnings=warnings)
 
 
 def load_run(run_dir: Path) -> LoadedRun:

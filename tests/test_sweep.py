@@ -1,0 +1,118 @@
+"""edgesparse sweep: grid expansion, shared baselines, independent failures, resume, workers, Ray."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from edgesparse.cli import main
+from edgesparse.errors import RecipeError
+from edgesparse.recipe import validate_recipe
+from edgesparse.sweep import SweepError, parse_grid, plan, sweep
+from tests.conftest import ROOT, tiny_recipe, write_recipe
+
+
+def _base(tmp: Path) -> Any:
+    return validate_recipe(tiny_recipe(tmp, sparsity={"epochs": 2, "end": 1}))
+
+
+def test_parse_grid_keeps_brackets_and_types() -> None:
+    grid = parse_grid(["sparsity.final=0,0.5,0.9", "sparsity.pattern=unstructured,block:1x16,{m_by_n: [2, 4]}",
+                       "sparsity.regularization.l1=0,1e-5"])
+    assert grid["sparsity.final"] == [0, 0.5, 0.9]
+    assert grid["sparsity.pattern"] == ["unstructured", "block:1x16", {"m_by_n": [2, 4]}]
+    assert grid["sparsity.regularization.l1"] == [0, 1e-5]
+
+
+def test_bad_grids_fail_before_training(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    with pytest.raises(RecipeError, match="did you mean 'final'"):
+        plan(base, {"sparsity.fnal": [0.5]}, 1)
+    with pytest.raises(RecipeError, match=r"trial \[sparsity.final=1.5\].*less than 1"):
+        plan(base, {"sparsity.final": [0.5, 1.5]}, 1)
+    with pytest.raises(SweepError, match="grid is empty"):
+        plan(base, {}, 1)
+    with pytest.raises(SweepError, match="repeats"):
+        plan(base, {"sparsity.final": [0.5]}, 0)
+    with pytest.raises(SweepError, match="path=value"):
+        parse_grid(["sparsity.final"])
+
+
+def test_cli_rejects_workers_zero_and_dead_ray(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, tiny_recipe(tmp_path))
+    out = ["-o", str(tmp_path / "sw")]
+    r = CliRunner().invoke(main, ["sweep", str(path), "--grid", "sparsity.final=0.5", "--workers", "0", *out])
+    assert r.exit_code == 1 and "--workers must be >= 1" in r.output
+    r = CliRunner().invoke(main, ["sweep", str(path), "--grid", "sparsity.final=0.5", "--ray", "127.0.0.1:1", *out])
+    assert r.exit_code == 1 and "cannot reach the Ray cluster" in r.output
+    r = CliRunner().invoke(main, ["sweep", str(path), *out])
+    assert r.exit_code == 1 and "grid is empty" in r.output
+    assert not (tmp_path / "sw").exists()  # nothing started
+
+
+def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> None:
+    base = _base(tmp_path)
+    grid = {"sparsity.final": [0.5, 0.8], "sparsity.policy": ["all", "xnnpack"]}  # xnnpack: not for this CNN
+    res = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5)
+    assert len(res.rows) == 4
+    assert len(list((tmp_path / "sw" / "baselines").iterdir())) == 1  # one dense baseline for every trial
+    ok = [r for r in res.rows if r["status"] == "ok"]
+    failed = res.failed
+    assert len(ok) == 2 and len(failed) == 2
+    assert all("xnnpack" in r["error"] for r in failed)
+    assert {r["baseline_accuracy"] for r in ok} == {res.baselines[next(iter(res.baselines))]["accuracy"]}
+    for r in ok:
+        assert r["sparsity"] > 0 and r["tflite_bytes"] and r["latency_median_ms"] > 0 and r["runtime_weight_bytes"]
+    with open(tmp_path / "sw" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {"sparsity.final", "sparsity.policy", "tflite_accuracy", "keras_accuracy", "sparsity", "tflite_bytes",
+            "gzip_bytes", "runtime_weight_bytes", "peak_rss_bytes", "latency_median_ms", "latency_p90_ms",
+            "train_seconds", "error"} <= set(rows[0])
+    report = (tmp_path / "sw" / "report.md").read_text()
+    assert "## Summary" in report and "## Failed trials" in report and "At 80% sparsity" in report
+    for png in ("accuracy_vs_sparsity", "accuracy_vs_size", "latency_vs_accuracy", "layer_sparsity"):
+        assert (tmp_path / "sw" / f"{png}.png").stat().st_size > 1000
+    # Re-running the same sweep redoes nothing.
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/result.json")}
+    again = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5)
+    assert len(again.rows) == 4
+    assert stamps == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/result.json")}
+
+
+def test_sweep_with_two_workers(tmp_path: Path) -> None:
+    res = sweep(_base(tmp_path), {"sparsity.final": [0.5, 0.8]}, root=tmp_path / "sw", workers=2, profile_runs=0)
+    assert [r["status"] for r in res.rows] == ["ok", "ok"]
+
+
+def test_sweep_on_a_local_ray_instance(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
+             logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    try:
+        address = ray.get_runtime_context().gcs_address
+        res = sweep(_base(tmp_path), {"sparsity.final": [0.5, 0.8]}, root=tmp_path / "sw", ray_address=address,
+                    profile_runs=0)
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in res.rows] == ["ok", "ok"], res.rows
+
+
+def test_mirrored_strategy_prunes(tmp_path: Path) -> None:
+    """A trial trains under MirroredStrategy on two logical CPU devices, and pruning still works."""
+    recipe = tiny_recipe(tmp_path, training={"distribution": "mirrored"}, export=None)
+    path = write_recipe(tmp_path, recipe)
+    env = {**os.environ, "EDGESPARSE_CPU_DEVICES": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "edgesparse.cli", "train", str(path)], capture_output=True,
+                          text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["training"] == {"distribution": "mirrored", "replicas": 2}
+    assert all(v >= 0.74 for v in s["sparsity"]["achieved"]["layers"].values())
