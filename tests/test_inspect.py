@@ -356,6 +356,26 @@ def test_buffer_pointing_past_the_end_is_reported(built: dict[str, Any]) -> None
         inspect_tflite(bytes(builder.Output()))
 
 
+def test_operator_codes_old_new_and_custom(built: dict[str, Any]) -> None:
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(built["dense"].read_bytes()), 0)
+    codes = model.operatorCodes
+    # an old file: only the deprecated one-byte field is set
+    codes[0].builtinCode, codes[0].deprecatedBuiltinCode = 0, schema.BuiltinOperator.FULLY_CONNECTED
+    # a new op beyond 127: deprecated_builtin_code holds the placeholder
+    codes[1].builtinCode = schema.BuiltinOperator.GELU
+    codes[1].deprecatedBuiltinCode = schema.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES
+    codes[2].builtinCode, codes[2].deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM, schema.BuiltinOperator.CUSTOM
+    codes[2].customCode = "MyOp"
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    info = inspect_tflite(bytes(builder.Output()))
+    assert {0, 1, 2} <= {op.opcodeIndex for op in model.subgraphs[0].operators}
+    assert {"FULLY_CONNECTED", "GELU", "CUSTOM:MyOp"} <= set(info.op_counts)
+
+
 def test_inspection_does_not_import_tensorflow(built: dict[str, Any]) -> None:
     code = (
         "import sys\n"

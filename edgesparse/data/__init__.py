@@ -8,107 +8,72 @@ Recipe forms (one source key each, plus the common fields)::
     data: {image_folder: photos/, image_size: [64, 64]}       # one sub-folder per class
     data: {keras: mnist}                                      # downloaded by Keras (needs internet)
 
-Common fields: ``validation_split`` (0.1), ``test_split`` (0.2), ``batch_size`` (64), ``limit``.
-Splits are stratified and fixed by the recipe's seed; the test split is held out and is the only
-split used for reported accuracy.
+Common fields: ``validation_split`` (0.1), ``test_split`` (0.2), ``batch_size`` (64), ``limit``
+(none). Splits are stratified and fixed by the recipe's seed; the test split is held out and is the
+only split used for reported accuracy.
+
+Adding a source: a :class:`~edgesparse.data.registry.SourceConfig` subclass with a field named
+after its key, and a loader decorated with :func:`~edgesparse.data.registry.data_source` (or
+:func:`~edgesparse.data.registry.builtin`), imported below before ``DataConfig`` is built.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any, Optional
 
-import numpy as np
-from pydantic import Discriminator, Tag
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from edgesparse.data.sources import (
-    BUILTIN_CONFIGS,
-    LOADERS,
-    BuiltinConfig,
-    ImageFolderConfig,
-    KerasConfig,
-    NpzConfig,
-    SourceConfig,
-)
+# Importing the source modules registers them; DataConfig is built from the registries afterwards.
+from edgesparse.data import digits, image_folder, keras_datasets, npz, shapes  # noqa: F401
+from edgesparse.data.dataset import Dataset
+from edgesparse.data.digits import DigitsConfig
+from edgesparse.data.image_folder import ImageFolderConfig
+from edgesparse.data.keras_datasets import KerasConfig
+from edgesparse.data.npz import NpzConfig
+from edgesparse.data.registry import BUILTINS, DATA_SOURCES, SourceConfig, data_config_type, loader_for
+from edgesparse.data.shapes import SHAPE_NAMES, ShapesConfig
+from edgesparse.data.split import split_dataset
+from edgesparse.errors import DataError
 
-__all__ = ["Dataset", "DataConfig", "load_dataset", "DATA_SOURCES", "BUILTINS"]
+#: The pydantic type of a recipe's ``data:`` section: ``TypeAdapter(DataConfig).validate_python(d)``.
+DataConfig = data_config_type()
 
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train/validation/test splits in memory. x is float32, y int64 class indices."""
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-    class_names: list[str]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(d) for d in self.x_train.shape[1:])
-
-    def representative(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` samples of the training split (calibration data for int8 quantization)."""
-        idx = np.random.default_rng(seed).permutation(len(self.x_train))[: max(1, n)]
-        return self.x_train[idx]
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "train": int(len(self.x_train)), "validation": int(len(self.x_val)),
-                "test": int(len(self.x_test)), "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes}
-
-
-#: source key -> config class; the recipe's data section has exactly one of these keys
-DATA_SOURCES: dict[str, type[SourceConfig]] = {
-    "builtin": BuiltinConfig,  # type: ignore[dict-item]
-    "npz": NpzConfig,
-    "image_folder": ImageFolderConfig,
-    "keras": KerasConfig,
-}
-BUILTINS = BUILTIN_CONFIGS
-
-
-def _source_key(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return next((k for k in DATA_SOURCES if k in value), None)
-    for key, cls in DATA_SOURCES.items():
-        if key != "builtin" and isinstance(value, cls):
-            return key
-    return "builtin"
-
-
-DataConfig = Annotated[
-    Union[
-        Annotated[BuiltinConfig, Tag("builtin")],
-        Annotated[NpzConfig, Tag("npz")],
-        Annotated[ImageFolderConfig, Tag("image_folder")],
-        Annotated[KerasConfig, Tag("keras")],
-    ],
-    Discriminator(_source_key, custom_error_type="data_source",
-                  custom_error_message="the data section needs one of the keys builtin, npz, image_folder or keras"),
+__all__ = [
+    "BUILTINS", "DATA_SOURCES", "SHAPE_NAMES", "DataConfig", "Dataset", "DigitsConfig", "ImageFolderConfig",
+    "KerasConfig", "NpzConfig", "ShapesConfig", "SourceConfig", "load_dataset", "validate_data_config",
 ]
 
-def load_dataset(cfg: Any, seed: int, base_dir: Path | None = None) -> Dataset:
-    """Load and split the data a recipe names.
 
-    Args:
-        cfg: A validated data config.
-        seed: Fixes generation and splits.
-        base_dir: Folder relative paths resolve against (the recipe's).
+def validate_data_config(raw: Any) -> SourceConfig:
+    """Validate a ``data:`` mapping (as in a recipe) into its source config.
 
     Raises:
-        DataError: the data cannot be loaded or split.
+        DataError: the mapping is invalid; the message lists pydantic's findings.
     """
-    from edgesparse.data.split import split
+    try:
+        return TypeAdapter(DataConfig).validate_python(raw)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"invalid data section {raw!r}: {problems}. Known sources: {', '.join(DATA_SOURCES)}; "
+                        f"builtins: {', '.join(BUILTINS)}.") from None
 
-    key = _source_key(cfg) or "builtin"
-    name = cfg.builtin if key == "builtin" else key
-    x, y, x_test, y_test, class_names = LOADERS.get(name)(cfg, seed, base_dir)
-    return split(name, x, y, x_test, y_test, class_names, cfg, seed, Dataset)
 
+def load_dataset(cfg: BaseModel | dict[str, Any], seed: int, base_dir: Optional[Path] = None) -> Dataset:
+    """Load the data a recipe names and split it into train/validation/test.
+
+    Args:
+        cfg: A validated data config (a ``DataConfig`` member), or a raw ``data:`` mapping.
+        seed: Fixes generation (shapes) and the splits.
+        base_dir: Folder relative paths resolve against (the recipe's folder); default: the
+            current directory.
+
+    Returns:
+        The splits, x float32 and y int64 class indices.
+
+    Raises:
+        DataError: the config is invalid, or the data cannot be loaded or split.
+    """
+    config = validate_data_config(cfg) if isinstance(cfg, dict) else cfg
+    loaded = loader_for(config)(config, seed, None if base_dir is None else Path(base_dir))
+    return split_dataset(loaded, config, seed)  # type: ignore[arg-type]

@@ -164,6 +164,11 @@ def _tag(key: str) -> str:
     return f"source={key}"
 
 
+def _source_tag(value: Any) -> Optional[str]:
+    key = source_key(value)
+    return _tag(key) if key else None
+
+
 def data_config_type() -> Any:
     """Build ``DataConfig``: a union of the registered sources, picked by which key is present."""
     keys = list(DATA_SOURCES)
@@ -178,7 +183,7 @@ def data_config_type() -> Any:
     return Annotated[
         Union[tuple(members)],  # type: ignore[valid-type]
         Discriminator(
-            lambda v: (lambda k: _tag(k) if k else None)(source_key(v)),
+            _source_tag,
             custom_error_type="data_source",
             custom_error_message=f"the data section needs exactly one source key: {listed} "
                                  "(e.g. {builtin: digits} or {npz: data.npz})",

@@ -1,151 +1,280 @@
 #!/usr/bin/env python3
 """edgesparse device runner: time a .tflite model on the machine it runs on; print one JSON object.
 
-This file is copied alone onto devices (Raspberry Pi, Android/Termux): it imports only the
-standard library, numpy and a TFLite runtime — ai_edge_litert, else tflite_runtime, else
-tensorflow.lite — and keeps to Python 3.7 syntax. With tflite-runtime 2.14 (Raspberry Pi OS) use
-numpy<2.
+This file is copied alone onto devices (Raspberry Pi, Android/Termux, any Linux board), so it
+imports nothing from edgesparse: only the standard library, numpy and a TFLite runtime —
+``ai_edge_litert``, else ``tflite_runtime``, else ``tensorflow.lite`` — and it keeps to Python 3.7
+syntax (annotations are never evaluated thanks to the ``__future__`` import). With tflite-runtime
+2.14, the Raspberry Pi OS runtime, numpy must be < 2.
 
 Usage::
 
     python3 runner.py MODEL.tflite [--threads N] [--runs N] [--warmup N] [--resolver auto|builtin]
                       [--input BATCH.npy] [--input-shape 1,96,96,3] [--save-outputs OUT.npy]
+    python3 runner.py --describe
 
-Errors are JSON too (``{"error": ..., "kind": ...}``) with exit codes: 2 bad argument or dynamic
-shape, 3 no runtime, 4 the model cannot be loaded or run.
+What is measured:
+
+* ``init_ms``: interpreter creation + ``allocate_tensors`` (model load and delegate preparation).
+* ``first_invoke_ms``: the first invocation, which also checks that the resolver can run the model.
+* ``latency_ms`` / ``samples_ms``: ``--runs`` invocations after ``--warmup`` untimed ones, each timed
+  with ``time.perf_counter`` around ``invoke()`` only (inputs are set outside the timer).
+* Memory, from ``getrusage(RUSAGE_SELF).ru_maxrss`` (a high-water mark):
+  ``baseline_rss_bytes`` before the runtime is imported, ``runtime_rss_bytes`` after it is imported
+  but before the model is loaded, ``peak_rss_bytes`` at the end; ``model_rss_bytes`` is
+  ``peak - runtime``, the model's own cost.
+
+Resolver ``auto`` tries the runtime's default resolver (XNNPACK) first and, if creating,
+allocating or invoking fails (XNNPACK refuses some sparse int8 FULLY_CONNECTED layers with
+"failed to delegate"), retries with ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` and records why in
+``delegate_fallback_reason``.
+
+Errors are JSON too, ``{"error": ..., "kind": ..., ["fix": ...]}``, with exit codes: 2 for
+``bad_argument`` and ``dynamic_shape``, 3 for ``no_runtime``, 4 for ``load_failed``.
 """
+
+from __future__ import annotations
 
 import argparse
 import hashlib
 import json
 import os
 import platform
-import resource
+import re
 import sys
 import time
 
+try:  # Unix only; the runner still works (without memory figures) where it is missing
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+EXIT_OK = 0
 EXIT_BAD_ARGUMENT = 2
 EXIT_NO_RUNTIME = 3
 EXIT_LOAD_FAILED = 4
-NO_RUNTIME_FIX = ("pip install ai-edge-litert   (Raspberry Pi OS / older Python: "
-                  "pip install tflite-runtime 'numpy<2')")
+NO_RUNTIME_FIX = "pip install ai-edge-litert  (or on Raspberry Pi OS: pip install tflite-runtime 'numpy<2')"
 
 
 class RunnerError(Exception):
-    """An error reported as JSON with a kind and an exit code."""
+    """An error reported as one JSON object with a ``kind`` and an exit code."""
 
-    def __init__(self, kind, message, code, fix=None):
+    def __init__(self, kind: str, message: str, code: int, fix: str | None = None) -> None:
         Exception.__init__(self, message)
         self.kind = kind
         self.code = code
         self.fix = fix
 
+    def to_json(self) -> dict:
+        out = {"error": str(self), "kind": self.kind}
+        if self.fix:
+            out["fix"] = self.fix
+        return out
 
-def rss_bytes():
-    """Peak resident set size of this process so far (bytes)."""
+
+def bad_argument(message: str) -> RunnerError:
+    return RunnerError("bad_argument", message, EXIT_BAD_ARGUMENT)
+
+
+def load_failed(message: str) -> RunnerError:
+    return RunnerError("load_failed", message, EXIT_LOAD_FAILED)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as RunnerError (JSON on stdout) instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise bad_argument(message)
+
+
+def rss_bytes() -> int | None:
+    """Peak resident set size of this process so far, in bytes (None where unsupported)."""
+    if resource is None:
+        return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) * (1 if sys.platform == "darwin" else 1024)
+    return int(peak) * (1 if sys.platform == "darwin" else 1024)  # macOS: bytes, Linux: KiB
 
 
-def import_runtime():
-    """Return (name, version, Interpreter class, OpResolverType or None)."""
+class Runtime:
+    """The TFLite runtime found on this machine."""
+
+    def __init__(self, name: str, version: str, interpreter_cls: type, resolver_type: object) -> None:
+        self.name = name
+        self.version = version
+        self.interpreter_cls = interpreter_cls
+        self.resolver_type = resolver_type  # OpResolverType enum, or None on very old runtimes
+
+
+def _version(module: object, dist: str) -> str:
+    version = getattr(module, "__version__", None)
+    if version:
+        return str(version)
+    try:
+        from importlib.metadata import version as dist_version  # Python >= 3.8
+
+        return dist_version(dist)
+    except Exception:  # noqa: BLE001 - 3.7 has no importlib.metadata; the version is informative only
+        return "unknown"
+
+
+def import_runtime() -> Runtime:
+    """Import the first available TFLite runtime.
+
+    Raises:
+        RunnerError: (no_runtime) neither numpy nor a runtime is importable.
+    """
     try:
         import numpy  # noqa: F401  (every TFLite runtime needs it)
-    except ImportError:
-        raise RunnerError("no_runtime", "numpy is not importable with " + sys.executable, EXIT_NO_RUNTIME,
-                          "pip install numpy ai-edge-litert   (Raspberry Pi OS / older Python: "
-                          "pip install tflite-runtime 'numpy<2')")
-    errors = []
-    try:
-        from ai_edge_litert import interpreter as mod
-        try:
-            from importlib.metadata import version
-            ver = version("ai-edge-litert")
-        except Exception:  # noqa: BLE001
-            ver = "unknown"
-        return "ai_edge_litert", ver, mod.Interpreter, getattr(mod, "OpResolverType", None)
     except ImportError as exc:
-        errors.append(str(exc))
+        raise RunnerError("no_runtime", "numpy is not importable by " + sys.executable + " (" + str(exc) + ")",
+                          EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+    failures = []
     try:
-        from tflite_runtime import interpreter as mod  # type: ignore
-        import tflite_runtime  # type: ignore
-        return "tflite_runtime", getattr(tflite_runtime, "__version__", "unknown"), mod.Interpreter, getattr(
-            mod, "OpResolverType", None)
-    except ImportError as exc:
-        errors.append(str(exc))
+        import ai_edge_litert
+        from ai_edge_litert import interpreter as litert
+
+        return Runtime("ai_edge_litert", _version(ai_edge_litert, "ai-edge-litert"), litert.Interpreter,
+                       getattr(litert, "OpResolverType", None))
+    except Exception as exc:  # noqa: BLE001 - a broken install (numpy ABI...) is "not available" too
+        failures.append("ai_edge_litert: " + _first_line(exc))
     try:
-        import tensorflow as tf  # type: ignore
-        return "tensorflow", tf.__version__, tf.lite.Interpreter, getattr(tf.lite.experimental, "OpResolverType", None)
-    except ImportError as exc:
-        errors.append(str(exc))
-    raise RunnerError("no_runtime", "no TFLite runtime is importable with " + sys.executable + " ("
-                      + "; ".join(errors) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+        import tflite_runtime
+        from tflite_runtime import interpreter as tflr
+
+        return Runtime("tflite_runtime", _version(tflite_runtime, "tflite-runtime"), tflr.Interpreter,
+                       getattr(tflr, "OpResolverType", None))
+    except Exception as exc:  # noqa: BLE001
+        failures.append("tflite_runtime: " + _first_line(exc))
+    try:
+        import tensorflow as tf
+
+        return Runtime("tensorflow", tf.__version__, tf.lite.Interpreter,
+                       getattr(tf.lite.experimental, "OpResolverType", None))
+    except Exception as exc:  # noqa: BLE001
+        failures.append("tensorflow: " + _first_line(exc))
+    raise RunnerError("no_runtime", "no TFLite runtime is importable by " + sys.executable + " ("
+                      + "; ".join(failures) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
 
 
-def _prepare(interp, input_shape):
-    """Resize a dynamic input (before the first allocation, which would fail on -1 dims), then allocate."""
-    if input_shape:
+def _first_line(exc: BaseException) -> str:
+    """A one-line reason; LiteRT glues its messages together ("...#5Node number 9 ...")."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return re.sub(r"(?<=[^\s;.])(Node number \d)", r"; \1", text)
+
+
+def check_static_shapes(interp: object, input_shape: list | None) -> None:
+    """Refuse dynamic non-batch dimensions unless --input-shape gives them.
+
+    A dynamic batch dimension (-1 first, as every Keras export has) runs with batch 1.
+
+    Raises:
+        RunnerError: (dynamic_shape) a dynamic dimension without --input-shape.
+    """
+    details = interp.get_input_details()  # type: ignore[attr-defined]
+    for i, d in enumerate(details):
+        signature = [int(s) for s in d.get("shape_signature", d["shape"])]
+        dynamic = any(s < 0 for s in signature[1:])
+        if not dynamic:
+            continue
+        if input_shape is not None and i == 0:
+            if len(input_shape) != len(signature) or any(s >= 0 and s != g for s, g in zip(signature, input_shape)):
+                raise bad_argument("--input-shape " + ",".join(str(s) for s in input_shape) + " does not fit input "
+                                   + str(d["name"]) + " of signature " + str(signature))
+            continue
+        raise RunnerError("dynamic_shape", "the model's input " + str(d["name"]) + " has dynamic dimensions "
+                          + str(signature) + "; give a concrete shape with --input-shape (for example "
+                          + ",".join(str(s if s > 0 else 1) for s in signature) + ")", EXIT_BAD_ARGUMENT)
+
+
+def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, input_shape: list | None) -> object:
+    kwargs = {"model_path": model_path, "num_threads": threads}
+    if builtin:
+        if runtime.resolver_type is None:
+            raise load_failed(runtime.name + " " + runtime.version + " has no OpResolverType, so the builtin "
+                              "resolver cannot be chosen; upgrade the runtime")
+        kwargs["experimental_op_resolver_type"] = getattr(runtime.resolver_type, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+    interp = runtime.interpreter_cls(**kwargs)
+    check_static_shapes(interp, input_shape)
+    if input_shape is not None:
         interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(input_shape))
     interp.allocate_tensors()
+    return interp
 
 
-def make_interpreter(runtime, model_path, threads, resolver, input_shape=None):
-    """Create and allocate an interpreter; 'auto' falls back from XNNPACK to the builtin resolver.
+def _invoke_once(interp: object) -> float:
+    import numpy as np
 
-    Returns (interpreter, resolver_used, fallback_reason, init_ms).
+    for d in interp.get_input_details():  # type: ignore[attr-defined]
+        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    interp.invoke()  # type: ignore[attr-defined]
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: str,
+                     input_shape: list | None = None) -> dict:
+    """Create, allocate and invoke once; ``auto`` falls back from XNNPACK to the builtin resolver.
+
+    Returns:
+        ``{"interpreter", "resolver", "reason", "init_ms", "first_invoke_ms"}``.
+
+    Raises:
+        RunnerError: dynamic shape, or the model cannot be loaded or run by either resolver.
     """
-    _name, _ver, interpreter_cls, resolver_type = runtime
     reason = None
     if resolver == "auto":
         t0 = time.perf_counter()
         try:
-            interp = interpreter_cls(model_path=model_path, num_threads=threads)
-            _prepare(interp, input_shape)
+            interp = _create(runtime, model_path, threads, False, input_shape)
             init_ms = (time.perf_counter() - t0) * 1000.0
-            invoke_once(interp)
-            return interp, "xnnpack", None, init_ms
+            first = _invoke_once(interp)
+            return {"interpreter": interp, "resolver": "xnnpack", "reason": None, "init_ms": init_ms,
+                    "first_invoke_ms": first}
         except (RuntimeError, ValueError) as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if resolver_type is None:
-        raise RunnerError("load_failed", "this runtime has no builtin resolver option and the default one failed: "
-                          + str(reason), EXIT_LOAD_FAILED)
+            reason = _first_line(exc)
+            interp = None  # free the failed attempt before the next one
     t0 = time.perf_counter()
     try:
-        interp = interpreter_cls(model_path=model_path, num_threads=threads,
-                                 experimental_op_resolver_type=resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-        _prepare(interp, input_shape)
+        interp = _create(runtime, model_path, threads, True, input_shape)
     except (RuntimeError, ValueError) as exc:
-        raise RunnerError("load_failed", "the runtime cannot load the model: " + str(exc).strip(), EXIT_LOAD_FAILED)
-    return interp, "builtin", reason, (time.perf_counter() - t0) * 1000.0
+        message = _first_line(exc)
+        if reason and reason != message:
+            message = "default resolver: " + reason + "; builtin resolver: " + message
+        raise load_failed("the runtime cannot load the model: " + message)
+    init_ms = (time.perf_counter() - t0) * 1000.0
+    try:
+        first = _invoke_once(interp)
+    except (RuntimeError, ValueError) as exc:
+        raise load_failed("the runtime cannot run the model: " + _first_line(exc))
+    return {"interpreter": interp, "resolver": "builtin", "reason": reason, "init_ms": init_ms,
+            "first_invoke_ms": first}
 
 
-def invoke_once(interp):
-    import numpy as np
-
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
-    interp.invoke()
-
-
-def random_input(detail, rng):
+def random_input(detail: dict, rng: object) -> object:
+    """Random values of the input's dtype and shape (floats in [0, 1), integers in the int8/uint8 range)."""
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
     shape = tuple(int(s) for s in detail["shape"])
     if dtype.kind == "f":
-        return rng.random(shape).astype(dtype)
+        return rng.random(shape).astype(dtype)  # type: ignore[attr-defined]
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
+        low, high = max(int(info.min), -128), min(int(info.max), 255 if dtype.kind == "u" else 127)
+        return rng.integers(low, high + 1, size=shape).astype(dtype)  # type: ignore[attr-defined]
     if dtype.kind == "b":
-        return rng.random(shape) > 0.5
-    raise RunnerError("bad_argument", "cannot generate inputs of dtype " + str(dtype), EXIT_BAD_ARGUMENT)
+        return rng.random(shape) > 0.5  # type: ignore[attr-defined]
+    raise bad_argument("cannot generate random inputs of dtype " + str(dtype) + " for input " + str(detail["name"]))
 
 
-def quantize(x, detail):
+def quantize(x: object, detail: dict) -> object:
+    """Float samples -> the input tensor's dtype (int8/uint8 with its scale and zero point)."""
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
+    if x.dtype == dtype:  # type: ignore[attr-defined]
+        return x  # already in the model's dtype (e.g. raw uint8 images for a uint8 model)
+    x = x.astype(np.float32)  # type: ignore[attr-defined]
     if dtype.kind == "f":
         return x.astype(dtype)
     scale, zero = detail["quantization"]
@@ -155,18 +284,19 @@ def quantize(x, detail):
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
-def dequantize(y, detail):
+def dequantize(y: object, detail: dict) -> object:
+    """An output tensor -> float32 (integer outputs through their scale and zero point)."""
     import numpy as np
 
     if np.dtype(detail["dtype"]).kind == "f":
-        return y.astype(np.float32)
+        return y.astype(np.float32)  # type: ignore[attr-defined]
     scale, zero = detail["quantization"]
     if not scale:
-        return y.astype(np.float32)
-    return (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32)  # type: ignore[attr-defined]
+    return (y.astype(np.float32) - zero) * scale  # type: ignore[attr-defined]
 
 
-def summarize(samples_ms):
+def summarize(samples_ms: list) -> dict:
     import numpy as np
 
     a = np.asarray(samples_ms, dtype=np.float64)
@@ -175,121 +305,196 @@ def summarize(samples_ms):
             "std": float(a.std())}
 
 
-def run_batch(interp, batch):
-    """Run every sample of ``batch`` (one invoke per model batch); return float outputs."""
+def load_batch(path: str, detail: dict) -> object:
+    """Read ``--input``: an array of samples shaped like the model's input without its batch dim.
+
+    Raises:
+        RunnerError: (bad_argument) unreadable file or samples of the wrong shape.
+    """
     import numpy as np
 
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    per = int(inp["shape"][0]) or 1
+    try:
+        batch = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise bad_argument("cannot read --input " + path + " as a .npy array: " + _first_line(exc))
+    sample = tuple(int(s) for s in detail["shape"][1:])
+    if batch.ndim != len(sample) + 1 or tuple(batch.shape[1:]) != sample:
+        raise bad_argument("--input " + path + " holds an array of shape " + str(tuple(batch.shape))
+                           + " but the model takes samples of shape " + str(sample) + " (array shape (N,) + "
+                           + str(sample) + " expected)")
+    if batch.dtype.kind not in "fiub":
+        raise bad_argument("--input " + path + " has dtype " + str(batch.dtype) + "; give numbers")
+    return batch
+
+
+def run_batch(interp: object, batch: object) -> object:
+    """Run every sample of ``batch`` (one invoke per model batch); return float32 outputs of output 0."""
+    import numpy as np
+
+    inp = interp.get_input_details()[0]  # type: ignore[attr-defined]
+    out = interp.get_output_details()[0]  # type: ignore[attr-defined]
+    per = max(int(inp["shape"][0]), 1)
     results = []
-    for start in range(0, len(batch), per):
-        chunk = batch[start:start + per]
+    for start in range(0, len(batch), per):  # type: ignore[arg-type]
+        chunk = batch[start:start + per]  # type: ignore[index]
         n = len(chunk)
-        if n < per:
+        if n < per:  # pad the last model batch; padded rows are dropped below
             chunk = np.concatenate([chunk, np.zeros((per - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        interp.set_tensor(inp["index"], quantize(chunk.reshape(tuple(inp["shape"])), inp))
-        interp.invoke()
-        results.append(dequantize(interp.get_tensor(out["index"]), out)[:n])
+        interp.set_tensor(inp["index"], quantize(chunk, inp))  # type: ignore[attr-defined]
+        interp.invoke()  # type: ignore[attr-defined]
+        results.append(dequantize(interp.get_tensor(out["index"]), out)[:n])  # type: ignore[attr-defined]
     return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
 
 
-def output_summary(outputs):
+def output_summary(outputs: object) -> dict:
+    """Count, a stable checksum (sha256 of float32 outputs rounded to 4 decimals), argmax and sum."""
     import numpy as np
 
-    rounded = np.round(outputs.astype(np.float32), 4) + 0.0  # +0.0 folds -0.0 into 0.0
-    return {"count": int(len(outputs)), "checksum": hashlib.sha256(rounded.tobytes()).hexdigest(),
-            "argmax": [int(i) for i in np.argmax(outputs.reshape(len(outputs), -1), axis=-1)],
-            "sum": float(outputs.sum())}
+    a = np.asarray(outputs, dtype=np.float32)
+    rounded = (np.round(a, 4) + np.float32(0.0)).astype(np.float32)  # + 0.0 folds -0.0 into 0.0
+    flat = a.reshape(len(a), -1) if len(a) else a.reshape(0, 1)
+    return {"count": int(len(a)), "checksum": hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest(),
+            "argmax": [int(i) for i in np.argmax(flat, axis=-1)] if len(a) else [],
+            "sum": float(a.astype(np.float64).sum())}
 
 
-def run(args):
+def describe(runtime: Runtime | None = None) -> dict:
+    """Where this runs: host, machine, Python, numpy and the TFLite runtime."""
+    out = {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
+           "python": platform.python_version(), "executable": sys.executable}
+    try:
+        import numpy
+
+        out["numpy"] = numpy.__version__
+    except ImportError:
+        out["numpy"] = None
+    if runtime is not None:
+        out["runtime"] = {"name": runtime.name, "version": runtime.version}
+    return out
+
+
+def parse_shape(text: str | None) -> list | None:
+    if not text:
+        return None
+    try:
+        shape = [int(s) for s in text.replace("x", ",").split(",") if s.strip()]
+    except ValueError:
+        raise bad_argument("--input-shape must be comma-separated integers such as 1,96,96,3, not " + repr(text))
+    if not shape or any(s < 1 for s in shape):
+        raise bad_argument("--input-shape dimensions must be >= 1, got " + repr(text))
+    return shape
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure the model as ``args`` say; return the JSON-able result."""
+    if args.describe:
+        try:
+            return describe(import_runtime())
+        except RunnerError as exc:  # describing a device without a runtime is still useful
+            out = describe()
+            out.update(runtime=None, runtime_error=str(exc), fix=exc.fix)
+            return out
+    if not args.model:
+        raise bad_argument("give the .tflite model to run (or --describe)")
     if args.threads < 1:
-        raise RunnerError("bad_argument", "--threads must be >= 1", EXIT_BAD_ARGUMENT)
+        raise bad_argument("--threads must be >= 1, got " + str(args.threads))
     if args.runs < 1:
-        raise RunnerError("bad_argument", "--runs must be >= 1", EXIT_BAD_ARGUMENT)
+        raise bad_argument("--runs must be >= 1, got " + str(args.runs))
     if args.warmup < 0:
-        raise RunnerError("bad_argument", "--warmup must be >= 0", EXIT_BAD_ARGUMENT)
+        raise bad_argument("--warmup must be >= 0, got " + str(args.warmup))
+    shape = parse_shape(args.input_shape)
     if not os.path.isfile(args.model):
-        raise RunnerError("load_failed", "model file not found: " + args.model, EXIT_LOAD_FAILED)
+        raise load_failed("model file not found: " + args.model)
     baseline_rss = rss_bytes()
     runtime = import_runtime()
     import numpy as np
 
-    rss_after_import = rss_bytes()
-    shape = [int(s) for s in args.input_shape.split(",")] if args.input_shape else None
-    interp, resolver, reason, init_ms = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
-    inp = interp.get_input_details()[0]
-    signature = [int(d) for d in inp.get("shape_signature", inp["shape"])]
-    if shape is None and any(d < 0 for d in signature[1:]):
-        raise RunnerError("dynamic_shape", "the model's input " + str(inp["name"]) + " has dynamic dimensions "
-                          + str(signature) + "; give --input-shape", EXIT_BAD_ARGUMENT)
-    rng = np.random.default_rng(0)
+    runtime_rss = rss_bytes()
+    made = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
+    interp = made["interpreter"]
     details = interp.get_input_details()
+    batch = None
+    if args.input:
+        if len(details) != 1:
+            raise bad_argument("--input runs single-input models only; this model has " + str(len(details)) + " inputs")
+        batch = load_batch(args.input, details[0])
+    rng = np.random.default_rng(0)
     feeds = [(d["index"], random_input(d, rng)) for d in details]
     for _ in range(args.warmup):
-        for idx, value in feeds:
-            interp.set_tensor(idx, value)
+        for index, value in feeds:
+            interp.set_tensor(index, value)
         interp.invoke()
     samples = []
     for _ in range(args.runs):
-        for idx, value in feeds:
-            interp.set_tensor(idx, value)
+        for index, value in feeds:
+            interp.set_tensor(index, value)
         t0 = time.perf_counter()
         interp.invoke()
         samples.append((time.perf_counter() - t0) * 1000.0)
     outputs = None
-    if args.input:
-        batch = np.load(args.input, allow_pickle=False).astype(np.float32)
+    if batch is not None:
         result = run_batch(interp, batch)
         outputs = output_summary(result)
         if args.save_outputs:
             np.save(args.save_outputs, result)
-    return {
-        "runtime": {"name": runtime[0], "version": runtime[1]},
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "numpy": np.__version__,
-        "resolver": resolver,
-        "delegate_fallback_reason": reason,
+    peak = rss_bytes()
+    inp = details[0]
+    notes = []
+    if made["reason"]:
+        notes.append("the default resolver failed, so the builtin one ran; peak RSS includes the failed attempt")
+    out = describe(runtime)
+    out.update({
+        "model": os.path.basename(args.model),
+        "model_bytes": os.path.getsize(args.model),
+        "resolver": made["resolver"],
+        "delegate_fallback_reason": made["reason"],
         "threads": args.threads,
-        "init_ms": init_ms,
+        "init_ms": made["init_ms"],
+        "first_invoke_ms": made["first_invoke_ms"],
         "runs": args.runs,
         "warmup": args.warmup,
         "latency_ms": summarize(samples),
         "samples_ms": samples,
         "baseline_rss_bytes": baseline_rss,
-        "runtime_rss_bytes": rss_after_import,
-        "peak_rss_bytes": rss_bytes(),
+        "runtime_rss_bytes": runtime_rss,
+        "peak_rss_bytes": peak,
+        "model_rss_bytes": (peak - runtime_rss) if (peak is not None and runtime_rss is not None) else None,
         "input": {"shape": [int(s) for s in inp["shape"]], "dtype": str(np.dtype(inp["dtype"]))},
         "outputs": outputs,
-    }
+        "notes": notes,
+    })
+    return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Time a .tflite model; print one JSON object.")
-    parser.add_argument("model")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--resolver", choices=["auto", "builtin"], default="auto")
-    parser.add_argument("--input", help="a .npy batch of float inputs to run and checksum")
-    parser.add_argument("--input-shape", help="concrete input shape for dynamic models, e.g. 1,96,96,3")
-    parser.add_argument("--save-outputs", help="write the batch's outputs to this .npy")
-    args = parser.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description="Time a .tflite model on this machine; print one JSON object.")
+    p.add_argument("model", nargs="?", help="the .tflite file")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--runs", type=int, default=100, help="timed invocations (default 100)")
+    p.add_argument("--warmup", type=int, default=10, help="untimed invocations first (default 10)")
+    p.add_argument("--resolver", choices=["auto", "builtin"], default="auto",
+                   help="auto: XNNPACK, falling back to the builtin kernels; builtin: builtin kernels only")
+    p.add_argument("--input", help="a .npy batch of samples to run; their outputs are summarized")
+    p.add_argument("--input-shape", help="concrete input shape for dynamic models, e.g. 1,96,96,3")
+    p.add_argument("--save-outputs", help="write the batch's float32 outputs to this .npy")
+    p.add_argument("--describe", action="store_true", help="print host, Python and runtime, run nothing")
+    return p
+
+
+def main(argv: list | None = None) -> int:
     try:
-        result = run(args)
+        result = run(build_parser().parse_args(argv))
     except RunnerError as exc:
-        out = {"error": str(exc), "kind": exc.kind}
-        if exc.fix:
-            out["fix"] = exc.fix
-        print(json.dumps(out))
+        print(json.dumps(exc.to_json()))
         return exc.code
-    except Exception as exc:  # noqa: BLE001 - anything else: report as a load/run failure, as JSON
-        print(json.dumps({"error": type(exc).__name__ + ": " + str(exc), "kind": "load_failed"}))
+    except MemoryError:
+        print(json.dumps({"error": "out of memory while loading or running the model", "kind": "load_failed"}))
+        return EXIT_LOAD_FAILED
+    except Exception as exc:  # noqa: BLE001 - anything else is still reported as JSON for the host
+        print(json.dumps({"error": type(exc).__name__ + ": " + _first_line(exc), "kind": "load_failed"}))
         return EXIT_LOAD_FAILED
     print(json.dumps(result))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

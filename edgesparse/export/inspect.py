@@ -7,12 +7,14 @@ weight is in the form its kernel reads (after DENSIFY and DEQUANTIZE ops expand 
 number of non-zero values, and the operator that really consumes it (looking through DENSIFY and
 DEQUANTIZE). Inputs and outputs come with shape, shape signature (-1 = dynamic) and quantization.
 
-What the converter (TF 2.16-2.21, ``Optimize.EXPERIMENTAL_SPARSITY``) encodes, measured: tensors
-with at least ~30-40% zeros are stored sparse. FULLY_CONNECTED weights whose zeros form 1x4
-blocks (float32/float16) or 1x16 blocks (int8) along the input dimension are stored block-sparse
-and read sparse by the FC kernel (no DENSIFY); every other sparse weight (random, 2:4, conv,
-depthwise, FC blocks of the other size) is stored CSR along the last dimension and expanded by a
-DENSIFY op when the model loads, so it only shrinks the file.
+What the converter (TF 2.21, ``Optimize.EXPERIMENTAL_SPARSITY``) encodes, measured: tensors with
+at least ~30-40% zeros are stored sparse. FULLY_CONNECTED weights whose zeros form 1x4 blocks
+(float32, float16) or 1x16 blocks (int8) along the input dimension are stored block-sparse and
+read sparse by the FC kernel (no DENSIFY); every other sparse weight (random, 2:4, conv,
+depthwise, FC blocks of the other size) is stored CSR along its last dimension and expanded by a
+DENSIFY op when the model loads, so it only shrinks the file. (Float16 block-sparse FC weights go
+through a DEQUANTIZE that ignores the sparse format: such models output NaN with ai-edge-litert
+2.3.)
 
 Only ``ai_edge_litert.schema_py_generated`` (which needs just ``flatbuffers``) and numpy are used,
 so this module never imports TensorFlow and can run on the light paths and on devices.
@@ -243,6 +245,8 @@ class ModelInspection:
         tensors: Main-subgraph tensors (not in ``to_dict``).
         arrays: Dense numpy values of the main subgraph's constant tensors, sparse ones decoded,
             by tensor index (not in ``to_dict``).
+        shared: (subgraph, tensor) -> (subgraph, tensor) of the weight entry holding the buffer it
+            shares (a buffer read by several tensors is listed, and counted, once).
     """
 
     path: str | None
@@ -259,6 +263,8 @@ class ModelInspection:
     outputs: list[IOTensor]
     tensors: list[TensorInfo] = field(repr=False, default_factory=list)
     arrays: dict[int, np.ndarray] = field(repr=False, default_factory=dict)
+    shared: dict[tuple[int, int], tuple[int, int]] = field(repr=False, default_factory=dict)
+    _by_tensor: dict[tuple[int, int], WeightInfo] = field(init=False, repr=False, default_factory=dict)
 
     @property
     def sparse_encoded(self) -> list[WeightInfo]:
@@ -267,10 +273,10 @@ class ModelInspection:
 
     def weight(self, tensor_index: int, subgraph: int = 0) -> WeightInfo | None:
         """The weight entry of a tensor, if it is a constant."""
-        for w in self.weights:
-            if w.tensor_index == tensor_index and w.subgraph == subgraph:
-                return w
-        return None
+        if len(self._by_tensor) != len(self.weights):
+            self._by_tensor = {(w.subgraph, w.tensor_index): w for w in self.weights}
+        key = (subgraph, tensor_index)
+        return self._by_tensor.get(self.shared.get(key, key))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (everything but ``tensors`` and ``arrays``)."""
@@ -342,11 +348,9 @@ def _options(obj: Any, schema: Any) -> dict[str, Any]:
             opts[name] = value
         elif isinstance(value, (list, np.ndarray)):
             opts[name] = [v.item() if isinstance(v, np.generic) else v for v in value]
-    # short aliases for the geometry every consumer asks for
-    for long, short in (("stride_w", "stride_w"), ("stride_h", "stride_h"), ("dilation_w_factor", "dilation_w"),
-                        ("dilation_h_factor", "dilation_h")):
-        if long in opts:
-            opts[short] = opts[long]
+    for axis in ("h", "w"):  # short names for the dilation every conv consumer asks for
+        if f"dilation_{axis}_factor" in opts:
+            opts[f"dilation_{axis}"] = opts[f"dilation_{axis}_factor"]
     return opts
 
 
@@ -453,7 +457,7 @@ def decode_sparse(values: np.ndarray, sparsity: Any, dense_shape: Sequence[int])
     n = len(shape)
     values = np.asarray(values).ravel()
     levels = len(sp.dims)
-    if levels != len(sp.traversal_order) or levels != n + len(sp.block_map) or sorted(sp.traversal_order) != list(range(levels)):
+    if levels != n + len(sp.block_map) or sorted(sp.traversal_order) != list(range(levels)):
         raise ValueError(f"sparsity metadata has {levels} dimension entries and traversal order "
                          f"{sp.traversal_order} for a rank-{n} tensor with {len(sp.block_map)} block dimension(s)")
     pos = np.zeros(1, dtype=np.int64)
@@ -633,8 +637,63 @@ def _nonzeros(arr: np.ndarray, q: Quantization | None) -> int:
     return int(np.count_nonzero(arr != zp))
 
 
-def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -> ModelInspection:
-    reader = _Reader(model, data, schema, where)
+_Uses = list[tuple[OpInfo, int, int]]
+
+
+def _final_uses(consumers: dict[int, list[tuple[OpInfo, int]]], t: int, depth: int = 0) -> _Uses:
+    """(consumer op, input slot, tensor it reads) for tensor ``t``, looking through DENSIFY/DEQUANTIZE."""
+    uses = []
+    for op, slot in consumers.get(t, []):
+        if op.op in WEIGHT_PREP and depth < 4:
+            for o in op.outputs:
+                uses += _final_uses(consumers, o, depth + 1)
+        else:
+            uses.append((op, slot, t))
+    return uses
+
+
+def _role(uses: _Uses) -> str:
+    role = "constant"
+    for op, slot, _t in uses:
+        wslot, bslot = WEIGHT_SLOTS.get(op.op, (-1, None))
+        if op.op == "BATCH_MATMUL" or slot == wslot:
+            return "weight"
+        if slot == bslot:
+            role = "bias"
+    return role
+
+
+@dataclass
+class _Decoded:
+    array: np.ndarray | None
+    encoding: str
+    block: list[int] | None
+    stored: int
+
+
+def _decode(t: Any, info: TensorInfo, reader: _Reader) -> _Decoded:
+    """Dense values, encoding and stored bytes (values + index arrays) of a constant tensor."""
+    raw = reader.raw(info.buffer)
+    _name, np_dtype, _size = reader.dtype(t)
+    values = _values(raw, info.dtype, np_dtype, None if info.sparse else info.elements)
+    if not info.sparse:
+        if values is None:
+            return _Decoded(None, "dense", None, len(raw))
+        if len(values) < info.elements:
+            raise _truncated(reader.where, f"tensor '{info.name}' holds {len(values)} of its {info.elements} values")
+        arr = values[:info.elements].reshape(info.shape) if info.shape else values[:1].reshape(())
+        return _Decoded(arr, "dense", None, len(raw))
+    sp = _as_sparsity(t.sparsity)
+    block = _block_shape(sp, len(info.shape))
+    if block is not None:
+        encoding = "block " + "x".join(map(str, block[-2:] if len(block) >= 2 else block))
+    else:
+        encoding = "csr" if any(d.sparse for d in sp.dims) else "dense"
+    arr = decode_sparse(values, sp, info.shape) if values is not None else None
+    return _Decoded(arr, encoding, block, len(raw) + sum(d.index_bytes for d in sp.dims))
+
+
+def _opcode_names(model: Any, schema: Any) -> list[str]:
     names = _enum_names(schema.BuiltinOperator)
     codes = []
     for oc in model.operatorCodes or []:
@@ -644,130 +703,106 @@ def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -
         if name == "CUSTOM":
             name = f"CUSTOM:{_text(oc.customCode) or '?'}"
         codes.append(name)
+    return codes
+
+
+def _subgraph(
+    sg: Any, sg_index: int, codes: list[str], reader: _Reader, schema: Any
+) -> tuple[list[TensorInfo], list[OpInfo]]:
+    tensors = []
+    for i, t in enumerate(sg.tensors or []):
+        dtype, _np, size = reader.dtype(t)
+        shape = _ints(t.shape)
+        tensors.append(TensorInfo(
+            index=i, name=_text(t.name), shape=shape,
+            shape_signature=_ints(t.shapeSignature) if t.shapeSignature is not None else list(shape),
+            dtype=dtype, itemsize=size, buffer=int(t.buffer or 0), has_data=len(reader.raw(int(t.buffer or 0))) > 0,
+            sparse=t.sparsity is not None and bool(t.sparsity.dimMetadata), is_variable=bool(t.isVariable),
+            quantization=_quantization(t.quantization)))
+    ops = []
+    for k, op in enumerate(sg.operators or []):
+        oi = int(op.opcodeIndex or 0)
+        if oi >= len(codes):
+            raise _truncated(reader.where, f"operator {k} uses operator code {oi}, the file has {len(codes)}")
+        ins, outs = _ints(op.inputs), _ints(op.outputs)
+        for ti in ins + outs:
+            if ti >= len(tensors):
+                raise _truncated(reader.where, f"operator {k} of subgraph {sg_index} refers to tensor {ti}, "
+                                 f"the subgraph has {len(tensors)}")
+        ops.append(OpInfo(index=k, op=codes[oi], inputs=ins, outputs=outs, options=_options(op.builtinOptions, schema)))
+    return tensors, ops
+
+
+def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -> ModelInspection:
+    reader = _Reader(model, data, schema, where)
+    codes = _opcode_names(model, schema)
     if not model.subgraphs:
         raise _truncated(where, "it has no subgraph")
-
     op_counts: dict[str, int] = {}
     weights: list[WeightInfo] = []
-    seen_buffers: dict[int, WeightInfo] = {}
-    main_ops: list[OpInfo] = []
-    main_tensors: list[TensorInfo] = []
+    owners: dict[int, WeightInfo] = {}  # buffer -> the entry that counts it
+    shared: dict[tuple[int, int], tuple[int, int]] = {}
     arrays: dict[int, np.ndarray] = {}
+    main: tuple[list[TensorInfo], list[OpInfo]] = ([], [])
     for sg_index, sg in enumerate(model.subgraphs):
-        raw_tensors = sg.tensors or []
-        tensors = []
-        for i, t in enumerate(raw_tensors):
-            dtype, _np, size = reader.dtype(t)
-            shape = _ints(t.shape)
-            sig = _ints(t.shapeSignature) if t.shapeSignature is not None else list(shape)
-            has = len(reader.raw(int(t.buffer or 0))) > 0
-            tensors.append(TensorInfo(
-                index=i, name=_text(t.name), shape=shape, shape_signature=sig, dtype=dtype, itemsize=size,
-                buffer=int(t.buffer or 0), has_data=has, sparse=t.sparsity is not None and bool(t.sparsity.dimMetadata),
-                is_variable=bool(t.isVariable), quantization=_quantization(t.quantization)))
-        ops = []
-        for k, op in enumerate(sg.operators or []):
-            oi = int(op.opcodeIndex or 0)
-            if oi >= len(codes):
-                raise _truncated(where, f"operator {k} uses operator code {oi}, the file has {len(codes)}")
-            ins, outs = _ints(op.inputs), _ints(op.outputs)
-            for ti in ins + outs:
-                if ti >= len(tensors):
-                    raise _truncated(where, f"operator {k} refers to tensor {ti}, subgraph {sg_index} has {len(tensors)}")
-            name = codes[oi]
-            op_counts[name] = op_counts.get(name, 0) + 1
-            ops.append(OpInfo(index=k, op=name, inputs=ins, outputs=outs, options=_options(op.builtinOptions, schema)))
+        tensors, ops = _subgraph(sg, sg_index, codes, reader, schema)
+        if sg_index == 0:
+            main = (tensors, ops)
         consumers: dict[int, list[tuple[OpInfo, int]]] = {}
         for op in ops:
+            op_counts[op.op] = op_counts.get(op.op, 0) + 1
             for slot, ti in enumerate(op.inputs):
                 if ti >= 0:
                     consumers.setdefault(ti, []).append((op, slot))
-
-        def final_uses(t: int, depth: int = 0) -> list[tuple[OpInfo, int, int]]:
-            """(consumer op, input slot, tensor it reads) looking through DENSIFY/DEQUANTIZE."""
-            uses = []
-            for op, slot in consumers.get(t, []):
-                if op.op in WEIGHT_PREP and depth < 4:
-                    for o in op.outputs:
-                        uses += final_uses(o, depth + 1)
-                else:
-                    uses.append((op, slot, t))
-            return uses
-
-        for i, t in enumerate(raw_tensors):
+        for i, t in enumerate(sg.tensors or []):
             info = tensors[i]
             if not info.has_data:
                 continue
-            uses = final_uses(i)
-            role = "constant"
-            for op, slot, _t in uses:
-                wslot, bslot = WEIGHT_SLOTS.get(op.op, (-1, None))
-                if op.op == "BATCH_MATMUL" or slot == wslot:
-                    role = "weight"
-                elif slot == bslot and role != "weight":
-                    role = "bias"
-            raw = reader.raw(info.buffer)
-            _name, np_dtype, _size = reader.dtype(t)
-            elements = info.elements
-            values = _values(raw, info.dtype, np_dtype, None if info.sparse else elements)
-            encoding, block, stored = "dense", None, len(raw)
-            dense_arr: np.ndarray | None = None
-            if info.sparse:
-                sp = _as_sparsity(t.sparsity)
-                block = _block_shape(sp, len(info.shape))
-                if block is not None:
-                    tail = block[-2:] if len(block) >= 2 else block
-                    encoding = "block " + "x".join(map(str, tail))
-                else:
-                    encoding = "csr" if any(d.sparse for d in sp.dims) else "dense"
-                stored += sum(d.index_bytes for d in sp.dims)
-                if values is not None:
-                    dense_arr = decode_sparse(values, sp, info.shape)
-            elif values is not None:
-                if len(values) < elements:
-                    raise _truncated(where, f"tensor '{info.name}' holds {len(values)} of its {elements} values")
-                dense_arr = values[:elements].reshape(info.shape) if info.shape else values[:1].reshape(())
-            if sg_index == 0 and dense_arr is not None:
-                arrays[i] = dense_arr
+            uses = _final_uses(consumers, i)
+            role = _role(uses)
+            dec = _decode(t, info, reader)
+            if sg_index == 0 and dec.array is not None:
+                arrays[i] = dec.array
             if role == "constant" and info.dtype not in _PARAM_DTYPES:
                 continue  # shape vectors, axes, paddings, lookup indices
-            if info.buffer in seen_buffers:  # one buffer shared by several tensors: count it once
-                seen_buffers[info.buffer].consumers = sorted(set(seen_buffers[info.buffer].consumers)
-                                                             | {u[0].op for u in uses})
+            if info.buffer in owners:  # one buffer read by several tensors: list and count it once
+                owner = owners[info.buffer]
+                owner.consumers = sorted(set(owner.consumers) | {u[0].op for u in uses})
+                shared[(sg_index, i)] = (owner.subgraph, owner.tensor_index)
                 continue
-            nonzeros = _nonzeros(dense_arr, info.quantization) if dense_arr is not None else elements
-            dense_bytes = info.nbytes
-            densified = any(op.op == "DENSIFY" for op, _s in consumers.get(i, []))
-            # the tensor a kernel finally reads: the output of the last DENSIFY/DEQUANTIZE in the chain
+            nonzeros = _nonzeros(dec.array, info.quantization) if dec.array is not None else info.elements
+            # what the kernel finally reads: the output of the last DENSIFY/DEQUANTIZE of the chain
             read = {rt for _op, _slot, rt in uses}
             final = tensors[max(read, key=lambda r: tensors[r].nbytes)] if read else info
             if final.index == i:
-                runtime_bytes = dense_bytes if encoding == "dense" else stored
-                runtime_dtype = info.dtype
+                runtime_bytes = info.nbytes if dec.encoding == "dense" else dec.stored
             else:
-                runtime_bytes, runtime_dtype = final.nbytes, final.dtype
+                runtime_bytes = final.nbytes
             q = info.quantization
             w = WeightInfo(
-                name=info.name, shape=info.shape, dtype=info.dtype, encoding=encoding, stored_bytes=int(stored),
-                dense_bytes=dense_bytes, runtime_bytes=int(runtime_bytes), runtime_dtype=runtime_dtype,
-                elements=elements, nonzeros=nonzeros, sparsity=1.0 - nonzeros / elements if elements else 0.0,
+                name=info.name, shape=info.shape, dtype=info.dtype, encoding=dec.encoding, stored_bytes=int(dec.stored),
+                dense_bytes=info.nbytes, runtime_bytes=int(runtime_bytes), runtime_dtype=final.dtype,
+                elements=info.elements, nonzeros=nonzeros,
+                sparsity=1.0 - nonzeros / info.elements if info.elements else 0.0,
                 role=role, consumers=sorted({u[0].op for u in uses}),
                 quantization={"kind": q.kind, "scales": len(q.scale), "axis": q.axis} if q else None,
-                tensor_index=i, subgraph=sg_index, densified=densified, block=block)
-            seen_buffers[info.buffer] = w
+                tensor_index=i, subgraph=sg_index, block=dec.block,
+                densified=any(op.op == "DENSIFY" for op, _s in consumers.get(i, [])))
+            owners[info.buffer] = w
             weights.append(w)
-        if sg_index == 0:
-            main_ops, main_tensors = ops, tensors
+
+    main_tensors, main_ops = main
 
     def io(indices: Any) -> list[IOTensor]:
         out = []
         for i in _ints(indices):
             if not 0 <= i < len(main_tensors):
-                raise _truncated(where, f"the main subgraph lists tensor {i} as input/output")
+                raise _truncated(where, f"the main subgraph lists tensor {i} as an input or output")
             t = main_tensors[i]
             q = t.quantization
             out.append(IOTensor(name=t.name, index=t.index, shape=t.shape, shape_signature=t.shape_signature,
-                                dtype=t.dtype, scale=q.scale[0] if q else None, zero_point=q.zero_point[0] if q else None))
+                                dtype=t.dtype, scale=q.scale[0] if q else None,
+                                zero_point=q.zero_point[0] if q else None))
         return out
 
     sg0 = model.subgraphs[0]
@@ -775,5 +810,5 @@ def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -
         path=path, file_bytes=len(data), gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
         version=int(model.version or 0), description=_text(model.description), subgraphs=len(model.subgraphs),
         op_counts=op_counts, densify_ops=op_counts.get("DENSIFY", 0), operators=main_ops, weights=weights,
-        inputs=io(sg0.inputs), outputs=io(sg0.outputs), tensors=main_tensors, arrays=arrays,
+        inputs=io(sg0.inputs), outputs=io(sg0.outputs), tensors=main_tensors, arrays=arrays, shared=shared,
     )

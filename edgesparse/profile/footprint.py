@@ -274,32 +274,40 @@ _XNNPACK_NOTE = (
 )
 
 
+def _spatial_pad(g: _Graph, op: OpInfo | None) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of a PAD op that pads only height and width, else None."""
+    if op is None or op.op != "PAD" or len(op.inputs) < 2:
+        return None
+    arr = g.info.arrays.get(op.inputs[1])
+    if arr is None or arr.shape != (4, 2):
+        return None
+    p = [int(x) for x in arr.ravel()]
+    return (p[2], p[3], p[4], p[5]) if p[0] == p[1] == p[6] == p[7] == 0 else None
+
+
 def _padding(g: _Graph, op: OpInfo, k: int, stride: int) -> tuple[int, int, int, int] | None:
     """Explicit (top, bottom, left, right) padding XNNPACK sees for a conv, or None for TF SAME.
 
     The delegate passes SAME padding as XNNPACK's TensorFlow-SAME flag, which XNNPACK only turns
-    into explicit padding for stride 1; a PAD op feeding the conv is fused into explicit padding.
+    into explicit padding for stride 1; a zero PAD op over height/width feeding the conv is then
+    fused into its explicit padding.
     """
     pad = (0, 0, 0, 0)
     if op.options.get("padding") == "SAME":
         if stride != 1:
             return None
         pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)
-    producer = g.producer.get(op.inputs[0])
-    if producer is not None and producer.op == "PAD" and len(producer.inputs) > 1:
-        arr = g.info.arrays.get(producer.inputs[1])
-        if arr is not None and arr.shape == (4, 2):
-            p = [int(x) for x in arr.ravel()]
-            if p[0] == p[1] == p[6] == p[7] == 0:  # only spatial zero padding is fused
-                pad = (pad[0] + p[2], pad[1] + p[3], pad[2] + p[4], pad[3] + p[5])
+    extra = _spatial_pad(g, g.producer.get(op.inputs[0]))
+    if extra is not None:
+        pad = tuple(a + b for a, b in zip(pad, extra))  # type: ignore[assignment]
     return pad
 
 
 def _fused_pad(g: _Graph, op: OpInfo) -> bool:
-    """A zero PAD whose only consumers are convolutions: XNNPACK folds it into their padding."""
-    if op.op != "PAD":
+    """A spatial zero PAD read only by convolutions: XNNPACK folds it into their padding."""
+    if _spatial_pad(g, op) is None or not op.outputs:
         return False
-    users = g.consumers.get(op.outputs[0], []) if op.outputs else []
+    users = g.consumers.get(op.outputs[0], [])
     return bool(users) and all(u.op in ("CONV_2D", "DEPTHWISE_CONV_2D") for u in users)
 
 
@@ -326,25 +334,30 @@ def _nchw_kind(g: _Graph, op: OpInfo) -> tuple[str | None, str]:
             pad = _padding(g, op, 3, 2)
             if pad == (1, 1, 1, 1):
                 return "start", ""
-            why = ("TF 'same' padding with stride 2 (XNNPACK needs explicit padding 1 on each side: use "
-                   "ZeroPadding2D(1) then padding='valid')" if pad is None else f"padding {pad}, not 1 on each side")
+            why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
+                   else f"padding (top, bottom, left, right) {pad}")
+            why += "; it needs 1 on each side: use ZeroPadding2D(1) then padding='valid'"
             return None, f"the 3x3 stride-2 CONV_2D #{op.index} on 3 channels has {why}"
-        return None, f"CONV_2D #{op.index} is {kh}x{kw} stride {stride[0]} on {cin} channels (only 1x1 convs, " \
-                     "and a first 3x3 stride-2 conv on 3 channels, are allowed)"
+        return None, (f"CONV_2D #{op.index} is {kh}x{kw} stride {stride[0]} on {cin} channels (only 1x1 convs, "
+                      "and a first 3x3 stride-2 conv on 3 channels, are allowed)")
     if name == "DEPTHWISE_CONV_2D":
         w = g.shape(g.source(op.inputs[1]))  # [1, kh, kw, channels]
         cin = g.shape(op.inputs[0])[-1:] or [0]
-        if len(w) != 4 or dil != (1, 1) or w[1] != w[2] or w[1] not in (3, 5) or stride[0] != stride[1] \
-                or stride[0] not in (1, 2) or w[3] != cin[0]:
-            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({w[1] if len(w) > 2 else '?'}x{w[2] if len(w) > 2 else '?'}, "
-                          f"stride {stride[0]}, multiplier {w[3] // max(cin[0], 1) if len(w) == 4 else '?'}) is not "
-                          "3x3/5x5 with stride 1 or 2, no dilation, multiplier 1")
-        k = w[1]
+        if len(w) != 4:
+            return None, f"DEPTHWISE_CONV_2D #{op.index} has a {len(w)}-D filter"
+        k, mult = w[1], w[3] // max(cin[0], 1)
+        if dil != (1, 1) or w[1] != w[2] or k not in (3, 5) or stride[0] != stride[1] or stride[0] not in (1, 2) \
+                or w[3] != cin[0]:
+            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({w[1]}x{w[2]}, stride {stride[0]}, dilation {dil[0]}, "
+                          f"multiplier {mult}) is not 3x3/5x5 with stride 1 or 2, no dilation and multiplier 1")
         pad = _padding(g, op, k, stride[0])
         want = ((k - 1) // 2,) * 4
         if pad != want:
-            why = "TF 'same' padding with stride 2 (use ZeroPadding2D + padding='valid')" if pad is None else f"padding {pad}"
-            return None, f"DEPTHWISE_CONV_2D #{op.index} has {why}, not {want[0]} on each side"
+            fix = f"use ZeroPadding2D({want[0]}) then padding='valid'"
+            why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
+                   else f"padding (top, bottom, left, right) {pad}")
+            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({k}x{k}, stride {stride[0]}) has {why}; it needs "
+                          f"{want[0]} on each side: {fix}")
         return "nchw", ""
     if name in ("MEAN", "SUM"):
         axes = g.info.arrays.get(op.inputs[1]) if len(op.inputs) > 1 else None
@@ -391,8 +404,10 @@ def xnnpack_sparse_check(info: ModelInspection) -> dict[str, Any]:
         info: The inspection.
 
     Returns:
-        ``{"eligible": bool, "reasons": [...], "clusters": [...], "arm_only": True, "note": str}``;
-        each cluster gives its first and last op, op count and 1x1-conv zero fraction.
+        ``{"eligible": bool, "reasons": [...], "clusters": [...], "incompatible_convs": [...],
+        "arm_only": True, "note": str}``; each cluster (a part ending in a spatial MEAN or
+        DEPTH_TO_SPACE) gives its first and last op, op count, 1x1-conv zero fraction and whether it
+        qualifies; ``incompatible_convs`` says why each conv the sparse path cannot run is excluded.
     """
     g = _Graph(info)
     reasons: list[str] = []
@@ -471,8 +486,11 @@ def xnnpack_sparse_check(info: ModelInspection) -> dict[str, Any]:
     elif not any(c["ok"] for c in clusters):
         best = min(range(len(clusters)), key=lambda i: len(cluster_reasons[i]))
         reasons.extend(cluster_reasons[best])
-    return {"eligible": not reasons, "reasons": reasons, "clusters": clusters, "arm_only": True,
-            "note": _XNNPACK_NOTE}
+    # every convolution the sparse path cannot take, so one report lists all there is to change
+    blockers = [kinds[op.index][1] for op in ops
+                if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and kinds[op.index][0] is None]
+    return {"eligible": not reasons, "reasons": reasons, "clusters": clusters, "incompatible_convs": blockers,
+            "arm_only": True, "note": _XNNPACK_NOTE}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,12 +569,13 @@ def _notes(fp: Footprint, info: ModelInspection) -> list[str]:
                 f"({info.densify_ops} DENSIFY op(s)): runtime weight bytes = {fp.weight_runtime_bytes:,}, not the "
                 f"stored {fp.weight_stored_bytes:,}.")
         if native:
-            text += (f" {len(native)} block-sparse tensor(s) ({', '.join(sorted({c for w in native for c in w.consumers}))})"
-                     f" are read in the sparse format by their kernel and stay at "
-                     f"{sum(w.runtime_bytes for w in native):,} bytes.")
+            ops = ", ".join(sorted({c for w in native for c in w.consumers}))
+            text += (f" {len(native)} block-sparse tensor(s) ({ops}) are read in the sparse format by their kernel "
+                     f"and stay at {sum(w.runtime_bytes for w in native):,} bytes.")
         if densified:
-            text += (f" The {len(densified)} densified tensor(s) take {sum(w.stored_bytes for w in densified):,} bytes in "
-                     f"the file and {sum(w.runtime_bytes for w in densified):,} in memory, and run on dense kernels.")
+            stored = sum(w.stored_bytes for w in densified)
+            text += (f" The {len(densified)} densified tensor(s) take {stored:,} bytes in the file and "
+                     f"{sum(w.runtime_bytes for w in densified):,} in memory, and run on dense kernels.")
         notes.append(text)
     notes.append(f"Activation memory {fp.activation_bytes:,} bytes is an estimate (peak of live tensors over the op "
                  "order, a lower bound of the runtime's arena).")

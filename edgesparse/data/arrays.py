@@ -1,0 +1,79 @@
+"""Checks and conversions for user-supplied arrays (npz files, Keras data sets)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edgesparse.errors import DataError
+
+
+def as_labels(y: np.ndarray, where: str) -> np.ndarray:
+    """Validate class-index labels and return them as int64.
+
+    Args:
+        y: Labels, shape ``(N,)`` or ``(N, 1)``; integer, boolean or whole-valued float.
+        where: Names the array in messages (file and array name).
+
+    Raises:
+        DataError: the labels are not non-negative whole class indices.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0, 1)).all():
+        raise DataError(f"{where}: labels look one-hot encoded (shape {y.shape}); store class indices instead, "
+                        "e.g. y.argmax(axis=1).")
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must be a 1-D array of class indices, got shape {y.shape}.")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or not np.equal(np.mod(y, 1), 0).all():
+            raise DataError(f"{where}: labels must be whole class indices (0, 1, 2 ...), found fractional or "
+                            "non-finite values; store integer class indices.")
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"{where}: labels must be integer class indices, got dtype {y.dtype}; map class names "
+                        "to 0, 1, 2 ... and store those (class names can go in an array `class_names`).")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{where}: labels must be class indices >= 0, found {int(y.min())}.")
+    return y.astype(np.int64)
+
+
+def integer_scale(arrays: Sequence[np.ndarray], where: str) -> float:
+    """Divisor taking integer inputs to [0, 1]: 1 if already 0/1, 255 up to 255, else the dtype's maximum.
+
+    Raises:
+        DataError: the integers include negative values, which no divisor maps into [0, 1].
+    """
+    lo = min(int(a.min(initial=0)) for a in arrays)
+    hi = max(int(a.max(initial=0)) for a in arrays)
+    if lo < 0:
+        raise DataError(f"{where}: integer inputs with negative values ({lo}) cannot be scaled to [0, 1]; "
+                        "set `scale: false` to use them as they are, or store float32 inputs.")
+    if hi <= 1:
+        return 1.0
+    if hi <= 255:
+        return 255.0
+    return float(max(np.iinfo(a.dtype).max for a in arrays))
+
+
+def as_inputs(x: np.ndarray, where: str, divisor: float = 1.0) -> np.ndarray:
+    """Validate model inputs and return them as float32, divided by ``divisor``.
+
+    A 3-D ``x`` ``(N, H, W)`` is taken as grey images and gets a channel axis.
+
+    Raises:
+        DataError: ``x`` is not numeric, has no feature axis or holds NaN/inf.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: inputs must be numeric, got dtype {x.dtype}.")
+    if x.ndim < 2:
+        raise DataError(f"{where}: inputs must have a sample axis and at least one feature axis, got shape "
+                        f"{x.shape}; store x as (N, features) or (N, H, W, C).")
+    out = x.astype(np.float32)
+    if divisor != 1.0:
+        out /= np.float32(divisor)
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        raise DataError(f"{where}: inputs contain NaN or infinite values; clean or impute them first.")
+    return out[..., None] if out.ndim == 3 else out
