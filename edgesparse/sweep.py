@@ -175,9 +175,10 @@ def run_trial(base_json: str, base_dir: str, trial_json: str, root: str, profile
         recipe = trial.recipe(base)
         if recipe.export is not None:
             recipe = override(recipe, {"export.dir": str(out / "bundle")})
-        dense = _load_model(Path(root) / "baselines" / trial.baseline_key / "run" / "baseline.keras")
-        res = train(recipe, run_dir=out, dense_model=dense)
-        s = res.summary
+        s = _finished_run(out, recipe)
+        if s is None:
+            dense = _load_model(Path(root) / "baselines" / trial.baseline_key / "run" / "baseline.keras")
+            s = train(recipe, run_dir=out, dense_model=dense).summary
         row.update(status="ok", error=None, **_row_figures(s))
         if s.get("tflite") and profile_runs:
             row.update(_profile_figures(Path(s["tflite"]["path"]), profile_runs))
@@ -188,6 +189,24 @@ def run_trial(base_json: str, base_dir: str, trial_json: str, root: str, profile
     row["train_seconds"] = time.perf_counter() - t0
     _io.write_json(out / "result.json", row)
     return row
+
+
+def _finished_run(out: Path, recipe: Recipe) -> dict[str, Any] | None:
+    """The summary of a run directory that already finished this exact recipe (else None).
+
+    A trial whose training and export completed but whose profiling failed is then only
+    re-profiled, not retrained.
+    """
+    from edgesparse.recipe import dump_recipe
+
+    lock, summary = out / "recipe.lock.yaml", out / "summary.json"
+    if not (lock.exists() and summary.exists()) or lock.read_text() != dump_recipe(recipe):
+        return None
+    s = json.loads(summary.read_text())
+    tflite = s.get("tflite", {}).get("path")
+    if recipe.export is not None and not (tflite and Path(tflite).exists()):
+        return None
+    return s
 
 
 def _row_figures(s: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +306,7 @@ def sweep(
     workers: int = 1,
     ray_address: str | None = None,
     profile_runs: int = 50,
+    retry_failed: bool = False,
     log: Log | None = None,
 ) -> SweepResult:
     """Run every trial of the grid; write results.csv/json and report.md.
@@ -299,6 +319,7 @@ def sweep(
         workers: Parallel worker processes on this machine.
         ray_address: Send trials to this Ray cluster instead.
         profile_runs: Latency runs per trial on this machine (0: skip profiling).
+        retry_failed: Run again the trials a previous run of this sweep recorded as failed.
         log: Progress lines.
 
     Raises:
@@ -317,6 +338,8 @@ def sweep(
     result = SweepResult(root=out)
     done = {t.id: json.loads((out / "trials" / t.id / "result.json").read_text())
             for t in trials if (out / "trials" / t.id / "result.json").exists()}
+    if retry_failed:
+        done = {k: v for k, v in done.items() if v.get("status") == "ok"}
     todo = [t for t in trials if t.id not in done]
     say(f"{len(trials)} trials ({len(done)} already done), {len({t.baseline_key for t in trials})} shared baseline(s)")
     for key in dict.fromkeys(t.baseline_key for t in todo):

@@ -390,3 +390,32 @@ def test_inspection_does_not_import_tensorflow(built: dict[str, Any]) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_verification_rejects_nan_outputs() -> None:
+    """float16 + 1x4-block FC weights: the converter's output runs but yields NaN (measured, TF 2.21)."""
+    from edgesparse.errors import ExportError
+    from edgesparse.export.convert import convert
+    from edgesparse.export.verify import verify
+
+    from edgesparse import _tf
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((64,))
+    dense = keras.layers.Dense(32, name="fc")
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(dense(inputs)))
+    k = dense.kernel.numpy()
+    keep = np.random.default_rng(0).random((k.shape[0] // 4, k.shape[1])) > 0.8
+    dense.kernel.assign(k * np.repeat(keep, 4, axis=0))
+    blob = convert(model, "float16", sparse_encoding=True)
+    x = np.random.default_rng(1).random((16, 64), dtype=np.float32)
+    out = model.predict(x, verbose=0)
+    from edgesparse.export.litert import load_interpreter, predict
+
+    raw = predict(load_interpreter(blob), x)
+    if np.isnan(raw).any():
+        with pytest.raises(ExportError, match="NaN"):
+            verify(blob, x, np.argmax(out, -1), out)
+    else:  # a fixed converter/runtime: then verification passes and agrees
+        assert verify(blob, x, np.argmax(out, -1), out).agreement > 0.9

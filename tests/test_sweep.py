@@ -85,6 +85,11 @@ def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> N
     again = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5)
     assert len(again.rows) == 4
     assert stamps == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/result.json")}
+    # --retry-failed runs the failed ones again (they fail again: the policy is still wrong for this CNN)
+    history = {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
+    retried = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5, retry_failed=True)
+    assert len(retried.failed) == 2
+    assert history == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
 
 
 def test_sweep_with_two_workers(tmp_path: Path) -> None:

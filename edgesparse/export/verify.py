@@ -66,6 +66,12 @@ def verify(
         raise ExportError(
             f"{label}: the TFLite outputs have shape {out.shape}, the Keras outputs {keras_outputs.shape}."
         )
+    if not np.all(np.isfinite(out)):
+        raise ExportError(
+            f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
+            "converter/runtime case: float16 with block-sparse FULLY_CONNECTED weights). Export with "
+            "`sparse_encoding: false`, or use unstructured pattern or int8 quantization for that model."
+        )
     pred = np.argmax(out, axis=-1)
     kpred = np.argmax(keras_outputs, axis=-1)
     result = Verification(
