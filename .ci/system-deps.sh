@@ -1,13 +1,62 @@
 #!/usr/bin/env bash
-# System packages the test suite needs: a real OpenSSH server (the SSH target is tested against
-# sshd on 127.0.0.1) and the client. Idempotent; needs root (or sudo) on Debian/Ubuntu.
+# What the test suite needs beyond pip, installed quietly and idempotently (root or sudo; Debian/Ubuntu):
+#  1. OpenSSH server + client from Debian: the SSH target is tested against a real sshd that
+#     tests/sshd.py starts on 127.0.0.1 (the package's own sshd is NOT started here).
+#  2. A "device" Python shaped like Raspberry Pi OS's: tflite-runtime 2.14 with numpy<2 in a venv
+#     (default ~/.cache/edgesparse/device-venv, override with EDGESPARSE_DEVICE_VENV). Optional: if it
+#     cannot be made, the two tests that use it skip and say why.
+#  adb is optional and not installed (its `adb devices` leaves a server running): set
+#  EDGESPARSE_INSTALL_ADB=1 to install it; the live adb test still needs an attached device.
 set -euo pipefail
-if command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ]; then
-  command -v ssh >/dev/null 2>&1 && exit 0
-fi
+
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null
-# The package may start a system sshd on port 22; the tests start their own on a free port.
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+if [ "${EDGESPARSE_INSTALL_ADB:-0}" = "1" ] && ! command -v adb >/dev/null 2>&1; then missing+=(adb); fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  # Keep maintainer scripts from starting a system sshd on port 22 during the install.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    made_policy=1
+  fi
+  cleanup() { if [ "$made_policy" = "1" ]; then $SUDO rm -f "$policy"; fi; }
+  trap cleanup EXIT
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  cleanup
+  trap - EXIT
+fi
+
+# ---- optional: the Raspberry Pi OS-like device Python ------------------------------------------
+venv="${EDGESPARSE_DEVICE_VENV:-$HOME/.cache/edgesparse/device-venv}"
+if "$venv/bin/python" -c "import numpy, tflite_runtime.interpreter" >/dev/null 2>&1; then
+  exit 0
+fi
+py=""
+for candidate in python3.9 "$HOME"/.pyenv/versions/3.9*/bin/python3.9 /usr/bin/python3; do
+  if "$candidate" -c "import sys, venv, ensurepip; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))" \
+      >/dev/null 2>&1; then
+    py="$candidate"
+    break
+  fi
+done
+if [ -z "$py" ]; then
+  echo "system-deps: no Python 3.9-3.11 with venv; the tflite-runtime device tests will skip" >&2
+  exit 0
+fi
+rm -rf "$venv"
+if ! { "$py" -m venv "$venv" >/dev/null 2>&1 &&
+       "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-input \
+         "tflite-runtime==2.14.0" "numpy<2" >/dev/null 2>&1; }; then
+  rm -rf "$venv"
+  echo "system-deps: could not install tflite-runtime 2.14 with numpy<2; the device-Python tests will skip" >&2
+fi
+exit 0

@@ -43,6 +43,7 @@ import platform
 import re
 import sys
 import time
+from typing import Any
 
 try:  # Unix only; the runner still works (without memory figures) where it is missing
     import resource
@@ -65,8 +66,8 @@ class RunnerError(Exception):
         self.code = code
         self.fix = fix
 
-    def to_json(self) -> dict:
-        out = {"error": str(self), "kind": self.kind}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": str(self), "kind": self.kind}
         if self.fix:
             out["fix"] = self.fix
         return out
@@ -98,7 +99,7 @@ def rss_bytes() -> int | None:
 class Runtime:
     """The TFLite runtime found on this machine."""
 
-    def __init__(self, name: str, version: str, interpreter_cls: type, resolver_type: object) -> None:
+    def __init__(self, name: str, version: str, interpreter_cls: Any, resolver_type: Any) -> None:
         self.name = name
         self.version = version
         self.interpreter_cls = interpreter_cls
@@ -162,7 +163,7 @@ def _first_line(exc: BaseException) -> str:
     return re.sub(r"(?<=[^\s;.])(Node number \d)", r"; \1", text)
 
 
-def check_static_shapes(interp: object, input_shape: list | None) -> None:
+def check_static_shapes(interp: Any, input_shape: list | None) -> None:
     """Refuse dynamic non-batch dimensions unless --input-shape gives them.
 
     A dynamic batch dimension (-1 first, as every Keras export has) runs with batch 1.
@@ -170,7 +171,7 @@ def check_static_shapes(interp: object, input_shape: list | None) -> None:
     Raises:
         RunnerError: (dynamic_shape) a dynamic dimension without --input-shape.
     """
-    details = interp.get_input_details()  # type: ignore[attr-defined]
+    details = interp.get_input_details()
     for i, d in enumerate(details):
         signature = [int(s) for s in d.get("shape_signature", d["shape"])]
         dynamic = any(s < 0 for s in signature[1:])
@@ -186,8 +187,8 @@ def check_static_shapes(interp: object, input_shape: list | None) -> None:
                           + ",".join(str(s if s > 0 else 1) for s in signature) + ")", EXIT_BAD_ARGUMENT)
 
 
-def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, input_shape: list | None) -> object:
-    kwargs = {"model_path": model_path, "num_threads": threads}
+def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, input_shape: list | None) -> Any:
+    kwargs: dict[str, Any] = {"model_path": model_path, "num_threads": threads}
     if builtin:
         if runtime.resolver_type is None:
             raise load_failed(runtime.name + " " + runtime.version + " has no OpResolverType, so the builtin "
@@ -201,13 +202,13 @@ def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, inpu
     return interp
 
 
-def _invoke_once(interp: object) -> float:
+def _invoke_once(interp: Any) -> float:
     import numpy as np
 
-    for d in interp.get_input_details():  # type: ignore[attr-defined]
-        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))  # type: ignore[attr-defined]
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
     t0 = time.perf_counter()
-    interp.invoke()  # type: ignore[attr-defined]
+    interp.invoke()
     return (time.perf_counter() - t0) * 1000.0
 
 
@@ -250,31 +251,31 @@ def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: 
             "first_invoke_ms": first}
 
 
-def random_input(detail: dict, rng: object) -> object:
+def random_input(detail: dict, rng: Any) -> Any:
     """Random values of the input's dtype and shape (floats in [0, 1), integers in the int8/uint8 range)."""
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
     shape = tuple(int(s) for s in detail["shape"])
     if dtype.kind == "f":
-        return rng.random(shape).astype(dtype)  # type: ignore[attr-defined]
+        return rng.random(shape).astype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         low, high = max(int(info.min), -128), min(int(info.max), 255 if dtype.kind == "u" else 127)
-        return rng.integers(low, high + 1, size=shape).astype(dtype)  # type: ignore[attr-defined]
+        return rng.integers(low, high + 1, size=shape).astype(dtype)
     if dtype.kind == "b":
-        return rng.random(shape) > 0.5  # type: ignore[attr-defined]
+        return rng.random(shape) > 0.5
     raise bad_argument("cannot generate random inputs of dtype " + str(dtype) + " for input " + str(detail["name"]))
 
 
-def quantize(x: object, detail: dict) -> object:
+def quantize(x: Any, detail: dict) -> Any:
     """Float samples -> the input tensor's dtype (int8/uint8 with its scale and zero point)."""
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
-    if x.dtype == dtype:  # type: ignore[attr-defined]
+    if x.dtype == dtype:
         return x  # already in the model's dtype (e.g. raw uint8 images for a uint8 model)
-    x = x.astype(np.float32)  # type: ignore[attr-defined]
+    x = x.astype(np.float32)
     if dtype.kind == "f":
         return x.astype(dtype)
     scale, zero = detail["quantization"]
@@ -284,16 +285,16 @@ def quantize(x: object, detail: dict) -> object:
     return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
 
 
-def dequantize(y: object, detail: dict) -> object:
+def dequantize(y: Any, detail: dict) -> Any:
     """An output tensor -> float32 (integer outputs through their scale and zero point)."""
     import numpy as np
 
     if np.dtype(detail["dtype"]).kind == "f":
-        return y.astype(np.float32)  # type: ignore[attr-defined]
+        return y.astype(np.float32)
     scale, zero = detail["quantization"]
     if not scale:
-        return y.astype(np.float32)  # type: ignore[attr-defined]
-    return (y.astype(np.float32) - zero) * scale  # type: ignore[attr-defined]
+        return y.astype(np.float32)
+    return (y.astype(np.float32) - zero) * scale
 
 
 def summarize(samples_ms: list) -> dict:
@@ -305,7 +306,7 @@ def summarize(samples_ms: list) -> dict:
             "std": float(a.std())}
 
 
-def load_batch(path: str, detail: dict) -> object:
+def load_batch(path: str, detail: dict) -> Any:
     """Read ``--input``: an array of samples shaped like the model's input without its batch dim.
 
     Raises:
@@ -327,26 +328,26 @@ def load_batch(path: str, detail: dict) -> object:
     return batch
 
 
-def run_batch(interp: object, batch: object) -> object:
+def run_batch(interp: Any, batch: Any) -> Any:
     """Run every sample of ``batch`` (one invoke per model batch); return float32 outputs of output 0."""
     import numpy as np
 
-    inp = interp.get_input_details()[0]  # type: ignore[attr-defined]
-    out = interp.get_output_details()[0]  # type: ignore[attr-defined]
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
     per = max(int(inp["shape"][0]), 1)
     results = []
-    for start in range(0, len(batch), per):  # type: ignore[arg-type]
-        chunk = batch[start:start + per]  # type: ignore[index]
+    for start in range(0, len(batch), per):
+        chunk = batch[start:start + per]
         n = len(chunk)
         if n < per:  # pad the last model batch; padded rows are dropped below
             chunk = np.concatenate([chunk, np.zeros((per - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        interp.set_tensor(inp["index"], quantize(chunk, inp))  # type: ignore[attr-defined]
-        interp.invoke()  # type: ignore[attr-defined]
-        results.append(dequantize(interp.get_tensor(out["index"]), out)[:n])  # type: ignore[attr-defined]
+        interp.set_tensor(inp["index"], quantize(chunk, inp))
+        interp.invoke()
+        results.append(dequantize(interp.get_tensor(out["index"]), out)[:n])
     return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
 
 
-def output_summary(outputs: object) -> dict:
+def output_summary(outputs: Any) -> dict:
     """Count, a stable checksum (sha256 of float32 outputs rounded to 4 decimals), argmax and sum."""
     import numpy as np
 
@@ -360,7 +361,7 @@ def output_summary(outputs: object) -> dict:
 
 def describe(runtime: Runtime | None = None) -> dict:
     """Where this runs: host, machine, Python, numpy and the TFLite runtime."""
-    out = {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
+    out: dict[str, Any] = {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
            "python": platform.python_version(), "executable": sys.executable}
     try:
         import numpy

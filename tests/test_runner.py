@@ -1,0 +1,245 @@
+"""The device runner as a real subprocess on real converted models (no mocks of LiteRT).
+
+Models: ``tiny_tflite`` from conftest (dense float; sparse int8 with float I/O whose block-sparse
+FULLY_CONNECTED XNNPACK refuses in ai-edge-litert 2.3), plus, built here, an int8 model with int8
+input/output tensors and a model with dynamic spatial dimensions.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgesparse.device import runner as runner_module
+
+RUNNER = Path(runner_module.__file__).resolve()
+NO_RUNTIME_FIX = "pip install ai-edge-litert  (or on Raspberry Pi OS: pip install tflite-runtime 'numpy<2')"
+
+
+def run(*args: str, python: str = sys.executable, timeout: float = 120) -> tuple[int, dict[str, Any]]:
+    """Run the runner; return its exit code and the ONE JSON object it printed on stdout."""
+    proc = subprocess.run([python, str(RUNNER), *args], capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"stdout must be exactly one JSON line, got: {proc.stdout!r} / stderr {proc.stderr[-500:]}"
+    return proc.returncode, json.loads(lines[0])
+
+
+@pytest.fixture(scope="module")
+def extra_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An int8-in/int8-out model (with its Keras original) and a dynamic-shape model, converted for real."""
+    from edgesparse import _tf
+
+    tf, keras = _tf.tf(), _tf.keras()
+    keras.utils.set_random_seed(1)
+    tmp = tmp_path_factory.mktemp("runner_models")
+    rng = np.random.default_rng(1)
+
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    rep = rng.random((32, 6, 6, 2), dtype=np.float32)
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([r[None]] for r in rep)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    int8_io = tmp / "int8_io.tflite"
+    int8_io.write_bytes(conv.convert())
+    batch = rng.random((7, 6, 6, 2), dtype=np.float32)
+    np.save(tmp / "batch_6x6x2.npy", batch)
+
+    dyn_in = keras.Input((None, None, 1))
+    y = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(dyn_in)
+    dyn_model = keras.Model(dyn_in, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(y)))
+    dynamic = tmp / "dynamic.tflite"
+    dynamic.write_bytes(tf.lite.TFLiteConverter.from_keras_model(dyn_model).convert())
+    return {"int8_io": int8_io, "keras_int8_io": model, "batch_6x6x2": tmp / "batch_6x6x2.npy",
+            "batch_values": batch, "dynamic": dynamic}
+
+
+# ---- measurements -----------------------------------------------------------------------------
+
+
+def test_dense_model_reports_latency_memory_and_runtime(tiny_tflite: dict[str, Path]) -> None:
+    code, out = run(str(tiny_tflite["dense"]), "--runs", "30", "--warmup", "3", "--threads", "2")
+    assert code == 0
+    lat = out["latency_ms"]
+    assert set(lat) == {"mean", "median", "p90", "p99", "min", "max", "std"}
+    assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert len(out["samples_ms"]) == out["runs"] == 30 and out["warmup"] == 3 and out["threads"] == 2
+    assert out["init_ms"] > 0 and out["first_invoke_ms"] > 0
+    assert 0 < out["baseline_rss_bytes"] <= out["runtime_rss_bytes"] <= out["peak_rss_bytes"]
+    assert out["model_rss_bytes"] == out["peak_rss_bytes"] - out["runtime_rss_bytes"]
+    assert out["runtime"]["name"] == "ai_edge_litert" and out["runtime"]["version"][0].isdigit()
+    assert out["resolver"] == "xnnpack" and out["delegate_fallback_reason"] is None
+    assert out["input"] == {"shape": [1, 8, 8, 1], "dtype": "float32"}
+    assert out["outputs"] is None and out["model_bytes"] == tiny_tflite["dense"].stat().st_size
+
+
+def test_int8_io_model_quantizes_the_float_batch_and_dequantizes_outputs(extra_models: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    saved = tmp_path / "outputs.npy"
+    code, out = run(str(extra_models["int8_io"]), "--runs", "3", "--warmup", "0",
+                    "--input", str(extra_models["batch_6x6x2"]), "--save-outputs", str(saved))
+    assert code == 0 and out["input"] == {"shape": [1, 6, 6, 2], "dtype": "int8"}
+    outputs = np.load(saved)
+    expected = extra_models["keras_int8_io"].predict(extra_models["batch_values"], verbose=0)
+    assert outputs.shape == expected.shape == (7, 5) and outputs.dtype == np.float32
+    # int8 quantization of a softmax: within a few output steps (1/256) of the float model
+    np.testing.assert_allclose(outputs, expected, atol=0.05)
+    summary = out["outputs"]
+    assert summary["count"] == 7 and summary["argmax"] == [int(i) for i in outputs.argmax(axis=1)]
+    rounded = (np.round(outputs, 4) + np.float32(0.0)).astype(np.float32)
+    assert summary["checksum"] == hashlib.sha256(rounded.tobytes()).hexdigest()
+    assert summary["sum"] == pytest.approx(float(outputs.sum()), rel=1e-6)
+    again = run(str(extra_models["int8_io"]), "--runs", "1", "--input", str(extra_models["batch_6x6x2"]))[1]
+    assert again["outputs"]["checksum"] == summary["checksum"]  # stable from run to run
+
+
+def test_sparse_int8_fc_falls_back_to_builtin_and_records_why(tiny_tflite: dict[str, Path]) -> None:
+    code, auto = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]))
+    assert code == 0
+    if auto["runtime"]["version"].startswith("2.3"):
+        # ai-edge-litert 2.3's XNNPACK refuses the block-sparse int8 FULLY_CONNECTED at allocation
+        assert auto["resolver"] == "builtin"
+    if auto["resolver"] == "builtin":
+        assert "failed to delegate" in auto["delegate_fallback_reason"]
+        assert any("failed attempt" in n for n in auto["notes"])
+    else:  # a runtime whose XNNPACK takes (or skips) the sparse layer
+        assert auto["delegate_fallback_reason"] is None
+    builtin = run(str(tiny_tflite["int8"]), "--runs", "5", "--resolver", "builtin", "--input",
+                  str(tiny_tflite["batch"]))[1]
+    assert builtin["resolver"] == "builtin" and builtin["delegate_fallback_reason"] is None
+    assert builtin["outputs"]["checksum"] == auto["outputs"]["checksum"]
+    assert auto["outputs"]["count"] == 12
+
+
+def test_describe_names_python_machine_and_runtime() -> None:
+    code, out = run("--describe")
+    assert code == 0 and out["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert out["machine"] and out["runtime"]["name"] == "ai_edge_litert" and out["numpy"] == np.__version__
+
+
+# ---- errors are JSON with a kind and an exit code ---------------------------------------------
+
+
+def test_dynamic_shape_needs_input_shape(extra_models: dict[str, Any]) -> None:
+    code, out = run(str(extra_models["dynamic"]), "--runs", "2")
+    assert code == 2 and out["kind"] == "dynamic_shape" and "--input-shape" in out["error"]
+    code, out = run(str(extra_models["dynamic"]), "--runs", "2", "--input-shape", "1,12,10,1")
+    assert code == 0 and out["input"]["shape"] == [1, 12, 10, 1]
+    code, out = run(str(extra_models["dynamic"]), "--runs", "2", "--input-shape", "1,12,10,3")
+    assert code == 2 and out["kind"] == "bad_argument" and "does not fit" in out["error"]
+
+
+@pytest.mark.parametrize("content", [b"junk" * 100, b""])
+def test_garbage_model_is_load_failed(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(content)
+    code, out = run(str(bad))
+    assert code == 4 and out["kind"] == "load_failed" and out["error"]
+
+
+def test_missing_model_is_load_failed(tmp_path: Path) -> None:
+    code, out = run(str(tmp_path / "nope.tflite"))
+    assert code == 4 and out["kind"] == "load_failed" and "not found" in out["error"]
+
+
+@pytest.mark.parametrize("args", [["--runs", "0"], ["--threads", "0"], ["--warmup", "-1"], ["--threads", "two"],
+                                  ["--input-shape", "1,a"], ["--resolver", "gpu"], ["--no-such-flag"]])
+def test_bad_arguments_are_json(tiny_tflite: dict[str, Path], args: list[str]) -> None:
+    code, out = run(str(tiny_tflite["dense"]), *args)
+    assert code == 2 and out["kind"] == "bad_argument" and out["error"]
+
+
+def test_batch_of_the_wrong_shape_is_a_bad_argument(tiny_tflite: dict[str, Path], tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((3, 9, 9, 1), dtype=np.float32))
+    code, out = run(str(tiny_tflite["dense"]), "--runs", "1", "--input", str(wrong))
+    assert code == 2 and out["kind"] == "bad_argument" and "(8, 8, 1)" in out["error"]
+    not_npy = tmp_path / "batch.npy"
+    not_npy.write_text("not numpy")
+    code, out = run(str(tiny_tflite["dense"]), "--runs", "1", "--input", str(not_npy))
+    assert code == 2 and out["kind"] == "bad_argument"
+
+
+def test_no_runtime_names_the_pip_command(tiny_tflite: dict[str, Path]) -> None:
+    # -I -S: this same Python without site-packages, so neither numpy nor any runtime is importable
+    proc = subprocess.run([sys.executable, "-I", "-S", str(RUNNER), str(tiny_tflite["dense"])],
+                          capture_output=True, text=True, timeout=60)
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 3 and out["kind"] == "no_runtime" and out["fix"] == NO_RUNTIME_FIX
+    assert sys.executable in out["error"]
+
+
+# ---- the runner stays portable ----------------------------------------------------------------
+
+
+def test_runner_is_python37_syntax_and_imports_nothing_from_edgesparse() -> None:
+    tree = ast.parse(RUNNER.read_text(), feature_version=(3, 7))
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module.split(".")[0])
+    third_party = {"numpy", "ai_edge_litert", "tflite_runtime", "tensorflow"}
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    assert "edgesparse" not in imported
+    assert imported <= stdlib | third_party, imported - stdlib - third_party
+
+
+def _find_python(version: str) -> str | None:
+    """An installed interpreter of ``version`` (PATH or pyenv), or None."""
+    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    candidates = [f"python{version}", *pyenv]
+    for c in candidates:
+        try:
+            proc = subprocess.run([c, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                                  text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if proc.returncode == 0 and proc.stdout.strip() == str(tuple(int(v) for v in version.split("."))):
+            return c
+    return None
+
+
+def test_runner_runs_under_python37(tiny_tflite: dict[str, Path]) -> None:
+    python = _find_python("3.7")
+    if python is None:
+        pytest.skip("no Python 3.7 interpreter on this machine (PATH or ~/.pyenv)")
+    code, out = run("--describe", python=python)
+    assert code == 0 and out["python"].startswith("3.7.")
+    code, out = run(str(tiny_tflite["dense"]), "--runs", "2", python=python)
+    assert (code, out.get("kind")) in ((0, None), (3, "no_runtime"))  # a bare 3.7 has no numpy: still JSON
+
+
+def device_python() -> str | None:
+    """A Python shaped like Raspberry Pi OS's: tflite-runtime 2.14 with numpy<2 (made by .ci/system-deps.sh)."""
+    path = os.environ.get("EDGESPARSE_DEVICE_PYTHON") or os.path.expanduser(
+        "~/.cache/edgesparse/device-venv/bin/python")
+    return path if os.access(path, os.X_OK) else None
+
+
+def test_tflite_runtime_with_numpy1_gives_the_same_outputs(tiny_tflite: dict[str, Path]) -> None:
+    python = device_python()
+    if python is None:
+        pytest.skip("no tflite-runtime device Python: run `bash .ci/system-deps.sh` or set EDGESPARSE_DEVICE_PYTHON")
+    code, device = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]), python=python)
+    assert code == 0, device
+    assert device["runtime"]["name"] == "tflite_runtime" and int(device["numpy"].split(".")[0]) < 2
+    host = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]))[1]
+    assert device["outputs"]["checksum"] == host["outputs"]["checksum"]
+    assert device["outputs"]["argmax"] == host["outputs"]["argmax"]
