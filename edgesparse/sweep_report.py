@@ -89,9 +89,11 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
     within = [p for p in points if p.get("drop_points") is not None and p["drop_points"] <= 1.0 and p.get("ratio")]
     if within:
         smallest = max(within, key=lambda p: p["ratio"])
+        d = smallest["drop_points"]
+        rel = f"{d:.1f} points below it" if d >= 0 else f"{-d:.1f} points above it"
         lines.append(f"The smallest model within 1 point of dense is {strategy(smallest, axes)} at "
                      f"{float(smallest.get(SPARSITY_AXIS, 0) or 0):.0%}: 1/{smallest['ratio']:.1f} of the dense .tflite, "
-                     f"{smallest['drop_points']:.1f} points below it.")
+                     f"{rel}.")
     if front:
         lines.append("Pareto front (size vs accuracy): " + "; ".join(
             f"{strategy(p, axes)} @ {float(p.get(SPARSITY_AXIS, 0) or 0):.0%} ({p['tflite_bytes']:,.0f} B, "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +19,39 @@ import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.recipe import OptimizerConfig
+
+
+_STOP = threading.Event()
+_IN_FIT = threading.Event()
+
+
+@contextlib.contextmanager
+def graceful_interrupt() -> Iterator[None]:
+    """Turn the first Ctrl-C during training into a stop at the end of the current epoch.
+
+    An interrupt delivered while TensorFlow runs native code can corrupt its heap (seen in CI:
+    "free(): invalid next size", SIGABRT). So inside ``fit`` the first SIGINT only sets a flag; the
+    epoch finishes, its checkpoint is written, and training stops with KeyboardInterrupt. A second
+    Ctrl-C, or one outside ``fit``, interrupts at once. Only installed from the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _IN_FIT.is_set() and not _STOP.is_set():
+            _STOP.set()
+            print("\ninterrupt: stopping at the end of this epoch (Ctrl-C again to abort now)", flush=True)
+            return
+        raise KeyboardInterrupt
+
+    _STOP.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _STOP.clear()
 
 
 def make_optimizer(cfg: OptimizerConfig) -> Any:
@@ -185,19 +222,29 @@ def run_phase(
             if epoch_metrics is not None:
                 row.update(epoch_metrics(self.model))
             history.add(row)
+            if _STOP.is_set():  # after BackupAndRestore saved this epoch
+                self.model.stop_training = True
 
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         timer.callback(),
         *extra_callbacks,
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=True),
+        # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
+        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         Recorder(),
     ]
     train_ds = to_dataset(data.x_train, data.y_train, batch_size, shuffle, seed)
     val = (data.x_val, data.y_val) if len(data.x_val) else None
     t0 = time.perf_counter()
-    model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
+    _IN_FIT.set()
+    try:
+        model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
+    finally:
+        _IN_FIT.clear()
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+    shutil.rmtree(backup, ignore_errors=True)
     seconds = time.perf_counter() - t0
     losses = (model.history.history or {}).get("loss", []) if getattr(model, "history", None) else []
     if any(not np.isfinite(v) for v in losses):

@@ -173,7 +173,7 @@ def train(
     state.data["recipe_dir"] = str(recipe_dir(recipe))
     _io.write_text(out / "recipe.lock.yaml", lock)
     try:
-        with _tf.strategy_scope(recipe.training.distribution):
+        with fit.graceful_interrupt(), _tf.strategy_scope(recipe.training.distribution):
             return _train(recipe, out, state, resume, export, say, dense_model, t_start)
     except KeyboardInterrupt:
         raise InterruptedRun(
@@ -325,6 +325,11 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         dv = info.get("dense_verification", {})
         summary["baseline"].update(tflite_bytes=info["dense"]["bytes"], tflite_gzip_bytes=info["dense"]["gzip_bytes"],
                                    tflite_path=str(res.dense_path), tflite_accuracy=dv.get("accuracy"))
+        if v.get("resolver") == "builtin":
+            warnings.append(
+                "XNNPACK refused model.tflite (" + str(v.get("fallback_reason")) + "), so LiteRT's slower builtin "
+                "kernels run it; sparse int8 FULLY_CONNECTED weights in CSR cause this: give int8 dense layers the "
+                "block:1x16 pattern (read natively, XNNPACK-compatible) or skip pruning them.")
         summary["tflite"] = {
             "path": str(res.model_path), "bytes": info["model"]["bytes"], "gzip_bytes": info["model"]["gzip_bytes"],
             "accuracy": v.get("accuracy"), "agreement": v.get("agreement"), "max_abs_diff": v.get("max_abs_diff"),
