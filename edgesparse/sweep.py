@@ -331,9 +331,18 @@ def sweep(
     trials = plan(base, grid, repeats)
     ray = check_ray(ray_address) if ray_address else None
     out = Path(root) if root else Path("sweeps") / base.name
+    base_dump = base.model_dump(mode="json")
+    base_dump.pop("sweep", None)
+    fingerprint = hashlib.sha256(json.dumps(base_dump, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    previous = out / "sweep.json"
+    if previous.exists():
+        old_fp = json.loads(previous.read_text()).get("recipe_fingerprint")
+        if old_fp and old_fp != fingerprint:
+            raise SweepError(f"'{out}' holds a sweep of a different base recipe (it changed since); its trials cannot be "
+                             "reused. Give a new -o directory, or delete the old one to start over.")
     out.mkdir(parents=True, exist_ok=True)
-    _io.write_json(out / "sweep.json", {"recipe": base.model_dump(mode="json"), "grid": grid, "repeats": repeats,
-                                        "trials": [asdict(t) for t in trials]})
+    _io.write_json(out / "sweep.json", {"recipe": base_dump, "recipe_fingerprint": fingerprint, "grid": grid,
+                                        "repeats": repeats, "trials": [asdict(t) for t in trials]})
     t0 = time.perf_counter()
     result = SweepResult(root=out)
     done = {t.id: json.loads((out / "trials" / t.id / "result.json").read_text())

@@ -110,7 +110,8 @@ def _latency_reason(point: dict[str, Any], ratio: float) -> str:
     if ratio < 0.9:
         return "block-sparse fully-connected weights are read sparse by the FC kernel"
     if ratio <= 1.1:
-        return "unchanged: sparse weights are densified at load and run on dense kernels; XNNPACK's sparse kernels are ARM-only"
+        return ("unchanged: most of the compute stays on dense kernels on this CPU (CSR weights are densified at load, "
+                "only block-sparse fully-connected weights are read sparse; XNNPACK's sparse kernels are ARM-only)")
     return "slower: sparse encodings add DENSIFY/indexing work on this CPU"
 
 

@@ -90,6 +90,11 @@ def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> N
     retried = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5, retry_failed=True)
     assert len(retried.failed) == 2
     assert history == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
+    # A changed base recipe cannot silently reuse the old trials.
+    from edgesparse.recipe import override
+
+    with pytest.raises(SweepError, match="different base recipe"):
+        sweep(override(base, {"sparsity.epochs": 3}), grid, root=tmp_path / "sw", profile_runs=0)
 
 
 def test_sweep_with_two_workers(tmp_path: Path) -> None:
