@@ -127,8 +127,10 @@ def write_report(result: Any, axes: list[str]) -> Path:
     _plot_latency_vs_accuracy(points, axes, root / "latency_vs_accuracy.png", dense)
     _plot_layer_sparsity(result.rows, pareto(points), axes, root / "layer_sparsity.png")
     lines = [f"# Sweep: {root.name}", "",
-             f"{len(result.rows)} trials ({len(result.failed)} failed), {len(result.baselines)} shared dense baseline(s), "
-             f"{result.seconds:.0f} s. Accuracy is on the held-out test split; sizes are .tflite bytes; latency is the "
+             f"{len(result.rows)} trials ({len(result.failed)} failed), {len(result.baselines)} shared dense baseline(s); "
+             f"recorded time {sum(float(r.get('train_seconds') or 0) for r in result.rows):.0f} s in trials + "
+             f"{sum(float(b.get('seconds') or 0) for b in result.baselines.values()):.0f} s in baselines "
+             f"(this invocation {result.seconds:.0f} s). Accuracy is on the held-out test split; sizes are .tflite bytes; latency is the "
              "median of the runner on this machine.", "", "## Summary", ""]
     lines += [f"- {s}" for s in summary_lines(points, axes, dense)] or ["- no successful trials"]
     lines += ["", "## Table (mean ± std over repeats)", ""]
