@@ -16,8 +16,8 @@ T0=$(date +%s)
 # 2. regularisation at high sparsity (12 trials)
 "$PY" -m edgesparse.cli sweep recipes/quickstart.yaml -o sweeps/study_digits_l1 --repeats 3 \
   --grid sparsity.final=0.9,0.95 --grid "sparsity.regularization.l1=0,1e-5" --profile-runs 200 | tail -n 8
-# 3. MobileNetV2 alpha 0.35 on shapes 96x96 (4 trials, 1 shared baseline)
-"$PY" -m edgesparse.cli sweep recipes/mobilenet_v2_shapes.yaml -o sweeps/study_mobilenet \
+# 3. MobileNetV2 alpha 0.35 on shapes 96x96 (12 trials, 3 shared baselines)
+"$PY" -m edgesparse.cli sweep recipes/mobilenet_v2_shapes.yaml -o sweeps/study_mobilenet --repeats 3 \
   --grid sparsity.final=0.5,0.75 --grid quantization.mode=none,int8 --profile-runs 50 | tail -n 8
 T1=$(date +%s)
 "$PY" benchmarks/study_report.py sweeps/study_digits sweeps/study_digits_l1 sweeps/study_mobilenet \

@@ -126,3 +126,15 @@ def test_mirrored_strategy_prunes(tmp_path: Path) -> None:
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert s["training"] == {"distribution": "mirrored", "replicas": 2}
     assert all(v >= 0.74 for v in s["sparsity"]["achieved"]["layers"].values())
+
+
+def test_sweep_section_in_the_recipe(tmp_path: Path) -> None:
+    from edgesparse.recipe import load_recipe
+
+    raw = tiny_recipe(tmp_path)
+    raw["sweep"] = {"sparsity.final": [0.5, 0.9], "quantization.mode": ["none", "int8"]}
+    base = load_recipe(write_recipe(tmp_path, raw))
+    trials = plan(base, {**(base.sweep or {}), **parse_grid(["sparsity.final=0.8"])}, repeats=2)
+    assert len(trials) == 1 * 2 * 2  # the command line axis replaced the recipe's sparsity.final
+    assert {t.recipe(base).quantization.mode for t in trials} == {"none", "int8"}
+    assert {t.seed for t in trials} == {0, 1} and len({t.baseline_key for t in trials}) == 2
