@@ -155,6 +155,15 @@ def write_report(result: Any, axes: list[str]) -> Path:
     return _io.write_text(root / "report.md", "\n".join(lines))
 
 
+def _by_strategy(points: list[dict[str, Any]], axes: list[str], *needed: str) -> dict[str, list[dict[str, Any]]]:
+    """Points that have every ``needed`` figure, grouped by strategy (sorted by name)."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for p in points:
+        if all(p.get(k) is not None for k in needed):
+            by[strategy(p, axes)].append(p)
+    return dict(sorted(by.items()))
+
+
 def _fig(width: float = 7, height: float = 4.5) -> Any:
     import matplotlib
 
@@ -173,11 +182,7 @@ def _save(plt: Any, fig: Any, path: Path) -> None:
 
 def _plot_accuracy_vs_sparsity(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
     plt, fig, ax = _fig()
-    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for p in points:
-        if p.get("tflite_accuracy") is not None:
-            by[strategy(p, axes)].append(p)
-    for name, ps in sorted(by.items()):
+    for name, ps in _by_strategy(points, axes, "tflite_accuracy").items():
         ps = sorted(ps, key=lambda p: p["sparsity"] or 0)
         ax.errorbar([p["sparsity"] * 100 for p in ps], [p["tflite_accuracy"] * 100 for p in ps],
                     yerr=[p["tflite_accuracy_std"] * 100 for p in ps], marker="o", capsize=3, label=name)
@@ -194,10 +199,7 @@ def _plot_accuracy_vs_sparsity(points: list[dict[str, Any]], axes: list[str], pa
 def _plot_accuracy_vs_size(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
     plt, fig, ax = _fig()
     ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
-    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for p in ok:
-        by[strategy(p, axes)].append(p)
-    for name, ps in sorted(by.items()):
+    for name, ps in _by_strategy(ok, axes).items():
         ax.scatter([p["tflite_bytes"] / 1024 for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
     front = pareto(ok)
     if front:
@@ -215,10 +217,7 @@ def _plot_latency_vs_accuracy(points: list[dict[str, Any]], axes: list[str], pat
                               dense: dict[str, Any] | None) -> None:
     plt, fig, ax = _fig()
     ok = [p for p in points if p.get("latency_median_ms") and p.get("tflite_accuracy") is not None]
-    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for p in ok:
-        by[strategy(p, axes)].append(p)
-    for name, ps in sorted(by.items()):
+    for name, ps in _by_strategy(ok, axes).items():
         ax.scatter([p["latency_median_ms"] for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
     if dense and dense.get("latency_median_ms"):
         ax.axvline(dense["latency_median_ms"], color="grey", ls="--", label="dense float32 latency")

@@ -14,24 +14,17 @@ from edgesparse.errors import ProfileError
 from edgesparse.profile.footprint import footprint
 
 
-def _converter(model: Any, mode: str) -> Any:
-    from edgesparse import _tf
-
-    tf = _tf.tf()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode == "sparse":
-        conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    elif mode == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        shape = tuple(model.input_shape[1:])
-        conv.representative_dataset = lambda: (
-            [np.random.default_rng(i).random((1, *shape), dtype=np.float32)] for i in range(16))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return conv
-
-
 def _save(model: Any, mode: str, path: Path) -> Path:
-    path.write_bytes(bytes(_converter(model, mode).convert()))
+    """Convert with the project's converter: dense float, sparse float ("sparse") or sparse full int8."""
+    from edgesparse.export.convert import convert
+
+    shape = tuple(model.input_shape[1:])
+    rep = [np.random.default_rng(i).random(shape, dtype=np.float32) for i in range(16)]
+    if mode == "int8":
+        blob = convert(model, "int8", sparse_encoding=True, representative=rep)
+    else:
+        blob = convert(model, "none", sparse_encoding=(mode == "sparse"))
+    path.write_bytes(blob)
     return path
 
 

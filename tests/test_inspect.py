@@ -84,24 +84,16 @@ def _build_model() -> Any:
 
 
 def _convert(model: Any, mode: str) -> bytes:
-    from edgesparse import _tf
+    """The project's converter: dense float ("dense"), sparse "float", "fp16", or "int8" with int8 I/O."""
+    from edgesparse.export.convert import convert
 
-    tf = _tf.tf()
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    if mode == "float":
-        conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    elif mode == "fp16":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        conv.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
-        conv.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-        shape = tuple(model.input_shape[1:])
-        conv.representative_dataset = lambda: (
-            [np.random.default_rng(i).random((1, *shape), dtype=np.float32)] for i in range(16))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    return bytes(conv.convert())
+    shape = tuple(model.input_shape[1:])
+    rep = [np.random.default_rng(i).random(shape, dtype=np.float32) for i in range(16)]
+    if mode == "int8":
+        return convert(model, "int8", sparse_encoding=True, representative=rep, io="int8")
+    if mode == "fp16":
+        return convert(model, "float16", sparse_encoding=True)
+    return convert(model, "none", sparse_encoding=(mode == "float"))
 
 
 @pytest.fixture(scope="module")
