@@ -185,15 +185,20 @@ def _target_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--threads", default="1", callback=_ints, show_default=True, help="Thread counts, e.g. 1,2,4.")
 @click.option("--runs", default=100, show_default=True, type=int, help="Timed invocations.")
 @click.option("--warmup", default=10, show_default=True, type=int, help="Untimed invocations first.")
-@click.option("--resolver", type=click.Choice(["auto", "builtin"]), default="auto", show_default=True)
+@click.option("--min-seconds", default=0.0, show_default=True, type=float,
+              help="Keep timing for at least this long (a longer window on a noisy machine; 0: exactly --runs).")
+@click.option("--resolver", type=click.Choice(["auto", "builtin"]), default="auto", show_default=True,
+              help="auto: XNNPACK, falling back to builtin kernels when it refuses the model.")
+@click.option("--api", type=click.Choice(["interpreter", "compiled"]), default="interpreter", show_default=True,
+              help="interpreter: the classic Interpreter (every runtime); compiled: ai-edge-litert's CompiledModel.")
 @click.option("--input-shape", callback=_shape, help="Shape for dynamic inputs, e.g. 1,96,96,3.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a Markdown report with PNG plots.")
 @_handle_errors
 def profile(models: tuple[Path, ...], target: str, identity: str | None, known_hosts: str | None,
             accept_new_host_key: bool, python: str | None, benchmark_binary: str | None, threads: list[int],
-            runs: int, warmup: int, resolver: str, input_shape: tuple[int, ...] | None, json_path: Path | None,
-            report: Path | None) -> None:
+            runs: int, warmup: int, min_seconds: float, resolver: str, api: str,
+            input_shape: tuple[int, ...] | None, json_path: Path | None, report: Path | None) -> None:
     """Measure footprint and latency of MODELS (.tflite files or a RUN_DIR) on a target."""
     from edgesparse.profile import report as rep
     from edgesparse.profile.measure import profile as run
@@ -201,7 +206,7 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
     console = _console()
     with console.status("measuring") as status:
         result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
-                     input_shape=input_shape,
+                     input_shape=input_shape, api=api, min_seconds=min_seconds,
                      target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary),
                      progress=lambda m: status.update(m))
     console.print(rep.console_table(result))

@@ -115,3 +115,25 @@ def test_deploy_to_unreachable_host(trained_run: Any) -> None:
         from edgesparse.device.deploy import find_bundle
 
         find_bundle(Path("/nonexistent"))
+
+
+def test_profile_compiled_api_and_time_window(tiny_tflite: dict[str, Path], tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["profile", str(tiny_tflite["dense"]), "--api", "compiled", "--runs", "20",
+                                  "--min-seconds", "0.2", "--json", str(tmp_path / "p.json")])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "p.json").read_text())["models"][0]
+    assert row["api"] == "compiled" and row["resolver"] == "litert_cpu"
+    assert row["runs"] > 20 and row["drift_pct"] >= 0  # 0.2 s of a sub-millisecond model
+    r = CliRunner().invoke(main, ["profile", str(tiny_tflite["dense"]), "--api", "compiled", "--resolver", "builtin"])
+    assert r.exit_code == 1 and "--api interpreter only" in r.output
+    r = CliRunner().invoke(main, ["profile", str(tiny_tflite["dense"]), "--min-seconds", "-1"])
+    assert r.exit_code == 1 and "--min-seconds" in r.output
+
+
+def test_drift_note_only_when_the_machine_moved() -> None:
+    from edgesparse.profile.measure import DRIFT_WARN_PCT, drift_note
+
+    assert drift_note("m.tflite", 1, {"stability": {"drift_pct": DRIFT_WARN_PCT / 2}}) is None
+    assert drift_note("m.tflite", 1, {"stability": None}) is None  # too few runs to tell
+    note = drift_note("m.tflite", 4, {"stability": {"drift_pct": 31.7}})
+    assert note and note.startswith("m.tflite (4 thread(s))") and "32%" in note and "not repeatable" in note

@@ -243,3 +243,66 @@ def test_tflite_runtime_with_numpy1_gives_the_same_outputs(tiny_tflite: dict[str
     host = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]))[1]
     assert device["outputs"]["checksum"] == host["outputs"]["checksum"]
     assert device["outputs"]["argmax"] == host["outputs"]["argmax"]
+
+
+# ---- the CompiledModel API, longer windows and drift -------------------------------------------
+
+
+def test_compiled_api_gives_the_interpreters_outputs(extra_models: dict[str, Any], tiny_tflite: dict[str, Path]) -> None:
+    batch = str(extra_models["batch_6x6x2"])
+    code, compiled = run(str(extra_models["int8_io"]), "--api", "compiled", "--runs", "25", "--input", batch)
+    assert code == 0, compiled
+    interp = run(str(extra_models["int8_io"]), "--runs", "3", "--input", batch)[1]
+    assert compiled["api"] == "compiled" and compiled["resolver"] == "litert_cpu"
+    assert interp["api"] == "interpreter" and interp["resolver"] == "xnnpack"
+    assert isinstance(compiled["fully_accelerated"], bool)
+    # int8 in and out: the float batch is quantized with the model's own scale and zero point both ways
+    assert compiled["input"] == {"shape": [1, 6, 6, 2], "dtype": "int8"}
+    assert compiled["outputs"]["checksum"] == interp["outputs"]["checksum"]
+    assert compiled["runs"] == len(compiled["samples_ms"]) == 25 and compiled["latency_ms"]["median"] > 0
+    code, dense = run(str(tiny_tflite["dense"]), "--api", "compiled", "--runs", "5", "--input",
+                      str(tiny_tflite["batch"]))
+    assert code == 0 and dense["outputs"]["count"] == 12
+
+
+@pytest.mark.parametrize("args, needle", [(["--api", "compiled", "--resolver", "builtin"], "--resolver builtin"),
+                                          (["--api", "tpu"], "invalid choice"),
+                                          (["--min-seconds", "-1"], "--min-seconds")])
+def test_api_and_window_arguments_are_checked(tiny_tflite: dict[str, Path], args: list[str], needle: str) -> None:
+    code, out = run(str(tiny_tflite["dense"]), *args)
+    assert code == 2 and out["kind"] == "bad_argument" and needle in out["error"]
+
+
+def test_compiled_api_refuses_dynamic_shapes_with_the_fix(extra_models: dict[str, Any]) -> None:
+    code, out = run(str(extra_models["dynamic"]), "--api", "compiled")
+    assert code == 2 and out["kind"] == "dynamic_shape" and "--input-shape" in out["error"]
+    code, out = run(str(extra_models["dynamic"]), "--api", "compiled", "--input-shape", "1,5,5,1")
+    assert code == 2 and "--api interpreter" in out["error"]
+
+
+def test_min_seconds_keeps_timing_past_runs(tiny_tflite: dict[str, Path]) -> None:
+    code, out = run(str(tiny_tflite["dense"]), "--runs", "5", "--min-seconds", "0.3")
+    assert code == 0 and out["min_seconds"] == 0.3
+    # a tiny model takes well under a millisecond: 0.3 s of timing is far more than 5 runs
+    assert out["runs"] == len(out["samples_ms"]) > 5
+    assert sum(out["samples_ms"]) < 0.3 * 1000 + 50  # the window is not wildly overshot
+    exact = run(str(tiny_tflite["dense"]), "--runs", "7")[1]
+    assert exact["runs"] == 7 and exact["min_seconds"] == 0.0
+
+
+def test_stability_reports_the_drift_of_chunk_medians() -> None:
+    steady = runner_module.stability([1.0] * 50)
+    assert steady == {"chunks": 5, "chunk_medians": [1.0] * 5, "drift_pct": 0.0}
+    # the machine slows down halfway: the chunk medians show the step, drift = (2 - 1) / median 1.5
+    slowed = runner_module.stability([1.0] * 50 + [2.0] * 50)
+    assert slowed["chunk_medians"] == [1.0, 1.0, 1.5, 2.0, 2.0]
+    assert slowed["drift_pct"] == pytest.approx(100 / 1.5)
+    assert runner_module.stability([1.0] * 19) is None  # too few samples for five chunks
+
+
+def test_runner_output_carries_stability(tiny_tflite: dict[str, Path]) -> None:
+    out = run(str(tiny_tflite["dense"]), "--runs", "40")[1]
+    st = out["stability"]
+    assert st["chunks"] == 5 and len(st["chunk_medians"]) == 5 and st["drift_pct"] >= 0
+    med = out["latency_ms"]["median"]
+    assert st["drift_pct"] == pytest.approx((max(st["chunk_medians"]) - min(st["chunk_medians"])) / med * 100)

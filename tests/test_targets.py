@@ -379,3 +379,13 @@ def test_litert_benchmark_live_agrees_with_its_own_text_output(tiny_tflite: dict
     assert ran["runs"] == 5 and ran["latency_ms"]["median"] is not None
     with pytest.raises(DeviceError, match="litert-benchmark failed"):  # XNNPACK refuses it, no fallback there
         run_litert_benchmark(tiny_tflite["int8"], runs=2, warmup=0)
+
+
+def test_benchmark_command_min_secs_and_runner_args() -> None:
+    from edgesparse.device.targets.base import runner_args
+
+    assert "--min_secs=1.5" in build_benchmark_command("bm", "m", threads=1, runs=1, warmup=0, min_secs=1.5)
+    args = runner_args("m.tflite", threads=2, runs=50, warmup=5, resolver="auto")
+    assert "--api" not in args and "--min-seconds" not in args  # defaults stay implicit (older runners)
+    args = runner_args("m.tflite", threads=2, runs=50, warmup=5, resolver="auto", api="compiled", min_seconds=2)
+    assert args[args.index("--api") + 1] == "compiled" and args[args.index("--min-seconds") + 1] == "2.0"

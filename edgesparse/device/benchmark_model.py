@@ -48,11 +48,13 @@ _DELEGATE_FAILURE = re.compile(r"failed to delegate|Failed to apply .*delegate|f
 
 
 def build_benchmark_command(binary: str, model: str, *, threads: int, runs: int, warmup: int,
-                            use_xnnpack: bool = True, report_peak_memory: bool = True) -> list[str]:
+                            use_xnnpack: bool = True, report_peak_memory: bool = True,
+                            min_secs: float = 0.0) -> list[str]:
     """The argument list of one ``benchmark_model`` measurement.
 
     ``--min_secs=0`` and ``--warmup_min_secs=0`` make the tool run exactly ``runs`` timed and
-    ``warmup`` untimed invocations (its defaults keep going for at least 1 s and 0.5 s).
+    ``warmup`` untimed invocations (its defaults keep going for at least 1 s and 0.5 s);
+    ``min_secs`` > 0 asks for a longer measurement, as the runner's ``--min-seconds`` does.
 
     Args:
         binary: Path of the binary on the device.
@@ -61,12 +63,13 @@ def build_benchmark_command(binary: str, model: str, *, threads: int, runs: int,
         runs: Timed invocations.
         warmup: Untimed invocations first.
         use_xnnpack: Apply the XNNPACK delegate (``False``: builtin kernels only).
+        min_secs: Keep timing for at least this long (0: exactly ``runs``).
         report_peak_memory: Ask for the peak memory footprint (sampled every 50 ms by a thread).
 
     Returns:
         The command as a list, to be quoted for the device's shell.
     """
-    cmd = [binary, f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}", "--min_secs=0",
+    cmd = [binary, f"--graph={model}", f"--num_threads={threads}", f"--num_runs={runs}", f"--min_secs={min_secs:g}",
            f"--warmup_runs={warmup}", "--warmup_min_secs=0", f"--use_xnnpack={'true' if use_xnnpack else 'false'}"]
     if report_peak_memory:
         cmd.append("--report_peak_memory_footprint=true")

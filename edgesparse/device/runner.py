@@ -9,7 +9,8 @@ syntax (annotations are never evaluated thanks to the ``__future__`` import). Wi
 
 Usage::
 
-    python3 runner.py MODEL.tflite [--threads N] [--runs N] [--warmup N] [--resolver auto|builtin]
+    python3 runner.py MODEL.tflite [--threads N] [--runs N] [--min-seconds S] [--warmup N]
+                      [--resolver auto|builtin] [--api interpreter|compiled]
                       [--input BATCH.npy] [--input-shape 1,96,96,3] [--save-outputs OUT.npy]
     python3 runner.py --describe
 
@@ -17,12 +18,22 @@ What is measured:
 
 * ``init_ms``: interpreter creation + ``allocate_tensors`` (model load and delegate preparation).
 * ``first_invoke_ms``: the first invocation, which also checks that the resolver can run the model.
-* ``latency_ms`` / ``samples_ms``: ``--runs`` invocations after ``--warmup`` untimed ones, each timed
-  with ``time.perf_counter`` around ``invoke()`` only (inputs are set outside the timer).
+* ``latency_ms`` / ``samples_ms``: ``--runs`` invocations after ``--warmup`` untimed ones (more if
+  ``--min-seconds`` asks for a longer measurement, as TFLite's benchmark_model ``--min_secs`` does),
+  each timed with ``time.perf_counter`` around ``invoke()`` only (inputs are set outside the timer).
+* ``stability``: the samples cut into 5 consecutive chunks; ``drift_pct`` is the spread of the
+  chunk medians relative to the overall median. A machine whose speed changes during the
+  measurement (another load, frequency scaling, a shared virtual host) shows here, and a median
+  measured on it is not repeatable to better than this.
 * Memory, from ``getrusage(RUSAGE_SELF).ru_maxrss`` (a high-water mark):
   ``baseline_rss_bytes`` before the runtime is imported, ``runtime_rss_bytes`` after it is imported
   but before the model is loaded, ``peak_rss_bytes`` at the end; ``model_rss_bytes`` is
   ``peak - runtime``, the model's own cost.
+
+API ``interpreter`` (default) drives the classic ``Interpreter``, the API every runtime has;
+``compiled`` drives ai-edge-litert's ``CompiledModel`` (LiteRT 2.x, the API its
+``litert-benchmark`` times) on its CPU accelerator, timing ``run_by_index`` with input and output
+buffers created once.
 
 Resolver ``auto`` tries the runtime's default resolver (XNNPACK) first and, if creating,
 allocating or invoking fails (XNNPACK refuses some sparse int8 FULLY_CONNECTED layers with
@@ -54,6 +65,7 @@ EXIT_OK = 0
 EXIT_BAD_ARGUMENT = 2
 EXIT_NO_RUNTIME = 3
 EXIT_LOAD_FAILED = 4
+MAX_RUNS = 1000000  # --min-seconds never collects more samples than this
 NO_RUNTIME_FIX = "pip install ai-edge-litert  (or on Raspberry Pi OS: pip install tflite-runtime 'numpy<2')"
 
 
@@ -251,6 +263,120 @@ def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: 
             "first_invoke_ms": first}
 
 
+class InterpreterEngine:
+    """The classic ``Interpreter`` API: set_tensor, invoke, get_tensor."""
+
+    api = "interpreter"
+
+    def __init__(self, interp: Any) -> None:
+        self.interp = interp
+        self.inputs = interp.get_input_details()
+        self.outputs = interp.get_output_details()
+
+    def set_inputs(self, values: list) -> None:
+        for d, v in zip(self.inputs, values):
+            self.interp.set_tensor(d["index"], v)
+
+    def run(self) -> None:
+        self.interp.invoke()
+
+    def output(self) -> Any:
+        return self.interp.get_tensor(self.outputs[0]["index"])
+
+
+class CompiledEngine:
+    """ai-edge-litert's ``CompiledModel`` on its CPU accelerator: buffers made once, ``run_by_index``."""
+
+    api = "compiled"
+
+    def __init__(self, model: Any, inputs: list, outputs: list) -> None:
+        self.model = model
+        self.inputs = inputs  # Interpreter-style details (name, dtype, shape, quantization)
+        self.outputs = outputs
+        self.in_buffers = model.create_input_buffers(0)
+        self.out_buffers = model.create_output_buffers(0)
+
+    def set_inputs(self, values: list) -> None:
+        for buf, v in zip(self.in_buffers, values):
+            buf.write(v)
+
+    def run(self) -> None:
+        self.model.run_by_index(0, self.in_buffers, self.out_buffers)
+
+    def output(self) -> Any:
+        import numpy as np
+
+        d = self.outputs[0]
+        shape = tuple(int(x) for x in d["shape"])
+        return self.out_buffers[0].read(int(np.prod(shape)), np.dtype(d["dtype"])).reshape(shape)
+
+
+def _ordered_details(signature_details: dict, interp_details: list) -> list:
+    """The Interpreter's details (with quantization) in the CompiledModel signature's order, by tensor name."""
+    by_name = {d["name"]: d for d in interp_details}
+    ordered = []
+    for i, (key, detail) in enumerate(signature_details.items()):
+        match = by_name.get(detail.get("name")) or (interp_details[i] if i < len(interp_details) else None)
+        if match is None:
+            raise load_failed("cannot match the CompiledModel's tensor " + str(key) + " with the model's tensors")
+        match = dict(match)
+        match["shape"] = [int(x) for x in detail.get("shape", match["shape"])]
+        ordered.append(match)
+    return ordered
+
+
+def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: list | None) -> dict:
+    """Load the model with ai-edge-litert's CompiledModel (CPU accelerator) and run it once.
+
+    Returns:
+        ``{"engine", "resolver", "reason", "init_ms", "first_invoke_ms", "fully_accelerated"}``.
+
+    Raises:
+        RunnerError: the runtime has no CompiledModel, a dynamic shape, or the model cannot be loaded or run.
+    """
+    import numpy as np
+
+    if runtime.name != "ai_edge_litert":
+        raise RunnerError("no_runtime", "--api compiled needs ai-edge-litert's CompiledModel; this machine has "
+                          + runtime.name + " " + runtime.version, EXIT_NO_RUNTIME,
+                          "pip install 'ai-edge-litert>=2.1', or use --api interpreter")
+    try:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.cpu_options import CpuOptions
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import Options
+    except Exception as exc:  # noqa: BLE001 - older ai-edge-litert: no CompiledModel in Python
+        raise RunnerError("no_runtime", "ai-edge-litert " + runtime.version + " has no CompiledModel API ("
+                          + _first_line(exc) + ")", EXIT_NO_RUNTIME, "pip install 'ai-edge-litert>=2.1'")
+    if input_shape is not None:
+        raise bad_argument("--input-shape works with --api interpreter only")
+    plain = runtime.interpreter_cls(model_path=model_path)  # tensor details with quantization; not allocated
+    check_static_shapes(plain, None)
+    t0 = time.perf_counter()
+    try:
+        model = CompiledModel.from_file(model_path, options=Options(
+            hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads)))
+        signature = list(model.get_signature_list())[0]
+        engine = CompiledEngine(model, _ordered_details(model.get_input_tensor_details(signature),
+                                                        plain.get_input_details()),
+                                _ordered_details(model.get_output_tensor_details(signature),
+                                                 plain.get_output_details()))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        raise load_failed("LiteRT's CompiledModel cannot load the model: " + _first_line(exc)
+                          + " (try --api interpreter)")
+    init_ms = (time.perf_counter() - t0) * 1000.0
+    engine.set_inputs([np.zeros(d["shape"], dtype=d["dtype"]) for d in engine.inputs])
+    t0 = time.perf_counter()
+    try:
+        engine.run()
+    except (RuntimeError, ValueError) as exc:
+        raise load_failed("LiteRT's CompiledModel cannot run the model: " + _first_line(exc)
+                          + " (try --api interpreter)")
+    first = (time.perf_counter() - t0) * 1000.0
+    return {"engine": engine, "resolver": "litert_cpu", "reason": None, "init_ms": init_ms,
+            "first_invoke_ms": first, "fully_accelerated": bool(model.is_fully_accelerated())}
+
+
 def random_input(detail: dict, rng: Any) -> Any:
     """Random values of the input's dtype and shape (floats in [0, 1), integers in the int8/uint8 range)."""
     import numpy as np
@@ -306,6 +432,23 @@ def summarize(samples_ms: list) -> dict:
             "std": float(a.std())}
 
 
+def stability(samples_ms: list, chunks: int = 5) -> dict | None:
+    """Medians of ``chunks`` consecutive slices of the samples and their spread (None if too few samples).
+
+    ``drift_pct`` = (max - min) of the chunk medians / overall median x 100: how much the machine's
+    speed moved while measuring.
+    """
+    import numpy as np
+
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if len(a) < 4 * chunks:
+        return None
+    medians = [float(np.median(c)) for c in np.array_split(a, chunks)]
+    overall = float(np.median(a))
+    drift = (max(medians) - min(medians)) / overall * 100.0 if overall > 0 else 0.0
+    return {"chunks": chunks, "chunk_medians": medians, "drift_pct": drift}
+
+
 def load_batch(path: str, detail: dict) -> Any:
     """Read ``--input``: an array of samples shaped like the model's input without its batch dim.
 
@@ -316,7 +459,7 @@ def load_batch(path: str, detail: dict) -> Any:
 
     try:
         batch = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:
         raise bad_argument("cannot read --input " + path + " as a .npy array: " + _first_line(exc))
     sample = tuple(int(s) for s in detail["shape"][1:])
     if batch.ndim != len(sample) + 1 or tuple(batch.shape[1:]) != sample:
@@ -328,12 +471,12 @@ def load_batch(path: str, detail: dict) -> Any:
     return batch
 
 
-def run_batch(interp: Any, batch: Any) -> Any:
-    """Run every sample of ``batch`` (one invoke per model batch); return float32 outputs of output 0."""
+def run_batch(engine: Any, batch: Any) -> Any:
+    """Run every sample of ``batch`` (one run per model batch); return float32 outputs of output 0."""
     import numpy as np
 
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
+    inp = engine.inputs[0]
+    out = engine.outputs[0]
     per = max(int(inp["shape"][0]), 1)
     results = []
     for start in range(0, len(batch), per):
@@ -341,9 +484,9 @@ def run_batch(interp: Any, batch: Any) -> Any:
         n = len(chunk)
         if n < per:  # pad the last model batch; padded rows are dropped below
             chunk = np.concatenate([chunk, np.zeros((per - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        interp.set_tensor(inp["index"], quantize(chunk, inp))
-        interp.invoke()
-        results.append(dequantize(interp.get_tensor(out["index"]), out)[:n])
+        engine.set_inputs([quantize(chunk, inp)])
+        engine.run()
+        results.append(dequantize(engine.output(), out)[:n])
     return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
 
 
@@ -401,6 +544,8 @@ def run(args: argparse.Namespace) -> dict:
         raise bad_argument("--threads must be >= 1, got " + str(args.threads))
     if args.runs < 1:
         raise bad_argument("--runs must be >= 1, got " + str(args.runs))
+    if args.min_seconds < 0:
+        raise bad_argument("--min-seconds must be >= 0, got " + str(args.min_seconds))
     if args.warmup < 0:
         raise bad_argument("--warmup must be >= 0, got " + str(args.warmup))
     shape = parse_shape(args.input_shape)
@@ -411,30 +556,36 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     runtime_rss = rss_bytes()
-    made = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
-    interp = made["interpreter"]
-    details = interp.get_input_details()
+    if args.api == "compiled":
+        if args.resolver != "auto":
+            raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
+        made = make_compiled(runtime, args.model, args.threads, shape)
+        engine = made["engine"]
+    else:
+        made = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
+        engine = InterpreterEngine(made["interpreter"])
+    details = engine.inputs
     batch = None
     if args.input:
         if len(details) != 1:
             raise bad_argument("--input runs single-input models only; this model has " + str(len(details)) + " inputs")
         batch = load_batch(args.input, details[0])
     rng = np.random.default_rng(0)
-    feeds = [(d["index"], random_input(d, rng)) for d in details]
+    feeds = [random_input(d, rng) for d in details]
     for _ in range(args.warmup):
-        for index, value in feeds:
-            interp.set_tensor(index, value)
-        interp.invoke()
+        engine.set_inputs(feeds)
+        engine.run()
     samples = []
-    for _ in range(args.runs):
-        for index, value in feeds:
-            interp.set_tensor(index, value)
+    started = time.perf_counter()
+    while len(samples) < args.runs or (time.perf_counter() - started < args.min_seconds
+                                       and len(samples) < MAX_RUNS):
+        engine.set_inputs(feeds)
         t0 = time.perf_counter()
-        interp.invoke()
+        engine.run()
         samples.append((time.perf_counter() - t0) * 1000.0)
     outputs = None
     if batch is not None:
-        result = run_batch(interp, batch)
+        result = run_batch(engine, batch)
         outputs = output_summary(result)
         if args.save_outputs:
             np.save(args.save_outputs, result)
@@ -447,14 +598,18 @@ def run(args: argparse.Namespace) -> dict:
     out.update({
         "model": os.path.basename(args.model),
         "model_bytes": os.path.getsize(args.model),
+        "api": engine.api,
         "resolver": made["resolver"],
         "delegate_fallback_reason": made["reason"],
+        "fully_accelerated": made.get("fully_accelerated"),
         "threads": args.threads,
         "init_ms": made["init_ms"],
         "first_invoke_ms": made["first_invoke_ms"],
-        "runs": args.runs,
+        "runs": len(samples),
         "warmup": args.warmup,
+        "min_seconds": args.min_seconds,
         "latency_ms": summarize(samples),
+        "stability": stability(samples),
         "samples_ms": samples,
         "baseline_rss_bytes": baseline_rss,
         "runtime_rss_bytes": runtime_rss,
@@ -472,6 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="the .tflite file")
     p.add_argument("--threads", type=int, default=1, help="interpreter threads (default 1)")
     p.add_argument("--runs", type=int, default=100, help="timed invocations (default 100)")
+    p.add_argument("--min-seconds", type=float, default=0.0,
+                   help="keep timing until this many seconds have passed too (default 0: exactly --runs)")
+    p.add_argument("--api", choices=["interpreter", "compiled"], default="interpreter",
+                   help="interpreter: the classic Interpreter API; compiled: ai-edge-litert's CompiledModel")
     p.add_argument("--warmup", type=int, default=10, help="untimed invocations first (default 10)")
     p.add_argument("--resolver", choices=["auto", "builtin"], default="auto",
                    help="auto: XNNPACK, falling back to the builtin kernels; builtin: builtin kernels only")

@@ -16,6 +16,10 @@ from typing import Any
 from edgesparse.errors import ProfileError
 
 
+#: Above this drift (spread of the medians of the five fifths of the runs, % of the median) the report warns.
+DRIFT_WARN_PCT = 10.0
+
+
 @dataclass
 class Measurement:
     """One model at one thread count on one target."""
@@ -38,6 +42,7 @@ class Measurement:
             "macs_dense": footprint.get("macs_dense"),
             "macs_nonzero": footprint.get("macs_nonzero"),
             "runtime": r.get("runtime"),
+            "api": r.get("api", "interpreter"),
             "resolver": r.get("resolver"),
             "delegate_fallback_reason": r.get("delegate_fallback_reason"),
             "threads": self.threads,
@@ -45,6 +50,7 @@ class Measurement:
             "runs": r.get("runs"),
             "warmup": r.get("warmup"),
             "latency_ms": r.get("latency_ms"),
+            "drift_pct": (r.get("stability") or {}).get("drift_pct"),
             "peak_rss_bytes": r.get("peak_rss_bytes"),
             "runtime_rss_bytes": r.get("runtime_rss_bytes"),
             "baseline_rss_bytes": r.get("baseline_rss_bytes"),
@@ -101,6 +107,17 @@ def resolve_models(items: Sequence[str | Path]) -> list[Path]:
     return out
 
 
+def drift_note(name: str, threads: int, result: dict[str, Any]) -> str | None:
+    """A warning when the machine's speed moved while measuring (runner ``stability.drift_pct``), else None."""
+    drift = (result.get("stability") or {}).get("drift_pct")
+    if drift is None or drift <= DRIFT_WARN_PCT:
+        return None
+    return (f"{name} ({threads} thread(s)): the median of each fifth of the runs moved by {drift:.0f}% of the "
+            "overall median while measuring, so the machine's speed changed (other load, frequency scaling, a "
+            "shared virtual host); this median is not repeatable to better than that. Measure on a quiet device, "
+            "or widen the window with --min-seconds.")
+
+
 def check_counts(threads: Sequence[int], runs: int, warmup: int) -> None:
     """Reject nonsensical measurement settings before anything runs.
 
@@ -134,6 +151,8 @@ def profile(
     warmup: int = 10,
     resolver: str = "auto",
     input_shape: tuple[int, ...] | None = None,
+    api: str = "interpreter",
+    min_seconds: float = 0.0,
     target_options: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ProfileReport:
@@ -147,6 +166,9 @@ def profile(
         warmup: Untimed invocations first.
         resolver: "auto" (XNNPACK, falling back to the builtin resolver) or "builtin".
         input_shape: Shape for models with dynamic input dimensions.
+        api: "interpreter" (the classic Interpreter API, every runtime) or "compiled" (ai-edge-litert's
+            CompiledModel, what ``litert-benchmark`` times).
+        min_seconds: Keep timing each model for at least this long (0: exactly ``runs``).
         target_options: Extra options of the target (identity file, known_hosts, ...).
         progress: Callable receiving progress lines.
 
@@ -161,6 +183,12 @@ def profile(
 
     say = progress or (lambda _m: None)
     check_counts(threads, runs, warmup)
+    if min_seconds < 0:
+        raise ProfileError(f"--min-seconds must be >= 0 (got {min_seconds}).")
+    if api not in ("interpreter", "compiled"):
+        raise ProfileError(f"--api must be interpreter or compiled, not {api!r}.")
+    if api == "compiled" and resolver != "auto":
+        raise ProfileError("--resolver builtin applies to --api interpreter only (CompiledModel picks its CPU kernels).")
     paths = resolve_models(models)
     report = ProfileReport(target={})
     for p in paths:
@@ -178,7 +206,10 @@ def profile(
         for t in threads:
             say(f"measuring {p.name} on {tgt.name}: {t} thread(s), {warmup} warm-up + {runs} runs")
             result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
-                                    input_shape=input_shape)
+                                    input_shape=input_shape, api=api, min_seconds=min_seconds)
             report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
+            note = drift_note(p.name, t, result)
+            if note:
+                report.notes.append(note)
     report.target = tgt.describe()
     return report

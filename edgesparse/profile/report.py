@@ -59,13 +59,14 @@ def table_rows(report: Any) -> list[list[str]]:
             _ms(r.get("init_ms")),
             _ms(lat.get("median")) + _ratio(lat.get("median"), blat.get("median")),
             _ms(lat.get("p90")),
+            "—" if r.get("drift_pct") is None else f"{r['drift_pct']:.0f}%",
             str(r.get("resolver")),
         ])
     return out
 
 
 HEADERS = ["model", "thr", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights",
-           "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "resolver"]
+           "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "drift", "resolver"]
 
 
 def console_table(report: Any) -> Any:

@@ -133,13 +133,14 @@ class ADBTarget:
     def run_runner(self, model: Path, *, threads: int = 1, runs: int = 100, warmup: int = 10,
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
-                   timeout: float = 600) -> dict[str, Any]:
+                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
         """Run the runner (or benchmark_model) on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
         folder = remote_dir or self.push([Path(model)] + ([Path(input_batch)] if input_batch else []))
         python = self._device_python()
         if python:
             args = runner_args(Path(model).name, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
-                               input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape)
+                               input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape,
+                               api=api, min_seconds=min_seconds)
             cmd = (f"cd {shlex.quote(folder)} && {shlex.quote(python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
             proc = self._shell(cmd, timeout=timeout)
@@ -149,11 +150,11 @@ class ADBTarget:
             return self.last
         return self._run_benchmark_model(Path(model), folder, threads=threads, runs=runs, warmup=warmup,
                                          resolver=resolver, input_batch=input_batch, input_shape=input_shape,
-                                         timeout=timeout)
+                                         timeout=timeout, api=api, min_seconds=min_seconds)
 
     def _run_benchmark_model(self, model: Path, folder: str, *, threads: int, runs: int, warmup: int, resolver: str,
                              input_batch: Path | None, input_shape: Sequence[int] | None,
-                             timeout: float) -> dict[str, Any]:
+                             timeout: float, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
         if not self.benchmark_binary:
             raise DeviceError(f"{self.name} has no Python on adb's shell PATH, so the runner cannot run there. Give "
                               "--benchmark-binary PATH (TFLite's benchmark_model built for the device's ABI, e.g. "
@@ -162,6 +163,9 @@ class ADBTarget:
         if input_batch is not None:
             raise DeviceError(f"benchmark_model only times the model; it cannot return outputs for a verification "
                               f"batch, so {self.name} needs a device Python (--python) for deploy checks.")
+        if api != "interpreter":
+            raise DeviceError(f"benchmark_model times the Interpreter API only; --api {api} on {self.name} needs a "
+                              "device Python (--python) with ai-edge-litert.")
         if input_shape:
             raise ProfileError("benchmark_model needs input names for --input-shape; profile dynamic-shape models "
                                "with a device Python (--python) instead.")
@@ -175,7 +179,7 @@ class ADBTarget:
         use_xnnpack = resolver != "builtin"
         while True:
             cmd = build_benchmark_command(remote_bin, f"{folder}/{model.name}", threads=threads, runs=runs,
-                                          warmup=warmup, use_xnnpack=use_xnnpack)
+                                          warmup=warmup, use_xnnpack=use_xnnpack, min_secs=min_seconds)
             proc = self._shell(" ".join(shlex.quote(c) for c in cmd), timeout=timeout)
             text = (proc.stdout + proc.stderr).decode(errors="replace")
             failure = delegate_failure(text)
