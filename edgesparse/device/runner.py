@@ -199,15 +199,21 @@ def check_static_shapes(interp: Any, input_shape: list | None) -> None:
                           + ",".join(str(s if s > 0 else 1) for s in signature) + ")", EXIT_BAD_ARGUMENT)
 
 
-def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, input_shape: list | None) -> Any:
-    kwargs: dict[str, Any] = {"model_path": model_path, "num_threads": threads}
+def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, input_shape: list | None,
+            model_content: bytes | None = None) -> Any:
+    kwargs: dict[str, Any] = {"num_threads": threads}
+    if model_content is not None:
+        kwargs["model_content"] = model_content
+    else:
+        kwargs["model_path"] = model_path
     if builtin:
         if runtime.resolver_type is None:
             raise load_failed(runtime.name + " " + runtime.version + " has no OpResolverType, so the builtin "
                               "resolver cannot be chosen; upgrade the runtime")
         kwargs["experimental_op_resolver_type"] = getattr(runtime.resolver_type, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
     interp = runtime.interpreter_cls(**kwargs)
-    check_static_shapes(interp, input_shape)
+    if model_content is None:  # a file to time needs concrete shapes; in-memory callers feed their own
+        check_static_shapes(interp, input_shape)
     if input_shape is not None:
         interp.resize_tensor_input(interp.get_input_details()[0]["index"], list(input_shape))
     interp.allocate_tensors()
@@ -225,8 +231,11 @@ def _invoke_once(interp: Any) -> float:
 
 
 def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: str,
-                     input_shape: list | None = None) -> dict:
+                     input_shape: list | None = None, model_content: bytes | None = None) -> dict:
     """Create, allocate and invoke once; ``auto`` falls back from XNNPACK to the builtin resolver.
+
+    ``model_content`` (the flatbuffer's bytes) replaces ``model_path`` for callers that hold the
+    model in memory (host-side verification); dynamic shapes are then not refused.
 
     Returns:
         ``{"interpreter", "resolver", "reason", "init_ms", "first_invoke_ms"}``.
@@ -238,7 +247,7 @@ def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: 
     if resolver == "auto":
         t0 = time.perf_counter()
         try:
-            interp = _create(runtime, model_path, threads, False, input_shape)
+            interp = _create(runtime, model_path, threads, False, input_shape, model_content)
             init_ms = (time.perf_counter() - t0) * 1000.0
             first = _invoke_once(interp)
             return {"interpreter": interp, "resolver": "xnnpack", "reason": None, "init_ms": init_ms,
@@ -248,7 +257,7 @@ def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: 
             interp = None  # free the failed attempt before the next one
     t0 = time.perf_counter()
     try:
-        interp = _create(runtime, model_path, threads, True, input_shape)
+        interp = _create(runtime, model_path, threads, True, input_shape, model_content)
     except (RuntimeError, ValueError) as exc:
         message = _first_line(exc)
         if reason and reason != message:

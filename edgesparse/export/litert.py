@@ -27,6 +27,9 @@ class LoadedModel:
 def load_interpreter(model: bytes, threads: int = 1, resolver: str = "auto") -> LoadedModel:
     """Create and allocate a LiteRT interpreter, falling back to the builtin resolver.
 
+    The same code as the device runner's (``edgesparse.device.runner.make_interpreter``), so the host
+    verifies with exactly the resolver logic that runs on the device.
+
     Args:
         model: The flatbuffer.
         threads: Interpreter threads.
@@ -35,34 +38,14 @@ def load_interpreter(model: bytes, threads: int = 1, resolver: str = "auto") -> 
     Raises:
         ExportError: the model cannot be loaded by either resolver.
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edgesparse.device import runner
 
-    reason = None
-    if resolver == "auto":
-        try:
-            interp = Interpreter(model_content=model, num_threads=threads)
-            interp.allocate_tensors()
-            _smoke(interp)
-            return LoadedModel(interp, "xnnpack", None)
-        except (RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     try:
-        interp = Interpreter(
-            model_content=model,
-            num_threads=threads,
-            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-        )
-        interp.allocate_tensors()
-    except (RuntimeError, ValueError) as exc:
-        raise ExportError(f"LiteRT cannot load the converted model: {exc}") from exc
-    return LoadedModel(interp, "builtin", reason)
-
-
-def _smoke(interp: Any) -> None:
-    """One invoke on zeros: XNNPACK reports some refusals only when it first runs."""
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
-    interp.invoke()
+        made = runner.make_interpreter(runner.import_runtime(), "<in memory>", threads, resolver,
+                                       model_content=model)
+    except runner.RunnerError as exc:
+        raise ExportError(f"LiteRT cannot load the converted model: {exc}") from None
+    return LoadedModel(made["interpreter"], made["resolver"], made["reason"])
 
 
 def predict(loaded: LoadedModel, x: np.ndarray, chunk: int = 128) -> np.ndarray:
@@ -98,18 +81,13 @@ def predict(loaded: LoadedModel, x: np.ndarray, chunk: int = 128) -> np.ndarray:
 
 def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Quantize float ``x`` for an integer input tensor (no-op for float inputs)."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    q = np.round(x / scale + zero)
-    return np.clip(q, info.min, info.max).astype(dtype)
+    from edgesparse.device.runner import quantize
+
+    return quantize(np.asarray(x), detail)
 
 
 def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """Float values of an output tensor (dequantized if it is integer)."""
-    if np.dtype(detail["dtype"]).kind == "f":
-        return y.astype(np.float32)
-    scale, zero = detail["quantization"]
-    return (y.astype(np.float32) - zero) * scale
+    from edgesparse.device.runner import dequantize
+
+    return dequantize(y, detail)
