@@ -47,9 +47,18 @@ def aggregate(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any
     return out
 
 
+def axis_label(axis: str, value: Any) -> str:
+    """One axis value as a reader understands it alone: ``float32`` for quantization none, ``l1=1e-05``."""
+    if axis == "quantization.mode":
+        return "float32" if str(value) == "none" else str(value)
+    if axis == "sparsity.pattern":
+        return str(value)
+    return f"{axis.split('.')[-1]}={value}"
+
+
 def strategy(point: dict[str, Any], axes: list[str]) -> str:
     """A grid point's strategy: every axis value except the sparsity level."""
-    parts = [str(point[a]) for a in axes if a != SPARSITY_AXIS]
+    parts = [axis_label(a, point[a]) for a in axes if a != SPARSITY_AXIS]
     return " + ".join(parts) or "default"
 
 

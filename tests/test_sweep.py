@@ -138,3 +138,14 @@ def test_sweep_section_in_the_recipe(tmp_path: Path) -> None:
     assert len(trials) == 1 * 2 * 2  # the command line axis replaced the recipe's sparsity.final
     assert {t.recipe(base).quantization.mode for t in trials} == {"none", "int8"}
     assert {t.seed for t in trials} == {0, 1} and len({t.baseline_key for t in trials}) == 2
+
+
+def test_strategy_labels_read_alone() -> None:
+    from edgesparse.sweep_report import strategy
+
+    axes = ["sparsity.final", "sparsity.pattern", "quantization.mode", "sparsity.regularization.l1"]
+    point = {"sparsity.final": 0.9, "sparsity.pattern": "block:1x16", "quantization.mode": "none",
+             "sparsity.regularization.l1": 1e-05}
+    assert strategy(point, axes) == "block:1x16 + float32 + l1=1e-05"
+    assert strategy({**point, "quantization.mode": "pqat"}, axes[:3]) == "block:1x16 + pqat"
+    assert strategy({"sparsity.final": 0.5}, ["sparsity.final"]) == "default"
