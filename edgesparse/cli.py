@@ -263,10 +263,13 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
 @click.option("--ray", "ray_address", metavar="ADDRESS", help="Send trials to this Ray cluster.")
 @click.option("--profile-runs", default=50, show_default=True, type=int, help="Latency runs per trial (0: skip).")
 @click.option("--retry-failed", is_flag=True, help="Run again the trials recorded as failed (finished ones are kept).")
+@click.option("--reprofile", is_flag=True,
+              help="Measure the latency of every finished trial and of the dense model again (no training).")
 @click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Sweep directory (default sweeps/NAME).")
 @_handle_errors
 def sweep(recipe: Path, grid_items: tuple[str, ...], overrides: tuple[str, ...], repeats: int, workers: int,
-          ray_address: str | None, profile_runs: int, retry_failed: bool, output_dir: Path | None) -> None:
+          ray_address: str | None, profile_runs: int, retry_failed: bool, reprofile: bool,
+          output_dir: Path | None) -> None:
     """Compare sparse models with their dense counterpart over a grid of recipe values."""
     from edgesparse.recipe import load_recipe
     from edgesparse.sweep import parse_grid
@@ -276,7 +279,7 @@ def sweep(recipe: Path, grid_items: tuple[str, ...], overrides: tuple[str, ...],
     grid = {**(base.sweep or {}), **parse_grid(grid_items)}
     console = _console()
     res = run(base, grid, repeats=repeats, root=output_dir, workers=workers, ray_address=ray_address,
-              profile_runs=profile_runs, retry_failed=retry_failed, log=_log(console))
+              profile_runs=profile_runs, retry_failed=retry_failed, reprofile=reprofile, log=_log(console))
     console.print(f"{len(res.rows)} trials, {len(res.failed)} failed, {res.seconds:.0f} s: "
                   f"{res.root / 'results.csv'}, {res.root / 'report.md'}")
     from edgesparse.sweep_report import aggregate, summary_lines

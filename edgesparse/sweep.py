@@ -307,6 +307,7 @@ def sweep(
     ray_address: str | None = None,
     profile_runs: int = 50,
     retry_failed: bool = False,
+    reprofile: bool = False,
     log: Log | None = None,
 ) -> SweepResult:
     """Run every trial of the grid; write results.csv/json and report.md.
@@ -320,6 +321,9 @@ def sweep(
         ray_address: Send trials to this Ray cluster instead.
         profile_runs: Latency runs per trial on this machine (0: skip profiling).
         retry_failed: Run again the trials a previous run of this sweep recorded as failed.
+        reprofile: Measure the latency of every finished trial and of the dense model again, in one
+            pass and without retraining (on a quieter machine, or after the machine changed), so that
+            all latencies of the report come from the same sitting.
         log: Progress lines.
 
     Raises:
@@ -378,6 +382,15 @@ def sweep(
                 + (f" ({row.get('error')})" if row["status"] != "ok" else
                    f", TFLite acc {row.get('tflite_accuracy', float('nan')):.2%}, {row.get('tflite_bytes')} B"))
             rows.append(row)
+    if reprofile and profile_runs:
+        finished = [r for r in done.values() if r.get("status") == "ok"]
+        say(f"re-measuring latency of {len(finished)} finished trial(s) and the dense model, no training")
+        for row in finished:
+            summary = out / "trials" / row["trial"] / "summary.json"
+            tflite = json.loads(summary.read_text()).get("tflite", {}).get("path") if summary.exists() else None
+            if tflite and Path(tflite).exists():
+                row.update(_profile_figures(Path(tflite), profile_runs))
+                _io.write_json(out / "trials" / row["trial"] / "result.json", row)
     by_id = {**done, **{r["trial"]: r for r in rows}}
     result.rows = [by_id[t.id] for t in trials if t.id in by_id]
     for key in {t.baseline_key for t in trials}:
@@ -385,7 +398,12 @@ def sweep(
         if p.exists():
             result.baselines[key] = json.loads(p.read_text())
     ok = [r for r in result.rows if r.get("status") == "ok"]
-    if ok and profile_runs:
+    previous_dense = None
+    if (out / "results.json").exists():
+        previous_dense = json.loads((out / "results.json").read_text()).get("dense")
+    if previous_dense and not rows and not reprofile:
+        result.dense = previous_dense  # nothing was measured now: keep the dense figure of the same sitting
+    elif ok and profile_runs:
         dense_path = out / "trials" / ok[0]["trial"] / "bundle" / "dense.tflite"
         if dense_path.exists():
             result.dense = {"path": str(dense_path), **_profile_figures(dense_path, profile_runs)}

@@ -85,11 +85,20 @@ def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> N
     again = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5)
     assert len(again.rows) == 4
     assert stamps == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/result.json")}
+    assert again.dense == res.dense  # nothing was measured: the dense figure of the same sitting is kept
     # --retry-failed runs the failed ones again (they fail again: the policy is still wrong for this CNN)
     history = {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
     retried = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5, retry_failed=True)
     assert len(retried.failed) == 2
     assert history == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
+    # --reprofile measures every finished trial and the dense model again, without training
+    ok_results = [tmp_path / "sw" / "trials" / r["trial"] / "result.json" for r in ok]
+    before = {p: p.stat().st_mtime_ns for p in ok_results}
+    again = sweep(base, grid, repeats=1, root=tmp_path / "sw", profile_runs=5, reprofile=True)
+    assert all(p.stat().st_mtime_ns > before[p] for p in ok_results)
+    assert history == {p: p.stat().st_mtime for p in (tmp_path / "sw" / "trials").glob("*/history.csv")}
+    assert again.dense["latency_median_ms"] > 0 and again.dense["path"] == res.dense["path"]
+    assert all(r["latency_median_ms"] > 0 for r in again.rows if r["status"] == "ok")
     # A changed base recipe cannot silently reuse the old trials.
     from edgesparse.recipe import override
 
