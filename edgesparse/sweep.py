@@ -181,7 +181,8 @@ def run_trial(base_json: str, base_dir: str, trial_json: str, root: str, profile
             s = train(recipe, run_dir=out, dense_model=dense).summary
         row.update(status="ok", error=None, **_row_figures(s))
         if s.get("tflite") and profile_runs:
-            row.update(_profile_figures(Path(s["tflite"]["path"]), profile_runs))
+            tflite = Path(s["tflite"]["path"])
+            row.update(_profile_figures(tflite, profile_runs, tflite.with_name("dense.tflite")))
     except Exception as exc:  # noqa: BLE001 - any failure is this trial's, recorded, not fatal
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, EdgesparseError):
@@ -224,15 +225,27 @@ def _row_figures(s: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _profile_figures(model: Path, runs: int) -> dict[str, Any]:
+def _profile_figures(model: Path, runs: int, reference: Path | None = None) -> dict[str, Any]:
+    """Footprint and latency of ``model``; with ``reference`` (the dense .tflite) also the paired ratio.
+
+    The paired ratio times both models alternately in one process (the runner's ``--paired``), so it
+    holds while the machine's speed drifts; the separate medians do not.
+    """
     from edgesparse.device.targets import parse_target
     from edgesparse.profile.footprint import footprint
 
     fp = footprint(model)
-    r = parse_target("local").run_runner(model, runs=runs, warmup=5)
-    return {"runtime_weight_bytes": fp.weight_runtime_bytes, "peak_rss_bytes": r.get("peak_rss_bytes"),
-            "latency_median_ms": r["latency_ms"]["median"], "latency_p90_ms": r["latency_ms"]["p90"],
-            "macs_nonzero": fp.macs_nonzero, "macs_dense": fp.macs_dense, "resolver": r.get("resolver")}
+    target = parse_target("local")
+    r = target.run_runner(model, runs=runs, warmup=5)
+    out = {"runtime_weight_bytes": fp.weight_runtime_bytes, "peak_rss_bytes": r.get("peak_rss_bytes"),
+           "latency_median_ms": r["latency_ms"]["median"], "latency_p90_ms": r["latency_ms"]["p90"],
+           "drift_pct": (r.get("stability") or {}).get("drift_pct"),
+           "macs_nonzero": fp.macs_nonzero, "macs_dense": fp.macs_dense, "resolver": r.get("resolver")}
+    if reference is not None and reference.exists() and reference.resolve() != model.resolve():
+        paired = target.run_runner(model, runs=max(runs, 100), warmup=5, paired=reference)["paired"]
+        out.update(latency_ratio=paired["ratio_median"], latency_ratio_q1=paired["ratio_q1"],
+                   latency_ratio_q3=paired["ratio_q3"])
+    return out
 
 
 def _worker_init(threads: int) -> None:
@@ -389,7 +402,7 @@ def sweep(
             summary = out / "trials" / row["trial"] / "summary.json"
             tflite = json.loads(summary.read_text()).get("tflite", {}).get("path") if summary.exists() else None
             if tflite and Path(tflite).exists():
-                row.update(_profile_figures(Path(tflite), profile_runs))
+                row.update(_profile_figures(Path(tflite), profile_runs, Path(tflite).with_name("dense.tflite")))
                 _io.write_json(out / "trials" / row["trial"] / "result.json", row)
     by_id = {**done, **{r["trial"]: r for r in rows}}
     result.rows = [by_id[t.id] for t in trials if t.id in by_id]
@@ -417,7 +430,8 @@ def sweep(
 
 COLUMNS = ["trial", "repeat", "seed", "status", "baseline_accuracy", "keras_accuracy", "tflite_accuracy", "agreement",
            "sparsity", "dense_tflite_bytes", "tflite_bytes", "gzip_bytes", "runtime_weight_bytes", "peak_rss_bytes",
-           "latency_median_ms", "latency_p90_ms", "resolver", "macs_dense", "macs_nonzero", "train_seconds", "error"]
+           "latency_median_ms", "latency_p90_ms", "latency_ratio", "latency_ratio_q1", "latency_ratio_q3",
+           "drift_pct", "resolver", "macs_dense", "macs_nonzero", "train_seconds", "error"]
 
 
 def write_results(result: SweepResult, axes: list[str]) -> None:

@@ -36,6 +36,13 @@ def aggregate(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any
             vals = [float(r[col]) for r in ok if r.get(col) is not None]
             point[col] = statistics.mean(vals) if vals else None
             point[col + "_std"] = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+        ratios = [r for r in ok if r.get("latency_ratio") is not None]
+        if ratios:  # paired latency vs dense: median over repeats, spread from the widest quartiles
+            point["latency_ratio"] = statistics.median(float(r["latency_ratio"]) for r in ratios)
+            point["latency_ratio_lo"] = min(float(r["latency_ratio_q1"]) for r in ratios)
+            point["latency_ratio_hi"] = max(float(r["latency_ratio_q3"]) for r in ratios)
+        else:
+            point["latency_ratio"] = point["latency_ratio_lo"] = point["latency_ratio_hi"] = None
         if point["tflite_accuracy"] is not None and point["baseline_accuracy"] is not None:
             drops = [(float(r["baseline_accuracy"]) - float(r["tflite_accuracy"])) * 100 for r in ok]
             point["drop_points"] = statistics.mean(drops)
@@ -89,10 +96,14 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
                 f"({best['tflite_accuracy']:.2%} vs "
                 f"{best['baseline_accuracy']:.2%}, ±{best['drop_points_std']:.1f} over {best['repeats']} repeat(s)) at "
                 f"1/{best['ratio']:.1f} of the dense float32 .tflite ({best['tflite_bytes']:,.0f} bytes)")
-        if dense and dense.get("latency_median_ms") and best.get("latency_median_ms"):
+        if best.get("latency_ratio") is not None:
+            text += (f"; latency {best['latency_ratio']:.2f}x dense float32 on this CPU (timed alternately with the "
+                     f"dense model in one process; quartiles {best['latency_ratio_lo']:.2f}–{best['latency_ratio_hi']:.2f})"
+                     " — " + _latency_reason(best))
+        elif dense and dense.get("latency_median_ms") and best.get("latency_median_ms"):
             r = best["latency_median_ms"] / dense["latency_median_ms"]
-            text += f"; median latency {best['latency_median_ms']:.3f} ms vs {dense['latency_median_ms']:.3f} ms dense ({r:.2f}x) on this CPU"
-            text += " — " + _latency_reason(best, r)
+            text += (f"; median latency {best['latency_median_ms']:.3f} ms vs {dense['latency_median_ms']:.3f} ms dense "
+                     f"({r:.2f}x, measured separately) on this CPU")
         lines.append(text + ".")
     front = pareto(points)
     within = [p for p in points if p.get("drop_points") is not None and p["drop_points"] <= 1.0 and p.get("ratio")]
@@ -110,18 +121,16 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
     return lines
 
 
-def _latency_reason(point: dict[str, Any], ratio: float) -> str:
+def _latency_reason(point: dict[str, Any]) -> str:
+    """What the paired measurement says, plus the facts known about the model; no guessed causes."""
+    lo, hi, r = point["latency_ratio_lo"], point["latency_ratio_hi"], point["latency_ratio"]
     quant = str(point.get("quantization.mode", ""))
+    facts = " (an int8 model)" if quant in ("int8", "qat", "pqat") else ""
     if point.get("resolver") == "builtin":
-        return "XNNPACK refused this model (sparse int8 fully-connected), so LiteRT's builtin kernels ran"
-    if ratio < 0.9 and quant in ("int8", "qat", "pqat"):
-        return "int8 kernels do the speed-up; the zeros themselves are not skipped by x86 dense kernels"
-    if ratio < 0.9:
-        return "block-sparse fully-connected weights are read sparse by the FC kernel"
-    if ratio <= 1.1:
-        return ("unchanged: most of the compute stays on dense kernels on this CPU (CSR weights are densified at load, "
-                "only block-sparse fully-connected weights are read sparse; XNNPACK's sparse kernels are ARM-only)")
-    return "slower: sparse encodings add DENSIFY/indexing work on this CPU"
+        return "slower: XNNPACK refused this model (sparse int8 fully-connected), so LiteRT's builtin kernels ran"
+    if lo <= 1.0 <= hi or abs(r - 1.0) < 0.05:
+        return "no measurable change" + facts
+    return ("faster" if r < 1 else "slower") + facts
 
 
 def write_report(result: Any, axes: list[str]) -> Path:
@@ -139,12 +148,14 @@ def write_report(result: Any, axes: list[str]) -> Path:
              f"{len(result.rows)} trials ({len(result.failed)} failed), {len(result.baselines)} shared dense baseline(s); "
              f"recorded time {sum(float(r.get('train_seconds') or 0) for r in result.rows):.0f} s in trials + "
              f"{sum(float(b.get('seconds') or 0) for b in result.baselines.values()):.0f} s in baselines "
-             f"(this invocation {result.seconds:.0f} s). Accuracy is on the held-out test split; sizes are .tflite bytes; latency is the "
-             "median of the runner on this machine.", "", "## Summary", ""]
+             f"(this invocation {result.seconds:.0f} s). Accuracy is on the held-out test split; sizes are .tflite bytes; 'median ms' is the "
+             "runner's median on this machine (measured per trial, so it moves with the machine's speed); 'latency vs dense' "
+             "times the trial's and the dense model alternately in one process (median ratio, quartiles in brackets), "
+             "the figure to compare.", "", "## Summary", ""]
     lines += [f"- {s}" for s in summary_lines(points, axes, dense)] or ["- no successful trials"]
     lines += ["", "## Table (mean ± std over repeats)", ""]
     head = [*(a.split(".")[-1] for a in axes), "repeats", "TFLite acc", "drop (pt)", "sparsity", ".tflite B", "ratio",
-            "runtime weights B", "median ms"]
+            "runtime weights B", "median ms", "latency vs dense"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p in sorted(points, key=lambda p: (strategy(p, axes), float(p.get(SPARSITY_AXIS) or 0))):
         def f(v: Any, fmt: str) -> str:
@@ -154,7 +165,9 @@ def write_report(result: Any, axes: list[str]) -> Path:
             f(p["tflite_accuracy"], ".2%") + (f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else ""),
             f(p["drop_points"], ".2f"), f(p["sparsity"], ".1%"), f(p["tflite_bytes"], ",.0f"),
             "—" if not p.get("ratio") else f"1/{p['ratio']:.1f}", f(p["runtime_weight_bytes"], ",.0f"),
-            f(p["latency_median_ms"], ".3f")]) + " |")
+            f(p["latency_median_ms"], ".3f"),
+            "—" if p.get("latency_ratio") is None else
+            f"{p['latency_ratio']:.2f}x ({p['latency_ratio_lo']:.2f}–{p['latency_ratio_hi']:.2f})"]) + " |")
     failed = result.failed
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- `{r['trial']}`: {r.get('error')}" for r in failed]
@@ -224,13 +237,26 @@ def _plot_accuracy_vs_size(points: list[dict[str, Any]], axes: list[str], path: 
 
 def _plot_latency_vs_accuracy(points: list[dict[str, Any]], axes: list[str], path: Path,
                               dense: dict[str, Any] | None) -> None:
+    """Accuracy against latency relative to dense (paired, with quartile bars) when measured, else ms."""
     plt, fig, ax = _fig()
-    ok = [p for p in points if p.get("latency_median_ms") and p.get("tflite_accuracy") is not None]
+    paired = any(p.get("latency_ratio") is not None for p in points)
+    key = "latency_ratio" if paired else "latency_median_ms"
+    ok = [p for p in points if p.get(key) and p.get("tflite_accuracy") is not None]
     for name, ps in _by_strategy(ok, axes).items():
-        ax.scatter([p["latency_median_ms"] for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
-    if dense and dense.get("latency_median_ms"):
-        ax.axvline(dense["latency_median_ms"], color="grey", ls="--", label="dense float32 latency")
-    ax.set_xlabel("median latency per inference (ms, this CPU)")
+        xs = [p[key] for p in ps]
+        ys = [p["tflite_accuracy"] * 100 for p in ps]
+        if paired:
+            err = [[p[key] - p["latency_ratio_lo"] for p in ps], [p["latency_ratio_hi"] - p[key] for p in ps]]
+            ax.errorbar(xs, ys, xerr=err, fmt="o", ms=5, capsize=3, label=name)
+        else:
+            ax.scatter(xs, ys, label=name, s=25)
+    if paired:
+        ax.axvline(1.0, color="grey", ls="--", label="dense float32")
+        ax.set_xlabel("latency / dense float32 latency (timed alternately in one process; bars: quartiles)")
+    else:
+        if dense and dense.get("latency_median_ms"):
+            ax.axvline(dense["latency_median_ms"], color="grey", ls="--", label="dense float32 latency")
+        ax.set_xlabel("median latency per inference (ms, this CPU)")
     ax.set_ylabel("TFLite test accuracy (%)")
     ax.legend(fontsize=7)
     ax.set_title("latency vs accuracy")

@@ -46,7 +46,13 @@ def test_profile_side_by_side_and_reports(tiny_tflite: dict[str, Path], tmp_path
                     "init_ms", "latency_ms", "peak_rss_bytes"):
             assert m[key] is not None, key
         assert set(m["latency_ms"]) >= {"mean", "median", "p90", "p99", "min", "max", "std"}
+        paired = m["paired_vs_first"]
+        if Path(m["path"]).name == "dense.tflite":
+            assert paired is None  # the first model is the reference
+        else:  # timed alternately with dense.tflite at the same thread count
+            assert paired["reference"] == "dense.tflite" and 0 < paired["ratio_q1"] <= paired["ratio_q3"]
     md = (tmp_path / "p.md").read_text()
+    assert "paired)" in md
     assert "| model |" in md and "densified" in md or "DENSIFY" in md
     assert (tmp_path / "p_latency.png").stat().st_size > 1000 and (tmp_path / "p_size.png").stat().st_size > 1000
 

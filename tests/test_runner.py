@@ -306,3 +306,19 @@ def test_runner_output_carries_stability(tiny_tflite: dict[str, Path]) -> None:
     assert st["chunks"] == 5 and len(st["chunk_medians"]) == 5 and st["drift_pct"] >= 0
     med = out["latency_ms"]["median"]
     assert st["drift_pct"] == pytest.approx((max(st["chunk_medians"]) - min(st["chunk_medians"])) / med * 100)
+
+
+def test_paired_timing_compares_two_models_in_one_process(tiny_tflite: dict[str, Path], tmp_path: Path) -> None:
+    code, out = run(str(tiny_tflite["int8"]), "--paired", str(tiny_tflite["dense"]), "--runs", "100")
+    assert code == 0, out
+    p = out["paired"]
+    assert p["reference"] == "dense.tflite" and p["blocks"] == 20 and p["runs_per_block"] == 5
+    assert 0 < p["ratio_q1"] <= p["ratio_median"] <= p["ratio_q3"]
+    assert p["median_ms"] > 0 and p["reference_median_ms"] > 0
+    assert any("--paired" in n for n in out["notes"])
+    # a model against itself: the per-block ratios centre on 1
+    same = run(str(tiny_tflite["dense"]), "--paired", str(tiny_tflite["dense"]), "--runs", "200")[1]["paired"]
+    assert 0.7 < same["ratio_median"] < 1.4
+    code, out = run(str(tiny_tflite["dense"]), "--paired", str(tmp_path / "missing.tflite"))
+    assert code == 4 and "--paired" in out["error"]
+    assert run(str(tiny_tflite["dense"]), "--runs", "5")[1]["paired"] is None

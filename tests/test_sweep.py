@@ -71,6 +71,7 @@ def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> N
     assert {r["baseline_accuracy"] for r in ok} == {res.baselines[next(iter(res.baselines))]["accuracy"]}
     for r in ok:
         assert r["sparsity"] > 0 and r["tflite_bytes"] and r["latency_median_ms"] > 0 and r["runtime_weight_bytes"]
+        assert 0 < r["latency_ratio_q1"] <= r["latency_ratio"] <= r["latency_ratio_q3"]  # paired with dense.tflite
     with open(tmp_path / "sw" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"sparsity.final", "sparsity.policy", "tflite_accuracy", "keras_accuracy", "sparsity", "tflite_bytes",
@@ -78,6 +79,7 @@ def test_sweep_shares_baseline_records_failures_and_resumes(tmp_path: Path) -> N
             "train_seconds", "error"} <= set(rows[0])
     report = (tmp_path / "sw" / "report.md").read_text()
     assert "## Summary" in report and "## Failed trials" in report and "At 80% sparsity" in report
+    assert "latency vs dense" in report and "x dense float32 on this CPU (timed alternately" in report
     for png in ("accuracy_vs_sparsity", "accuracy_vs_size", "latency_vs_accuracy", "layer_sparsity"):
         assert (tmp_path / "sw" / f"{png}.png").stat().st_size > 1000
     # Re-running the same sweep redoes nothing.

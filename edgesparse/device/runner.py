@@ -11,7 +11,8 @@ Usage::
 
     python3 runner.py MODEL.tflite [--threads N] [--runs N] [--min-seconds S] [--warmup N]
                       [--resolver auto|builtin] [--api interpreter|compiled]
-                      [--input BATCH.npy] [--input-shape 1,96,96,3] [--save-outputs OUT.npy]
+                      [--paired REF.tflite] [--input BATCH.npy] [--input-shape 1,96,96,3]
+                      [--save-outputs OUT.npy]
     python3 runner.py --describe
 
 What is measured:
@@ -21,6 +22,9 @@ What is measured:
 * ``latency_ms`` / ``samples_ms``: ``--runs`` invocations after ``--warmup`` untimed ones (more if
   ``--min-seconds`` asks for a longer measurement, as TFLite's benchmark_model ``--min_secs`` does),
   each timed with ``time.perf_counter`` around ``invoke()`` only (inputs are set outside the timer).
+* ``paired`` (with ``--paired REF``): MODEL and REF timed in alternating blocks in this process,
+  the median and quartiles of the per-block ratio MODEL/REF — a comparison that holds while the
+  machine's own speed drifts.
 * ``stability``: the samples cut into 5 consecutive chunks; ``drift_pct`` is the spread of the
   chunk medians relative to the overall median. A machine whose speed changes during the
   measurement (another load, frequency scaling, a shared virtual host) shows here, and a median
@@ -65,7 +69,8 @@ EXIT_OK = 0
 EXIT_BAD_ARGUMENT = 2
 EXIT_NO_RUNTIME = 3
 EXIT_LOAD_FAILED = 4
-MAX_RUNS = 1000000  # --min-seconds never collects more samples than this
+MAX_RUNS = 1000000
+PAIRED_BLOCKS = 20  # --paired: alternating blocks per model  # --min-seconds never collects more samples than this
 NO_RUNTIME_FIX = "pip install ai-edge-litert  (or on Raspberry Pi OS: pip install tflite-runtime 'numpy<2')"
 
 
@@ -458,6 +463,42 @@ def stability(samples_ms: list, chunks: int = 5) -> dict | None:
     return {"chunks": chunks, "chunk_medians": medians, "drift_pct": drift}
 
 
+def paired_ratio(engine: Any, feeds: list, reference: Any, ref_feeds: list, blocks: int, per_block: int) -> dict:
+    """Time ``engine`` against ``reference`` in alternating blocks in this one process.
+
+    Each block times ``per_block`` runs of one model then of the other (the order swaps every block);
+    the ratio of the two block medians is taken per block. Both models see the same moments of the
+    machine, so the ratio stays meaningful when the machine's speed drifts by tens of % between
+    separate measurements.
+
+    Returns:
+        ``{"blocks", "runs_per_block", "ratio_median", "ratio_q1", "ratio_q3", "median_ms", "reference_median_ms"}``.
+    """
+    import numpy as np
+
+    def block(eng: Any, values: list) -> float:
+        times = []
+        for _ in range(per_block):
+            eng.set_inputs(values)
+            t0 = time.perf_counter()
+            eng.run()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        return float(np.median(times))
+
+    mine, theirs = [], []
+    for i in range(blocks):
+        if i % 2:
+            theirs.append(block(reference, ref_feeds))
+            mine.append(block(engine, feeds))
+        else:
+            mine.append(block(engine, feeds))
+            theirs.append(block(reference, ref_feeds))
+    ratios = np.asarray(mine) / np.asarray(theirs)
+    return {"blocks": blocks, "runs_per_block": per_block, "ratio_median": float(np.median(ratios)),
+            "ratio_q1": float(np.percentile(ratios, 25)), "ratio_q3": float(np.percentile(ratios, 75)),
+            "median_ms": float(np.median(mine)), "reference_median_ms": float(np.median(theirs))}
+
+
 def load_batch(path: str, detail: dict) -> Any:
     """Read ``--input``: an array of samples shaped like the model's input without its batch dim.
 
@@ -592,6 +633,23 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         engine.run()
         samples.append((time.perf_counter() - t0) * 1000.0)
+    paired = None
+    if args.paired:
+        if not os.path.isfile(args.paired):
+            raise load_failed("--paired reference model not found: " + args.paired)
+        if args.api == "compiled":
+            ref_engine: Any = make_compiled(runtime, args.paired, args.threads, shape)["engine"]
+        else:
+            ref_engine = InterpreterEngine(make_interpreter(runtime, args.paired, args.threads, args.resolver,
+                                                            shape)["interpreter"])
+        ref_feeds = [random_input(d, rng) for d in ref_engine.inputs]
+        for _ in range(args.warmup):
+            ref_engine.set_inputs(ref_feeds)
+            ref_engine.run()
+        paired = paired_ratio(engine, feeds, ref_engine, ref_feeds, PAIRED_BLOCKS,
+                              max(5, args.runs // PAIRED_BLOCKS))
+        paired["reference"] = os.path.basename(args.paired)
+        ref_engine = None
     outputs = None
     if batch is not None:
         result = run_batch(engine, batch)
@@ -601,6 +659,8 @@ def run(args: argparse.Namespace) -> dict:
     peak = rss_bytes()
     inp = details[0]
     notes = []
+    if paired is not None:
+        notes.append("peak RSS includes the --paired reference model, loaded in the same process")
     if made["reason"]:
         notes.append("the default resolver failed, so the builtin one ran; peak RSS includes the failed attempt")
     out = describe(runtime)
@@ -619,6 +679,7 @@ def run(args: argparse.Namespace) -> dict:
         "min_seconds": args.min_seconds,
         "latency_ms": summarize(samples),
         "stability": stability(samples),
+        "paired": paired,
         "samples_ms": samples,
         "baseline_rss_bytes": baseline_rss,
         "runtime_rss_bytes": runtime_rss,
@@ -643,6 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed invocations first (default 10)")
     p.add_argument("--resolver", choices=["auto", "builtin"], default="auto",
                    help="auto: XNNPACK, falling back to the builtin kernels; builtin: builtin kernels only")
+    p.add_argument("--paired", metavar="REF.tflite",
+                   help="also time this reference model alternately with MODEL in one process; report the ratio")
     p.add_argument("--input", help="a .npy batch of samples to run; their outputs are summarized")
     p.add_argument("--input-shape", help="concrete input shape for dynamic models, e.g. 1,96,96,3")
     p.add_argument("--save-outputs", help="write the batch's float32 outputs to this .npy")

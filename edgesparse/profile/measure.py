@@ -51,6 +51,7 @@ class Measurement:
             "warmup": r.get("warmup"),
             "latency_ms": r.get("latency_ms"),
             "drift_pct": (r.get("stability") or {}).get("drift_pct"),
+            "paired_vs_first": r.get("paired"),
             "peak_rss_bytes": r.get("peak_rss_bytes"),
             "runtime_rss_bytes": r.get("runtime_rss_bytes"),
             "baseline_rss_bytes": r.get("baseline_rss_bytes"),
@@ -207,6 +208,11 @@ def profile(
             say(f"measuring {p.name} on {tgt.name}: {t} thread(s), {warmup} warm-up + {runs} runs")
             result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
                                     input_shape=input_shape, api=api, min_seconds=min_seconds)
+            if p != paths[0]:  # the ratio against the first model, timed alternately in one process
+                say(f"timing {p.name} alternately with {paths[0].name} ({t} thread(s))")
+                pair = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
+                                      input_shape=input_shape, api=api, paired=paths[0])
+                result = {**result, "paired": pair.get("paired")}
             report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
             note = drift_note(p.name, t, result)
             if note:

@@ -26,6 +26,11 @@ def _ratio(v: Any, base: Any) -> str:
     return f" ({v / base:.2f}x)"
 
 
+def _paired(p: dict[str, Any]) -> str:
+    """The ratio against the first model from alternating timing in one process, with its quartiles."""
+    return f" ({p['ratio_median']:.2f}x, {p['ratio_q1']:.2f}–{p['ratio_q3']:.2f} paired)"
+
+
 def _model_rss(r: dict[str, Any]) -> int | None:
     """The model's own memory: peak RSS minus RSS after importing the runtime (same process)."""
     if r.get("peak_rss_bytes") is None or r.get("runtime_rss_bytes") is None:
@@ -57,7 +62,8 @@ def table_rows(report: Any) -> list[list[str]]:
             _kb(_model_rss(r)),
             _kb(r.get("peak_rss_bytes")),
             _ms(r.get("init_ms")),
-            _ms(lat.get("median")) + _ratio(lat.get("median"), blat.get("median")),
+            _ms(lat.get("median")) + (_paired(r["paired_vs_first"]) if r.get("paired_vs_first")
+                                      else _ratio(lat.get("median"), blat.get("median"))),
             _ms(lat.get("p90")),
             "—" if r.get("drift_pct") is None else f"{r['drift_pct']:.0f}%",
             str(r.get("resolver")),

@@ -133,14 +133,16 @@ class ADBTarget:
     def run_runner(self, model: Path, *, threads: int = 1, runs: int = 100, warmup: int = 10,
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
-                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
+                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
+                   paired: Path | None = None) -> dict[str, Any]:
         """Run the runner (or benchmark_model) on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
-        folder = remote_dir or self.push([Path(model)] + ([Path(input_batch)] if input_batch else []))
+        folder = remote_dir or self.push([Path(model)] + ([Path(input_batch)] if input_batch else [])
+                                         + ([Path(paired)] if paired else []))
         python = self._device_python()
         if python:
             args = runner_args(Path(model).name, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                                input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape,
-                               api=api, min_seconds=min_seconds)
+                               api=api, min_seconds=min_seconds, paired=Path(paired).name if paired else None)
             cmd = (f"cd {shlex.quote(folder)} && {shlex.quote(python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
             proc = self._shell(cmd, timeout=timeout)
@@ -150,11 +152,12 @@ class ADBTarget:
             return self.last
         return self._run_benchmark_model(Path(model), folder, threads=threads, runs=runs, warmup=warmup,
                                          resolver=resolver, input_batch=input_batch, input_shape=input_shape,
-                                         timeout=timeout, api=api, min_seconds=min_seconds)
+                                         timeout=timeout, api=api, min_seconds=min_seconds, paired=paired)
 
     def _run_benchmark_model(self, model: Path, folder: str, *, threads: int, runs: int, warmup: int, resolver: str,
                              input_batch: Path | None, input_shape: Sequence[int] | None,
-                             timeout: float, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
+                             timeout: float, api: str = "interpreter", min_seconds: float = 0.0,
+                             paired: Path | None = None) -> dict[str, Any]:
         if not self.benchmark_binary:
             raise DeviceError(f"{self.name} has no Python on adb's shell PATH, so the runner cannot run there. Give "
                               "--benchmark-binary PATH (TFLite's benchmark_model built for the device's ABI, e.g. "
@@ -163,6 +166,9 @@ class ADBTarget:
         if input_batch is not None:
             raise DeviceError(f"benchmark_model only times the model; it cannot return outputs for a verification "
                               f"batch, so {self.name} needs a device Python (--python) for deploy checks.")
+        if paired is not None:
+            raise DeviceError(f"benchmark_model times one model per process; paired timing on {self.name} needs a "
+                              "device Python (--python).")
         if api != "interpreter":
             raise DeviceError(f"benchmark_model times the Interpreter API only; --api {api} on {self.name} needs a "
                               "device Python (--python) with ai-edge-litert.")

@@ -32,11 +32,13 @@ class Target(Protocol):
     def run_runner(self, model: Path, *, threads: int = 1, runs: int = 100, warmup: int = 10,
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
-                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
+                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
+                   paired: Path | None = None) -> dict[str, Any]:
         """Run the runner on ``model`` there; return its parsed JSON.
 
         ``api`` is the runner's ``--api`` (``interpreter`` or ``compiled``); ``min_seconds`` its
-        ``--min-seconds``. ``remote_dir`` names a folder :meth:`push` already filled (model, batch and runner);
+        ``--min-seconds``; ``paired`` a reference model timed alternately with ``model`` in the
+        same process (``--paired``). ``remote_dir`` names a folder :meth:`push` already filled (model, batch and runner);
         without it the files are copied first.
 
         Raises:
@@ -82,13 +84,15 @@ def check_options(kind: str, options: dict[str, Any], known: Sequence[str]) -> d
 
 def runner_args(model: str, *, threads: int, runs: int, warmup: int, resolver: str,
                 input_batch: str | None = None, input_shape: Sequence[int] | None = None,
-                api: str = "interpreter", min_seconds: float = 0.0) -> list[str]:
+                api: str = "interpreter", min_seconds: float = 0.0, paired: str | None = None) -> list[str]:
     """The runner's command-line arguments (without the interpreter and script)."""
     args = [model, "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--resolver", resolver]
     if api != "interpreter":
         args += ["--api", api]
     if min_seconds:
         args += ["--min-seconds", repr(float(min_seconds))]
+    if paired:
+        args += ["--paired", paired]
     if input_batch:
         args += ["--input", input_batch]
     if input_shape:

@@ -54,17 +54,21 @@ class LocalTarget:
     def run_runner(self, model: Path, *, threads: int = 1, runs: int = 100, warmup: int = 10,
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
-                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
+                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
+                   paired: Path | None = None) -> dict[str, Any]:
         """Run the runner here (see :class:`~edgesparse.device.targets.base.Target`)."""
         base = Path(remote_dir) if remote_dir else None
         model_path = str(base / Path(model).name) if base else str(model)
         batch = None
         if input_batch is not None:
             batch = str(base / Path(input_batch).name) if base else str(input_batch)
+        ref = None
+        if paired is not None:
+            ref = str(base / Path(paired).name) if base else str(paired)
         script = base / RUNNER.name if base and (base / RUNNER.name).exists() else RUNNER
         cmd = [self.python, str(script), *runner_args(model_path, threads=threads, runs=runs, warmup=warmup,
                                                       resolver=resolver, input_batch=batch, input_shape=input_shape,
-                                                      api=api, min_seconds=min_seconds)]
+                                                      api=api, min_seconds=min_seconds, paired=ref)]
         proc = run_process(cmd, what="the runner on this machine", timeout=timeout)
         self.last = interpret_runner_output(proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"),
                                             proc.returncode, "this machine", self.python)

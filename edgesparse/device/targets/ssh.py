@@ -164,13 +164,15 @@ class SSHTarget:
     def run_runner(self, model: Path, *, threads: int = 1, runs: int = 100, warmup: int = 10,
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
-                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0) -> dict[str, Any]:
+                   timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
+                   paired: Path | None = None) -> dict[str, Any]:
         """Run the runner on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
         if remote_dir is None:
-            remote_dir = self._ensure_pushed([Path(model)] + ([Path(input_batch)] if input_batch else []))
+            remote_dir = self._ensure_pushed([Path(model)] + ([Path(input_batch)] if input_batch else [])
+                                             + ([Path(paired)] if paired else []))
         args = runner_args(Path(model).name, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                            input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape,
-                           api=api, min_seconds=min_seconds)
+                           api=api, min_seconds=min_seconds, paired=Path(paired).name if paired else None)
         command = (f"cd -- {remote_path(remote_dir)} && {remote_path(self.python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
         proc = self._ssh(command, timeout=timeout, what="the runner")
