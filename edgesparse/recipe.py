@@ -196,7 +196,9 @@ class QuantizationConfig(_Section):
 class ExportConfig(_Section):
     """Conversion to TFLite and its verification on the held-out test split."""
 
-    sparse_encoding: bool = True
+    sparse_encoding: bool | Literal["auto"] = Field(
+        "auto", description="the converter's sparse weight storage: true, false, or auto (convert both ways "
+        "and keep the smaller file)")
     representative_samples: int = Field(200, ge=1)
     io: Literal["float32", "int8"] = "float32"
     dir: str | None = Field(None, description="bundle folder; default export/<name>")

@@ -411,3 +411,23 @@ def test_verification_rejects_nan_outputs() -> None:
             verify(blob, x, np.argmax(out, -1), out)
     else:  # a fixed converter/runtime: then verification passes and agrees
         assert verify(blob, x, np.argmax(out, -1), out).agreement > 0.9
+
+
+@pytest.mark.parametrize("keep, expect_encoded", [(0.5, False), (0.05, True)])
+def test_convert_smallest_keeps_the_smaller_encoding(keep: float, expect_encoded: bool) -> None:
+    """int8 at 50% sparsity: CSR indices cost more than the zeros they drop; at 95% they pay off."""
+    from edgesparse import _tf
+    from edgesparse.export.convert import convert_smallest
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((256,))
+    dense = keras.layers.Dense(128, name="fc")
+    model = keras.Model(inputs, keras.layers.Dense(4)(dense(inputs)))
+    rng = np.random.default_rng(0)
+    k = dense.kernel.numpy()
+    dense.kernel.assign(k * (rng.random(k.shape) < keep))  # unstructured: CSR
+    rep = (rng.random((256,), dtype=np.float32) for _ in range(16))  # a generator: consumed once, used twice
+    blob, encoded, sizes = convert_smallest(model, "int8", representative=rep)
+    assert encoded is expect_encoded
+    assert len(blob) == min(sizes.values()) and sizes["sparse"] != sizes["plain"]

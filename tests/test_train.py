@@ -69,6 +69,12 @@ def test_tflite_is_smaller_and_verified(trained_run: Any) -> None:
     assert s["tflite"]["resolver"] in ("xnnpack", "builtin")
     assert s["tflite"]["densify_ops"] >= 1
     assert abs(s["tflite"]["accuracy"] - s["model"]["accuracy"]) * 100 <= 2.0
+    # the recipe leaves sparse_encoding at auto: both encodings were made and the smaller kept
+    info = json.loads((Path(trained_run.summary["tflite"]["path"]).parent / "export.json").read_text())
+    choice = info["sparse_encoding_choice"]
+    assert choice["requested"] == "auto"
+    assert info["model"]["bytes"] == min(choice["sparse_bytes"], choice["plain_bytes"]) == s["tflite"]["bytes"]
+    assert info["sparse_encoding"] is (choice["sparse_bytes"] <= choice["plain_bytes"])
 
 
 def test_schedule_steps_fall_inside_training(tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def export_models(
     Raises:
         ExportError: conversion or verification failed; nothing is written to the bundle then.
     """
-    from edgesparse.export.convert import convert
+    from edgesparse.export.convert import convert, convert_smallest
     from edgesparse.export.verify import verify
     from edgesparse.train.quantize import MODES
 
@@ -98,10 +98,21 @@ def export_models(
     if final_outputs is None:
         final_outputs = final_model.predict(data.x_test, batch_size=256, verbose=0)
     rep = data.representative(cfg.representative_samples, seed=recipe.seed) if qm.needs_calibration else None
-    say(f"converting ({mode}, sparse encoding {'on' if cfg.sparse_encoding else 'off'}, io {cfg.io})")
-    model_bytes = convert(final_model, mode, sparse_encoding=cfg.sparse_encoding, representative=rep, io=cfg.io)
+    choice = None
+    if cfg.sparse_encoding == "auto":
+        say(f"converting ({mode}, io {cfg.io}) with and without the sparse encoding; keeping the smaller")
+        model_bytes, encoded, sizes = convert_smallest(final_model, mode, representative=rep, io=cfg.io)
+        choice = {"requested": "auto", **{f"{k}_bytes": v for k, v in sizes.items()}}
+        say(f"sparse encoding {'kept' if encoded else 'dropped'}: {sizes['sparse']:,} B encoded vs "
+            f"{sizes['plain']:,} B plain")
+    else:
+        encoded = bool(cfg.sparse_encoding)
+        say(f"converting ({mode}, sparse encoding {'on' if encoded else 'off'}, io {cfg.io})")
+        model_bytes = convert(final_model, mode, sparse_encoding=encoded, representative=rep, io=cfg.io)
     info: dict[str, Any] = {"name": recipe.name, "quantization": mode, "io": cfg.io,
-                            "sparse_encoding": cfg.sparse_encoding, "class_names": list(data.class_names)}
+                            "sparse_encoding": encoded, "class_names": list(data.class_names)}
+    if choice is not None:
+        info["sparse_encoding_choice"] = choice
     if cfg.verify:
         say("verifying model.tflite on the test split with LiteRT")
         v = verify(model_bytes, data.x_test, data.y_test, final_outputs, threads=cfg.threads,

@@ -74,3 +74,30 @@ def convert(
             f"the TFLite converter failed ({mode}, sparse_encoding={sparse_encoding}): {first}. "
             "Check that every layer has a TFLite builtin op, or try another quantization mode."
         ) from exc
+
+
+def convert_smallest(
+    model: Any,
+    mode: str = "none",
+    *,
+    representative: Iterable[np.ndarray] | None = None,
+    io: str = "float32",
+) -> tuple[bytes, bool, dict[str, int]]:
+    """Convert with and without the sparse encoding and keep the smaller flatbuffer.
+
+    The converter's sparse encoding stores a value plus index arrays per non-zero: for int8
+    weights at moderate sparsity (about 50%) the indices cost more than the dropped zeros and the
+    encoded file is *larger* (measured: MobileNetV2 int8 at 50%, 740,152 B encoded vs 625,080 B
+    plain). Ties keep the sparse encoding.
+
+    Returns:
+        ``(flatbuffer, sparse_encoding_used, {"sparse": bytes, "plain": bytes})``.
+
+    Raises:
+        ExportError: the converter failed.
+    """
+    rep = list(representative) if representative is not None else None
+    sparse = convert(model, mode, sparse_encoding=True, representative=rep, io=io)
+    plain = convert(model, mode, sparse_encoding=False, representative=rep, io=io)
+    sizes = {"sparse": len(sparse), "plain": len(plain)}
+    return (sparse, True, sizes) if len(sparse) <= len(plain) else (plain, False, sizes)
