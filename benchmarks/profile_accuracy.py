@@ -163,6 +163,18 @@ def main() -> None:
               f"{'PASS' if good else 'FAIL'} (<= 5%); drift reported within each call "
               f"{[round(d) for d in drifts]} %")
 
+    dense = mobilenet.with_name("dense.tflite")
+    ratios = []
+    for _ in range(5):
+        with tempfile.TemporaryDirectory() as tmp:
+            js = Path(tmp) / "p.json"
+            subprocess.run([sys.executable, "-m", "edgesparse.cli", "profile", str(dense), str(mobilenet), "--runs",
+                            "100", "--threads", str(args.threads), "--json", str(js)], check=True,
+                           capture_output=True, cwd=ROOT)
+            ratios.append(json.loads(js.read_text())["models"][1]["paired_vs_first"]["ratio_median"])
+    print(f"   for comparison, the paired ratio model.tflite / dense.tflite of 5 `edgesparse profile dense model` "
+          f"calls: {[round(r, 3) for r in ratios]}, spread {spread(ratios):.1%} (timed alternately in one process)")
+
     print("3. overhead of `edgesparse profile` (MobileNetV2, 100 runs)")
     budget = [3 * (i + 100 * m) / 1000 + 2 for i, m in zip(inits, medians)]
     worst = max(w / b for w, b in zip(walls, budget))
