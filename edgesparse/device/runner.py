@@ -69,8 +69,8 @@ EXIT_OK = 0
 EXIT_BAD_ARGUMENT = 2
 EXIT_NO_RUNTIME = 3
 EXIT_LOAD_FAILED = 4
-MAX_RUNS = 1000000
-PAIRED_BLOCKS = 20  # --paired: alternating blocks per model  # --min-seconds never collects more samples than this
+MAX_RUNS = 1000000  # --min-seconds never collects more samples than this
+PAIRED_BLOCKS = 20  # --paired: alternating blocks per model
 NO_RUNTIME_FIX = "pip install ai-edge-litert  (or on Raspberry Pi OS: pip install tflite-runtime 'numpy<2')"
 
 
@@ -579,6 +579,15 @@ def parse_shape(text: str | None) -> list | None:
     return shape
 
 
+def make_engine(runtime: Runtime, model_path: str, args: argparse.Namespace, shape: list | None) -> dict:
+    """Load ``model_path`` through the API ``args.api`` names; the result has its ``engine``."""
+    if args.api == "compiled":
+        return make_compiled(runtime, model_path, args.threads, shape)
+    made = make_interpreter(runtime, model_path, args.threads, args.resolver, shape)
+    made["engine"] = InterpreterEngine(made["interpreter"])
+    return made
+
+
 def run(args: argparse.Namespace) -> dict:
     """Measure the model as ``args`` say; return the JSON-able result."""
     if args.describe:
@@ -606,14 +615,10 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     runtime_rss = rss_bytes()
-    if args.api == "compiled":
-        if args.resolver != "auto":
-            raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
-        made = make_compiled(runtime, args.model, args.threads, shape)
-        engine = made["engine"]
-    else:
-        made = make_interpreter(runtime, args.model, args.threads, args.resolver, shape)
-        engine = InterpreterEngine(made["interpreter"])
+    if args.api == "compiled" and args.resolver != "auto":
+        raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
+    made = make_engine(runtime, args.model, args, shape)
+    engine = made["engine"]
     details = engine.inputs
     batch = None
     if args.input:
@@ -637,11 +642,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.paired:
         if not os.path.isfile(args.paired):
             raise load_failed("--paired reference model not found: " + args.paired)
-        if args.api == "compiled":
-            ref_engine: Any = make_compiled(runtime, args.paired, args.threads, shape)["engine"]
-        else:
-            ref_engine = InterpreterEngine(make_interpreter(runtime, args.paired, args.threads, args.resolver,
-                                                            shape)["interpreter"])
+        ref_engine = make_engine(runtime, args.paired, args, shape)["engine"]
         ref_feeds = [random_input(d, rng) for d in ref_engine.inputs]
         for _ in range(args.warmup):
             ref_engine.set_inputs(ref_feeds)

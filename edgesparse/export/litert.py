@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.device.runner import dequantize as dequantize_output
+from edgesparse.device.runner import quantize as quantize_input
 from edgesparse.errors import ExportError
 
 
@@ -77,17 +79,3 @@ def predict(loaded: LoadedModel, x: np.ndarray, chunk: int = 128) -> np.ndarray:
         interp.invoke()
         results.append(dequantize_output(interp.get_tensor(out["index"]), out)[:n])
     return np.concatenate(results) if results else np.zeros((0,))
-
-
-def quantize_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Quantize float ``x`` for an integer input tensor (no-op for float inputs)."""
-    from edgesparse.device.runner import quantize
-
-    return quantize(np.asarray(x), detail)
-
-
-def dequantize_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float values of an output tensor (dequantized if it is integer)."""
-    from edgesparse.device.runner import dequantize
-
-    return dequantize(y, detail)
