@@ -14,11 +14,6 @@ from edgesparse import _io
 SPARSITY_AXIS = "sparsity.final"
 
 
-def _fmt_axis(key: str, value: Any) -> str:
-    short = key.split(".")[-1]
-    return f"{short}={value}"
-
-
 def aggregate(rows: list[dict[str, Any]], axes: list[str]) -> list[dict[str, Any]]:
     """Mean/std over repeats of each grid point (failed trials are counted, not averaged)."""
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)

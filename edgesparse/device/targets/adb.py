@@ -24,8 +24,9 @@ from edgesparse.device.targets.base import (
     TargetSpec,
     check_options,
     interpret_runner_output,
+    folder_runner_args,
+    measured_files,
     run_process,
-    runner_args,
 )
 from edgesparse.errors import DeviceError, ProfileError
 
@@ -136,13 +137,12 @@ class ADBTarget:
                    timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
                    paired: Path | None = None) -> dict[str, Any]:
         """Run the runner (or benchmark_model) on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
-        folder = remote_dir or self.push([Path(model)] + ([Path(input_batch)] if input_batch else [])
-                                         + ([Path(paired)] if paired else []))
+        folder = remote_dir or self.push(measured_files(model, input_batch, paired))
         python = self._device_python()
         if python:
-            args = runner_args(Path(model).name, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
-                               input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape,
-                               api=api, min_seconds=min_seconds, paired=Path(paired).name if paired else None)
+            args = folder_runner_args(model, input_batch=input_batch, paired=paired, threads=threads, runs=runs,
+                                      warmup=warmup, resolver=resolver, input_shape=input_shape, api=api,
+                                      min_seconds=min_seconds)
             cmd = (f"cd {shlex.quote(folder)} && {shlex.quote(python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
             proc = self._shell(cmd, timeout=timeout)

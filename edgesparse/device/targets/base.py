@@ -100,6 +100,20 @@ def runner_args(model: str, *, threads: int, runs: int, warmup: int, resolver: s
     return args
 
 
+def measured_files(model: Path, input_batch: Path | None = None, paired: Path | None = None) -> list[Path]:
+    """The files one runner call needs on the target (``push`` adds the runner itself)."""
+    return [Path(f) for f in (model, input_batch, paired) if f is not None]
+
+
+def folder_runner_args(model: Path, *, input_batch: Path | None = None, paired: Path | None = None,
+                       **measure: Any) -> list[str]:
+    """:func:`runner_args` for a call made inside the folder ``push`` filled: every file by its name there."""
+    def name(f: Path | None) -> str | None:
+        return None if f is None else Path(f).name
+
+    return runner_args(Path(model).name, input_batch=name(input_batch), paired=name(paired), **measure)
+
+
 def no_runtime_fix(python: str) -> str:
     """The exact commands that give ``python`` a TFLite runtime."""
     return (f"run `{python} -m pip install ai-edge-litert` on the device (Raspberry Pi OS: "

@@ -31,8 +31,9 @@ from edgesparse.device.targets.base import (
     TargetSpec,
     check_options,
     interpret_runner_output,
+    folder_runner_args,
+    measured_files,
     run_process,
-    runner_args,
 )
 from edgesparse.errors import DeviceError
 
@@ -168,11 +169,10 @@ class SSHTarget:
                    paired: Path | None = None) -> dict[str, Any]:
         """Run the runner on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
         if remote_dir is None:
-            remote_dir = self._ensure_pushed([Path(model)] + ([Path(input_batch)] if input_batch else [])
-                                             + ([Path(paired)] if paired else []))
-        args = runner_args(Path(model).name, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
-                           input_batch=Path(input_batch).name if input_batch else None, input_shape=input_shape,
-                           api=api, min_seconds=min_seconds, paired=Path(paired).name if paired else None)
+            remote_dir = self._ensure_pushed(measured_files(model, input_batch, paired))
+        args = folder_runner_args(model, input_batch=input_batch, paired=paired, threads=threads, runs=runs,
+                                  warmup=warmup, resolver=resolver, input_shape=input_shape, api=api,
+                                  min_seconds=min_seconds)
         command = (f"cd -- {remote_path(remote_dir)} && {remote_path(self.python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
         proc = self._ssh(command, timeout=timeout, what="the runner")
