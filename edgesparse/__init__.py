@@ -1,36 +1,85 @@
 """edgesparse: a Keras model to a small, fast, verified sparse TFLite model for edge CPUs.
 
-The public API is imported lazily so ``import edgesparse`` stays light (no TensorFlow)::
+The public API (imported lazily, so ``import edgesparse`` stays light and never loads TensorFlow)::
 
-    from edgesparse import load_recipe, train, export_model, profile, deploy
-    recipe = load_recipe("recipes/quickstart.yaml")
-    result = train(recipe)
+    from edgesparse import load_recipe, train, export, profile, deploy, sweep, inspect_tflite
+
+    recipe = load_recipe("recipes/quickstart.yaml", ["baseline.epochs=5"])
+    result = train(recipe, run_dir="runs/api")        # RunResult: run_dir, summary (RunSummary), warnings
+    print(result.summary.tflite.bytes, result.summary.model.accuracy)
+    report = profile([result.run_dir], runs=50)        # ProfileReport
+    print(inspect_tflite(result.summary.tflite.path).densify_ops)
+
+Four API names are also the names of subpackages (``train``, ``export``, ``profile``, ``sweep``):
+on this package they always mean the functions; import the subpackages' modules by their full
+name (``from edgesparse.train import sparsity``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from edgesparse.device.deploy import DeployResult, deploy
+    from edgesparse.export import ExportResult
+    from edgesparse.profile.measure import ProfileReport, profile
+    from edgesparse.recipe import Recipe, load_recipe
+    from edgesparse.run import LoadedRun, RunResult, export, load_run, train
+    from edgesparse.summary import RunSummary, read_summary
+    from edgesparse.sweep import SweepResult, sweep
+    from edgesparse.tflite import Footprint, ModelInspection, footprint, inspect_tflite
+
 _API = {
-    "load_recipe": ("edgesparse.recipe", "load_recipe"),
-    "Recipe": ("edgesparse.recipe", "Recipe"),
-    "train": ("edgesparse.train.pipeline", "train"),
-    "export_model": ("edgesparse.export", "export_run"),
-    "inspect_tflite": ("edgesparse.export.inspect", "inspect_tflite"),
-    "profile": ("edgesparse.profile.measure", "profile"),
-    "deploy": ("edgesparse.device.deploy", "deploy"),
-    "footprint": ("edgesparse.profile.footprint", "footprint"),
+    "load_recipe": "edgesparse.recipe",
+    "Recipe": "edgesparse.recipe",
+    "train": "edgesparse.run",
+    "export": "edgesparse.run",
+    "load_run": "edgesparse.run",
+    "RunResult": "edgesparse.run",
+    "LoadedRun": "edgesparse.run",
+    "RunSummary": "edgesparse.summary",
+    "read_summary": "edgesparse.summary",
+    "ExportResult": "edgesparse.export",
+    "inspect_tflite": "edgesparse.tflite",
+    "footprint": "edgesparse.tflite",
+    "Footprint": "edgesparse.tflite",
+    "ModelInspection": "edgesparse.tflite",
+    "profile": "edgesparse.profile.measure",
+    "ProfileReport": "edgesparse.profile.measure",
+    "deploy": "edgesparse.device.deploy",
+    "DeployResult": "edgesparse.device.deploy",
+    "sweep": "edgesparse.sweep",
+    "SweepResult": "edgesparse.sweep",
 }
 
-__all__ = sorted(_API) + ["__version__"]
+__all__ = [*sorted(_API), "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        import importlib
-
-        module, attr = _API[name]
-        return getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'edgesparse' has no attribute '{name}'")
+
+
+class _Package(types.ModuleType):
+    """Keeps the API functions ``train``/``export``/``profile``/``sweep`` from being replaced.
+
+    Importing a subpackage sets it as an attribute of its parent; for the four subpackages named
+    like API functions that would turn ``edgesparse.train`` from the function into the module
+    depending on import order. The subpackages stay importable by their full name.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

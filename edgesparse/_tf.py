@@ -16,13 +16,6 @@ from typing import Any
 
 from edgesparse.errors import EdgesparseError
 
-#: Version ranges the package is tested with (setup.py mirrors them).
-TESTED = {
-    "tensorflow": ("2.16", "2.22"),
-    "tf_keras": ("2.16", "2.22"),
-    "tensorflow_model_optimization": ("0.8", "0.9"),
-}
-
 
 class KerasVersionError(EdgesparseError):
     """Keras 3 was imported as ``tf.keras`` before edgesparse could ask for Keras 2."""

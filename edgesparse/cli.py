@@ -5,10 +5,12 @@ EdgesparseError -> exit 1 with a one-paragraph message (traceback with --debug);
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +57,38 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _log(console: Any) -> Callable[[str], None]:
-    return lambda msg: console.print(f"[dim]·[/dim] {msg}")
+class _ConsoleHandler(logging.Handler):
+    """Renders edgesparse's log records with rich: progress as "· line", warnings in yellow."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        msg = escape(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            self.console.print(f"[yellow]warning:[/yellow] {msg}")
+        else:
+            self.console.print(f"[dim]·[/dim] {msg}")
+
+
+@contextlib.contextmanager
+def _progress(console: Any) -> Iterator[None]:
+    """Show the package's log records (logger ``edgesparse``) on ``console`` while a command runs."""
+    logger = logging.getLogger("edgesparse")
+    handler = _ConsoleHandler(console)
+    old_level, old_propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        logger.propagate = old_propagate
 
 
 @main.command()
@@ -71,13 +103,14 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Pa
           as_json: bool) -> None:
     """Train, prune, quantize, export and verify a RECIPE end to end."""
     from edgesparse.recipe import load_recipe
-    from edgesparse.train.pipeline import train as run
+    from edgesparse.run import train as run
 
     rec = load_recipe(recipe, overrides)
     console = _console(stderr=as_json)
-    result = run(rec, resume=resume, run_dir=output_dir, export=not no_export, log=_log(console))
+    with _progress(console):
+        result = run(rec, resume=resume, run_dir=output_dir, export=not no_export)
     if as_json:
-        click.echo(json.dumps(result.summary, indent=2, default=str))
+        click.echo(json.dumps(result.summary.to_json(), indent=2, default=str))
         return
     from edgesparse.report import comparison_table
 
@@ -93,10 +126,11 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Pa
 @_handle_errors
 def export(run_dir: Path, output: Path | None) -> None:
     """Convert and verify the models of a finished RUN_DIR."""
-    from edgesparse.export import export_run
+    from edgesparse.run import export as run
 
     console = _console()
-    res = export_run(run_dir, output, log=_log(console))
+    with _progress(console):
+        res = run(run_dir, output)
     v = res.info.get("verification", {})
     console.print(f"wrote {res.model_path} ({res.info['model']['bytes']:,} bytes, "
                   f"gzip {res.info['model']['gzip_bytes']:,}); TFLite accuracy "
@@ -110,7 +144,7 @@ def export(run_dir: Path, output: Path | None) -> None:
 @_handle_errors
 def inspect(model: Path, as_json: bool) -> None:
     """Show how MODEL.tflite stores its weights (dense, CSR, blocks) and its DENSIFY ops."""
-    from edgesparse.export.inspect import inspect_tflite
+    from edgesparse.tflite.inspect import inspect_tflite
 
     info = inspect_tflite(model)
     if as_json:
@@ -204,11 +238,10 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
     from edgesparse.profile.measure import profile as run
 
     console = _console()
-    with console.status("measuring") as status:
+    with _progress(_console(stderr=True)):
         result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                      input_shape=input_shape, api=api, min_seconds=min_seconds,
-                     target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary),
-                     progress=lambda m: status.update(m))
+                     target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
     console.print(rep.console_table(result))
     if json_path:
         rep.write_json(result, json_path)
@@ -278,11 +311,12 @@ def sweep(recipe: Path, grid_items: tuple[str, ...], overrides: tuple[str, ...],
     base = load_recipe(recipe, overrides)
     grid = {**(base.sweep or {}), **parse_grid(grid_items)}
     console = _console()
-    res = run(base, grid, repeats=repeats, root=output_dir, workers=workers, ray_address=ray_address,
-              profile_runs=profile_runs, retry_failed=retry_failed, reprofile=reprofile, log=_log(console))
+    with _progress(console):
+        res = run(base, grid, repeats=repeats, root=output_dir, workers=workers, ray_address=ray_address,
+                  profile_runs=profile_runs, retry_failed=retry_failed, reprofile=reprofile)
     console.print(f"{len(res.rows)} trials, {len(res.failed)} failed, {res.seconds:.0f} s: "
                   f"{res.root / 'results.csv'}, {res.root / 'report.md'}")
-    from edgesparse.sweep_report import aggregate, summary_lines
+    from edgesparse.sweep.report import aggregate, summary_lines
 
     for line in summary_lines(aggregate(res.rows, list(grid)), list(grid), res.dense):
         console.print(f"- {line}")

@@ -270,7 +270,7 @@ def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
     return lines
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -314,7 +314,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
                 node[part] = nxt
             node = nxt
         last = parts[-1]
-        parsed = _parse_value(value)
+        parsed = parse_value(value)
         if isinstance(node, list) and isinstance(last, int) and last < len(node):
             node[last] = parsed
         elif isinstance(node, dict):

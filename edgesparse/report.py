@@ -4,43 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _fmt_pct(v: Any) -> str:
-    return "—" if v is None else f"{v:.2%}"
-
-
-def _fmt_int(v: Any) -> str:
-    return "—" if v is None else f"{int(v):,}"
+from edgesparse.render import fmt_int, fmt_pct
+from edgesparse.summary import RunSummary
 
 
-def comparison_table(summary: dict[str, Any]) -> Any:
+def comparison_table(summary: RunSummary) -> Any:
     """Dense baseline vs final model: accuracy, sparsity, .tflite bytes, gzip bytes, ratio."""
     from rich.table import Table
 
-    base = summary.get("baseline", {})
-    model = summary.get("model", {})
-    tfl = summary.get("tflite", {})
-    quant = summary.get("quantization", {}).get("mode", "none")
-    t = Table(title=f"{summary.get('name')}: dense vs final (test split, {summary.get('data', {}).get('test', '?')} samples)")
+    base, model, tfl = summary.baseline, summary.model, summary.tflite
+    t = Table(title=f"{summary.name}: dense vs final (test split, {summary.data.test} samples)")
     for col in ("model", "Keras acc.", "TFLite acc.", "sparsity", ".tflite bytes", "gzip bytes", "size ratio"):
         t.add_column(col, justify="right" if col != "model" else "left")
-    t.add_row("dense float32", _fmt_pct(base.get("accuracy")), _fmt_pct(base.get("tflite_accuracy")), "0.00%",
-              _fmt_int(base.get("tflite_bytes")), _fmt_int(base.get("tflite_gzip_bytes")), "1.0x")
-    ratio = tfl.get("ratio_vs_dense")
-    t.add_row(f"final ({quant})", _fmt_pct(model.get("accuracy")), _fmt_pct(tfl.get("accuracy")),
-              _fmt_pct(model.get("sparsity")), _fmt_int(tfl.get("bytes")), _fmt_int(tfl.get("gzip_bytes")),
+    t.add_row("dense float32", fmt_pct(base.accuracy), fmt_pct(base.tflite_accuracy), "0.00%",
+              fmt_int(base.tflite_bytes), fmt_int(base.tflite_gzip_bytes), "1.0x")
+    ratio = tfl.ratio_vs_dense if tfl else None
+    t.add_row(f"final ({summary.quantization.mode})", fmt_pct(model.accuracy if model else None),
+              fmt_pct(tfl.accuracy if tfl else None), fmt_pct(model.sparsity if model else None),
+              fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),
               "—" if not ratio else f"1/{ratio:.1f}")
     caption = []
     if tfl:
-        caption.append(f"TFLite vs Keras top-1 agreement {_fmt_pct(tfl.get('agreement'))}, resolver {tfl.get('resolver')}")
-        if tfl.get("densify_ops"):
+        caption.append(f"TFLite vs Keras top-1 agreement {fmt_pct(tfl.agreement)}, resolver {tfl.resolver}")
+        if tfl.densify_ops:
             caption.append(
-                f"{tfl['densify_ops']} DENSIFY ops: those weights are densified when the model loads, so their "
+                f"{tfl.densify_ops} DENSIFY ops: those weights are densified when the model loads, so their "
                 "runtime memory is not reduced (see `edgesparse inspect`)"
             )
-    timing = summary.get("timing", {})
-    if timing.get("step_time_ratio"):
-        caption.append(f"pruning step time {timing['step_time_ratio']:.2f}x dense")
+    if summary.timing.step_time_ratio:
+        caption.append(f"pruning step time {summary.timing.step_time_ratio:.2f}x dense")
     t.caption = "; ".join(caption)
     return t
 
@@ -57,6 +49,6 @@ def inspection_table(info: dict[str, Any]) -> Any:
     for w in weights:
         t.add_row(str(w.get("name")), "x".join(map(str, w.get("shape") or [])), str(w.get("dtype")),
                   str(w.get("encoding")) + (" → DENSIFY" if w.get("densified") else ""),
-                  _fmt_int(w.get("stored_bytes")), _fmt_int(w.get("runtime_bytes")),
-                  _fmt_pct(w.get("sparsity")), ", ".join(w.get("consumers") or []))
+                  fmt_int(w.get("stored_bytes")), fmt_int(w.get("runtime_bytes")),
+                  fmt_pct(w.get("sparsity")), ", ".join(w.get("consumers") or []))
     return t

@@ -47,7 +47,7 @@ def write_recipe(tmp: Path, recipe: dict[str, Any], name: str = "recipe.yaml") -
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One tiny end-to-end run (pruning + PQAT + sparse int8 export), shared by read-only tests."""
     from edgesparse.recipe import validate_recipe
-    from edgesparse.train.pipeline import train
+    from edgesparse.run import train
 
     tmp = tmp_path_factory.mktemp("trained")
     recipe = validate_recipe(tiny_recipe(tmp, quantization={"mode": "pqat", "epochs": 1},

@@ -52,10 +52,10 @@ def test_validate_prints_resolved_recipe(tmp_path: Path) -> None:
 
 
 def test_inspect_shows_sparse_encoding(trained_run: Any) -> None:
-    r = _invoke("inspect", trained_run.summary["tflite"]["path"])
+    r = _invoke("inspect", trained_run.summary.tflite.path)
     assert r.exit_code == 0, r.output
     assert "DENSIFY" in r.output
-    r = _invoke("inspect", "--json", trained_run.summary["tflite"]["path"])
+    r = _invoke("inspect", "--json", trained_run.summary.tflite.path)
     info = json.loads(r.output)
     assert info["densify_ops"] >= 1
 
@@ -73,7 +73,7 @@ def test_export_run_dir_again(trained_run: Any, tmp_path: Path) -> None:
     info = json.loads((tmp_path / "b" / "export.json").read_text())
     assert info["model"]["bytes"] == (tmp_path / "b" / "model.tflite").stat().st_size
     # the same models re-created from the run directory give the same verified accuracy
-    assert info["verification"]["accuracy"] == trained_run.summary["tflite"]["accuracy"]
+    assert info["verification"]["accuracy"] == trained_run.summary.tflite.accuracy
 
 
 def test_export_of_a_non_run_dir(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import ProfileError
-from edgesparse.profile.footprint import footprint
+from edgesparse.tflite.footprint import footprint
 
 
 def _save(model: Any, mode: str, path: Path) -> Path:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgesparse.errors import ProfileError
-from edgesparse.export.inspect import ModelInspection, WeightInfo, decode_sparse, inspect_tflite
+from edgesparse.tflite.inspect import ModelInspection, WeightInfo, decode_sparse, inspect_tflite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -372,8 +372,8 @@ def test_inspection_does_not_import_tensorflow(built: dict[str, Any]) -> None:
     code = (
         "import sys\n"
         "import edgesparse.profile\n"
-        "from edgesparse.export.inspect import inspect_tflite\n"
-        "from edgesparse.profile.footprint import footprint\n"
+        "from edgesparse.tflite.inspect import inspect_tflite\n"
+        "from edgesparse.tflite.footprint import footprint\n"
         f"info = inspect_tflite({str(built['float'])!r})\n"
         f"fp = footprint({str(built['int8'])!r})\n"
         "assert info.sparse_encoded and fp.params > 0\n"

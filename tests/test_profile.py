@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from edgesparse.cli import main
 from edgesparse.errors import DeviceError, ProfileError
-from edgesparse.profile.footprint import footprint
+from edgesparse.tflite.footprint import footprint
 from edgesparse.profile.measure import profile
 
 

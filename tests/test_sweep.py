@@ -152,7 +152,7 @@ def test_sweep_section_in_the_recipe(tmp_path: Path) -> None:
 
 
 def test_strategy_labels_read_alone() -> None:
-    from edgesparse.sweep_report import strategy
+    from edgesparse.sweep.report import strategy
 
     axes = ["sparsity.final", "sparsity.pattern", "quantization.mode", "sparsity.regularization.l1"]
     point = {"sparsity.final": 0.9, "sparsity.pattern": "block:1x16", "quantization.mode": "none",

@@ -88,8 +88,20 @@ def test_unset_options_are_ignored() -> None:
 
 
 def test_every_target_follows_the_protocol() -> None:
+    """Each target's methods take exactly the Protocol's parameters with the same defaults (callers pass them
+    by keyword, so a renamed or dropped parameter would only fail on that kind of device)."""
+    import inspect
+
+    members = [m for m in ("run_runner", "push", "describe") if hasattr(Target, m)]
+    assert "run_runner" in members
     for text in ("local", "ssh://pi@host", "adb"):
-        assert isinstance(parse_target(text), Target)
+        target = parse_target(text)
+        for member in members:
+            want = inspect.signature(getattr(Target, member)).parameters
+            got = inspect.signature(getattr(type(target), member)).parameters
+            assert [(p.name, p.kind, p.default) for p in got.values()] == \
+                [(p.name, p.kind, p.default) for p in want.values()], (text, member)
+        assert isinstance(target.name, str) and target.name.startswith(text.split(":")[0])
 
 
 def test_remote_paths_are_quoted_for_the_remote_shell() -> None:

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError
+from edgesparse.summary import SUMMARY_FILE, read_summary
+from edgesparse.tflite import inspect_tflite
 
 
 @dataclass
@@ -48,11 +51,10 @@ def find_bundle(source: str | Path) -> tuple[Path, Path]:
     if p.is_file():
         return p.parent, p
     if p.is_dir():
-        summary = p / "summary.json"
-        if summary.exists():
-            s = json.loads(summary.read_text())
-            model = Path(s.get("tflite", {}).get("path", ""))
-            if model.is_file():
+        if (p / SUMMARY_FILE).exists():
+            tfl = read_summary(p).tflite
+            model = Path(tfl.path) if tfl else None
+            if model is not None and model.is_file():
                 return model.parent, model
         if (p / "model.tflite").is_file():
             return p, p / "model.tflite"
@@ -91,32 +93,11 @@ def deploy(
     Raises:
         DeviceError: the device cannot be reached or cannot run the model.
     """
-    from edgesparse.device.targets import parse_target
-
     bundle, model = find_bundle(source)
     tgt = parse_target(target, **(target_options or {}))
     local = parse_target("local")
-    with tempfile.TemporaryDirectory(prefix="edgesparse-deploy-") as tmp:
-        batch = labels = None
-        verify = bundle / "verify.npz"
-        files = [model]
-        if verify.exists():
-            with np.load(verify) as z:
-                batch_path = Path(tmp) / "verify_x.npy"
-                np.save(batch_path, z["x"].astype(np.float32))
-                labels = z["y"]
-            batch = batch_path
-            files.append(batch_path)
-        else:
-            shape = _input_shape(model)
-            batch = Path(tmp) / "verify_x.npy"
-            np.save(batch, np.random.default_rng(0).random((8, *shape[1:]), dtype=np.float32))
-            files.append(batch)
-        files += [f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists()]
-        remote_dir = tgt.push(files, dest)
-        device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
-                                input_batch=batch, remote_dir=remote_dir)
-        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch)
+    device, host, files, labels, remote_dir = _run_on_both(tgt, local, bundle, model, dest, profile=profile,
+                                                           threads=threads, runs=runs, warmup=warmup)
     d_out = device.get("outputs") or {}
     h_out = host.get("outputs") or {}
     d_pred = np.asarray(d_out.get("argmax") or [])
@@ -142,8 +123,32 @@ def deploy(
     return result
 
 
-def _input_shape(model: Path) -> list[int]:
-    from edgesparse.export.inspect import inspect_tflite
+def _run_on_both(tgt: Any, local: Any, bundle: Path, model: Path, dest: str | None, *, profile: bool, threads: int,
+                 runs: int, warmup: int) -> tuple[dict[str, Any], dict[str, Any], list[Path], Any, str]:
+    """Push the bundle with its verification batch, run the batch on the device and on this host.
 
+    Returns:
+        ``(device_json, host_json, files_pushed, labels_or_None, remote_dir)``.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgesparse-deploy-") as tmp:
+        batch = Path(tmp) / "verify_x.npy"
+        labels = None
+        verify = bundle / "verify.npz"
+        if verify.exists():
+            with np.load(verify) as z:
+                np.save(batch, z["x"].astype(np.float32))
+                labels = z["y"]
+        else:
+            shape = _input_shape(model)
+            np.save(batch, np.random.default_rng(0).random((8, *shape[1:]), dtype=np.float32))
+        files = [model, batch, *(f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists())]
+        remote_dir = tgt.push(files, dest)
+        device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
+                                input_batch=batch, remote_dir=remote_dir)
+        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch)
+    return device, host, files, labels, remote_dir
+
+
+def _input_shape(model: Path) -> list[int]:
     info = inspect_tflite(model).to_dict()
     return [int(d) for d in info["inputs"][0]["shape"]]

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse.errors import EdgesparseError, ExportError
-from edgesparse.train.quantize import configure_converter
+from edgesparse.export.modes import configure_converter
 
 
 @contextlib.contextmanager
@@ -45,7 +45,7 @@ def convert(
 
     Args:
         model: The model; pruning wrappers must already be stripped.
-        mode: Quantization mode (see :mod:`edgesparse.train.quantize`).
+        mode: Quantization mode (see :mod:`edgesparse.export.modes`).
         sparse_encoding: Use the converter's sparse weight encoding
             (``Optimize.EXPERIMENTAL_SPARSITY``): CSR or block storage plus DENSIFY ops.
         representative: Calibration samples for integer modes.

@@ -21,7 +21,7 @@ from edgesparse import _tf
 from edgesparse.errors import ModelError
 from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, SmallCNNConfig
 
-__all__ = ["ModelConfig", "build_model", "ZOO", "import_object", "is_prunable_model"]
+__all__ = ["ModelConfig", "build_model", "ZOO", "import_object"]
 
 
 class PathModelConfig(BaseModel):
@@ -215,22 +215,3 @@ def _load_file(cfg: PathModelConfig, base_dir: Path | None) -> Any:
         if "Unknown layer" in msg or "Could not locate" in msg:
             hint = " Name the custom layer classes with `custom_objects: [\"pkg.mod:Layer\"]`."
         raise ModelError(f"cannot load the model from '{path}': {msg}.{hint}") from exc
-
-
-def is_prunable_model(model: Any) -> bool:
-    """Whether the model has at least one layer tfmot can prune."""
-    from edgesparse.train.sparsity import prunable_layers
-
-    return bool(prunable_layers(model))
-
-
-def describe(model: Any) -> dict[str, Any]:
-    """JSON-able description of a model (name, params, layers)."""
-    return {
-        "name": model.name,
-        "params": int(model.count_params()),
-        "layers": len(model.layers),
-        "input_shape": list(model.input_shape[1:]),
-        "output_shape": list(model.output_shape[1:]),
-    }
-

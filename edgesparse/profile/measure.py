@@ -7,14 +7,18 @@ the model's own) or on a device over SSH / adb.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesparse.device.targets import parse_target
 from edgesparse.errors import ProfileError
+from edgesparse.summary import SUMMARY_FILE, read_summary
+from edgesparse.tflite import footprint
 
+log = logging.getLogger(__name__)
 
 #: Above this drift (spread of the medians of the five fifths of the runs, % of the median) the report warns.
 DRIFT_WARN_PCT = 10.0
@@ -85,11 +89,8 @@ def resolve_models(items: Sequence[str | Path]) -> list[Path]:
     for item in items:
         p = Path(item)
         if p.is_dir():
-            summary = p / "summary.json"
-            if summary.exists():
-                s = json.loads(summary.read_text())
-                found = [s.get("baseline", {}).get("tflite_path"), s.get("tflite", {}).get("path")]
-                paths = [Path(f) for f in found if f]
+            if (p / SUMMARY_FILE).exists():
+                paths = read_summary(p).tflite_paths()
             else:
                 paths = [q for q in (p / "dense.tflite", p / "model.tflite") if q.exists()]
             if not paths:
@@ -155,7 +156,6 @@ def profile(
     api: str = "interpreter",
     min_seconds: float = 0.0,
     target_options: dict[str, Any] | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> ProfileReport:
     """Measure footprint and latency of ``models`` on ``target``.
 
@@ -171,7 +171,6 @@ def profile(
             CompiledModel, what ``litert-benchmark`` times).
         min_seconds: Keep timing each model for at least this long (0: exactly ``runs``).
         target_options: Extra options of the target (identity file, known_hosts, ...).
-        progress: Callable receiving progress lines.
 
     Returns:
         The report.
@@ -179,10 +178,6 @@ def profile(
     Raises:
         ProfileError: bad arguments or files; DeviceError: the target failed.
     """
-    from edgesparse.device.targets import parse_target
-    from edgesparse.profile.footprint import footprint
-
-    say = progress or (lambda _m: None)
     check_counts(threads, runs, warmup)
     if min_seconds < 0:
         raise ProfileError(f"--min-seconds must be >= 0 (got {min_seconds}).")
@@ -205,11 +200,11 @@ def profile(
     tgt = parse_target(target, **(target_options or {}))
     for p in paths:
         for t in threads:
-            say(f"measuring {p.name} on {tgt.name}: {t} thread(s), {warmup} warm-up + {runs} runs")
+            log.info("measuring %s on %s: %d thread(s), %d warm-up + %d runs", p.name, tgt.name, t, warmup, runs)
             result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
                                     input_shape=input_shape, api=api, min_seconds=min_seconds)
             if p != paths[0]:  # the ratio against the first model, timed alternately in one process
-                say(f"timing {p.name} alternately with {paths[0].name} ({t} thread(s))")
+                log.info("timing %s alternately with %s (%d thread(s))", p.name, paths[0].name, t)
                 pair = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
                                       input_shape=input_shape, api=api, paired=paths[0])
                 result = {**result, "paired": pair.get("paired")}

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
+from edgesparse.render import figure, markdown_table, save_png
 
 
 def _kb(v: Any) -> str:
@@ -112,9 +113,7 @@ def write_markdown(report: Any, path: Path) -> Path:
     tgt = report.target
     lines.append(f"Target: {tgt.get('name')} — machine {tgt.get('machine', '?')}, Python {tgt.get('python', '?')}, "
                  f"runtime {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')}.")
-    lines += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
-    for row in table_rows(report):
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in row) + " |")
+    lines += ["", *markdown_table(HEADERS, table_rows(report))]
     if report.notes:
         lines += ["", "## What these numbers mean", ""] + [f"- {n}" for n in report.notes]
     lines += ["", f"![latency distribution]({lat_png.name})", "", f"![size by layer]({size_png.name})", ""]
@@ -122,38 +121,28 @@ def write_markdown(report: Any, path: Path) -> Path:
 
 
 def _plot_latency(report: Any, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels, data = [], []
     for r in report.rows():
         samples = r.get("samples_ms") or []
         if samples:
             labels.append(f"{Path(r['path']).name}\n{r['threads']}t")
             data.append(samples)
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(data) + 2), 4))
+    fig, ax = figure(max(4, 1.6 * len(data) + 2), 4)
     if data:
         ax.boxplot(data, showfliers=True)
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
     ax.set_ylabel("latency per invoke (ms)")
     ax.set_title("latency distribution")
-    fig.tight_layout()
-    with _io.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)
 
 
 def _plot_sizes(report: Any, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     fps = list(report.footprints.items())
-    fig, axes = plt.subplots(len(fps), 1, figsize=(8, 2.6 * max(1, len(fps))), squeeze=False)
+    fig, axes = figure(8, 2.6 * max(1, len(fps)), nrows=max(1, len(fps)))
+    if len(fps) <= 1:
+        axes = np.array([[axes]])
     for ax, (path, fp) in zip(axes[:, 0], fps):
         tensors = sorted(fp.get("tensors") or [], key=lambda t: -(t.get("dense_bytes") or 0))[:12]
         names = [str(t.get("name", "")).split(";")[0][-32:] for t in tensors]
@@ -167,7 +156,4 @@ def _plot_sizes(report: Any, out: Path) -> None:
         ax.set_xlabel("KiB")
         ax.set_title(Path(path).name, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with _io.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_png(fig, out)

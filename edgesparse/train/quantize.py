@@ -1,44 +1,40 @@
-"""Quantization modes: post-training (converter settings) and quantization-aware training.
+"""Quantization-aware training: the modes that fine-tune a model before export.
 
-==========  ==========================================================  =====================
-mode        what happens                                                training
-==========  ==========================================================  =====================
-none        float32 weights and activations                             no
-dynamic     int8 weights, float activations (dynamic range)             no
-float16     float16 weights                                             no
-int8        full integer; activations calibrated on training samples    no
-qat         tfmot ``quantize_model`` then fine-tuning, int8 export      yes
-pqat        prune-preserving QAT (keeps the zeros), int8 export         yes
-==========  ==========================================================  =====================
+``qat`` wraps the model with tfmot's ``quantize_model``; ``pqat`` (prune-preserving QAT) annotates it
+and applies the ``Default8BitPrunePreserveQuantizeScheme`` so every pruned zero survives the
+fine-tuning. Post-training modes (none, dynamic, float16, int8) do not train: their converter
+settings are :mod:`edgesparse.export.modes`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
-
-import numpy as np
 
 from edgesparse import _tf
 from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError
 
-
-@dataclass(frozen=True)
-class QuantMode:
-    """How one quantization mode trains (optionally) and configures the TFLite converter."""
-
-    name: str
-    trains: bool
-    integer: bool  # the exported model computes in int8
-    prepare: Callable[[Any], Any] | None = None  # model -> model to fine-tune (qat/pqat)
-    needs_calibration: bool = False
+#: quantization mode -> function wrapping a float model for quantization-aware fine-tuning.
+QAT_MODES: Registry[Callable[[Any], Any]] = Registry("quantization-aware mode", RecipeError)
 
 
-MODES: Registry[QuantMode] = Registry("quantization mode", RecipeError)
+def trains(mode: str) -> bool:
+    """Whether quantization ``mode`` fine-tunes the model (qat, pqat)."""
+    return mode in QAT_MODES
 
 
+def prepare(model: Any, mode: str) -> Any:
+    """Wrap ``model`` for quantization-aware fine-tuning in ``mode`` (qat or pqat).
+
+    Raises:
+        RecipeError: ``mode`` does not train.
+        ModelError: tfmot cannot make the model quantization-aware.
+    """
+    return QAT_MODES.get(mode)(model)
+
+
+@QAT_MODES.register("qat")
 def _qat(model: Any) -> Any:
     q = _tf.tfmot().quantization.keras
     try:
@@ -47,6 +43,7 @@ def _qat(model: Any) -> Any:
         raise ModelError(_qat_hint("qat", exc)) from exc
 
 
+@QAT_MODES.register("pqat")
 def _pqat(model: Any) -> Any:
     tfmot = _tf.tfmot()
     q = tfmot.quantization.keras
@@ -62,63 +59,3 @@ def _qat_hint(mode: str, exc: Exception) -> str:
         f"quantization mode {mode}: tfmot cannot make this model quantization-aware ({exc}). Some layers "
         "have no QAT support; use post-training `mode: int8` instead, or restructure those layers."
     )
-
-
-for _mode in (
-    QuantMode("none", trains=False, integer=False),
-    QuantMode("dynamic", trains=False, integer=False),
-    QuantMode("float16", trains=False, integer=False),
-    QuantMode("int8", trains=False, integer=True, needs_calibration=True),
-    QuantMode("qat", trains=True, integer=True, prepare=_qat, needs_calibration=True),
-    QuantMode("pqat", trains=True, integer=True, prepare=_pqat, needs_calibration=True),
-):
-    MODES.register(_mode.name)(_mode)
-
-
-def configure_converter(
-    converter: Any,
-    mode: str,
-    *,
-    sparse_encoding: bool,
-    representative: Iterable[np.ndarray] | None,
-    io: str,
-) -> None:
-    """Set the TFLite converter up for ``mode``.
-
-    Args:
-        converter: A ``tf.lite.TFLiteConverter``.
-        mode: A registered quantization mode.
-        sparse_encoding: Store sparse weights in the converter's sparse format (CSR / blocks).
-        representative: Calibration samples (from the training split) for integer modes.
-        io: "float32" or "int8" model inputs/outputs (integer modes only).
-
-    Raises:
-        RecipeError: int8 I/O was asked for a float mode.
-    """
-    tf = _tf.tf()
-    qm = MODES.get(mode)
-    opts = []
-    if mode != "none":
-        opts.append(tf.lite.Optimize.DEFAULT)
-    if sparse_encoding:
-        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    converter.optimizations = opts
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if qm.needs_calibration and representative is not None:
-        samples = list(representative)
-
-        def gen() -> Any:
-            for s in samples:
-                yield [s[None, ...].astype(np.float32)]
-
-        converter.representative_dataset = gen
-    if qm.integer:
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io == "int8":
-        if not qm.integer:
-            raise RecipeError(
-                f"export.io: int8 needs an integer quantization mode (int8, qat, pqat), not '{mode}'."
-            )
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8

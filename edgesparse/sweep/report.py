@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
+from edgesparse.render import fmt, figure, markdown_table, save_png
 
 SPARSITY_AXIS = "sparsity.final"
 
@@ -151,18 +152,8 @@ def write_report(result: Any, axes: list[str]) -> Path:
     lines += ["", "## Table (mean ± std over repeats)", ""]
     head = [*(a.split(".")[-1] for a in axes), "repeats", "TFLite acc", "drop (pt)", "sparsity", ".tflite B", "ratio",
             "runtime weights B", "median ms", "latency vs dense"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for p in sorted(points, key=lambda p: (strategy(p, axes), float(p.get(SPARSITY_AXIS) or 0))):
-        def f(v: Any, fmt: str) -> str:
-            return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-        lines.append("| " + " | ".join([
-            *(str(p[a]) for a in axes), f"{p['repeats']}" + (f" ({p['failed']} failed)" if p["failed"] else ""),
-            f(p["tflite_accuracy"], ".2%") + (f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else ""),
-            f(p["drop_points"], ".2f"), f(p["sparsity"], ".1%"), f(p["tflite_bytes"], ",.0f"),
-            "—" if not p.get("ratio") else f"1/{p['ratio']:.1f}", f(p["runtime_weight_bytes"], ",.0f"),
-            f(p["latency_median_ms"], ".3f"),
-            "—" if p.get("latency_ratio") is None else
-            f"{p['latency_ratio']:.2f}x ({p['latency_ratio_lo']:.2f}–{p['latency_ratio_hi']:.2f})"]) + " |")
+    ordered = sorted(points, key=lambda p: (strategy(p, axes), float(p.get(SPARSITY_AXIS) or 0)))
+    lines += markdown_table(head, [_table_row(p, axes) for p in ordered])
     failed = result.failed
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- `{r['trial']}`: {r.get('error')}" for r in failed]
@@ -170,6 +161,17 @@ def write_report(result: Any, axes: list[str]) -> Path:
               "![accuracy vs size](accuracy_vs_size.png)", "", "![latency vs accuracy](latency_vs_accuracy.png)", "",
               "![per-layer sparsity](layer_sparsity.png)", ""]
     return _io.write_text(root / "report.md", "\n".join(lines))
+
+
+def _table_row(p: dict[str, Any], axes: list[str]) -> list[str]:
+    """One line of report.md's table: a grid point's means (± std) over its repeats."""
+    acc = fmt(p["tflite_accuracy"], ".2%") + (f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else "")
+    ratio = "—" if not p.get("ratio") else f"1/{p['ratio']:.1f}"
+    latency = ("—" if p.get("latency_ratio") is None else
+               f"{p['latency_ratio']:.2f}x ({p['latency_ratio_lo']:.2f}–{p['latency_ratio_hi']:.2f})")
+    return [*(str(p[a]) for a in axes), f"{p['repeats']}" + (f" ({p['failed']} failed)" if p["failed"] else ""),
+            acc, fmt(p["drop_points"], ".2f"), fmt(p["sparsity"], ".1%"), fmt(p["tflite_bytes"], ",.0f"), ratio,
+            fmt(p["runtime_weight_bytes"], ",.0f"), fmt(p["latency_median_ms"], ".3f"), latency]
 
 
 def _by_strategy(points: list[dict[str, Any]], axes: list[str], *needed: str) -> dict[str, list[dict[str, Any]]]:
@@ -181,24 +183,8 @@ def _by_strategy(points: list[dict[str, Any]], axes: list[str], *needed: str) ->
     return dict(sorted(by.items()))
 
 
-def _fig(width: float = 7, height: float = 4.5) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt, *plt.subplots(figsize=(width, height))
-
-
-def _save(plt: Any, fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    with _io.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def _plot_accuracy_vs_sparsity(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
-    plt, fig, ax = _fig()
+    fig, ax = figure()
     for name, ps in _by_strategy(points, axes, "tflite_accuracy").items():
         ps = sorted(ps, key=lambda p: p["sparsity"] or 0)
         ax.errorbar([p["sparsity"] * 100 for p in ps], [p["tflite_accuracy"] * 100 for p in ps],
@@ -210,11 +196,11 @@ def _plot_accuracy_vs_sparsity(points: list[dict[str, Any]], axes: list[str], pa
     ax.set_ylabel("TFLite test accuracy (%)")
     ax.legend(fontsize=7)
     ax.set_title("accuracy vs sparsity (error bars: std over repeats)")
-    _save(plt, fig, path)
+    save_png(fig, path)
 
 
 def _plot_accuracy_vs_size(points: list[dict[str, Any]], axes: list[str], path: Path) -> None:
-    plt, fig, ax = _fig()
+    fig, ax = figure()
     ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
     for name, ps in _by_strategy(ok, axes).items():
         ax.scatter([p["tflite_bytes"] / 1024 for p in ps], [p["tflite_accuracy"] * 100 for p in ps], label=name, s=25)
@@ -227,13 +213,13 @@ def _plot_accuracy_vs_size(points: list[dict[str, Any]], axes: list[str], path: 
     ax.set_ylabel("TFLite test accuracy (%)")
     ax.legend(fontsize=7)
     ax.set_title("accuracy vs size")
-    _save(plt, fig, path)
+    save_png(fig, path)
 
 
 def _plot_latency_vs_accuracy(points: list[dict[str, Any]], axes: list[str], path: Path,
                               dense: dict[str, Any] | None) -> None:
     """Accuracy against latency relative to dense (paired, with quartile bars) when measured, else ms."""
-    plt, fig, ax = _fig()
+    fig, ax = figure()
     paired = any(p.get("latency_ratio") is not None for p in points)
     key = "latency_ratio" if paired else "latency_median_ms"
     ok = [p for p in points if p.get(key) and p.get("tflite_accuracy") is not None]
@@ -255,11 +241,11 @@ def _plot_latency_vs_accuracy(points: list[dict[str, Any]], axes: list[str], pat
     ax.set_ylabel("TFLite test accuracy (%)")
     ax.legend(fontsize=7)
     ax.set_title("latency vs accuracy")
-    _save(plt, fig, path)
+    save_png(fig, path)
 
 
 def _plot_layer_sparsity(rows: list[dict[str, Any]], chosen: list[dict[str, Any]], axes: list[str], path: Path) -> None:
-    plt, fig, ax = _fig(8, 4)
+    fig, ax = figure(8, 4)
     import numpy as np
 
     chosen = chosen[:4]
@@ -278,4 +264,4 @@ def _plot_layer_sparsity(rows: list[dict[str, Any]], chosen: list[dict[str, Any]
     ax.set_title("per-layer sparsity of the Pareto-front models")
     if series:
         ax.legend(fontsize=7)
-    _save(plt, fig, path)
+    save_png(fig, path)

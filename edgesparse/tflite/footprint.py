@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.export.inspect import WEIGHT_PREP, ModelInspection, OpInfo, WeightInfo, inspect_tflite
+from edgesparse.tflite.inspect import WEIGHT_PREP, ModelInspection, OpInfo, WeightInfo, inspect_tflite
 
 _COMPUTE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL")
 _QUANTIZED = {"int8", "uint8", "int16", "int4"}
@@ -24,7 +24,7 @@ _QUANTIZED = {"int8", "uint8", "int16", "int4"}
 
 @dataclass
 class TensorStorage:
-    """How one parameter tensor is stored and held (see :class:`~edgesparse.export.inspect.WeightInfo`)."""
+    """How one parameter tensor is stored and held (see :class:`~edgesparse.tflite.inspect.WeightInfo`)."""
 
     name: str
     shape: list[int]

@@ -1,0 +1,457 @@
+"""The orchestrator: one run of a recipe, baseline -> sparsity -> quantization -> export.
+
+It owns the run directory, its resume state and the :class:`~edgesparse.summary.RunSummary`; the
+stages it calls (``data``, ``models``, ``train``, ``export``) never import it or each other
+sideways. Run directory::
+
+    RUN_DIR/recipe.lock.yaml   resolved recipe        RUN_DIR/state.json    finished phases
+    RUN_DIR/baseline.keras     dense baseline         RUN_DIR/sparse.keras  pruned, stripped
+    RUN_DIR/final.weights.h5   QAT/PQAT weights       RUN_DIR/history.csv   every epoch
+    RUN_DIR/logs/<phase>/      TensorBoard (pruning summaries included)
+    RUN_DIR/backup/<phase>/    per-epoch checkpoints of the phase in progress (for --resume)
+    RUN_DIR/summary.json       figures of the run (RunSummary)
+
+Progress goes to the ``edgesparse.run`` logger (the CLI renders it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _io, _tf
+from edgesparse.data import Dataset, load_dataset
+from edgesparse.errors import DataError, ExportError, InterruptedRun, RecipeError, TrainError
+from edgesparse.export import ExportResult, default_bundle_dir, export_models
+from edgesparse.models import build_model
+from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
+from edgesparse.summary import (
+    BaselineInfo,
+    DataInfo,
+    ModelInfo,
+    QuantizationInfo,
+    RunSummary,
+    SparsityInfo,
+    SparsityMeasure,
+    TFLiteInfo,
+    TimingInfo,
+    TrainingInfo,
+)
+from edgesparse.train import fit, quantize, sparsity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What ``train`` produced."""
+
+    run_dir: Path
+    summary: RunSummary
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LoadedRun:
+    """Models and data re-created from a run directory."""
+
+    recipe: Recipe
+    data: Dataset
+    dense_model: Any
+    final_model: Any
+
+
+def default_run_dir(recipe: Recipe) -> Path:
+    """``output_dir`` of the recipe, else ``runs/<name>``."""
+    return Path(recipe.output_dir) if recipe.output_dir else Path("runs") / recipe.name
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RecipeError(
+            f"cannot write to the output directory '{path}' ({exc.strerror or exc}). Choose another with "
+            "`--set output_dir=PATH` (or `-o PATH`) or fix its permissions."
+        ) from None
+
+
+def check_compatibility(model: Any, data: Dataset) -> None:
+    """Fail early when the data cannot feed the model.
+
+    Raises:
+        DataError: input shape or label range does not match the model.
+    """
+    expected = tuple(model.input_shape[1:])
+    got = tuple(data.input_shape)
+    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
+        raise DataError(
+            f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
+            "Resize the data (image_size/channels in the data section) or build the model for this input."
+        )
+    outputs = model.output_shape[-1]
+    for split, y in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
+        if len(y) and (int(np.max(y)) >= outputs or int(np.min(y)) < 0):
+            raise DataError(
+                f"{split} labels range over [{int(np.min(y))}, {int(np.max(y))}] but the model has {outputs} "
+                f"outputs (classes 0..{outputs - 1}). Give the model one output per class, or fix the labels."
+            )
+
+
+class _State:
+    """Phases finished in a run directory, keyed to the recipe they were run with."""
+
+    def __init__(self, run_dir: Path, recipe_hash: str, resume: bool) -> None:
+        self.path = run_dir / "state.json"
+        self.data: dict[str, Any] = {"recipe_hash": recipe_hash, "done": {}, "recipe_dir": None}
+        if resume and self.path.exists():
+            old = json.loads(self.path.read_text())
+            if old.get("recipe_hash") != recipe_hash:
+                raise RecipeError(
+                    f"--resume: the recipe changed since the run in '{run_dir}' started; run without "
+                    "--resume to start over, or restore the recipe."
+                )
+            self.data = old
+
+    def done(self, phase: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self.data["done"].get(phase)
+        return found
+
+    def mark(self, phase: str, info: dict[str, Any]) -> None:
+        self.data["done"][phase] = info
+        _io.write_json(self.path, self.data)
+
+
+def _save_model(model: Any, path: Path) -> None:
+    with _io.atomic_path(path, suffix=".keras") as tmp:
+        tmp.unlink()
+        model.save(str(tmp))
+
+
+def _load_model(path: Path) -> Any:
+    keras = _tf.keras()
+    with _tf.tfmot().quantization.keras.quantize_scope():
+        return keras.models.load_model(str(path), compile=False)
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a Keras model a run saved (``baseline.keras`` or ``sparse.keras``) without compiling it."""
+    return _load_model(Path(path))
+
+
+def _load_quantized(model: Any, mode: str, weights: Path) -> Any:
+    """Rebuild a QAT/PQAT model from its float model and load its trained weights.
+
+    tfmot's quantization wrappers do not round-trip through the .keras format, so the run keeps
+    the float model (sparse.keras) and the QAT weights (final.weights.h5).
+    """
+    qmodel = quantize.prepare(model, mode)
+    qmodel.load_weights(str(weights))
+    return qmodel
+
+
+@dataclass
+class _Run:
+    """What every phase of one run shares."""
+
+    recipe: Recipe
+    out: Path
+    state: _State
+    resume: bool
+    data: Dataset
+    history: fit.History
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return int(np.ceil(len(self.data.x_train) / self.recipe.data.batch_size))
+
+    def fit(self, phase: str, model: Any, **kwargs: Any) -> fit.PhaseResult:
+        """Train ``model`` for one phase with the run's data, seed, history and checkpoints."""
+        r = self.recipe
+        return fit.run_phase(phase, model, self.data, batch_size=r.data.batch_size, seed=r.seed, run_dir=self.out,
+                             history=self.history, resume=self.resume, shuffle=r.training.shuffle, **kwargs)
+
+
+def train(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    run_dir: str | Path | None = None,
+    export: bool = True,
+    dense_model: Any | None = None,
+) -> RunResult:
+    """Run a recipe end to end.
+
+    Args:
+        recipe: The validated recipe.
+        resume: Continue an interrupted run in ``run_dir`` from its last checkpoint.
+        run_dir: Where to write; default ``recipe.output_dir`` or ``runs/<name>``.
+        export: Export and verify the .tflite when the recipe has an export section.
+        dense_model: A trained dense baseline to start from instead of training one (the sweep
+            shares one baseline between trials); it is cloned, never modified.
+
+    Returns:
+        The run directory and its summary (also written as summary.json).
+
+    Raises:
+        EdgesparseError: any stage failed; InterruptedRun on Ctrl-C.
+    """
+    t_start = time.perf_counter()
+    out = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
+    _check_writable(out)
+    lock = dump_recipe(recipe)
+    state = _State(out, hashlib.sha256(lock.encode()).hexdigest()[:16], resume)
+    state.data["recipe_dir"] = str(recipe_dir(recipe))
+    _io.write_text(out / "recipe.lock.yaml", lock)
+    try:
+        with fit.graceful_interrupt(), _tf.strategy_scope(recipe.training.distribution):
+            return _train(recipe, out, state, resume, export, dense_model, t_start)
+    except KeyboardInterrupt:
+        raise InterruptedRun(
+            f"interrupted during a training phase. Finished phases and per-epoch checkpoints are in '{out}'; "
+            "run the same command with --resume to continue from the last completed epoch."
+        ) from None
+
+
+def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, dense_model: Any,
+           t_start: float) -> RunResult:
+    """The body of :func:`train`, run inside the recipe's distribution scope."""
+    _tf.set_seed(recipe.seed)
+    data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    log.info("data: %s train/val/test = %d/%d/%d, input %s, %d classes", data.name, len(data.x_train),
+             len(data.x_val), len(data.x_test), tuple(data.input_shape), data.num_classes)
+    history = fit.History(out / "history.csv")
+    if not resume:
+        history.rows = []
+    run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history)
+
+    dense, baseline = _baseline_phase(run, dense_model)
+    base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
+    baseline.accuracy = base_acc
+    log.info("baseline: test accuracy %.2f%%", 100 * base_acc)
+    model, plan, sparsity_info = _sparsity_phase(run, dense)
+    final, quant_info = _quantization_phase(run, model, plan)
+    final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
+    final_sp = sparsity.measure_sparsity(final)
+    model_info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
+                           zeros=int(final_sp["zeros"]))
+    log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%%", 100 * final_acc, 100 * model_info.sparsity)
+    summary = RunSummary(
+        name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
+        sparsity=sparsity_info, quantization=quant_info, model=model_info,
+        timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
+    )
+    if export and recipe.export is not None:
+        res = export_models(final, dense, recipe=recipe, data=data, bundle=default_bundle_dir(recipe),
+                            final_outputs=final_out, dense_outputs=base_out)
+        summary.tflite = _record_export(summary.baseline, res, run.warnings)
+    summary.timing.total_seconds = time.perf_counter() - t_start
+    summary.warnings = run.warnings
+    summary.versions = _tf.versions()
+    summary.training = TrainingInfo(distribution=recipe.training.distribution,
+                                    replicas=int(_tf.tf().distribute.get_strategy().num_replicas_in_sync))
+    summary.write(out)
+    return RunResult(run_dir=out, summary=summary, warnings=run.warnings)
+
+
+def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineInfo]:
+    """Train, reuse (``--resume``) or clone (a sweep's shared model) the dense baseline."""
+    recipe, out = run.recipe, run.out
+    done = run.state.done("baseline")
+    if done:
+        dense = _load_model(out / "baseline.keras")
+        info = dict(done)
+        log.info("baseline: reused from the interrupted run")
+    else:
+        if dense_model is not None:
+            dense = sparsity.clone_dense(dense_model)
+            info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
+        else:
+            dense = build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe))
+            check_compatibility(dense, run.data)
+            info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
+            if recipe.baseline.epochs:
+                log.info("baseline: training %s (%s params) for %d epochs", dense.name, f"{dense.count_params():,}",
+                         recipe.baseline.epochs)
+                r = run.fit("baseline", dense, epochs=recipe.baseline.epochs, optimizer=recipe.baseline.optimizer)
+                info.update(seconds=r.seconds, step_ms=r.step_ms)
+        _save_model(dense, out / "baseline.keras")
+        run.state.mark("baseline", info)
+    check_compatibility(dense, run.data)
+    return dense, BaselineInfo(accuracy=0.0, params=int(dense.count_params()), **info)
+
+
+def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan | None, SparsityInfo | None]:
+    """Prune a clone of ``dense`` with tfmot, strip it, and check the achieved sparsity per layer."""
+    scfg = run.recipe.sparsity
+    if scfg is None:
+        return dense, None, None
+    plan = sparsity.plan_sparsity(dense, scfg, run.steps_per_epoch)
+    names = [lp.name for lp in plan.pruned]
+    done = run.state.done("sparsity")
+    if done:
+        model = _load_model(run.out / "sparse.keras")
+        info = dict(done)
+        log.info("sparsity: reused from the interrupted run")
+    else:
+        pruned = sparsity.apply_pruning(dense, scfg, plan)
+        log.info("sparsity: pruning %d layers to %.0f%% (%s, steps %d->%d every %d) for %d epochs", len(names),
+                 100 * scfg.final, scfg.schedule, plan.begin_step, plan.end_step, plan.frequency, scfg.epochs)
+        tfmot_sp = _tf.tfmot().sparsity.keras
+        r = run.fit(
+            "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
+            extra_callbacks=[tfmot_sp.UpdatePruningStep(),
+                             tfmot_sp.PruningSummaries(log_dir=str(run.out / "logs" / "pruning"))],
+            epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
+        )
+        model = sparsity.strip(pruned)
+        _save_model(model, run.out / "sparse.keras")
+        info = {"epochs": scfg.epochs, "seconds": r.seconds, "step_ms": r.step_ms}
+        run.state.mark("sparsity", info)
+    measured = sparsity.measure_sparsity(model, names)
+    run.warnings += sparsity.check_sparsity(measured, plan, scfg.tolerance, scfg.on_shortfall)
+    dense_left = sparsity.measure_sparsity(dense)["overall"]
+    if run.recipe.baseline.epochs and dense_left > 0.05:
+        raise TrainError(
+            f"the dense baseline has {dense_left:.0%} zeros after pruning: its layers were shared with "
+            "the pruned model. This is a bug in edgesparse; please report it."
+        )
+    log.info("sparsity: achieved %.2f%% over the pruned kernels", 100 * measured["overall"])
+    return model, plan, SparsityInfo(plan=plan.to_dict(), achieved=SparsityMeasure(**measured), **info)
+
+
+def _quantization_phase(run: _Run, model: Any, plan: sparsity.SparsityPlan | None) -> tuple[Any, QuantizationInfo]:
+    """QAT/PQAT fine-tuning (post-training modes pass through), then check that the zeros survived."""
+    qcfg = run.recipe.quantization
+    info = QuantizationInfo(mode=qcfg.mode)
+    final = model
+    if quantize.trains(qcfg.mode):
+        done = run.state.done("quantization")
+        if qcfg.epochs > 0 and done:
+            final = _load_quantized(model, qcfg.mode, run.out / "final.weights.h5")
+            info = QuantizationInfo(mode=qcfg.mode, **done)
+            log.info("quantization: reused from the interrupted run")
+        elif qcfg.epochs > 0:
+            final = quantize.prepare(model, qcfg.mode)
+            log.info("quantization: %s fine-tuning for %d epochs", qcfg.mode, qcfg.epochs)
+            r = run.fit("quantization", final, epochs=qcfg.epochs, optimizer=qcfg.optimizer)
+            with _io.atomic_path(run.out / "final.weights.h5", suffix=".weights.h5") as tmp:
+                final.save_weights(str(tmp))
+            info = QuantizationInfo(mode=qcfg.mode, epochs=qcfg.epochs, seconds=r.seconds, step_ms=r.step_ms)
+            run.state.mark("quantization", info.model_dump(exclude={"mode"}, exclude_none=True))
+        else:
+            final = quantize.prepare(model, qcfg.mode)
+    if plan is not None and run.recipe.sparsity is not None:
+        _check_zeros_kept(run, model, final, plan, info)
+    return final, info
+
+
+def _check_zeros_kept(run: _Run, model: Any, final: Any, plan: sparsity.SparsityPlan,
+                      info: QuantizationInfo) -> None:
+    """Record the sparsity before/after quantization; QAT that lost zeros fails (pqat) or warns (qat)."""
+    names = [lp.name for lp in plan.pruned]
+    before = sparsity.measure_sparsity(model, names)["overall"]
+    after = sparsity.measure_sparsity(final, names)["overall"]
+    tolerance = run.recipe.sparsity.tolerance if run.recipe.sparsity is not None else 0.0
+    kept = after >= before - tolerance
+    info.sparsity_before, info.sparsity_after, info.sparsity_preserved = before, after, bool(kept)
+    mode = info.mode
+    if quantize.trains(mode) and not kept:
+        msg = f"{mode} lost sparsity: {before:.2%} before, {after:.2%} after quantization-aware training"
+        if mode == "pqat":
+            raise TrainError(msg + ". Prune-preserving QAT should keep every zero; please report it.")
+        run.warnings.append(msg + "; use mode pqat to keep the zeros.")
+
+
+def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_start: float) -> TimingInfo:
+    base_step = baseline.step_ms
+    sp_step = sp.step_ms if sp is not None else None
+    return TimingInfo(train_seconds=time.perf_counter() - t_start, baseline_step_ms=base_step,
+                      sparsity_step_ms=sp_step, batch_size=batch_size,
+                      step_time_ratio=(sp_step / base_step) if base_step and sp_step else None)
+
+
+def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str]) -> TFLiteInfo:
+    """Copy the bundle's figures into the summary (dense figures onto the baseline)."""
+    info = res.info
+    v = info.get("verification", {})
+    dv = info.get("dense_verification", {})
+    if "dense" in info:
+        baseline.tflite_bytes = info["dense"]["bytes"]
+        baseline.tflite_gzip_bytes = info["dense"]["gzip_bytes"]
+        baseline.tflite_path = str(res.dense_path)
+        baseline.tflite_accuracy = dv.get("accuracy")
+    if v.get("resolver") == "builtin":
+        warnings.append(
+            "XNNPACK refused model.tflite (" + str(v.get("fallback_reason")) + "), so LiteRT's slower builtin "
+            "kernels run it; sparse int8 FULLY_CONNECTED weights in CSR cause this: give int8 dense layers the "
+            "block:1x16 pattern (read natively, XNNPACK-compatible) or skip pruning them.")
+    return TFLiteInfo(
+        path=str(res.model_path), bytes=info["model"]["bytes"], gzip_bytes=info["model"]["gzip_bytes"],
+        accuracy=v.get("accuracy"), agreement=v.get("agreement"), max_abs_diff=v.get("max_abs_diff"),
+        resolver=v.get("resolver"), fallback_reason=v.get("fallback_reason"), ratio_vs_dense=info.get("ratio"),
+        densify_ops=info["model"].get("densify_ops"), encodings=info["model"].get("encodings"), bundle=str(res.bundle),
+    )
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    """Re-create the data and the saved models of a run directory.
+
+    Raises:
+        ExportError: the folder is not a finished run directory.
+    """
+    run_dir = Path(run_dir)
+    lock = run_dir / "recipe.lock.yaml"
+    if not lock.exists():
+        raise ExportError(f"'{run_dir}' is not a run directory (no recipe.lock.yaml); give the folder `train` wrote.")
+    recipe = load_recipe(lock)
+    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {"done": {}}
+    done = state.get("done", {})
+    if state.get("recipe_dir"):
+        set_recipe_dir(recipe, Path(state["recipe_dir"]))
+    if "baseline" not in done:
+        raise ExportError(f"the run in '{run_dir}' has not finished its baseline; run train (with --resume) first.")
+    if recipe.sparsity is not None and "sparsity" not in done:
+        raise ExportError(f"the run in '{run_dir}' has not finished its sparsity phase; run train --resume first.")
+    _tf.set_seed(recipe.seed)
+    data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    dense = _load_model(run_dir / "baseline.keras")
+    final = _load_model(run_dir / ("sparse.keras" if "sparsity" in done else "baseline.keras"))
+    mode = recipe.quantization.mode
+    if quantize.trains(mode) and "quantization" in done:
+        final = _load_quantized(final, mode, run_dir / "final.weights.h5")
+    elif quantize.trains(mode):
+        final = quantize.prepare(final, mode)
+    return LoadedRun(recipe=recipe, data=data, dense_model=dense, final_model=final)
+
+
+def export(run_dir: str | Path, bundle: str | Path | None = None) -> ExportResult:
+    """Export the models a finished ``train`` run saved (``edgesparse export RUN_DIR``).
+
+    Args:
+        run_dir: The run directory (with recipe.lock.yaml and the saved Keras models).
+        bundle: Output folder; default: the recipe's ``export.dir`` or ``export/<name>``.
+
+    Returns:
+        The written bundle.
+
+    Raises:
+        ExportError: the run directory is incomplete, or conversion/verification failed.
+    """
+    run = load_run(run_dir)
+    recipe = run.recipe
+    if recipe.export is None:
+        recipe = recipe.model_copy(update={"export": ExportConfig()})
+    out = Path(bundle) if bundle is not None else default_bundle_dir(recipe)
+    return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out)

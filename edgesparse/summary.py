@@ -1,0 +1,192 @@
+"""``RunSummary``: the one typed contract for a run's ``summary.json``.
+
+The orchestrator (:mod:`edgesparse.run`) writes it; the console report, the sweep, ``profile`` and
+``deploy`` read it through :func:`read_summary`, by attribute. Every section allows extra keys, so
+a summary written by a newer edgesparse still loads, and the JSON keeps every key it had before the
+schema was typed (``schema_version`` tells the versions apart; summaries without it are version 0).
+
+This module is light (pydantic only): reading a summary never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgesparse import _io
+from edgesparse.errors import EdgesparseError
+
+SCHEMA_VERSION = 1
+SUMMARY_FILE = "summary.json"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class DataInfo(_Section):
+    """Split sizes, input shape and classes of the run's data."""
+
+    name: str = ""
+    train: int = 0
+    validation: int = 0
+    test: int = 0
+    input_shape: list[int] = []
+    num_classes: int = 0
+    class_names: list[str] = []
+
+
+class BaselineInfo(_Section):
+    """The dense baseline: Keras figures, and its float32 .tflite once exported."""
+
+    accuracy: float
+    params: int
+    epochs: int = 0
+    seconds: float = 0.0
+    step_ms: float | None = None
+    shared: bool = False  # cloned from a baseline shared by a sweep's trials
+    validation_accuracy: float | None = None
+    tflite_bytes: int | None = None
+    tflite_gzip_bytes: int | None = None
+    tflite_path: str | None = None
+    tflite_accuracy: float | None = None
+
+
+class SparsityMeasure(_Section):
+    """Zeros over pruned kernels: overall, and per layer."""
+
+    overall: float = 0.0
+    zeros: int = 0
+    params: int = 0
+    layers: dict[str, float] = {}
+
+
+class SparsityInfo(_Section):
+    """The pruning phase: its plan (per-layer decisions) and what the weights achieved."""
+
+    epochs: int = 0
+    seconds: float = 0.0
+    step_ms: float | None = None
+    plan: dict[str, Any] = {}
+    achieved: SparsityMeasure = SparsityMeasure()
+
+
+class QuantizationInfo(_Section):
+    """The quantization mode, its fine-tuning (qat/pqat) and whether the zeros survived it."""
+
+    mode: str = "none"
+    epochs: int | None = None
+    seconds: float | None = None
+    step_ms: float | None = None
+    sparsity_before: float | None = None
+    sparsity_after: float | None = None
+    sparsity_preserved: bool | None = None
+
+
+class ModelInfo(_Section):
+    """The final Keras model (before conversion)."""
+
+    accuracy: float
+    sparsity: float
+    params: int
+    zeros: int
+    validation_accuracy: float | None = None
+
+
+class TimingInfo(_Section):
+    """Wall time of the run and the per-step cost of pruning against dense training."""
+
+    train_seconds: float = 0.0
+    baseline_step_ms: float | None = None
+    sparsity_step_ms: float | None = None
+    step_time_ratio: float | None = None
+    batch_size: int = 0
+    total_seconds: float | None = None
+
+
+class TFLiteInfo(_Section):
+    """The exported model.tflite: size, verification against Keras, storage facts."""
+
+    path: str
+    bytes: int
+    gzip_bytes: int
+    accuracy: float | None = None
+    agreement: float | None = None
+    max_abs_diff: float | None = None
+    resolver: str | None = None
+    fallback_reason: str | None = None
+    ratio_vs_dense: float | None = None
+    densify_ops: int | None = None
+    encodings: dict[str, int] | None = None
+    bundle: str | None = None
+
+
+class TrainingInfo(_Section):
+    """How training was distributed."""
+
+    distribution: str = "none"
+    replicas: int = 1
+
+
+class RunSummary(_Section):
+    """Every figure of one run, as written to ``RUN_DIR/summary.json``."""
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    run_dir: str
+    seed: int
+    data: DataInfo
+    baseline: BaselineInfo
+    sparsity: SparsityInfo | None = None
+    quantization: QuantizationInfo = QuantizationInfo()
+    model: ModelInfo | None = None
+    timing: TimingInfo = TimingInfo()
+    tflite: TFLiteInfo | None = None
+    warnings: list[str] = []
+    versions: dict[str, str | None] = {}
+    training: TrainingInfo = TrainingInfo()
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary.json mapping: sections the run did not have (no pruning, no export) are left out."""
+        out = self.model_dump(mode="json")
+        return {k: v for k, v in out.items() if not (v is None and k in ("sparsity", "tflite", "model"))}
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``run_dir/summary.json`` atomically."""
+        return _io.write_json(Path(run_dir) / SUMMARY_FILE, self.to_json())
+
+    def tflite_paths(self) -> list[Path]:
+        """The exported dense and final .tflite files the summary names (dense first)."""
+        found = [self.baseline.tflite_path, self.tflite.path if self.tflite else None]
+        return [Path(f) for f in found if f]
+
+
+class SummaryError(EdgesparseError):
+    """summary.json is missing or unreadable."""
+
+
+def read_summary(path: str | Path) -> RunSummary:
+    """Load ``summary.json`` (or the one inside a run directory).
+
+    Raises:
+        SummaryError: the file is missing, not JSON, or not a run summary.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / SUMMARY_FILE
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SummaryError(f"'{p}' does not exist: give a run directory that `edgesparse train` finished.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SummaryError(f"cannot read the run summary '{p}' ({exc}); re-run `edgesparse train`.") from None
+    raw.setdefault("schema_version", 0)
+    try:
+        return RunSummary.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise SummaryError(f"'{p}' is not an edgesparse run summary ({where}: {first['msg']}).") from None
