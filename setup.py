@@ -30,10 +30,16 @@ setup(
         "scikit-learn>=1.3,<2",
         "matplotlib>=3.8,<4",
         "tensorboard>=2.16,<3",
+        "pillow>=10,<14",  # image_folder data source
+        "h5py>=3.10,<4",  # reading .h5 model files (Keras 2 and 3)
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ray[default]>=2.9,<3"],
+        # ruff and mypy run in CI before the tests (see .ci/run and README).
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ray[default]>=2.9,<3", "ruff>=0.15,<0.18",
+                 "mypy>=1.15,<3", "types-PyYAML>=6,<7"],
         "ray": ["ray[default]>=2.9,<3"],
+        # The device runner's fallback runtime on a Raspberry Pi OS Python (needs numpy<2 there); not for the host.
+        "device": ["tflite-runtime>=2.14", "numpy<2"],
     },
     entry_points={"console_scripts": ["edgesparse=edgesparse.cli:main"]},
 )

@@ -167,3 +167,26 @@ def test_functions_are_short() -> None:
                 if n > MAX_FUNCTION_LINES and not any(LONG_OK in line for line in head):
                     long.append(f"{module}.{node.name}: {n} lines")
     assert long == []
+
+
+#: import name -> distribution name, where they differ
+DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "tf_keras": "tf-keras",
+                 "tensorflow_model_optimization": "tensorflow-model-optimization", "ai_edge_litert": "ai-edge-litert",
+                 "tflite_runtime": "tflite-runtime", "ray": "ray[default]"}
+
+
+def test_every_third_party_import_is_declared() -> None:
+    import sys
+
+    setup = (PACKAGE.parent / "setup.py").read_text(encoding="utf-8")
+    imported = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = sorted(m for m in imported if m not in sys.stdlib_module_names and m != "edgesparse")
+    assert "numpy" in third_party
+    missing = [m for m in third_party if f'"{DISTRIBUTIONS.get(m, m)}' not in setup]
+    assert missing == []

@@ -20,7 +20,7 @@ after its key, and a loader decorated with :func:`~edgesparse.data.registry.data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -36,8 +36,12 @@ from edgesparse.data.shapes import SHAPE_NAMES, ShapesConfig
 from edgesparse.data.split import split_dataset
 from edgesparse.errors import DataError
 
-#: The pydantic type of a recipe's ``data:`` section: ``TypeAdapter(DataConfig).validate_python(d)``.
-DataConfig = data_config_type()
+if TYPE_CHECKING:
+    # Statically, every source's config is a SourceConfig (the union is only known once sources register).
+    DataConfig = SourceConfig
+else:
+    #: The pydantic type of a recipe's ``data:`` section: ``TypeAdapter(DataConfig).validate_python(d)``.
+    DataConfig = data_config_type()
 
 __all__ = [
     "BUILTINS", "DATA_SOURCES", "SHAPE_NAMES", "DataConfig", "Dataset", "DigitsConfig", "ImageFolderConfig",
@@ -52,7 +56,8 @@ def validate_data_config(raw: Any) -> SourceConfig:
         DataError: the mapping is invalid; the message lists pydantic's findings.
     """
     try:
-        return TypeAdapter(DataConfig).validate_python(raw)  # type: ignore[no-any-return]
+        validated: SourceConfig = TypeAdapter(DataConfig).validate_python(raw)
+        return validated
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in exc.errors())
         raise DataError(f"invalid data section {raw!r}: {problems}. Known sources: {', '.join(DATA_SOURCES)}; "

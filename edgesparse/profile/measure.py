@@ -134,6 +134,31 @@ def check_counts(threads: Sequence[int], runs: int, warmup: int) -> None:
         raise ProfileError(f"--warmup must be >= 0 (got {warmup}).")
 
 
+def _check_settings(threads: Sequence[int], runs: int, warmup: int, min_seconds: float, api: str,
+                    resolver: str) -> None:
+    """Reject bad measurement settings before any file is read."""
+    check_counts(threads, runs, warmup)
+    if min_seconds < 0:
+        raise ProfileError(f"--min-seconds must be >= 0 (got {min_seconds}).")
+    if api not in ("interpreter", "compiled"):
+        raise ProfileError(f"--api must be interpreter or compiled, not {api!r}.")
+    if api == "compiled" and resolver != "auto":
+        raise ProfileError("--resolver builtin applies to --api interpreter only (CompiledModel picks its CPU kernels).")
+
+
+def _measure(tgt: Any, model: Path, reference: Path, threads: int, min_seconds: float,
+             options: dict[str, Any]) -> dict[str, Any]:
+    """Time ``model`` alone; when it is not the reference, also its ratio to it, timed alternately in one process."""
+    log.info("measuring %s on %s: %d thread(s), %d warm-up + %d runs", model.name, tgt.name, threads,
+             options["warmup"], options["runs"])
+    result: dict[str, Any] = tgt.run_runner(model, threads=threads, min_seconds=min_seconds, **options)
+    if model != reference:
+        log.info("timing %s alternately with %s (%d thread(s))", model.name, reference.name, threads)
+        pair = tgt.run_runner(model, threads=threads, paired=reference, **options)
+        result = {**result, "paired": pair.get("paired")}
+    return result
+
+
 def _dynamic_dims(fp: dict[str, Any]) -> list[str]:
     """Inputs with unknown non-batch dimensions (the runner cannot invent a shape for them)."""
     bad = []
@@ -178,13 +203,7 @@ def profile(
     Raises:
         ProfileError: bad arguments or files; DeviceError: the target failed.
     """
-    check_counts(threads, runs, warmup)
-    if min_seconds < 0:
-        raise ProfileError(f"--min-seconds must be >= 0 (got {min_seconds}).")
-    if api not in ("interpreter", "compiled"):
-        raise ProfileError(f"--api must be interpreter or compiled, not {api!r}.")
-    if api == "compiled" and resolver != "auto":
-        raise ProfileError("--resolver builtin applies to --api interpreter only (CompiledModel picks its CPU kernels).")
+    _check_settings(threads, runs, warmup, min_seconds, api, resolver)
     paths = resolve_models(models)
     report = ProfileReport(target={})
     for p in paths:
@@ -198,16 +217,10 @@ def profile(
         report.footprints[str(p)] = fp
         report.notes += [f"{p.name}: {note}" for note in fp.get("notes", [])]
     tgt = parse_target(target, **(target_options or {}))
+    options = {"runs": runs, "warmup": warmup, "resolver": resolver, "input_shape": input_shape, "api": api}
     for p in paths:
         for t in threads:
-            log.info("measuring %s on %s: %d thread(s), %d warm-up + %d runs", p.name, tgt.name, t, warmup, runs)
-            result = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
-                                    input_shape=input_shape, api=api, min_seconds=min_seconds)
-            if p != paths[0]:  # the ratio against the first model, timed alternately in one process
-                log.info("timing %s alternately with %s (%d thread(s))", p.name, paths[0].name, t)
-                pair = tgt.run_runner(p, threads=t, runs=runs, warmup=warmup, resolver=resolver,
-                                      input_shape=input_shape, api=api, paired=paths[0])
-                result = {**result, "paired": pair.get("paired")}
+            result = _measure(tgt, p, paths[0], t, min_seconds, options)
             report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
             note = drift_note(p.name, t, result)
             if note:

@@ -97,10 +97,7 @@ def sweep(
         _reprofile(out, [r for r in done.values() if r.get("status") == "ok"], profile_runs)
     by_id = {**done, **{r["trial"]: r for r in rows}}
     result.rows = [by_id[t.id] for t in trials if t.id in by_id]
-    for key in {t.baseline_key for t in trials}:
-        p = out / "baselines" / key / "baseline.json"
-        if p.exists():
-            result.baselines[key] = json.loads(p.read_text())
+    result.baselines = _baselines(out, trials)
     result.dense = _dense_figures(out, result, measured_now=bool(rows) or reprofile, profile_runs=profile_runs)
     result.seconds = time.perf_counter() - t0
     write_results(result, list(grid))
@@ -178,6 +175,12 @@ def _reprofile(out: Path, finished: list[dict[str, Any]], profile_runs: int) -> 
             tflite = Path(tfl.path)
             row.update(profile_figures(tflite, profile_runs, tflite.with_name("dense.tflite")))
             _io.write_json(out / "trials" / row["trial"] / "result.json", row)
+
+
+def _baselines(out: Path, trials: list[Trial]) -> dict[str, dict[str, Any]]:
+    """The shared baselines' records (accuracy, seconds, seed) by key."""
+    paths = {key: out / "baselines" / key / "baseline.json" for key in {t.baseline_key for t in trials}}
+    return {key: json.loads(p.read_text()) for key, p in paths.items() if p.exists()}
 
 
 def _dense_figures(out: Path, result: SweepResult, *, measured_now: bool, profile_runs: int) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from edgesparse.sweep.grid import SweepError
@@ -21,7 +22,7 @@ def check_ray(address: str) -> Any:
         return ray
     _check_reachable(address)
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ValueError ...
         raise SweepError(f"cannot connect to the Ray cluster at '{address}': {str(exc).splitlines()[0]}. Start one with "
                          "`ray start --head` and pass the address it prints (e.g. 127.0.0.1:6379).") from None

@@ -80,7 +80,7 @@ def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str, Any] | None) -> list[str]:
     """Plain sentences about the best strategy per sparsity level, generated from the table."""
     lines = []
-    levels = sorted({p.get(SPARSITY_AXIS) for p in points if p.get(SPARSITY_AXIS) is not None})
+    levels: list[Any] = sorted({p[SPARSITY_AXIS] for p in points if p.get(SPARSITY_AXIS) is not None})
     for level in levels:
         cands = [p for p in points if p.get(SPARSITY_AXIS) == level and p.get("drop_points") is not None]
         if not cands:
