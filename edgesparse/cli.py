@@ -95,12 +95,14 @@ def _progress(console: Any) -> Iterator[None]:
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
-@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Run directory (default runs/NAME).")
+@click.option("--force", is_flag=True, help="Replace the results of an earlier run in the run directory and bundle.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path),
+              help="Run directory (default runs/NAME); the bundle moves with it (RUN_DIR/bundle).")
 @click.option("--no-export", is_flag=True, help="Skip export and verification.")
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json instead of the table.")
 @_handle_errors
-def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Path | None, no_export: bool,
-          as_json: bool) -> None:
+def train(recipe: Path, overrides: tuple[str, ...], resume: bool, force: bool, output_dir: Path | None,
+          no_export: bool, as_json: bool) -> None:
     """Train, prune, quantize, export and verify a RECIPE end to end."""
     from edgesparse.recipe import load_recipe
     from edgesparse.run import train as run
@@ -108,7 +110,7 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Pa
     rec = load_recipe(recipe, overrides)
     console = _console(stderr=as_json)
     with _progress(console):
-        result = run(rec, resume=resume, run_dir=output_dir, export=not no_export)
+        result = run(rec, resume=resume, run_dir=output_dir, export=not no_export, force=force)
     if as_json:
         click.echo(json.dumps(result.summary.to_json(), indent=2, default=str))
         return
@@ -117,20 +119,24 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Pa
     console.print(comparison_table(result.summary))
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
-    console.print(f"run directory: {result.run_dir}  (summary.json, history.csv, logs/)")
+    bundle = result.summary.tflite.bundle if result.summary.tflite else None
+    console.print(f"run directory: {result.run_dir}  (summary.json, history.csv, logs/)"
+                  + (f"; bundle: {bundle}" if bundle else ""))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle folder (default export/NAME).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Bundle folder (default: where train put it, export/NAME or RUN_DIR/bundle).")
+@click.option("--force", is_flag=True, help="Write over a bundle that another run exported.")
 @_handle_errors
-def export(run_dir: Path, output: Path | None) -> None:
+def export(run_dir: Path, output: Path | None, force: bool) -> None:
     """Convert and verify the models of a finished RUN_DIR."""
     from edgesparse.run import export as run
 
     console = _console()
     with _progress(console):
-        res = run(run_dir, output)
+        res = run(run_dir, output, force=force)
     v = res.info.get("verification", {})
     console.print(f"wrote {res.model_path} ({res.info['model']['bytes']:,} bytes, "
                   f"gzip {res.info['model']['gzip_bytes']:,}); TFLite accuracy "

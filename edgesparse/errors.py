@@ -40,3 +40,7 @@ class ProfileError(EdgesparseError):
 
 class InterruptedRun(EdgesparseError):
     """The user interrupted a run (Ctrl-C); what was written is complete, the rest was not started."""
+
+
+class RunDirError(EdgesparseError):
+    """A run directory or bundle folder holds another run's results (use -o, --resume or --force)."""

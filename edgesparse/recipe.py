@@ -164,6 +164,10 @@ class SparsityConfig(_Section):
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
     on_shortfall: Literal["fail", "warn"] = "fail"
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="allowed shortfall of achieved sparsity")
+    max_drop: float = Field(2.0, ge=0.0, le=100.0, description="points of validation accuracy the pruned (and "
+                            "quantization-aware trained) model may lose against the dense baseline")
+    on_drop: Literal["fail", "warn"] = Field("fail", description="when the drop exceeds max_drop: fail the run, "
+                                             "or warn and keep the model")
 
     @model_validator(mode="after")
     def _check(self) -> SparsityConfig:
@@ -201,7 +205,11 @@ class ExportConfig(_Section):
         "and keep the smaller file)")
     representative_samples: int = Field(200, ge=1)
     io: Literal["float32", "int8"] = "float32"
-    dir: str | None = Field(None, description="bundle folder; default export/<name>")
+    dir: str | None = Field(None, description="bundle folder; default export/<name>, or RUN_DIR/bundle when the "
+                            "run directory is not the default runs/<name>")
+    objective: Literal["size", "latency", "balanced"] = Field(
+        "balanced", description="which verified conversion to keep: the smallest file (size), the fastest (latency), "
+        "or the smallest that is not slower than the dense float model (balanced), timed paired on this machine")
     verify: bool = True
     max_accuracy_drop: float = Field(
         2.0, ge=0.0, le=100.0, description="points of accuracy the .tflite may lose vs Keras"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.data import Dataset, load_dataset
-from edgesparse.errors import DataError, ExportError, InterruptedRun, RecipeError, TrainError
+from edgesparse.errors import DataError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.models import build_model
 from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
@@ -71,6 +72,67 @@ class LoadedRun:
 def default_run_dir(recipe: Recipe) -> Path:
     """``output_dir`` of the recipe, else ``runs/<name>``."""
     return Path(recipe.output_dir) if recipe.output_dir else Path("runs") / recipe.name
+
+
+def bundle_dir(recipe: Recipe, run_dir: Path) -> Path:
+    """Where a run's bundle goes: ``export.dir`` if the recipe sets it; ``export/<name>`` beside the default run
+    directory ``runs/<name>``; otherwise inside the run directory (``RUN_DIR/bundle``), so that runs moved with
+    ``-o`` never share a bundle."""
+    if recipe.export is not None and recipe.export.dir:
+        return Path(recipe.export.dir)
+    if Path(run_dir) == default_run_dir(recipe):
+        return default_bundle_dir(recipe)
+    return Path(run_dir) / "bundle"
+
+
+#: What a run writes into its directory (``--force`` removes them before a new run starts there).
+RUN_ARTIFACTS = ("state.json", "summary.json", "history.csv", "baseline.keras", "sparse.keras", "final.weights.h5",
+                 "recipe.lock.yaml")
+
+
+def _claim_run_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to start over a directory that holds another run's results, unless resuming or forced.
+
+    Raises:
+        RunDirError: ``out`` holds a run and neither ``resume`` nor ``force`` was given.
+    """
+    held = [name for name in ("summary.json", "state.json") if (out / name).exists()]
+    if not held or resume:
+        return
+    if not force:
+        what = "a finished run" if "summary.json" in held else "an unfinished run"
+        raise RunDirError(
+            f"'{out}' already holds {what} ({', '.join(held)}); starting here would overwrite its results. "
+            "Give another run directory with -o DIR (or --set output_dir=DIR), continue it with --resume, "
+            "or replace it with --force."
+        )
+    for name in RUN_ARTIFACTS:
+        (out / name).unlink(missing_ok=True)
+    for folder in ("backup", "logs"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def claim_bundle(bundle: Path, run_dir: Path, *, force: bool) -> None:
+    """Refuse to write a bundle over one that another run directory exported, unless forced.
+
+    Raises:
+        RunDirError: ``bundle/export.json`` names another run directory (or none) and ``force`` is off.
+    """
+    info_path = bundle / "export.json"
+    if force or not info_path.exists():
+        return
+    try:
+        owner = json.loads(info_path.read_text(encoding="utf-8")).get("run_dir")
+    except (OSError, ValueError):
+        owner = None
+    if owner is not None and Path(owner).resolve() == Path(run_dir).resolve():
+        return
+    raise RunDirError(
+        f"the bundle folder '{bundle}' holds the export of {f'the run in {owner!r}' if owner else 'another run'}; "
+        "writing this run's model there would leave that run's summary pointing at a file that is not its own. "
+        "Give this run its own bundle (export.dir, or -o for the run directory, which moves the bundle with it), "
+        "or replace it with --force."
+    )
 
 
 def _check_writable(path: Path) -> None:
@@ -171,6 +233,7 @@ class _Run:
     data: Dataset
     history: fit.History
     warnings: list[str] = field(default_factory=list)
+    dense_validation: float = 0.0  # the dense baseline's accuracy on the validation split (the guard's reference)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -190,6 +253,7 @@ def train(
     run_dir: str | Path | None = None,
     export: bool = True,
     dense_model: Any | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run a recipe end to end.
 
@@ -200,15 +264,20 @@ def train(
         export: Export and verify the .tflite when the recipe has an export section.
         dense_model: A trained dense baseline to start from instead of training one (the sweep
             shares one baseline between trials); it is cloned, never modified.
+        force: Replace the results of an earlier run in ``run_dir`` (and in its bundle folder).
 
     Returns:
         The run directory and its summary (also written as summary.json).
 
     Raises:
+        RunDirError: the run directory or the bundle folder holds another run's results (before any work).
         EdgesparseError: any stage failed; InterruptedRun on Ctrl-C.
     """
     t_start = time.perf_counter()
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
+    _claim_run_dir(out, resume=resume, force=force)
+    if export and recipe.export is not None:
+        claim_bundle(bundle_dir(recipe, out), out, force=force)
     _check_writable(out)
     lock = dump_recipe(recipe)
     state = _State(out, hashlib.sha256(lock.encode()).hexdigest()[:16], resume)
@@ -239,13 +308,18 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     dense, baseline = _baseline_phase(run, dense_model)
     base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
     baseline.accuracy = base_acc
+    baseline.validation_accuracy = run.dense_validation = _validation_accuracy(run, dense)
     log.info("baseline: test accuracy %.2f%%", 100 * base_acc)
     model, plan, sparsity_info = _sparsity_phase(run, dense)
+    if sparsity_info is not None:
+        sparsity_info.validation_accuracy = _accuracy_guard(run, "sparsity", model)
     final, quant_info = _quantization_phase(run, model, plan)
+    if quantize.trains(quant_info.mode):
+        quant_info.validation_accuracy = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
     final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
     final_sp = sparsity.measure_sparsity(final)
     model_info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
-                           zeros=int(final_sp["zeros"]))
+                           zeros=int(final_sp["zeros"]), validation_accuracy=_validation_accuracy(run, final))
     log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%%", 100 * final_acc, 100 * model_info.sparsity)
     summary = RunSummary(
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
@@ -253,8 +327,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
     )
     if export and recipe.export is not None:
-        res = export_models(final, dense, recipe=recipe, data=data, bundle=default_bundle_dir(recipe),
-                            final_outputs=final_out, dense_outputs=base_out)
+        res = export_models(final, dense, recipe=recipe, data=data, bundle=bundle_dir(recipe, out),
+                            final_outputs=final_out, dense_outputs=base_out, run_dir=out, float_model=model)
         summary.tflite = _record_export(summary.baseline, res, run.warnings)
     summary.timing.total_seconds = time.perf_counter() - t_start
     summary.warnings = run.warnings
@@ -374,6 +448,42 @@ def _check_zeros_kept(run: _Run, model: Any, final: Any, plan: sparsity.Sparsity
         run.warnings.append(msg + "; use mode pqat to keep the zeros.")
 
 
+def _validation_accuracy(run: _Run, model: Any) -> float:
+    """Accuracy on the validation split (the test split when the data has no validation split)."""
+    data = run.data
+    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    return fit.evaluate(model, x, y)[0]
+
+
+def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
+    """Compare ``model`` with the dense baseline on the validation split; fail or warn past ``sparsity.max_drop``.
+
+    Returns:
+        The model's validation accuracy.
+
+    Raises:
+        TrainError: the drop exceeds ``sparsity.max_drop`` and ``sparsity.on_drop`` is fail.
+    """
+    acc = _validation_accuracy(run, model)
+    scfg = run.recipe.sparsity
+    max_drop, on_drop = (scfg.max_drop, scfg.on_drop) if scfg is not None else (2.0, "fail")
+    drop = (run.dense_validation - acc) * 100
+    if drop <= max_drop:
+        return acc
+    split = "validation" if len(run.data.x_val) else "test"
+    advice = ("more quantization.epochs, a lower learning rate for it, or mode int8 (post-training)"
+              if stage.startswith("quantization") else
+              f"more sparsity.epochs (now {scfg.epochs}), a lower sparsity.final (now {scfg.final:g}), "
+              "or distillation from the dense model" if scfg is not None else "more epochs")
+    msg = (f"after {stage} the model's {split} accuracy is {acc:.2%}, {drop:.2f} points below the dense baseline's "
+           f"{run.dense_validation:.2%} (sparsity.max_drop allows {max_drop:g}). Try {advice}; or set "
+           "sparsity.on_drop: warn to keep this model anyway.")
+    if on_drop == "fail":
+        raise TrainError(msg)
+    run.warnings.append(msg)
+    return acc
+
+
 def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_start: float) -> TimingInfo:
     base_step = baseline.step_ms
     sp_step = sp.step_ms if sp is not None else None
@@ -392,6 +502,17 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         baseline.tflite_gzip_bytes = info["dense"]["gzip_bytes"]
         baseline.tflite_path = str(res.dense_path)
         baseline.tflite_accuracy = dv.get("accuracy")
+    chosen = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
+    if info.get("quantization") != info.get("requested_quantization"):
+        warnings.append(
+            f"export kept the {info.get('quantization')} conversion of the pruned model, not "
+            f"{info.get('requested_quantization')}: no {info.get('requested_quantization')} conversion ran as fast as "
+            "the dense float model here (export.json lists every candidate; set export.objective: size to keep the "
+            "smallest file regardless).")
+    if chosen.get("latency_ratio") is not None and chosen["latency_ratio"] > 1.0:
+        warnings.append(f"model.tflite runs {chosen['latency_ratio']:.2f}x the dense float model's latency on this "
+                        f"machine (paired), and no other conversion was faster (export.objective: "
+                        f"{info.get('objective')}).")
     if v.get("resolver") == "builtin":
         warnings.append(
             "XNNPACK refused model.tflite (" + str(v.get("fallback_reason")) + "), so LiteRT's slower builtin "
@@ -402,6 +523,8 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         accuracy=v.get("accuracy"), agreement=v.get("agreement"), max_abs_diff=v.get("max_abs_diff"),
         resolver=v.get("resolver"), fallback_reason=v.get("fallback_reason"), ratio_vs_dense=info.get("ratio"),
         densify_ops=info["model"].get("densify_ops"), encodings=info["model"].get("encodings"), bundle=str(res.bundle),
+        quantization=info.get("quantization"), objective=info.get("objective"),
+        latency_ratio=chosen.get("latency_ratio"),
     )
 
 
@@ -436,22 +559,26 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     return LoadedRun(recipe=recipe, data=data, dense_model=dense, final_model=final)
 
 
-def export(run_dir: str | Path, bundle: str | Path | None = None) -> ExportResult:
+def export(run_dir: str | Path, bundle: str | Path | None = None, *, force: bool = False) -> ExportResult:
     """Export the models a finished ``train`` run saved (``edgesparse export RUN_DIR``).
 
     Args:
         run_dir: The run directory (with recipe.lock.yaml and the saved Keras models).
-        bundle: Output folder; default: the recipe's ``export.dir`` or ``export/<name>``.
+        bundle: Output folder; default: where ``train`` puts it (see :func:`bundle_dir`).
+        force: Write over a bundle that another run exported.
 
     Returns:
         The written bundle.
 
     Raises:
         ExportError: the run directory is incomplete, or conversion/verification failed.
+        RunDirError: the bundle folder holds another run's export and ``force`` is off.
     """
     run = load_run(run_dir)
     recipe = run.recipe
     if recipe.export is None:
         recipe = recipe.model_copy(update={"export": ExportConfig()})
-    out = Path(bundle) if bundle is not None else default_bundle_dir(recipe)
-    return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out)
+    out = Path(bundle) if bundle is not None else bundle_dir(recipe, Path(run_dir))
+    claim_bundle(out, Path(run_dir), force=force)
+    return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out,
+                         run_dir=Path(run_dir))

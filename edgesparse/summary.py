@@ -72,6 +72,7 @@ class SparsityInfo(_Section):
     step_ms: float | None = None
     plan: dict[str, Any] = {}
     achieved: SparsityMeasure = SparsityMeasure()
+    validation_accuracy: float | None = None  # of the pruned model, checked against the dense baseline's
 
 
 class QuantizationInfo(_Section):
@@ -84,6 +85,7 @@ class QuantizationInfo(_Section):
     sparsity_before: float | None = None
     sparsity_after: float | None = None
     sparsity_preserved: bool | None = None
+    validation_accuracy: float | None = None  # after quantization-aware training
 
 
 class ModelInfo(_Section):
@@ -122,6 +124,9 @@ class TFLiteInfo(_Section):
     densify_ops: int | None = None
     encodings: dict[str, int] | None = None
     bundle: str | None = None
+    quantization: str | None = None  # the conversion kept (a float32 fallback differs from the recipe's mode)
+    objective: str | None = None  # export.objective that chose it
+    latency_ratio: float | None = None  # paired median latency / the dense float32 model's, on the exporting machine
 
 
 class TrainingInfo(_Section):

@@ -197,13 +197,15 @@ def test_shapes_vary_within_a_class_and_brightness_does_not_give_the_class_away(
     assert np.ptp(per_class.mean(axis=(1, 2))) < 0.1  # mean brightness is about the same for every class
 
 
-def test_shapes_at_mobilenet_size_are_fast() -> None:
+def test_shapes_at_mobilenet_size_are_vectorised() -> None:
+    # about 0.5 s on an idle 2-core machine; the bound only catches a per-pixel Python loop (minutes), not speed
+    # (timings of a shared machine are no unit-test material)
     cfg = ShapesConfig(builtin="shapes", image_size=96, num_classes=4, samples_per_class=300)
     start = time.perf_counter()
     loaded = generate_shapes(cfg, 0)
     elapsed = time.perf_counter() - start
     assert loaded.x.shape == (1200, 96, 96, 3)
-    assert elapsed < 2.0, f"generating 1200 images at 96x96 took {elapsed:.2f} s"
+    assert elapsed < 20.0, f"generating 1200 images at 96x96 took {elapsed:.2f} s"
 
 
 # ---- npz ------------------------------------------------------------------------------------------

@@ -588,15 +588,18 @@ def make_engine(runtime: Runtime, model_path: str, args: argparse.Namespace, sha
     return made
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Measure the model as ``args`` say; return the JSON-able result."""
-    if args.describe:
-        try:
-            return describe(import_runtime())
-        except RunnerError as exc:  # describing a device without a runtime is still useful
-            out = describe()
-            out.update(runtime=None, runtime_error=str(exc), fix=exc.fix)
-            return out
+def _describe_device() -> dict:
+    """The ``--describe`` result: this machine and its runtime, or why no runtime is importable."""
+    try:
+        return describe(import_runtime())
+    except RunnerError as exc:  # describing a device without a runtime is still useful
+        out = describe()
+        out.update(runtime=None, runtime_error=str(exc), fix=exc.fix)
+        return out
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Refuse a missing model and out-of-range --threads, --runs, --min-seconds or --warmup."""
     if not args.model:
         raise bad_argument("give the .tflite model to run (or --describe)")
     if args.threads < 1:
@@ -607,6 +610,81 @@ def run(args: argparse.Namespace) -> dict:
         raise bad_argument("--min-seconds must be >= 0, got " + str(args.min_seconds))
     if args.warmup < 0:
         raise bad_argument("--warmup must be >= 0, got " + str(args.warmup))
+
+
+def _input_batch(path: str | None, details: list) -> Any:
+    """The ``--input`` batch for a single-input model, or None without ``--input``."""
+    if not path:
+        return None
+    if len(details) != 1:
+        raise bad_argument("--input runs single-input models only; this model has " + str(len(details)) + " inputs")
+    return load_batch(path, details[0])
+
+
+def _warm_up(engine: Any, feeds: list, count: int) -> None:
+    """Run ``engine`` ``count`` times on ``feeds``, untimed."""
+    for _ in range(count):
+        engine.set_inputs(feeds)
+        engine.run()
+
+
+def _time_runs(engine: Any, feeds: list, runs: int, min_seconds: float) -> list[float]:
+    """Time ``runs`` invocations, and more until ``min_seconds`` have passed (at most MAX_RUNS)."""
+    samples: list[float] = []
+    started = time.perf_counter()
+    while len(samples) < runs or (time.perf_counter() - started < min_seconds
+                                  and len(samples) < MAX_RUNS):
+        engine.set_inputs(feeds)
+        t0 = time.perf_counter()
+        engine.run()
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
+def _paired_run(runtime: Runtime, args: argparse.Namespace, shape: list | None, *, engine: Any, feeds: list,
+                rng: Any) -> dict | None:
+    """With ``--paired``, load the reference model and time it against ``engine``; else None."""
+    if not args.paired:
+        return None
+    if not os.path.isfile(args.paired):
+        raise load_failed("--paired reference model not found: " + args.paired)
+    ref_engine = make_engine(runtime, args.paired, args, shape)["engine"]
+    ref_feeds = [random_input(d, rng) for d in ref_engine.inputs]
+    _warm_up(ref_engine, ref_feeds, args.warmup)
+    paired = paired_ratio(engine, feeds, ref_engine, ref_feeds, PAIRED_BLOCKS,
+                          max(5, args.runs // PAIRED_BLOCKS))
+    paired["reference"] = os.path.basename(args.paired)
+    return paired
+
+
+def _batch_outputs(engine: Any, batch: Any, save_path: str | None) -> dict | None:
+    """Run the ``--input`` batch and summarize its outputs (saved to ``save_path`` if given)."""
+    if batch is None:
+        return None
+    import numpy as np
+
+    result = run_batch(engine, batch)
+    outputs = output_summary(result)
+    if save_path:
+        np.save(save_path, result)
+    return outputs
+
+
+def _run_notes(paired: dict | None, made: dict) -> list:
+    """Statements about what the peak RSS includes."""
+    notes = []
+    if paired is not None:
+        notes.append("peak RSS includes the --paired reference model, loaded in the same process")
+    if made["reason"]:
+        notes.append("the default resolver failed, so the builtin one ran; peak RSS includes the failed attempt")
+    return notes
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure the model as ``args`` say; return the JSON-able result."""
+    if args.describe:
+        return _describe_device()
+    _check_counts(args)
     shape = parse_shape(args.input_shape)
     if not os.path.isfile(args.model):
         raise load_failed("model file not found: " + args.model)
@@ -620,50 +698,15 @@ def run(args: argparse.Namespace) -> dict:
     made = make_engine(runtime, args.model, args, shape)
     engine = made["engine"]
     details = engine.inputs
-    batch = None
-    if args.input:
-        if len(details) != 1:
-            raise bad_argument("--input runs single-input models only; this model has " + str(len(details)) + " inputs")
-        batch = load_batch(args.input, details[0])
+    batch = _input_batch(args.input, details)
     rng = np.random.default_rng(0)
     feeds = [random_input(d, rng) for d in details]
-    for _ in range(args.warmup):
-        engine.set_inputs(feeds)
-        engine.run()
-    samples = []
-    started = time.perf_counter()
-    while len(samples) < args.runs or (time.perf_counter() - started < args.min_seconds
-                                       and len(samples) < MAX_RUNS):
-        engine.set_inputs(feeds)
-        t0 = time.perf_counter()
-        engine.run()
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    paired = None
-    if args.paired:
-        if not os.path.isfile(args.paired):
-            raise load_failed("--paired reference model not found: " + args.paired)
-        ref_engine = make_engine(runtime, args.paired, args, shape)["engine"]
-        ref_feeds = [random_input(d, rng) for d in ref_engine.inputs]
-        for _ in range(args.warmup):
-            ref_engine.set_inputs(ref_feeds)
-            ref_engine.run()
-        paired = paired_ratio(engine, feeds, ref_engine, ref_feeds, PAIRED_BLOCKS,
-                              max(5, args.runs // PAIRED_BLOCKS))
-        paired["reference"] = os.path.basename(args.paired)
-        ref_engine = None
-    outputs = None
-    if batch is not None:
-        result = run_batch(engine, batch)
-        outputs = output_summary(result)
-        if args.save_outputs:
-            np.save(args.save_outputs, result)
+    _warm_up(engine, feeds, args.warmup)
+    samples = _time_runs(engine, feeds, args.runs, args.min_seconds)
+    paired = _paired_run(runtime, args, shape, engine=engine, feeds=feeds, rng=rng)  # the reference is freed on return
+    outputs = _batch_outputs(engine, batch, args.save_outputs)
     peak = rss_bytes()
     inp = details[0]
-    notes = []
-    if paired is not None:
-        notes.append("peak RSS includes the --paired reference model, loaded in the same process")
-    if made["reason"]:
-        notes.append("the default resolver failed, so the builtin one ran; peak RSS includes the failed attempt")
     out = describe(runtime)
     out.update({
         "model": os.path.basename(args.model),
@@ -688,7 +731,7 @@ def run(args: argparse.Namespace) -> dict:
         "model_rss_bytes": (peak - runtime_rss) if (peak is not None and runtime_rss is not None) else None,
         "input": {"shape": [int(s) for s in inp["shape"]], "dtype": str(np.dtype(inp["dtype"]))},
         "outputs": outputs,
-        "notes": notes,
+        "notes": _run_notes(paired, made),
     })
     return out
 

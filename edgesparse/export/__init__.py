@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io
-from edgesparse.export.convert import convert, convert_smallest
+from edgesparse.export.candidates import Candidate, Sources, select
+from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
-from edgesparse.export.verify import verify
+from edgesparse.export.verify import Verification, verify
 from edgesparse.tflite import gzip_size, storage_facts
 
 __all__ = ["VERIFY_SAMPLES", "ExportResult", "default_bundle_dir", "export_models", "gzip_size"]
@@ -54,17 +55,23 @@ def export_models(
     bundle: Path,
     final_outputs: np.ndarray | None = None,
     dense_outputs: np.ndarray | None = None,
+    run_dir: Path | None = None,
+    float_model: Any | None = None,
 ) -> ExportResult:
-    """Convert, verify and write the bundle.
+    """Convert (several candidates), verify, time against the dense model, keep the best and write the bundle.
 
     Args:
         final_model: The stripped (and possibly quantization-aware) Keras model to ship.
-        dense_model: The dense baseline, exported as float32 for comparison (optional).
+        dense_model: The dense baseline, exported as float32 for comparison and as the latency reference.
         recipe: The validated recipe (its ``export`` and ``quantization`` sections are used).
         data: The Dataset; its test split verifies, its train split calibrates.
         bundle: Output folder.
         final_outputs: Keras outputs of ``final_model`` on the test split (computed if None).
         dense_outputs: Same for ``dense_model``.
+        run_dir: The run directory the models come from, recorded in export.json as the bundle's owner.
+        float_model: The pruned float model (``final_model`` before QAT), converted to float32 when no
+            conversion in the requested mode is as fast as the dense model (``export.objective``); None: the
+            final model itself when it is a float model.
 
     Returns:
         The written bundle.
@@ -76,58 +83,57 @@ def export_models(
     mode = recipe.quantization.mode
     if final_outputs is None:
         final_outputs = final_model.predict(data.x_test, batch_size=256, verbose=0)
-    model_bytes, info = _convert_final(final_model, recipe, data)
-    if cfg.verify:
-        log.info("verifying model.tflite on the test split with LiteRT")
-        v = verify(model_bytes, data.x_test, data.y_test, final_outputs, threads=cfg.threads,
-                   float_model=CONVERTER_MODES.get(mode).float_outputs, max_drop_points=cfg.max_accuracy_drop,
-                   label="model.tflite")
-        info["verification"] = v.to_dict()
-    dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs, info) if dense_model is not None else None
-    info["model"] = {"file": "model.tflite", "bytes": len(model_bytes), "gzip_bytes": gzip_size(model_bytes),
-                     **storage_facts(model_bytes)}
-    if dense_bytes is not None:
-        info["dense"] = {"file": "dense.tflite", "bytes": len(dense_bytes), "gzip_bytes": gzip_size(dense_bytes)}
-        info["ratio"] = len(dense_bytes) / len(model_bytes)
-    return _write_bundle(bundle, data, final_outputs, model_bytes, dense_bytes, info)
+    dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs) if dense_model is not None else None
+    trained = float_model is not None and float_model is not final_model
+    src = Sources(final_model=final_model, float_model=float_model if trained else final_model, x=data.x_test,
+                  y=data.y_test, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
+                  representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
+                                  if CONVERTER_MODES.get(mode).needs_calibration else None),
+                  max_drop=cfg.max_accuracy_drop)
+    best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
+    log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
+    info = _export_info(recipe, data, best, candidates, dense_bytes)
+    if run_dir is not None:
+        info["run_dir"] = str(Path(run_dir).resolve())
+    return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)
 
 
-def _convert_final(model: Any, recipe: Any, data: Any) -> tuple[bytes, dict[str, Any]]:
-    """Convert the final model as the recipe asks (``sparse_encoding: auto`` keeps the smaller file)."""
+def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candidate],
+                 dense: tuple[bytes, Verification | None] | None) -> dict[str, Any]:
+    """export.json: what was converted, every candidate, the verification and the storage facts."""
     cfg = recipe.export
-    mode = recipe.quantization.mode
-    rep = (data.representative(cfg.representative_samples, seed=recipe.seed)
-           if CONVERTER_MODES.get(mode).needs_calibration else None)
-    choice = None
+    info: dict[str, Any] = {"name": recipe.name, "quantization": best.mode,
+                            "requested_quantization": recipe.quantization.mode, "io": cfg.io,
+                            "sparse_encoding": best.sparse_encoding, "objective": cfg.objective,
+                            "class_names": list(data.class_names),
+                            "candidates": [c.to_dict(c is best) for c in candidates]}
     if cfg.sparse_encoding == "auto":
-        log.info("converting (%s, io %s) with and without the sparse encoding; keeping the smaller", mode, cfg.io)
-        model_bytes, encoded, sizes = convert_smallest(model, mode, representative=rep, io=cfg.io)
-        choice = {"requested": "auto", **{f"{k}_bytes": v for k, v in sizes.items()}}
-        log.info("sparse encoding %s: %s B encoded vs %s B plain", "kept" if encoded else "dropped",
-                 f"{sizes['sparse']:,}", f"{sizes['plain']:,}")
-    else:
-        encoded = bool(cfg.sparse_encoding)
-        log.info("converting (%s, sparse encoding %s, io %s)", mode, "on" if encoded else "off", cfg.io)
-        model_bytes = convert(model, mode, sparse_encoding=encoded, representative=rep, io=cfg.io)
-    info: dict[str, Any] = {"name": recipe.name, "quantization": mode, "io": cfg.io,
-                            "sparse_encoding": encoded, "class_names": list(data.class_names)}
-    if choice is not None:
-        info["sparse_encoding_choice"] = choice
-    return model_bytes, info
+        sizes = {c.sparse_encoding: len(c.data) for c in candidates if c.source == "final"}
+        info["sparse_encoding_choice"] = {"requested": "auto", "sparse_bytes": sizes.get(True),
+                                          "plain_bytes": sizes.get(False)}
+    if best.verification is not None:
+        info["verification"] = best.verification.to_dict()
+    if dense is not None:
+        if dense[1] is not None:
+            info["dense_verification"] = dense[1].to_dict()
+        info["dense"] = {"file": "dense.tflite", "bytes": len(dense[0]), "gzip_bytes": gzip_size(dense[0])}
+        info["ratio"] = len(dense[0]) / len(best.data)
+    info["model"] = {"file": "model.tflite", "bytes": len(best.data), "gzip_bytes": gzip_size(best.data),
+                     **storage_facts(best.data)}
+    return info
 
 
-def _convert_dense(dense_model: Any, data: Any, cfg: Any, dense_outputs: np.ndarray | None,
-                   info: dict[str, Any]) -> bytes:
-    """The dense baseline as float32 .tflite, verified like the final model."""
+def _convert_dense(dense_model: Any, data: Any, cfg: Any,
+                   dense_outputs: np.ndarray | None) -> tuple[bytes, Verification | None]:
+    """The dense baseline as float32 .tflite (the size and latency reference), verified like the final model."""
     log.info("converting the dense baseline (float32)")
     dense_bytes = convert(dense_model, "none", sparse_encoding=False)
-    if cfg.verify:
-        if dense_outputs is None:
-            dense_outputs = dense_model.predict(data.x_test, batch_size=256, verbose=0)
-        dv = verify(dense_bytes, data.x_test, data.y_test, dense_outputs, threads=cfg.threads,
-                    float_model=True, max_drop_points=cfg.max_accuracy_drop, label="dense.tflite")
-        info["dense_verification"] = dv.to_dict()
-    return dense_bytes
+    if not cfg.verify:
+        return dense_bytes, None
+    if dense_outputs is None:
+        dense_outputs = dense_model.predict(data.x_test, batch_size=256, verbose=0)
+    return dense_bytes, verify(dense_bytes, data.x_test, data.y_test, dense_outputs, threads=cfg.threads,
+                               float_model=True, max_drop_points=cfg.max_accuracy_drop, label="dense.tflite")
 
 
 def _write_bundle(bundle: Path, data: Any, final_outputs: np.ndarray, model_bytes: bytes, dense_bytes: bytes | None,

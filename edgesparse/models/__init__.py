@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from edgesparse import _tf
 from edgesparse.errors import ModelError
-from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, SmallCNNConfig
+from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, ResNetConfig, SmallCNNConfig
 
 __all__ = ["ModelConfig", "build_model", "ZOO", "import_object"]
 
@@ -54,6 +54,7 @@ BuiltinModelConfig = Annotated[
         Annotated[MLPConfig, Tag("mlp")],
         Annotated[MobileNetV2Config, Tag("mobilenet_v2")],
         Annotated[DSCNNConfig, Tag("ds_cnn")],
+        Annotated[ResNetConfig, Tag("resnet")],
     ],
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
 ]

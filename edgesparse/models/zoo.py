@@ -177,3 +177,61 @@ def ds_cnn(cfg: DSCNNConfig, input_shape: tuple[int, ...], num_classes: int) -> 
     model = keras.Model(inputs, outputs, name="ds_cnn")
     _fast_batchnorm(model, cfg.bn_momentum)
     return model
+
+
+class ResNetConfig(_ZooEntry):
+    """``model: {builtin: resnet, width: 16, blocks: [1, 1, 1], bn_momentum: 0.9, dropout: 0.0}``.
+
+    A small ResNet (basic blocks: conv-BN-ReLU-conv-BN plus a shortcut, joined by a residual Add):
+    a 3x3 stem, one stage per entry of ``blocks`` (stage ``i`` has ``width * 2**i`` channels and,
+    after the first, halves the resolution; a 1x1 conv-BN shortcut where the shape changes), global
+    average pooling and a dense classifier. The shape of the functional nets with BatchNorm and
+    residual Adds that users bring.
+    """
+
+    builtin: Literal["resnet"]
+    width: int = Field(16, gt=0)
+    blocks: tuple[int, ...] = Field((1, 1, 1), min_length=1, max_length=5)
+    bn_momentum: float = Field(0.9, gt=0.0, lt=1.0, description="BatchNorm momentum")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+def _basic_block(x: Any, filters: int, stride: int, name: str) -> Any:
+    """conv-BN-ReLU-conv-BN + shortcut (projected when the shape changes) -> Add -> ReLU."""
+    layers = _tf.keras().layers
+    y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.ReLU(name=f"{name}_relu1")(y)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    shortcut = x
+    if stride != 1 or int(x.shape[-1]) != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False, name=f"{name}_proj")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([y, shortcut])
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
+@register("resnet", ResNetConfig)
+def resnet(cfg: ResNetConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    layers = keras.layers
+    if len(input_shape) != 3:
+        raise ModelError(f"resnet needs (H, W, C) inputs; the data has {input_shape}.")
+    inputs = keras.Input(input_shape, name="input")
+    x = layers.Conv2D(cfg.width, 3, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    size = min(input_shape[:2])
+    for stage, count in enumerate(cfg.blocks):
+        for block in range(count):
+            stride = 2 if stage > 0 and block == 0 and size >= 4 else 1
+            size = size // stride
+            x = _basic_block(x, cfg.width * 2**stage, stride, f"s{stage + 1}b{block + 1}")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    if cfg.dropout:
+        x = layers.Dropout(cfg.dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    model = keras.Model(inputs, outputs, name="resnet")
+    _fast_batchnorm(model, cfg.bn_momentum)
+    return model

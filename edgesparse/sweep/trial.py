@@ -34,7 +34,7 @@ def train_baseline(base: Recipe, trial: Trial, root: Path) -> Path:
     recipe = override(trial.recipe(base), {"sparsity": None, "quantization.mode": "none", "export": None})
     log.info("baseline %s (seed %d): training once, shared by its trials", trial.baseline_key, trial.seed)
     t0 = time.perf_counter()
-    res = train(recipe, run_dir=folder / "run", export=False)
+    res = train(recipe, run_dir=folder / "run", export=False, force=True)  # the sweep owns its folders
     _io.write_json(folder / "baseline.json", {"accuracy": res.summary.baseline.accuracy,
                                               "seconds": time.perf_counter() - t0, "seed": trial.seed})
     return folder
@@ -58,7 +58,7 @@ def run_trial(base_json: str, base_dir: str, trial_json: str, root: str, profile
         s = finished_run(out, recipe)
         if s is None:
             dense = load_model(Path(root) / "baselines" / trial.baseline_key / "run" / "baseline.keras")
-            s = train(recipe, run_dir=out, dense_model=dense).summary
+            s = train(recipe, run_dir=out, dense_model=dense, force=True).summary  # a failed try is redone
         row.update(status="ok", error=None, **row_figures(s))
         if s.tflite is not None and profile_runs:
             tflite = Path(s.tflite.path)

@@ -299,7 +299,7 @@ def _padding(g: _Graph, op: OpInfo, k: int, stride: int) -> tuple[int, int, int,
         pad = ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2)
     extra = _spatial_pad(g, g.producer.get(op.inputs[0]))
     if extra is not None:
-        pad = tuple(a + b for a, b in zip(pad, extra))  # type: ignore[assignment]
+        pad = tuple(a + b for a, b in zip(pad, extra, strict=False))  # type: ignore[assignment]
     return pad
 
 
@@ -311,6 +311,55 @@ def _fused_pad(g: _Graph, op: OpInfo) -> bool:
     return bool(users) and all(u.op in ("CONV_2D", "DEPTHWISE_CONV_2D") for u in users)
 
 
+def _conv_kind(g: _Graph, op: OpInfo, dil: tuple[int, int], stride: tuple[int, int]) -> tuple[str | None, str]:
+    """How a CONV_2D fits the NCHW rewrite: a 1x1 conv inside, the 3x3 stride-2 first layer, or not at all."""
+    w = g.shape(g.source(op.inputs[1]))  # [out, kh, kw, in]
+    if len(w) != 4 or dil != (1, 1):
+        return None, f"CONV_2D #{op.index} is dilated"
+    kh, kw, cin = w[1], w[2], w[3]
+    if (kh, kw) == (1, 1):
+        if stride != (1, 1):
+            return None, f"1x1 CONV_2D #{op.index} has stride {stride[0]}"
+        pad = _padding(g, op, 1, 1)
+        if pad != (0, 0, 0, 0):
+            return None, f"1x1 CONV_2D #{op.index} is padded"
+        return "nchw", ""
+    if (kh, kw) == (3, 3) and stride == (2, 2) and cin == 3:
+        pad = _padding(g, op, 3, 2)
+        if pad == (1, 1, 1, 1):
+            return "start", ""
+        why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
+               else f"padding (top, bottom, left, right) {pad}")
+        why += "; it needs 1 on each side: use ZeroPadding2D(1) then padding='valid'"
+        return None, f"the 3x3 stride-2 CONV_2D #{op.index} on 3 channels has {why}"
+    return None, (f"CONV_2D #{op.index} is {kh}x{kw} stride {stride[0]} on {cin} channels (only 1x1 convs, "
+                  "and a first 3x3 stride-2 conv on 3 channels, are allowed)")
+
+
+def _depthwise_kind(
+    g: _Graph, op: OpInfo, dil: tuple[int, int], stride: tuple[int, int]
+) -> tuple[str | None, str]:
+    """How a DEPTHWISE_CONV_2D fits the NCHW rewrite: "nchw" when its filter, stride and padding allow."""
+    w = g.shape(g.source(op.inputs[1]))  # [1, kh, kw, channels]
+    cin = g.shape(op.inputs[0])[-1:] or [0]
+    if len(w) != 4:
+        return None, f"DEPTHWISE_CONV_2D #{op.index} has a {len(w)}-D filter"
+    k, mult = w[1], w[3] // max(cin[0], 1)
+    if dil != (1, 1) or w[1] != w[2] or k not in (3, 5) or stride[0] != stride[1] or stride[0] not in (1, 2) \
+            or w[3] != cin[0]:
+        return None, (f"DEPTHWISE_CONV_2D #{op.index} ({w[1]}x{w[2]}, stride {stride[0]}, dilation {dil[0]}, "
+                      f"multiplier {mult}) is not 3x3/5x5 with stride 1 or 2, no dilation and multiplier 1")
+    pad = _padding(g, op, k, stride[0])
+    want = ((k - 1) // 2,) * 4
+    if pad != want:
+        fix = f"use ZeroPadding2D({want[0]}) then padding='valid'"
+        why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
+               else f"padding (top, bottom, left, right) {pad}")
+        return None, (f"DEPTHWISE_CONV_2D #{op.index} ({k}x{k}, stride {stride[0]}) has {why}; it needs "
+                      f"{want[0]} on each side: {fix}")
+    return "nchw", ""
+
+
 def _nchw_kind(g: _Graph, op: OpInfo) -> tuple[str | None, str]:
     """How an op fits XNNPACK's NCHW rewrite: "start", "nchw", "end" or None, with the reason."""
     name = op.op
@@ -319,46 +368,9 @@ def _nchw_kind(g: _Graph, op: OpInfo) -> tuple[str | None, str]:
     dil = (op.options.get("dilation_h", 1), op.options.get("dilation_w", 1))
     stride = (op.options.get("stride_h", 1), op.options.get("stride_w", 1))
     if name == "CONV_2D":
-        w = g.shape(g.source(op.inputs[1]))  # [out, kh, kw, in]
-        if len(w) != 4 or dil != (1, 1):
-            return None, f"CONV_2D #{op.index} is dilated"
-        kh, kw, cin = w[1], w[2], w[3]
-        if (kh, kw) == (1, 1):
-            if stride != (1, 1):
-                return None, f"1x1 CONV_2D #{op.index} has stride {stride[0]}"
-            pad = _padding(g, op, 1, 1)
-            if pad != (0, 0, 0, 0):
-                return None, f"1x1 CONV_2D #{op.index} is padded"
-            return "nchw", ""
-        if (kh, kw) == (3, 3) and stride == (2, 2) and cin == 3:
-            pad = _padding(g, op, 3, 2)
-            if pad == (1, 1, 1, 1):
-                return "start", ""
-            why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
-                   else f"padding (top, bottom, left, right) {pad}")
-            why += "; it needs 1 on each side: use ZeroPadding2D(1) then padding='valid'"
-            return None, f"the 3x3 stride-2 CONV_2D #{op.index} on 3 channels has {why}"
-        return None, (f"CONV_2D #{op.index} is {kh}x{kw} stride {stride[0]} on {cin} channels (only 1x1 convs, "
-                      "and a first 3x3 stride-2 conv on 3 channels, are allowed)")
+        return _conv_kind(g, op, dil, stride)
     if name == "DEPTHWISE_CONV_2D":
-        w = g.shape(g.source(op.inputs[1]))  # [1, kh, kw, channels]
-        cin = g.shape(op.inputs[0])[-1:] or [0]
-        if len(w) != 4:
-            return None, f"DEPTHWISE_CONV_2D #{op.index} has a {len(w)}-D filter"
-        k, mult = w[1], w[3] // max(cin[0], 1)
-        if dil != (1, 1) or w[1] != w[2] or k not in (3, 5) or stride[0] != stride[1] or stride[0] not in (1, 2) \
-                or w[3] != cin[0]:
-            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({w[1]}x{w[2]}, stride {stride[0]}, dilation {dil[0]}, "
-                          f"multiplier {mult}) is not 3x3/5x5 with stride 1 or 2, no dilation and multiplier 1")
-        pad = _padding(g, op, k, stride[0])
-        want = ((k - 1) // 2,) * 4
-        if pad != want:
-            fix = f"use ZeroPadding2D({want[0]}) then padding='valid'"
-            why = ("'same' padding, which XNNPACK keeps implicit for stride 2" if pad is None
-                   else f"padding (top, bottom, left, right) {pad}")
-            return None, (f"DEPTHWISE_CONV_2D #{op.index} ({k}x{k}, stride {stride[0]}) has {why}; it needs "
-                          f"{want[0]} on each side: {fix}")
-        return "nchw", ""
+        return _depthwise_kind(g, op, dil, stride)
     if name in ("MEAN", "SUM"):
         axes = g.info.arrays.get(op.inputs[1]) if len(op.inputs) > 1 else None
         if rank == 4 and axes is not None and sorted(int(a) % 4 for a in np.ravel(axes)) == [1, 2]:
@@ -410,76 +422,16 @@ def xnnpack_sparse_check(info: ModelInspection) -> dict[str, Any]:
         qualifies; ``incompatible_convs`` says why each conv the sparse path cannot run is excluded.
     """
     g = _Graph(info)
-    reasons: list[str] = []
     ops = [op for op in info.operators if not (op.op in WEIGHT_PREP and all(o in g.prepared for o in op.outputs))]
-    quantized = sorted({w.dtype for w in info.weights if w.role == "weight" and w.dtype in _QUANTIZED}
-                       | {info.tensors[t].dtype for op in ops if op.op in _COMPUTE for t in op.inputs[:1]
-                          if t >= 0 and info.tensors[t].dtype in _QUANTIZED})
-    if quantized:
-        reasons.append(f"the model is quantized ({', '.join(quantized)} weights/activations, e.g. int8); "
-                       "XNNPACK's sparse kernels are float32/float16 only")
-    if info.densify_ops == 0:
-        reasons.append("no weights are stored sparse behind DENSIFY ops (convert with "
-                       "Optimize.EXPERIMENTAL_SPARSITY; tensors need about 40% zeros or more), and the delegate only "
-                       "asks XNNPACK for sparse inference when it sees DENSIFY")
+    reasons = _model_reasons(info, ops)
     kinds = {op.index: _nchw_kind(g, op) for op in ops}
     ends = [op for op in ops if kinds[op.index][0] == "end"]
     clusters: list[dict[str, Any]] = []
     cluster_reasons: list[list[str]] = []
     for end in ends:
-        members: dict[int, OpInfo] = {end.index: end}
-        start: OpInfo | None = None
-        problems: list[str] = []
-        stack = [t for t in end.inputs[:1] if t >= 0]
-        seen: set[int] = set()
-        while stack:
-            t = stack.pop()
-            if t in seen or g.is_static(t):
-                continue
-            seen.add(t)
-            prod = g.producer.get(t)
-            if prod is None:
-                problems.append("the convolutional part reaches the model input without a 3x3 stride-2 CONV_2D "
-                                "on 3 channels as its first layer")
-                continue
-            kind, why = kinds.get(prod.index, (None, ""))
-            if kind == "start":
-                members[prod.index] = prod
-                start = prod
-                continue
-            if kind == "nchw" or _fused_pad(g, prod):
-                members[prod.index] = prod
-                stack.extend(x for x in prod.inputs if x >= 0)
-                continue
-            problems.append(why or f"{prod.op} #{prod.index} is not supported by the sparse path")
-        # every value the part reads must be read only inside it (XNNPACK keeps it in NCHW layout)
-        for op in members.values():
-            if op is start:
-                continue
-            for t in op.inputs:
-                if t < 0 or g.is_static(t):
-                    continue
-                outside = [u for u in g.consumers.get(t, []) if u.index not in members]
-                if outside:
-                    problems.append(f"{info.tensors[t].name or t} is also read by {outside[0].op} #{outside[0].index}, "
-                                    "outside the sparse part")
-        zeros = params = 0
-        for op in members.values():
-            if op.op == "CONV_2D" and kinds[op.index][0] == "nchw":
-                w = g.weight(op, 1)
-                if w is not None:
-                    zeros += w.elements - w.nonzeros
-                    params += w.elements
-        fraction = zeros / params if params else None
-        if not params:
-            problems.append("the part has no 1x1 CONV_2D (the layers the sparse path runs sparse)")
-        elif zeros * 3 <= params * 2:
-            problems.append(f"only {fraction:.0%} of the 1x1 CONV_2D weights in the part are zero; more than 2/3 "
-                            "must be")
-        first = min(members) if members else end.index
-        clusters.append({"first_op": first, "last_op": end.index, "ops": len(members),
-                         "conv1x1_zero_fraction": fraction, "ok": not problems})
-        cluster_reasons.append(sorted(set(problems), key=problems.index))
+        cluster, problems = _cluster(g, end, kinds)
+        clusters.append(cluster)
+        cluster_reasons.append(problems)
     if not ends:
         reasons.append("no MEAN over the spatial axes (global average pooling) or DEPTH_TO_SPACE ends a "
                        "convolutional part")
@@ -491,6 +443,95 @@ def xnnpack_sparse_check(info: ModelInspection) -> dict[str, Any]:
                 if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D") and kinds[op.index][0] is None]
     return {"eligible": not reasons, "reasons": reasons, "clusters": clusters, "incompatible_convs": blockers,
             "arm_only": True, "note": _XNNPACK_NOTE}
+
+
+_Kinds = dict[int, tuple[str | None, str]]
+
+
+def _model_reasons(info: ModelInspection, ops: list[OpInfo]) -> list[str]:
+    """Reasons that hold for the whole model: quantized weights or activations, no DENSIFY op."""
+    reasons: list[str] = []
+    quantized = sorted({w.dtype for w in info.weights if w.role == "weight" and w.dtype in _QUANTIZED}
+                       | {info.tensors[t].dtype for op in ops if op.op in _COMPUTE for t in op.inputs[:1]
+                          if t >= 0 and info.tensors[t].dtype in _QUANTIZED})
+    if quantized:
+        reasons.append(f"the model is quantized ({', '.join(quantized)} weights/activations, e.g. int8); "
+                       "XNNPACK's sparse kernels are float32/float16 only")
+    if info.densify_ops == 0:
+        reasons.append("no weights are stored sparse behind DENSIFY ops (convert with "
+                       "Optimize.EXPERIMENTAL_SPARSITY; tensors need about 40% zeros or more), and the delegate only "
+                       "asks XNNPACK for sparse inference when it sees DENSIFY")
+    return reasons
+
+
+def _cluster(g: _Graph, end: OpInfo, kinds: _Kinds) -> tuple[dict[str, Any], list[str]]:
+    """The sparse part ending at ``end``: its summary, and why it does not qualify (unique, in order)."""
+    members, start, problems = _cluster_members(g, end, kinds)
+    problems += _outside_reads(g, members, start)
+    zeros = params = 0
+    for op in members.values():
+        if op.op == "CONV_2D" and kinds[op.index][0] == "nchw":
+            w = g.weight(op, 1)
+            if w is not None:
+                zeros += w.elements - w.nonzeros
+                params += w.elements
+    fraction = zeros / params if params else None
+    if not params:
+        problems.append("the part has no 1x1 CONV_2D (the layers the sparse path runs sparse)")
+    elif zeros * 3 <= params * 2:
+        problems.append(f"only {fraction:.0%} of the 1x1 CONV_2D weights in the part are zero; more than 2/3 "
+                        "must be")
+    first = min(members) if members else end.index
+    cluster = {"first_op": first, "last_op": end.index, "ops": len(members),
+               "conv1x1_zero_fraction": fraction, "ok": not problems}
+    return cluster, sorted(set(problems), key=problems.index)
+
+
+def _cluster_members(g: _Graph, end: OpInfo, kinds: _Kinds) -> tuple[dict[int, OpInfo], OpInfo | None, list[str]]:
+    """Walk back from ``end`` through NCHW-compatible ops: the members, the start op, and what stops the walk."""
+    members: dict[int, OpInfo] = {end.index: end}
+    start: OpInfo | None = None
+    problems: list[str] = []
+    stack = [t for t in end.inputs[:1] if t >= 0]
+    seen: set[int] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen or g.is_static(t):
+            continue
+        seen.add(t)
+        prod = g.producer.get(t)
+        if prod is None:
+            problems.append("the convolutional part reaches the model input without a 3x3 stride-2 CONV_2D "
+                            "on 3 channels as its first layer")
+            continue
+        kind, why = kinds.get(prod.index, (None, ""))
+        if kind == "start":
+            members[prod.index] = prod
+            start = prod
+            continue
+        if kind == "nchw" or _fused_pad(g, prod):
+            members[prod.index] = prod
+            stack.extend(x for x in prod.inputs if x >= 0)
+            continue
+        problems.append(why or f"{prod.op} #{prod.index} is not supported by the sparse path")
+    return members, start, problems
+
+
+def _outside_reads(g: _Graph, members: dict[int, OpInfo], start: OpInfo | None) -> list[str]:
+    """Values the part reads that ops outside it read too."""
+    # every value the part reads must be read only inside it (XNNPACK keeps it in NCHW layout)
+    problems: list[str] = []
+    for op in members.values():
+        if op is start:
+            continue
+        for t in op.inputs:
+            if t < 0 or g.is_static(t):
+                continue
+            outside = [u for u in g.consumers.get(t, []) if u.index not in members]
+            if outside:
+                problems.append(f"{g.info.tensors[t].name or t} is also read by {outside[0].op} #{outside[0].index}, "
+                                "outside the sparse part")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,32 +556,7 @@ def footprint(path: str | Path | bytes) -> Footprint:
                              elements=w.elements, nonzeros=w.nonzeros, sparsity=w.sparsity,
                              stored_bytes=w.stored_bytes, dense_bytes=w.dense_bytes, runtime_bytes=w.runtime_bytes,
                              densified=w.densified) for w in weights]
-    layers: list[LayerCost] = []
-    by_op: dict[str, dict[str, int]] = {}
-    for op in info.operators:
-        if op.op in WEIGHT_PREP and all(o in g.prepared for o in op.outputs):
-            continue
-        ws: list[WeightInfo] = []
-        for t in op.inputs:
-            w = info.weight(g.source(t)) if t >= 0 else None
-            if w is not None and w not in ws:
-                ws.append(w)
-        macs_d, macs_n = _macs(g, op)
-        if not ws and not macs_d:
-            continue
-        main = g.weight(op, 1) if op.op in _COMPUTE else None
-        layer = LayerCost(
-            index=op.index, op=op.op, output_shape=g.shape(op.outputs[0]) if op.outputs else [],
-            weights=[w.name for w in ws], encoding=(main or ws[0]).encoding if (main or ws) else "dense",
-            params=sum(w.elements for w in ws), nonzero_params=sum(w.nonzeros for w in ws),
-            stored_bytes=sum(w.stored_bytes for w in ws), runtime_bytes=sum(w.runtime_bytes for w in ws),
-            macs_dense=macs_d, macs_nonzero=macs_n)
-        layers.append(layer)
-        agg = by_op.setdefault(op.op, {"count": 0, "params": 0, "nonzero_params": 0, "stored_bytes": 0,
-                                       "runtime_bytes": 0, "macs_dense": 0, "macs_nonzero": 0})
-        agg["count"] += 1
-        for key in ("params", "nonzero_params", "stored_bytes", "runtime_bytes", "macs_dense", "macs_nonzero"):
-            agg[key] += getattr(layer, key)
+    layers, by_op = _layers(info, g)
     peak, total = activation_bytes(info)
     fp = Footprint(
         path=info.path if info.path is not None else (None if isinstance(path, (bytes, bytearray)) else str(path)),
@@ -558,6 +574,44 @@ def footprint(path: str | Path | bytes) -> Footprint:
     )
     fp.notes = _notes(fp, info)
     return fp
+
+
+def _layers(info: ModelInspection, g: _Graph) -> tuple[list[LayerCost], dict[str, dict[str, int]]]:
+    """Per-operator costs in execution order, and the same summed per operator type."""
+    layers: list[LayerCost] = []
+    by_op: dict[str, dict[str, int]] = {}
+    for op in info.operators:
+        if op.op in WEIGHT_PREP and all(o in g.prepared for o in op.outputs):
+            continue
+        layer = _layer(info, g, op)
+        if layer is None:
+            continue
+        layers.append(layer)
+        agg = by_op.setdefault(op.op, {"count": 0, "params": 0, "nonzero_params": 0, "stored_bytes": 0,
+                                       "runtime_bytes": 0, "macs_dense": 0, "macs_nonzero": 0})
+        agg["count"] += 1
+        for key in ("params", "nonzero_params", "stored_bytes", "runtime_bytes", "macs_dense", "macs_nonzero"):
+            agg[key] += getattr(layer, key)
+    return layers, by_op
+
+
+def _layer(info: ModelInspection, g: _Graph, op: OpInfo) -> LayerCost | None:
+    """Size and MACs of one op, or None when it holds no parameters and does no MACs."""
+    ws: list[WeightInfo] = []
+    for t in op.inputs:
+        w = info.weight(g.source(t)) if t >= 0 else None
+        if w is not None and w not in ws:
+            ws.append(w)
+    macs_d, macs_n = _macs(g, op)
+    if not ws and not macs_d:
+        return None
+    main = g.weight(op, 1) if op.op in _COMPUTE else None
+    return LayerCost(
+        index=op.index, op=op.op, output_shape=g.shape(op.outputs[0]) if op.outputs else [],
+        weights=[w.name for w in ws], encoding=(main or ws[0]).encoding if (main or ws) else "dense",
+        params=sum(w.elements for w in ws), nonzero_params=sum(w.nonzeros for w in ws),
+        stored_bytes=sum(w.stored_bytes for w in ws), runtime_bytes=sum(w.runtime_bytes for w in ws),
+        macs_dense=macs_d, macs_nonzero=macs_n)
 
 
 def _notes(fp: Footprint, info: ModelInspection) -> list[str]:

@@ -460,6 +460,17 @@ def decode_sparse(values: np.ndarray, sparsity: Any, dense_shape: Sequence[int])
     if levels != n + len(sp.block_map) or sorted(sp.traversal_order) != list(range(levels)):
         raise ValueError(f"sparsity metadata has {levels} dimension entries and traversal order "
                          f"{sp.traversal_order} for a rank-{n} tensor with {len(sp.block_map)} block dimension(s)")
+    pos, coords = _traverse(sp)
+    if len(pos) and int(pos.max()) >= len(values):
+        raise ValueError(f"the sparsity metadata addresses {int(pos.max()) + 1} values, {len(values)} are stored")
+    full, inside = _dense_coords(sp, shape, coords, len(pos))
+    out = np.zeros(shape, dtype=values.dtype)
+    out[tuple(c[inside] for c in full)] = values[pos[inside]]
+    return out
+
+
+def _traverse(sp: _Sparsity) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Walk the traversed dimensions: each stored value's position and its coordinate per level."""
     pos = np.zeros(1, dtype=np.int64)
     coords: list[np.ndarray] = []
     for level, dim in enumerate(sp.dims):
@@ -485,11 +496,17 @@ def decode_sparse(values: np.ndarray, sparsity: Any, dense_shape: Sequence[int])
             coords = [np.repeat(c, counts) for c in coords]
             coords.append(idx[offsets])
             pos = offsets
-    if len(pos) and int(pos.max()) >= len(values):
-        raise ValueError(f"the sparsity metadata addresses {int(pos.max()) + 1} values, {len(values)} are stored")
+    return pos, coords
+
+
+def _dense_coords(
+    sp: _Sparsity, shape: list[int], coords: list[np.ndarray], count: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Coordinates in each original dimension (blocks expanded) and which of them fall inside the shape."""
+    n = len(shape)
     by_dim = {sp.traversal_order[level]: c for level, c in enumerate(coords)}
     full = []
-    inside = np.ones(len(pos), dtype=bool)
+    inside = np.ones(count, dtype=bool)
     for d in range(n):
         c = by_dim[d]
         block = 1
@@ -502,9 +519,7 @@ def decode_sparse(values: np.ndarray, sparsity: Any, dense_shape: Sequence[int])
             c = c * block + by_dim[n + sp.block_map.index(d)]
         inside &= c < shape[d]  # blocks may pad a dimension that is not a multiple of the block
         full.append(c)
-    out = np.zeros(shape, dtype=values.dtype)
-    out[tuple(c[inside] for c in full)] = values[pos[inside]]
-    return out
+    return full, inside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -733,6 +748,55 @@ def _subgraph(
     return tensors, ops
 
 
+def _consumer_map(ops: list[OpInfo], op_counts: dict[str, int]) -> dict[int, list[tuple[OpInfo, int]]]:
+    """Tensor -> (op, input slot) of the ops reading it; counts the ops by name into ``op_counts``."""
+    consumers: dict[int, list[tuple[OpInfo, int]]] = {}
+    for op in ops:
+        op_counts[op.op] = op_counts.get(op.op, 0) + 1
+        for slot, ti in enumerate(op.inputs):
+            if ti >= 0:
+                consumers.setdefault(ti, []).append((op, slot))
+    return consumers
+
+
+def _weight_entry(
+    info: TensorInfo, dec: _Decoded, uses: _Uses, tensors: list[TensorInfo], *, role: str, subgraph: int,
+    densified: bool
+) -> WeightInfo:
+    """The weight entry of a constant tensor: storage, runtime form, non-zeros and consumers."""
+    nonzeros = _nonzeros(dec.array, info.quantization) if dec.array is not None else info.elements
+    # what the kernel finally reads: the output of the last DENSIFY/DEQUANTIZE of the chain
+    read = {rt for _op, _slot, rt in uses}
+    final = tensors[max(read, key=lambda r: tensors[r].nbytes)] if read else info
+    if final.index == info.index:
+        runtime_bytes = info.nbytes if dec.encoding == "dense" else dec.stored
+    else:
+        runtime_bytes = final.nbytes
+    q = info.quantization
+    return WeightInfo(
+        name=info.name, shape=info.shape, dtype=info.dtype, encoding=dec.encoding, stored_bytes=int(dec.stored),
+        dense_bytes=info.nbytes, runtime_bytes=int(runtime_bytes), runtime_dtype=final.dtype,
+        elements=info.elements, nonzeros=nonzeros,
+        sparsity=1.0 - nonzeros / info.elements if info.elements else 0.0,
+        role=role, consumers=sorted({u[0].op for u in uses}),
+        quantization={"kind": q.kind, "scales": len(q.scale), "axis": q.axis} if q else None,
+        tensor_index=info.index, subgraph=subgraph, block=dec.block, densified=densified)
+
+
+def _io_tensors(indices: Any, main_tensors: list[TensorInfo], where: str) -> list[IOTensor]:
+    """The main subgraph's inputs or outputs named by ``indices``."""
+    out = []
+    for i in _ints(indices):
+        if not 0 <= i < len(main_tensors):
+            raise _truncated(where, f"the main subgraph lists tensor {i} as an input or output")
+        t = main_tensors[i]
+        q = t.quantization
+        out.append(IOTensor(name=t.name, index=t.index, shape=t.shape, shape_signature=t.shape_signature,
+                            dtype=t.dtype, scale=q.scale[0] if q else None,
+                            zero_point=q.zero_point[0] if q else None))
+    return out
+
+
 def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -> ModelInspection:
     reader = _Reader(model, data, schema, where)
     codes = _opcode_names(model, schema)
@@ -748,12 +812,7 @@ def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -
         tensors, ops = _subgraph(sg, sg_index, codes, reader, schema)
         if sg_index == 0:
             main = (tensors, ops)
-        consumers: dict[int, list[tuple[OpInfo, int]]] = {}
-        for op in ops:
-            op_counts[op.op] = op_counts.get(op.op, 0) + 1
-            for slot, ti in enumerate(op.inputs):
-                if ti >= 0:
-                    consumers.setdefault(ti, []).append((op, slot))
+        consumers = _consumer_map(ops, op_counts)
         for i, t in enumerate(sg.tensors or []):
             info = tensors[i]
             if not info.has_data:
@@ -770,45 +829,17 @@ def _build(model: Any, data: bytes, schema: Any, path: str | None, where: str) -
                 owner.consumers = sorted(set(owner.consumers) | {u[0].op for u in uses})
                 shared[(sg_index, i)] = (owner.subgraph, owner.tensor_index)
                 continue
-            nonzeros = _nonzeros(dec.array, info.quantization) if dec.array is not None else info.elements
-            # what the kernel finally reads: the output of the last DENSIFY/DEQUANTIZE of the chain
-            read = {rt for _op, _slot, rt in uses}
-            final = tensors[max(read, key=lambda r: tensors[r].nbytes)] if read else info
-            if final.index == i:
-                runtime_bytes = info.nbytes if dec.encoding == "dense" else dec.stored
-            else:
-                runtime_bytes = final.nbytes
-            q = info.quantization
-            w = WeightInfo(
-                name=info.name, shape=info.shape, dtype=info.dtype, encoding=dec.encoding, stored_bytes=int(dec.stored),
-                dense_bytes=info.nbytes, runtime_bytes=int(runtime_bytes), runtime_dtype=final.dtype,
-                elements=info.elements, nonzeros=nonzeros,
-                sparsity=1.0 - nonzeros / info.elements if info.elements else 0.0,
-                role=role, consumers=sorted({u[0].op for u in uses}),
-                quantization={"kind": q.kind, "scales": len(q.scale), "axis": q.axis} if q else None,
-                tensor_index=i, subgraph=sg_index, block=dec.block,
-                densified=any(op.op == "DENSIFY" for op, _s in consumers.get(i, [])))
+            w = _weight_entry(info, dec, uses, tensors, role=role, subgraph=sg_index,
+                              densified=any(op.op == "DENSIFY" for op, _s in consumers.get(i, [])))
             owners[info.buffer] = w
             weights.append(w)
 
     main_tensors, main_ops = main
-
-    def io(indices: Any) -> list[IOTensor]:
-        out = []
-        for i in _ints(indices):
-            if not 0 <= i < len(main_tensors):
-                raise _truncated(where, f"the main subgraph lists tensor {i} as an input or output")
-            t = main_tensors[i]
-            q = t.quantization
-            out.append(IOTensor(name=t.name, index=t.index, shape=t.shape, shape_signature=t.shape_signature,
-                                dtype=t.dtype, scale=q.scale[0] if q else None,
-                                zero_point=q.zero_point[0] if q else None))
-        return out
-
     sg0 = model.subgraphs[0]
     return ModelInspection(
         path=path, file_bytes=len(data), gzip_bytes=len(gzip.compress(data, compresslevel=9, mtime=0)),
         version=int(model.version or 0), description=_text(model.description), subgraphs=len(model.subgraphs),
         op_counts=op_counts, densify_ops=op_counts.get("DENSIFY", 0), operators=main_ops, weights=weights,
-        inputs=io(sg0.inputs), outputs=io(sg0.outputs), tensors=main_tensors, arrays=arrays, shared=shared,
+        inputs=_io_tensors(sg0.inputs, main_tensors, where), outputs=_io_tensors(sg0.outputs, main_tensors, where),
+        tensors=main_tensors, arrays=arrays, shared=shared,
     )

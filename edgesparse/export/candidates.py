@@ -1,0 +1,198 @@
+"""Conversion candidates: convert the final model more than one way, verify and time each, keep the best.
+
+A sparse model can be converted with or without the converter's sparse encoding, and a model meant
+for int8 can fall back to float32. Which is best is measured, not assumed: int8 CSR fully-connected
+weights make ai-edge-litert's XNNPACK refuse a model (LiteRT's builtin kernels then run it 1.7-2.8x
+slower than the dense float model), and at moderate sparsity the encoding can make a file larger.
+Each candidate is verified on the test split and timed against the dense float32 .tflite, alternately
+in one process by the device runner (robust to the machine's drift), then ``export.objective``
+picks one:
+
+* ``size``: the smallest verified file.
+* ``latency``: the fastest (lowest paired ratio to dense).
+* ``balanced`` (default): the smallest that is not slower than the dense float model (a paired
+  median ratio up to ``NOT_SLOWER``, the measurement's noise); when no
+  conversion in the requested mode qualifies, the float32 conversions of the pruned model are
+  tried too; when none qualifies at all, the fastest.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse.device.targets import parse_target
+from edgesparse.errors import EdgesparseError, ExportError
+from edgesparse.export.convert import convert
+from edgesparse.export.modes import CONVERTER_MODES
+from edgesparse.export.verify import Verification, verify
+
+log = logging.getLogger(__name__)
+
+#: Timed runs of each candidate against the dense model (alternating blocks, one process).
+TIMING_RUNS = 100
+TIMING_WARMUP = 10
+#: A paired median ratio up to this counts as "not slower than dense": the spread of repeated paired
+#: measurements on this kind of machine is about 1-3%, so 1.01x is noise, not a slowdown.
+NOT_SLOWER = 1.03
+
+
+@dataclass
+class Candidate:
+    """One conversion of the final model, with what it measured."""
+
+    mode: str
+    sparse_encoding: bool
+    data: bytes
+    source: str = "final"  # "final" (the model as trained) or "float" (the pruned float model, for fallbacks)
+    verification: Verification | None = None
+    latency_ratio: float | None = None  # median of the paired ratio candidate / dense float32
+    latency_ratio_q1: float | None = None
+    latency_ratio_q3: float | None = None
+    resolver: str | None = None
+    rejected: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{'float32' if self.mode == 'none' else self.mode}, sparse encoding {'on' if self.sparse_encoding else 'off'}"
+
+    @property
+    def not_slower(self) -> bool:
+        return self.latency_ratio is not None and self.latency_ratio <= NOT_SLOWER
+
+    def to_dict(self, chosen: bool) -> dict[str, Any]:
+        v = self.verification
+        return {"label": self.label, "mode": self.mode, "sparse_encoding": self.sparse_encoding, "source": self.source,
+                "bytes": len(self.data), "resolver": self.resolver, "latency_ratio": self.latency_ratio,
+                "latency_ratio_q1": self.latency_ratio_q1, "latency_ratio_q3": self.latency_ratio_q3,
+                "accuracy": v.accuracy if v else None, "agreement": v.agreement if v else None,
+                "rejected": self.rejected, "chosen": chosen}
+
+
+@dataclass
+class Sources:
+    """The Keras models the candidates convert, and how to verify their conversions."""
+
+    final_model: Any
+    float_model: Any | None  # the pruned float model (before QAT); None: no float fallback
+    x: np.ndarray
+    y: np.ndarray
+    final_outputs: np.ndarray
+    representative: Any
+    io: str
+    verify: bool
+    threads: int
+    max_drop: float
+
+
+def _encodings(setting: bool | str) -> list[bool]:
+    return [True, False] if setting == "auto" else [bool(setting)]
+
+
+def _evaluate(c: Candidate, src: Sources, reference: Path | None, folder: Path,
+              float_outputs: Callable[[], np.ndarray]) -> None:
+    """Verify ``c`` on the test split and time it against the dense model; record a failure as rejection."""
+    try:
+        if src.verify:
+            outputs = src.final_outputs if c.source == "final" else float_outputs()
+            c.verification = verify(c.data, src.x, src.y, outputs, threads=src.threads, label=c.label,
+                                    float_model=CONVERTER_MODES.get(c.mode).float_outputs, max_drop_points=src.max_drop)
+        if reference is None:
+            return
+        path = folder / f"{c.source}-{c.mode}-{'sparse' if c.sparse_encoding else 'plain'}.tflite"
+        path.write_bytes(c.data)
+        r = parse_target("local").run_runner(path, threads=src.threads, runs=TIMING_RUNS, warmup=TIMING_WARMUP,
+                                             paired=reference)
+        paired = r.get("paired") or {}
+        c.latency_ratio, c.latency_ratio_q1 = paired.get("ratio_median"), paired.get("ratio_q1")
+        c.latency_ratio_q3, c.resolver = paired.get("ratio_q3"), r.get("resolver")
+    except EdgesparseError as exc:
+        c.rejected = str(exc)
+    finally:
+        log.info("candidate %s: %s B, %s", c.label, f"{len(c.data):,}",
+                 f"rejected ({c.rejected})" if c.rejected else
+                 "not timed" if c.latency_ratio is None else
+                 f"{c.latency_ratio:.2f}x the dense model's latency, resolver {c.resolver}")
+
+
+def _convert_all(model: Any, modes: list[str], encodings: list[bool], source: str, src: Sources) -> list[Candidate]:
+    out = []
+    for mode in modes:
+        rep = src.representative if CONVERTER_MODES.get(mode).needs_calibration else None
+        for enc in encodings:
+            out.append(Candidate(mode=mode, sparse_encoding=enc, source=source,
+                                 data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io)))
+    return out
+
+
+def choose(candidates: list[Candidate], objective: str) -> Candidate | None:
+    """The candidate ``objective`` prefers among the ones that were not rejected (None if all were)."""
+    ok = [c for c in candidates if c.rejected is None]
+    if not ok:
+        return None
+    timed = [c for c in ok if c.latency_ratio is not None]
+    fastest = min(timed, key=lambda c: c.latency_ratio or 0.0) if timed else None
+    if objective == "latency" and fastest is not None:
+        return fastest
+    if objective == "balanced":
+        fine = [c for c in ok if c.not_slower]
+        if fine:
+            return min(fine, key=lambda c: len(c.data))
+        if fastest is not None:
+            return fastest
+    return min(ok, key=lambda c: len(c.data))
+
+
+def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
+           dense_bytes: bytes | None) -> tuple[Candidate, list[Candidate]]:
+    """Convert, verify and time the candidates; return the chosen one and all of them.
+
+    Without ``dense_bytes`` nothing is timed and the smallest verified candidate is kept.
+
+    Raises:
+        ExportError: every candidate failed verification or could not be run.
+    """
+    encodings = _encodings(sparse_encoding)
+    float_cache: list[np.ndarray] = []
+
+    def float_outputs() -> np.ndarray:
+        if not float_cache:
+            float_cache.append(src.float_model.predict(src.x, batch_size=256, verbose=0))
+        return float_cache[0]
+
+    with tempfile.TemporaryDirectory(prefix="edgesparse-candidates-") as tmp:
+        folder = Path(tmp)
+        reference = folder / "dense.tflite" if dense_bytes is not None else None
+        if reference is not None and dense_bytes is not None:
+            reference.write_bytes(dense_bytes)
+        else:
+            objective = "size"
+        log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
+                 "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
+        candidates = _convert_all(src.final_model, [mode], encodings, "final", src)
+        for c in candidates:
+            _evaluate(c, src, reference, folder, float_outputs)
+        best = choose(candidates, objective)
+        if _try_float(best, mode, objective, src):
+            log.info("no %s conversion runs as fast as the dense float model: trying float32 conversions too", mode)
+            extra = _convert_all(src.float_model, ["none"], encodings, "float", src)
+            for c in extra:
+                _evaluate(c, src, reference, folder, float_outputs)
+            candidates += extra
+            best = choose(candidates, objective)
+    if best is None:
+        raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))
+    return best, candidates
+
+
+def _try_float(best: Candidate | None, mode: str, objective: str, src: Sources) -> bool:
+    """Whether the float32 conversions of the pruned model are worth trying as well."""
+    if mode == "none" or src.float_model is None or src.io != "float32" or objective == "size":
+        return False
+    return objective == "latency" or best is None or not best.not_slower
