@@ -26,6 +26,9 @@ def comparison_table(summary: RunSummary) -> Any:
     caption = []
     if tfl:
         caption.append(f"TFLite vs Keras top-1 agreement {fmt_pct(tfl.agreement)}, resolver {tfl.resolver}")
+        if tfl.latency_ratio is not None:
+            caption.append(f"latency {tfl.latency_ratio:.2f}x the dense float model's (paired, on this machine, "
+                           f"export.objective {tfl.objective})")
         if tfl.densify_ops:
             caption.append(
                 f"{tfl.densify_ops} DENSIFY ops: those weights are densified when the model loads, so their "

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Optional
 
+from edgesparse import _tf
 from edgesparse.data.arrays import as_inputs, as_labels
 from edgesparse.data.registry import Loaded, SourceConfig, data_source
 from edgesparse.errors import DataError, EdgesparseError
@@ -42,7 +43,6 @@ class KerasConfig(SourceConfig):
 
 def keras_load_data(name: str) -> Any:
     """``tf_keras.datasets.<name>.load_data()``: ``((x, y), (x_test, y_test))``, downloading if needed."""
-    from edgesparse import _tf
 
     return getattr(_tf.keras().datasets, name).load_data()
 

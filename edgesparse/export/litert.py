@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.device import runner
 from edgesparse.device.runner import dequantize as dequantize_output
 from edgesparse.device.runner import quantize as quantize_input
 from edgesparse.errors import ExportError
@@ -40,8 +41,6 @@ def load_interpreter(model: bytes, threads: int = 1, resolver: str = "auto") -> 
     Raises:
         ExportError: the model cannot be loaded by either resolver.
     """
-    from edgesparse.device import runner
-
     try:
         made = runner.make_interpreter(runner.import_runtime(), "<in memory>", threads, resolver,
                                        model_content=model)

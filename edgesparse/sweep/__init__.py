@@ -32,6 +32,7 @@ from typing import Any
 
 from edgesparse import _io
 from edgesparse.recipe import Recipe, recipe_dir
+from edgesparse.summary import read_summary
 from edgesparse.sweep.cluster import check_ray
 from edgesparse.sweep.grid import SweepError, Trial, parse_grid, plan
 from edgesparse.sweep.report import write_report
@@ -165,8 +166,6 @@ def _run_trials(args: list[tuple[str, str, str, str, int]], ray: Any, workers: i
 
 def _reprofile(out: Path, finished: list[dict[str, Any]], profile_runs: int) -> None:
     """Measure every finished trial again (no training), updating its result.json."""
-    from edgesparse.summary import read_summary
-
     log.info("re-measuring latency of %d finished trial(s) and the dense model, no training", len(finished))
     for row in finished:
         summary = out / "trials" / row["trial"] / "summary.json"
