@@ -241,14 +241,19 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
     console = _console()
     acc = "" if res.device_accuracy is None else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})"
     console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
+    if res.target.get("machine"):
+        cpu = res.target.get("cpu_model") or "CPU model unknown"
+        console.print(f"device: {res.target['machine']}, {cpu}, Python {res.target.get('python')}"
+                      + (" (EMULATED CPU)" if res.target.get("emulated") else ""))
     console.print(f"verification batch: {res.samples} samples, top-1 agreement with host {res.agreement:.2%}, "
                   f"outputs identical: {'yes' if res.checksum_match else 'no'}{acc}; device runtime "
                   f"{(res.device.get('runtime') or {}).get('name')} {(res.device.get('runtime') or {}).get('version')}, "
                   f"resolver {res.device.get('resolver')}")
     if res.profile:
         lat = res.profile["latency_ms"]
+        label = f" — {res.profile['latency_label']}" if res.profile.get("latency_label") else ""
         console.print(f"latency on device: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
-                      f"({res.profile['runs']} runs, {res.profile['threads']} thread(s))")
+                      f"({res.profile['runs']} runs, {res.profile['threads']} thread(s)){label}")
     if json_path:
         _io.write_json(json_path, res.to_dict())
 

@@ -135,11 +135,25 @@ def deploy(
         host_accuracy=float(np.mean(h_pred == labels[: len(h_pred)])) if labels is not None else None,
         agreement=float(np.mean(d_pred == h_pred)),
         checksum_match=d_out.get("checksum") == h_out.get("checksum"),
-        device={k: device.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
-        host={k: host.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
-        profile={k: device.get(k) for k in ("latency_ms", "runs", "warmup", "threads")} if profile else None,
+        device={k: device.get(k) for k in _RUN_FACTS},
+        host={k: host.get(k) for k in _RUN_FACTS},
+        profile=_profile_facts(device) if profile else None,
     )
     return result
+
+
+#: What deploy keeps of each side's runner JSON.
+_RUN_FACTS = ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes", "machine", "cpu_model", "python",
+              "emulated", "emulation")
+
+
+def _profile_facts(device: dict[str, Any]) -> dict[str, Any]:
+    """The device's latency figures, labelled when they were measured on an emulated CPU."""
+    from edgesparse.profile.measure import latency_label
+
+    facts = {k: device.get(k) for k in ("latency_ms", "runs", "warmup", "threads")}
+    facts["latency_label"] = latency_label(device)
+    return facts
 
 
 def _input_shape(model: Path) -> list[int]:

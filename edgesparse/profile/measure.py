@@ -16,6 +16,9 @@ from typing import Any
 from edgesparse.errors import ProfileError
 
 
+#: How latency measured on an emulated CPU is labelled everywhere (the runner's own ``latency_label``).
+EMULATED_LABEL = "emulated — not representative of hardware"
+
 #: Above this drift (spread of the medians of the five fifths of the runs, % of the median) the report warns.
 DRIFT_WARN_PCT = 10.0
 
@@ -56,6 +59,8 @@ class Measurement:
             "runtime_rss_bytes": r.get("runtime_rss_bytes"),
             "baseline_rss_bytes": r.get("baseline_rss_bytes"),
             "samples_ms": r.get("samples_ms"),
+            "emulated": r.get("emulated"),
+            "latency_label": latency_label(r),
         }
 
 
@@ -72,7 +77,24 @@ class ProfileReport:
         return [m.row(self.footprints[m.path]) for m in self.measurements]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "models": self.rows(), "footprints": self.footprints, "notes": self.notes}
+        return {"target": self.target, "latency_label": latency_label(self.target), "models": self.rows(),
+                "footprints": self.footprints, "notes": self.notes}
+
+
+def latency_label(info: dict[str, Any]) -> str | None:
+    """:data:`EMULATED_LABEL` when the runner's JSON (or a target's description) says the CPU is emulated."""
+    return EMULATED_LABEL if (info or {}).get("emulated") else None
+
+
+def emulated_note(info: dict[str, Any]) -> str | None:
+    """The report's note on an emulated device: what is real (outputs, sizes) and what is not (latency)."""
+    if not latency_label(info):
+        return None
+    evidence = "; ".join((info.get("emulation") or {}).get("evidence") or []) or "the runner detected emulation"
+    return (f"Latency {EMULATED_LABEL}: {info.get('name', 'the target')} runs {info.get('machine', '?')} code on an "
+            f"emulated CPU ({(info.get('emulation') or {}).get('emulator') or 'emulator'}; {evidence}), typically "
+            "tens to hundreds of times slower than the real board, and not in the same proportions between "
+            "models. Outputs, sizes and memory are the device's; time it on the hardware.")
 
 
 def resolve_models(items: Sequence[str | Path]) -> list[Path]:
@@ -218,4 +240,7 @@ def profile(
             if note:
                 report.notes.append(note)
     report.target = tgt.describe()
+    note = emulated_note(report.target)
+    if note:
+        report.notes.insert(0, note)
     return report
