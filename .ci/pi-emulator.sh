@@ -23,7 +23,8 @@
 #
 # What the device has: /opt/venv (python3.11, tflite-runtime 2.14.0, numpy<2 — what Raspberry Pi OS users
 # install), /opt/venv-litert (ai-edge-litert 2.1.x with numpy<2, the newest LiteRT that loads under qemu),
-# /opt/venv-nonumpy (no numpy, no runtime) and the system /usr/bin/python3 (no numpy).
+# /opt/venv-nonumpy (no numpy, no runtime), /opt/venv-numpy-only (numpy<2, no runtime) and the system
+# /usr/bin/python3 (no numpy): the last three for the tests of a device that lacks something.
 set -euo pipefail
 
 ROOTFS="${EDGESPARSE_PI_ROOTFS:-$HOME/.cache/edgesparse/pi-rootfs}"
@@ -144,11 +145,13 @@ build() {
   chroot_mounts "$r"
   local pipenv=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_DEFAULT_TIMEOUT=180
                 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_PROGRESS_BAR=off)
-  log "device venvs: /opt/venv ($TFLITE_RUNTIME, numpy<2), /opt/venv-litert ($LITERT), /opt/venv-nonumpy"
+  log "device venvs: /opt/venv ($TFLITE_RUNTIME, numpy<2), /opt/venv-litert ($LITERT), /opt/venv-nonumpy, /opt/venv-numpy-only"
   chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv
   chroot "$r" "${pipenv[@]}" /opt/venv/bin/pip install -q "$TFLITE_RUNTIME" "numpy<2" ||
     { chroot_umounts "$r"; log "pip install $TFLITE_RUNTIME failed on the device"; exit 1; }
-  chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv-nonumpy
+  chroot "$r" "${pipenv[@]}" python3 -m venv --without-pip /opt/venv-nonumpy
+  chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv-numpy-only
+  chroot "$r" "${pipenv[@]}" /opt/venv-numpy-only/bin/pip install -q "numpy<2"
   chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv-litert
   if ! chroot "$r" "${pipenv[@]}" /opt/venv-litert/bin/pip install -q "$LITERT" "numpy<2"; then
     log "warning: $LITERT did not install on the device; its tests will skip"
