@@ -149,11 +149,14 @@ build() {
   chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv
   chroot "$r" "${pipenv[@]}" /opt/venv/bin/pip install -q "$TFLITE_RUNTIME" "numpy<2" ||
     { chroot_umounts "$r"; log "pip install $TFLITE_RUNTIME failed on the device"; exit 1; }
-  chroot "$r" "${pipenv[@]}" python3 -m venv --without-pip /opt/venv-nonumpy
-  chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv-numpy-only
-  chroot "$r" "${pipenv[@]}" /opt/venv-numpy-only/bin/pip install -q "numpy<2"
-  chroot "$r" "${pipenv[@]}" python3 -m venv /opt/venv-litert
-  if ! chroot "$r" "${pipenv[@]}" /opt/venv-litert/bin/pip install -q "$LITERT" "numpy<2"; then
+  # The other venvs get no pip of their own (ensurepip takes ~40 s under qemu): /opt/venv's pip installs
+  # into them with --python.
+  local v
+  for v in venv-nonumpy venv-numpy-only venv-litert; do
+    chroot "$r" "${pipenv[@]}" python3 -m venv --without-pip "/opt/$v"
+  done
+  chroot "$r" "${pipenv[@]}" /opt/venv/bin/pip --python /opt/venv-numpy-only/bin/python install -q "numpy<2"
+  if ! chroot "$r" "${pipenv[@]}" /opt/venv/bin/pip --python /opt/venv-litert/bin/python install -q "$LITERT" "numpy<2"; then
     log "warning: $LITERT did not install on the device; its tests will skip"
     rm -rf "$r/opt/venv-litert"
   fi

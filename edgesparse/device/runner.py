@@ -687,6 +687,9 @@ def describe(runtime: Runtime | None = None) -> dict:
     out["emulation"] = emulation
     if emulation["emulated"]:
         out["latency_label"] = EMULATED_LABEL
+        # under qemu-user /proc/cpuinfo is the host's: say so rather than pass it off as the device's CPU
+        out["cpu_model"] = ("emulated " + platform.machine() + " (" + (emulation["emulator"] or "emulator")
+                            + ") on the host's " + (out["cpu_model"] or "CPU"))
     try:
         import numpy
 
