@@ -20,6 +20,7 @@
 #                         (default: the rootfs path + ".run")
 #   EDGESPARSE_PI_PORT    sshd port on 127.0.0.1 (default 2222)
 #   EDGESPARSE_PI_MIRROR  Debian mirror (default: the one apt uses on this machine)
+#   EDGESPARSE_PI_CPU     the CPU qemu emulates (default cortex-a72, a Raspberry Pi 4's; cortex-a76: a Pi 5's)
 #
 # What the device has: /opt/venv (python3.11, tflite-runtime 2.14.0, numpy<2 — what Raspberry Pi OS users
 # install), /opt/venv-litert (ai-edge-litert 2.1.x with numpy<2, the newest LiteRT that loads under qemu),
@@ -31,6 +32,9 @@ ROOTFS="${EDGESPARSE_PI_ROOTFS:-$HOME/.cache/edgesparse/pi-rootfs}"
 ROOTFS="${ROOTFS%/}"
 RUN="${EDGESPARSE_PI_RUN:-$ROOTFS.run}"
 PORT="${EDGESPARSE_PI_PORT:-2222}"
+# The CPU qemu emulates: a Raspberry Pi 4's Cortex-A72 (qemu's default "max" CPU advertises SVE/i8mm
+# and more, and ai-edge-litert 2.1's XNNPACK then computes wrong int8 outputs: 39% top-1 agreement).
+CPU="${EDGESPARSE_PI_CPU:-cortex-a72}"
 TFLITE_RUNTIME="tflite-runtime==2.14.0"
 LITERT="ai-edge-litert==2.1.*"
 STAMP="edgesparse-pi-rootfs v1"  # bump to invalidate caches built by an older script
@@ -235,11 +239,12 @@ X11Forwarding no
 AllowTcpForwarding no
 LogLevel ERROR
 MaxStartups 50
+SetEnv QEMU_CPU=$CPU
 EOF
   echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$rr/etc/edgesparse/ssh/host_key.pub")" >"$RUN/known_hosts"
   echo "$PORT" >"$RUN/port"
   # setsid: its own session, so a Ctrl-C or the end of the calling shell does not end it; stop ends it.
-  setsid chroot "$rr" /usr/sbin/sshd -D -e -f /etc/edgesparse/ssh/sshd_config \
+  QEMU_CPU="$CPU" setsid chroot "$rr" /usr/sbin/sshd -D -e -f /etc/edgesparse/ssh/sshd_config \
     </dev/null >"$RUN/sshd.log" 2>&1 &
   echo $! >"$RUN/sshd.pid"
   local i

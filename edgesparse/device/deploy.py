@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class DeployResult:
     device: dict[str, Any]
     host: dict[str, Any]
     profile: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # why device and host outputs differ, when they do
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,8 @@ def deploy(
     runs: int = 50,
     warmup: int = 5,
     target_options: dict[str, Any] | None = None,
+    resolver: str = "auto",
+    host_python: str | None = None,
 ) -> DeployResult:
     """Copy a bundle to ``target``, run its verification batch there and compare with the host.
 
@@ -84,6 +87,13 @@ def deploy(
         runs: Timed runs when profiling.
         warmup: Warm-up runs when profiling.
         target_options: Extra target options (identity file, known_hosts, ...).
+        resolver: The runner's ``--resolver`` on both sides: ``auto`` (XNNPACK, falling back to the
+            builtin kernels) or ``builtin``. Bit-identical outputs need the same kernels on both sides:
+            XNNPACK's int8 kernels differ by one quantization step between runtime versions, the
+            builtin ones do not (measured: tflite-runtime 2.14 on aarch64 vs ai-edge-litert 2.3 on x86).
+        host_python: The Python that computes the host's reference outputs (default: this one). Give
+            one with the device's runtime and version to tell the device's architecture apart from
+            its runtime version when outputs differ.
 
     Returns:
         The comparison.
@@ -95,7 +105,7 @@ def deploy(
 
     bundle, model = find_bundle(source)
     tgt = parse_target(target, **(target_options or {}))
-    local = parse_target("local")
+    local = parse_target("local", python=host_python)
     with tempfile.TemporaryDirectory(prefix="edgesparse-deploy-") as tmp:
         batch = labels = None
         verify = bundle / "verify.npz"
@@ -115,8 +125,8 @@ def deploy(
         files += [f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists()]
         remote_dir = tgt.push(files, dest)
         device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
-                                input_batch=batch, remote_dir=remote_dir)
-        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch)
+                                input_batch=batch, remote_dir=remote_dir, resolver=resolver)
+        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch, resolver=resolver)
     d_out = device.get("outputs") or {}
     h_out = host.get("outputs") or {}
     d_pred = np.asarray(d_out.get("argmax") or [])
@@ -139,12 +149,30 @@ def deploy(
         host={k: host.get(k) for k in _RUN_FACTS},
         profile=_profile_facts(device) if profile else None,
     )
+    result.notes = _difference_notes(result)
     return result
 
 
 #: What deploy keeps of each side's runner JSON.
 _RUN_FACTS = ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes", "machine", "cpu_model", "python",
               "emulated", "emulation")
+
+
+def _difference_notes(res: DeployResult) -> list[str]:
+    """Say what a disagreement between device and host means, and how to tell where it comes from."""
+    if res.agreement == 1.0 and res.checksum_match:
+        return []
+    d, h = res.device.get("runtime") or {}, res.host.get("runtime") or {}
+    dr, hr = f"{d.get('name')} {d.get('version')}", f"{h.get('name')} {h.get('version')}"
+    what = (f"top-1 agreement {res.agreement:.2%}" if res.agreement < 1.0
+            else "same top-1 classes, outputs not bit-identical")
+    if dr != hr:
+        return [f"device and host outputs differ ({what}): the device ran {dr}, the host {hr}. Different runtime "
+                "versions run different kernels; to tell the device's CPU from its runtime version, compare with the "
+                f"same runtime on the host (--host-python PYTHON with {d.get('name')}=={d.get('version')}), and "
+                "with --resolver builtin on both sides."]
+    return [f"device and host outputs differ ({what}) with the same runtime {dr}: the device's CPU computes "
+            "differently (an emulator, or a runtime built with other kernels for it)."]
 
 
 def _profile_facts(device: dict[str, Any]) -> dict[str, Any]:

@@ -149,8 +149,8 @@ def import_runtime() -> Runtime:
     try:
         import numpy  # noqa: F401  (every TFLite runtime needs it)
     except ImportError as exc:
-        error = RunnerError("no_runtime", "numpy is not importable by " + sys.executable + " (" + str(exc) + ")",
-                            EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+        error = RunnerError("no_runtime", "numpy is not importable by " + sys.executable + " ("
+                            + _import_reason(exc) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
         error.details = {"missing": "numpy", "wrong_architecture": _wrong_architecture(str(exc))}
         raise error
     failures = []
@@ -183,11 +183,35 @@ def import_runtime() -> Runtime:
     raise error
 
 
+#: the machine part of CPython's extension-module tags (``cpython-311-x86_64-linux-gnu.so``)
+_SO_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "arm": "armv7l", "i386": "i686", "riscv64": "riscv64"}
+
+
 def _wrong_architecture(message: str) -> bool:
-    """An import failed because a compiled module was built for another CPU (a copied venv, a wrong wheel)."""
-    return any(s in message for s in ("wrong ELF class", "invalid ELF header", "Exec format error",
-                                      "ELF load command",
-                                      "incompatible architecture", "wrong machine"))
+    """An import failed because a compiled module was built for another CPU (a copied venv, a wrong wheel).
+
+    Python skips an extension module whose file name carries another machine's tag (numpy then
+    lists ``_multiarray_umath.cpython-311-x86_64-linux-gnu.so`` as "incompatible"); a module without
+    a tag fails in the dynamic loader (wrong ELF class, invalid ELF header...).
+    """
+    if any(s in message for s in ("wrong ELF class", "invalid ELF header", "Exec format error", "ELF load command",
+                                  "incompatible architecture", "wrong machine")):
+        return True
+    mine = platform.machine()
+    for tag in re.findall(r"cpython-\d+-([a-z0-9_]+?)-linux-gnu", message):
+        if _SO_ARCH.get(tag, tag) != mine and not (tag == "arm" and mine.startswith("arm")):
+            return True
+    return False
+
+
+def _import_reason(exc: BaseException) -> str:
+    """One line for an ImportError; numpy's own page-long advice is cut to the modules and the cause."""
+    text = str(exc)
+    if "Original error was" not in text:
+        return _first_line(exc)
+    keep = [ln.strip(" *") for ln in text.splitlines()
+            if ".so" in ln or "Original error was" in ln or "NumPy version is" in ln]
+    return " ".join(" ".join(keep).split())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -670,7 +694,10 @@ def detect_emulation(machine: str | None = None, cpuinfo: str | None = None, map
                             + (fields.get("model name") or fields.get("vendor_id") or "?") + ") but Python runs as "
                             + machine)
             emulator = emulator or "qemu-user"
-    return {"emulated": bool(evidence), "emulator": emulator, "evidence": evidence}
+    out = {"emulated": bool(evidence), "emulator": emulator, "evidence": evidence}
+    if evidence and os.environ.get("QEMU_CPU"):
+        out["emulated_cpu"] = os.environ["QEMU_CPU"]  # the CPU model qemu-user was told to emulate
+    return out
 
 
 def describe(runtime: Runtime | None = None) -> dict:
@@ -688,8 +715,8 @@ def describe(runtime: Runtime | None = None) -> dict:
     if emulation["emulated"]:
         out["latency_label"] = EMULATED_LABEL
         # under qemu-user /proc/cpuinfo is the host's: say so rather than pass it off as the device's CPU
-        out["cpu_model"] = ("emulated " + platform.machine() + " (" + (emulation["emulator"] or "emulator")
-                            + ") on the host's " + (out["cpu_model"] or "CPU"))
+        out["cpu_model"] = ("emulated " + platform.machine() + " " + (emulation.get("emulated_cpu") or "CPU") + " ("
+                            + (emulation["emulator"] or "emulator") + ") on the host's " + (out["cpu_model"] or "CPU"))
     try:
         import numpy
 
