@@ -173,7 +173,7 @@ def test_pi_python_without_numpy(pi_device: PiDevice, tiny_tflite: dict[str, Pat
             parse_target(pi_device.target, **pi_device.options(python=python)).run_runner(tiny_tflite["int8"], runs=1)
         msg = str(info.value)
         assert pi_device.target.split("/root")[0] in msg and "aarch64" in msg, msg
-        assert "has no numpy" in msg and f"{python} -m pip install tflite-runtime 'numpy<2'" in msg, msg
+        assert "numpy is missing" in msg and f"{python} -m pip install tflite-runtime 'numpy<2'" in msg, msg
     _no_runner_left(pi_device)
 
 

@@ -174,7 +174,8 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
                               "environment copied from another machine does not work; make it on the device. To fix "
                               f"it, {no_runtime_fix(python)}.")
         if result.get("missing") == "numpy":
-            raise DeviceError(f"{device} has no numpy for `{python}` (every TFLite runtime needs it): {error}. "
+            raise DeviceError(f"{device} has no TFLite runtime for `{python}`: numpy is missing (every TFLite "
+                              f"runtime needs it): {error}. "
                               f"To fix it, {no_runtime_fix(python)}.")
         raise DeviceError(f"{device} has no TFLite runtime for `{python}`: {error}. "
                           f"To fix it, {no_runtime_fix(python)}.")
