@@ -26,7 +26,8 @@ from edgesparse.profile.measure import EMULATED_LABEL
 from tests.conftest import tiny_recipe
 from tests.pi import PiDevice, pi_device  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.pi
+# the first test also waits for the fixture, which builds the device when it is not cached (5-10 min)
+pytestmark = [pytest.mark.pi, pytest.mark.timeout(2400)]
 
 TFLITE_RUNTIME = "/opt/venv/bin/python"
 LITERT = "/opt/venv-litert/bin/python"

@@ -34,6 +34,12 @@ What is measured:
   but before the model is loaded, ``peak_rss_bytes`` at the end; ``model_rss_bytes`` is
   ``peak - runtime``, the model's own cost.
 
+Where it ran (every result, ``--describe`` too): ``machine``, ``cpu_model`` (Raspberry Pi's board
+and core from /proc/cpuinfo), ``python``, ``numpy``, ``runtime`` {name, version}, and ``emulated``
+with its ``emulation`` evidence: under qemu-user the process's real memory map names qemu and
+/proc/cpuinfo (the host kernel's) describes another architecture than Python runs as. An emulated
+result carries ``latency_label`` "emulated — not representative of hardware".
+
 API ``interpreter`` (default) drives the classic ``Interpreter``, the API every runtime has;
 ``compiled`` drives ai-edge-litert's ``CompiledModel`` (LiteRT 2.x, the API its
 ``litert-benchmark`` times) on its CPU accelerator, timing ``run_by_index`` with input and output
