@@ -264,30 +264,42 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
 @click.option("--profile", "do_profile", is_flag=True, help="Also measure latency on the device.")
 @click.option("--threads", default=1, show_default=True, type=int)
 @click.option("--runs", default=50, show_default=True, type=int)
+@click.option("--resolver", type=click.Choice(["auto", "builtin"]), default="auto", show_default=True,
+              help="Kernels on device and host: auto (XNNPACK, else builtin) or builtin (bit-identical across "
+                   "runtime versions).")
+@click.option("--host-python", help="Python computing the host's reference outputs (default: this one).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the result as JSON.")
 @_handle_errors
 def deploy(source: Path, target: str, identity: str | None, known_hosts: str | None, accept_new_host_key: bool,
            python: str | None, benchmark_binary: str | None, dest: str | None, do_profile: bool, threads: int,
-           runs: int, json_path: Path | None) -> None:
+           runs: int, resolver: str, host_python: str | None, json_path: Path | None) -> None:
     """Copy a bundle (RUN_DIR, bundle folder or .tflite) to a device and check it runs there."""
     from edgesparse import _io
     from edgesparse.device.deploy import deploy as run
 
     if target == "local" and dest is None:
         raise click.UsageError("deploy needs --target (ssh://... or adb), or --dest for a local copy")
-    res = run(source, target, dest=dest, profile=do_profile, threads=threads, runs=runs,
+    res = run(source, target, dest=dest, profile=do_profile, threads=threads, runs=runs, resolver=resolver,
+              host_python=host_python,
               target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
     console = _console()
     acc = "" if res.device_accuracy is None else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})"
     console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
+    if res.target.get("machine"):
+        cpu = res.target.get("cpu_model") or "CPU model unknown"
+        console.print(f"device: {res.target['machine']}, {cpu}, Python {res.target.get('python')}"
+                      + (" (EMULATED CPU)" if res.target.get("emulated") else ""))
     console.print(f"verification batch: {res.samples} samples, top-1 agreement with host {res.agreement:.2%}, "
                   f"outputs identical: {'yes' if res.checksum_match else 'no'}{acc}; device runtime "
                   f"{(res.device.get('runtime') or {}).get('name')} {(res.device.get('runtime') or {}).get('version')}, "
                   f"resolver {res.device.get('resolver')}")
+    for note in res.notes:
+        console.print(f"note: {note}")
     if res.profile:
         lat = res.profile["latency_ms"]
+        label = f" — {res.profile['latency_label']}" if res.profile.get("latency_label") else ""
         console.print(f"latency on device: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
-                      f"({res.profile['runs']} runs, {res.profile['threads']} thread(s))")
+                      f"({res.profile['runs']} runs, {res.profile['threads']} thread(s)){label}")
     if json_path:
         _io.write_json(json_path, res.to_dict())
 

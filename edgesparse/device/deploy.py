@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgesparse.device.emulation import latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError
 from edgesparse.summary import SUMMARY_FILE, read_summary
@@ -36,6 +37,7 @@ class DeployResult:
     device: dict[str, Any]
     host: dict[str, Any]
     profile: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # why device and host outputs differ, when they do
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +76,8 @@ def deploy(
     runs: int = 50,
     warmup: int = 5,
     target_options: dict[str, Any] | None = None,
+    resolver: str = "auto",
+    host_python: str | None = None,
 ) -> DeployResult:
     """Copy a bundle to ``target``, run its verification batch there and compare with the host.
 
@@ -86,6 +90,13 @@ def deploy(
         runs: Timed runs when profiling.
         warmup: Warm-up runs when profiling.
         target_options: Extra target options (identity file, known_hosts, ...).
+        resolver: The runner's ``--resolver`` on both sides: ``auto`` (XNNPACK, falling back to the
+            builtin kernels) or ``builtin``. Bit-identical outputs need the same kernels on both sides:
+            XNNPACK's int8 kernels differ by one quantization step between runtime versions, the
+            builtin ones do not (measured: tflite-runtime 2.14 on aarch64 vs ai-edge-litert 2.3 on x86).
+        host_python: The Python that computes the host's reference outputs (default: this one). Give
+            one with the device's runtime and version to tell the device's architecture apart from
+            its runtime version when outputs differ.
 
     Returns:
         The comparison.
@@ -95,9 +106,10 @@ def deploy(
     """
     bundle, model = find_bundle(source)
     tgt = parse_target(target, **(target_options or {}))
-    local = parse_target("local")
+    local = parse_target("local", python=host_python)
     device, host, files, labels, remote_dir = _run_on_both(tgt, local, bundle, model, dest, profile=profile,
-                                                           threads=threads, runs=runs, warmup=warmup)
+                                                           threads=threads, runs=runs, warmup=warmup,
+                                                           resolver=resolver)
     d_out = device.get("outputs") or {}
     h_out = host.get("outputs") or {}
     d_pred = np.asarray(d_out.get("argmax") or [])
@@ -116,15 +128,45 @@ def deploy(
         host_accuracy=float(np.mean(h_pred == labels[: len(h_pred)])) if labels is not None else None,
         agreement=float(np.mean(d_pred == h_pred)),
         checksum_match=d_out.get("checksum") == h_out.get("checksum"),
-        device={k: device.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
-        host={k: host.get(k) for k in ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes")},
-        profile={k: device.get(k) for k in ("latency_ms", "runs", "warmup", "threads")} if profile else None,
+        device={k: device.get(k) for k in _RUN_FACTS},
+        host={k: host.get(k) for k in _RUN_FACTS},
+        profile=_profile_facts(device) if profile else None,
     )
+    result.notes = _difference_notes(result)
     return result
 
 
+#: What deploy keeps of each side's runner JSON.
+_RUN_FACTS = ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes", "machine", "cpu_model", "python",
+              "emulated", "emulation")
+
+
+def _difference_notes(res: DeployResult) -> list[str]:
+    """Say what a disagreement between device and host means, and how to tell where it comes from."""
+    if res.agreement == 1.0 and res.checksum_match:
+        return []
+    d, h = res.device.get("runtime") or {}, res.host.get("runtime") or {}
+    dr, hr = f"{d.get('name')} {d.get('version')}", f"{h.get('name')} {h.get('version')}"
+    what = (f"top-1 agreement {res.agreement:.2%}" if res.agreement < 1.0
+            else "same top-1 classes, outputs not bit-identical")
+    if dr != hr:
+        return [f"device and host outputs differ ({what}): the device ran {dr}, the host {hr}. Different runtime "
+                "versions run different kernels; to tell the device's CPU from its runtime version, compare with the "
+                f"same runtime on the host (--host-python PYTHON with {d.get('name')}=={d.get('version')}), and "
+                "with --resolver builtin on both sides."]
+    return [f"device and host outputs differ ({what}) with the same runtime {dr}: the device's CPU computes "
+            "differently (an emulator, or a runtime built with other kernels for it)."]
+
+
+def _profile_facts(device: dict[str, Any]) -> dict[str, Any]:
+    """The device's latency figures, labelled when they were measured on an emulated CPU."""
+    facts = {k: device.get(k) for k in ("latency_ms", "runs", "warmup", "threads")}
+    facts["latency_label"] = latency_label(device)
+    return facts
+
+
 def _run_on_both(tgt: Any, local: Any, bundle: Path, model: Path, dest: str | None, *, profile: bool, threads: int,
-                 runs: int, warmup: int) -> tuple[dict[str, Any], dict[str, Any], list[Path], Any, str]:
+                 runs: int, warmup: int, resolver: str) -> tuple[dict[str, Any], dict[str, Any], list[Path], Any, str]:
     """Push the bundle with its verification batch, run the batch on the device and on this host.
 
     Returns:
@@ -144,8 +186,8 @@ def _run_on_both(tgt: Any, local: Any, bundle: Path, model: Path, dest: str | No
         files = [model, batch, *(f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists())]
         remote_dir = tgt.push(files, dest)
         device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
-                                input_batch=batch, remote_dir=remote_dir)
-        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch)
+                                input_batch=batch, remote_dir=remote_dir, resolver=resolver)
+        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch, resolver=resolver)
     return device, host, files, labels, remote_dir
 
 

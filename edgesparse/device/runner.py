@@ -34,6 +34,12 @@ What is measured:
   but before the model is loaded, ``peak_rss_bytes`` at the end; ``model_rss_bytes`` is
   ``peak - runtime``, the model's own cost.
 
+Where it ran (every result, ``--describe`` too): ``machine``, ``cpu_model`` (Raspberry Pi's board
+and core from /proc/cpuinfo), ``python``, ``numpy``, ``runtime`` {name, version}, and ``emulated``
+with its ``emulation`` evidence: under qemu-user the process's real memory map names qemu and
+/proc/cpuinfo (the host kernel's) describes another architecture than Python runs as. An emulated
+result carries ``latency_label`` "emulated — not representative of hardware".
+
 API ``interpreter`` (default) drives the classic ``Interpreter``, the API every runtime has;
 ``compiled`` drives ai-edge-litert's ``CompiledModel`` (LiteRT 2.x, the API its
 ``litert-benchmark`` times) on its CPU accelerator, timing ``run_by_index`` with input and output
@@ -82,11 +88,16 @@ class RunnerError(Exception):
         self.kind = kind
         self.code = code
         self.fix = fix
+        self.details: dict[str, Any] = {}  # more JSON fields: missing, runtime, wrong_architecture ...
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"error": str(self), "kind": self.kind}
         if self.fix:
             out["fix"] = self.fix
+        out.update(self.details)
+        # which device answered: the host names it in its message
+        out.setdefault("machine", platform.machine())
+        out.setdefault("python", platform.python_version())
         return out
 
 
@@ -144,8 +155,10 @@ def import_runtime() -> Runtime:
     try:
         import numpy  # noqa: F401  (every TFLite runtime needs it)
     except ImportError as exc:
-        raise RunnerError("no_runtime", "numpy is not importable by " + sys.executable + " (" + str(exc) + ")",
-                          EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+        error = RunnerError("no_runtime", "numpy is not importable by " + sys.executable + " ("
+                            + _import_reason(exc) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+        error.details = {"missing": "numpy", "wrong_architecture": _wrong_architecture(str(exc))}
+        raise error
     failures = []
     try:
         import ai_edge_litert
@@ -170,8 +183,41 @@ def import_runtime() -> Runtime:
                        getattr(tf.lite.experimental, "OpResolverType", None))
     except Exception as exc:  # noqa: BLE001
         failures.append("tensorflow: " + _first_line(exc))
-    raise RunnerError("no_runtime", "no TFLite runtime is importable by " + sys.executable + " ("
-                      + "; ".join(failures) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+    error = RunnerError("no_runtime", "no TFLite runtime is importable by " + sys.executable + " ("
+                        + "; ".join(failures) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
+    error.details = {"missing": "runtime", "wrong_architecture": any(_wrong_architecture(f) for f in failures)}
+    raise error
+
+
+#: the machine part of CPython's extension-module tags (``cpython-311-x86_64-linux-gnu.so``)
+_SO_ARCH = {"x86_64": "x86_64", "aarch64": "aarch64", "arm": "armv7l", "i386": "i686", "riscv64": "riscv64"}
+
+
+def _wrong_architecture(message: str) -> bool:
+    """An import failed because a compiled module was built for another CPU (a copied venv, a wrong wheel).
+
+    Python skips an extension module whose file name carries another machine's tag (numpy then
+    lists ``_multiarray_umath.cpython-311-x86_64-linux-gnu.so`` as "incompatible"); a module without
+    a tag fails in the dynamic loader (wrong ELF class, invalid ELF header...).
+    """
+    if any(s in message for s in ("wrong ELF class", "invalid ELF header", "Exec format error", "ELF load command",
+                                  "incompatible architecture", "wrong machine")):
+        return True
+    mine = platform.machine()
+    for tag in re.findall(r"cpython-\d+-([a-z0-9_]+?)-linux-gnu", message):
+        if _SO_ARCH.get(tag, tag) != mine and not (tag == "arm" and mine.startswith("arm")):
+            return True
+    return False
+
+
+def _import_reason(exc: BaseException) -> str:
+    """One line for an ImportError; numpy's own page-long advice is cut to the modules and the cause."""
+    text = str(exc)
+    if "Original error was" not in text:
+        return _first_line(exc)
+    keep = [ln.strip(" *") for ln in text.splitlines()
+            if ".so" in ln or "Original error was" in ln or "NumPy version is" in ln]
+    return " ".join(" ".join(keep).split())
 
 
 def _first_line(exc: BaseException) -> str:
@@ -552,10 +598,131 @@ def output_summary(outputs: Any) -> dict:
             "sum": float(a.astype(np.float64).sum())}
 
 
+#: ``cpu implementer:cpu part`` of /proc/cpuinfo -> core name (Raspberry Pi and common Android cores)
+ARM_CORES = {"0x41:0xd03": "ARM Cortex-A53", "0x41:0xd04": "ARM Cortex-A35", "0x41:0xd05": "ARM Cortex-A55",
+             "0x41:0xd07": "ARM Cortex-A57", "0x41:0xd08": "ARM Cortex-A72", "0x41:0xd09": "ARM Cortex-A73",
+             "0x41:0xd0a": "ARM Cortex-A75", "0x41:0xd0b": "ARM Cortex-A76", "0x41:0xd0d": "ARM Cortex-A77",
+             "0x41:0xd41": "ARM Cortex-A78", "0x41:0xd44": "ARM Cortex-X1", "0x41:0xd46": "ARM Cortex-A510",
+             "0x41:0xd47": "ARM Cortex-A710", "0x41:0xd4d": "ARM Cortex-A715", "0x41:0xd0c": "ARM Neoverse-N1",
+             "0x41:0xd40": "ARM Neoverse-V1", "0x41:0xd49": "ARM Neoverse-N2", "0x61:0x022": "Apple M1",
+             "0x41:0xb76": "ARM1176", "0x41:0xc07": "ARM Cortex-A7"}
+#: the label of latency figures measured on an emulated CPU
+EMULATED_LABEL = "emulated — not representative of hardware"
+_X86 = ("x86_64", "amd64", "i386", "i486", "i586", "i686", "x86")
+
+
+def _read(path: str, limit: int = 1 << 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except (OSError, ValueError):
+        return ""
+
+
+def _cpuinfo_fields(text: str) -> dict:
+    """The first value of every key of /proc/cpuinfo (lower-case keys)."""
+    fields: dict = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    return fields
+
+
+def cpu_model(cpuinfo: str | None = None) -> str | None:
+    """The CPU as /proc/cpuinfo names it: the board (Raspberry Pi's ``Model``), the core, or ``model name``."""
+    f = _cpuinfo_fields(_read("/proc/cpuinfo") if cpuinfo is None else cpuinfo)
+    names = []
+    if f.get("model") and not f["model"].isdigit():  # Raspberry Pi: "Raspberry Pi 4 Model B Rev 1.4"
+        names.append(f["model"])
+    core = ARM_CORES.get(f.get("cpu implementer", "").lower() + ":" + f.get("cpu part", "").lower())
+    if core:
+        names.append(core)
+    for key in ("model name", "hardware", "processor", "cpu model", "uarch"):
+        value = f.get(key)
+        if value and not value.isdigit() and value not in names:
+            names.append(value)
+            break
+    return ", ".join(names) or None
+
+
+def _arch_family(name: str) -> str | None:
+    name = name.lower()
+    if name in _X86:
+        return "x86"
+    if name.startswith(("aarch64", "arm")):
+        return "arm"
+    if name.startswith("riscv"):
+        return "riscv"
+    return None
+
+
+def detect_emulation(machine: str | None = None, cpuinfo: str | None = None, maps: str | None = None) -> dict:
+    """Whether this process runs on an emulated CPU (qemu-user through binfmt_misc), with the evidence.
+
+    Two independent signals, either is enough:
+
+    * the process's real memory map, read through ``/proc/PID/task/PID/maps`` (qemu-user rewrites
+      ``/proc/self/maps`` to show the guest's mappings, but not this path), names a qemu binary;
+    * ``/proc/cpuinfo`` comes from the host kernel and describes another architecture than the one
+      Python runs as (x86 ``vendor_id``/``flags`` lines while ``platform.machine()`` is aarch64).
+      Bind-mounting a Raspberry Pi's cpuinfo over it defeats this one, not the first.
+
+    Returns:
+        ``{"emulated": bool, "emulator": "qemu-user" | None, "evidence": [...]}``.
+    """
+    machine = platform.machine() if machine is None else machine
+    evidence = []
+    emulator = None
+    if maps is None:
+        pid = os.getpid()
+        maps = _read("/proc/" + str(pid) + "/task/" + str(pid) + "/maps", 4 << 20)
+    for line in maps.splitlines():
+        parts = line.split(None, 5)
+        path = parts[5].strip() if len(parts) == 6 else ""
+        if "qemu-" in os.path.basename(path) or "-binfmt" in os.path.basename(path):
+            evidence.append("the process's memory map holds " + path)
+            emulator = "qemu-user"
+            break
+    fields = _cpuinfo_fields(_read("/proc/cpuinfo") if cpuinfo is None else cpuinfo)
+    if fields:
+        if "vendor_id" in fields or ("flags" in fields and "cpu implementer" not in fields):
+            cpu_family = "x86"
+        elif "cpu implementer" in fields or "features" in fields:
+            cpu_family = "arm"
+        elif "isa" in fields and fields["isa"].startswith("rv"):
+            cpu_family = "riscv"
+        else:
+            cpu_family = None
+        mine = _arch_family(machine)
+        if cpu_family and mine and cpu_family != mine:
+            evidence.append("/proc/cpuinfo describes an " + cpu_family + " CPU ("
+                            + (fields.get("model name") or fields.get("vendor_id") or "?") + ") but Python runs as "
+                            + machine)
+            emulator = emulator or "qemu-user"
+    out = {"emulated": bool(evidence), "emulator": emulator, "evidence": evidence}
+    if evidence and os.environ.get("QEMU_CPU"):
+        out["emulated_cpu"] = os.environ["QEMU_CPU"]  # the CPU model qemu-user was told to emulate
+    return out
+
+
 def describe(runtime: Runtime | None = None) -> dict:
-    """Where this runs: host, machine, Python, numpy and the TFLite runtime."""
+    """Where this runs: host, machine, CPU, whether it is emulated, Python, numpy and the TFLite runtime."""
     out: dict[str, Any] = {"host": platform.node(), "machine": platform.machine(), "system": platform.system(),
            "python": platform.python_version(), "executable": sys.executable}
+    try:
+        out["cpu_model"] = cpu_model()
+        emulation = detect_emulation()
+    except Exception as exc:  # noqa: BLE001 - describing must never fail on an odd /proc
+        out["cpu_model"] = None
+        emulation = {"emulated": None, "emulator": None, "evidence": ["not checked: " + _first_line(exc)]}
+    out["emulated"] = emulation["emulated"]
+    out["emulation"] = emulation
+    if emulation["emulated"]:
+        out["latency_label"] = EMULATED_LABEL
+        # under qemu-user /proc/cpuinfo is the host's: say so rather than pass it off as the device's CPU
+        out["cpu_model"] = ("emulated " + platform.machine() + " " + (emulation.get("emulated_cpu") or "CPU") + " ("
+                            + (emulation["emulator"] or "emulator") + ") on the host's " + (out["cpu_model"] or "CPU"))
     try:
         import numpy
 
@@ -695,7 +862,11 @@ def run(args: argparse.Namespace) -> dict:
     runtime_rss = rss_bytes()
     if args.api == "compiled" and args.resolver != "auto":
         raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
-    made = make_engine(runtime, args.model, args, shape)
+    try:
+        made = make_engine(runtime, args.model, args, shape)
+    except RunnerError as exc:  # say which runtime refused the model (an old one lacks newer op versions)
+        exc.details.setdefault("runtime", {"name": runtime.name, "version": runtime.version})
+        raise
     engine = made["engine"]
     details = engine.inputs
     batch = _input_batch(args.input, details)

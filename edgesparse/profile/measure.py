@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesparse.device.emulation import emulated_note, latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import ProfileError
 from edgesparse.summary import SUMMARY_FILE, read_summary
@@ -60,6 +61,8 @@ class Measurement:
             "runtime_rss_bytes": r.get("runtime_rss_bytes"),
             "baseline_rss_bytes": r.get("baseline_rss_bytes"),
             "samples_ms": r.get("samples_ms"),
+            "emulated": r.get("emulated"),
+            "latency_label": latency_label(r),
         }
 
 
@@ -76,7 +79,8 @@ class ProfileReport:
         return [m.row(self.footprints[m.path]) for m in self.measurements]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "models": self.rows(), "footprints": self.footprints, "notes": self.notes}
+        return {"target": self.target, "latency_label": latency_label(self.target), "models": self.rows(),
+                "footprints": self.footprints, "notes": self.notes}
 
 
 def resolve_models(items: Sequence[str | Path]) -> list[Path]:
@@ -226,4 +230,7 @@ def profile(
             if note:
                 report.notes.append(note)
     report.target = tgt.describe()
+    note = emulated_note(report.target)
+    if note:
+        report.notes.insert(0, note)
     return report

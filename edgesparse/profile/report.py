@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
+from edgesparse.device.emulation import EMULATED_LABEL
 from edgesparse.render import figure, markdown_table, save_png
+
+
+def _emulated_suffix(target: dict[str, Any]) -> str:
+    """The console title's label for latency measured on an emulated CPU ('' on real hardware)."""
+    return f" — latency {EMULATED_LABEL}" if target.get("emulated") else ""
 
 
 def _kb(v: Any) -> str:
@@ -82,6 +88,7 @@ def console_table(report: Any) -> Any:
 
     tgt = report.target
     title = f"profile on {tgt.get('name', 'local')} ({tgt.get('machine', '?')}, {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')})"
+    title += _emulated_suffix(tgt)
     t = Table(title=title, caption_justify="left")
     for h in HEADERS:
         t.add_column(h, justify="left" if h in ("model", "resolver") else "right")
@@ -113,6 +120,10 @@ def write_markdown(report: Any, path: Path) -> Path:
     tgt = report.target
     lines.append(f"Target: {tgt.get('name')} — machine {tgt.get('machine', '?')}, Python {tgt.get('python', '?')}, "
                  f"runtime {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')}.")
+    if tgt.get("cpu_model"):
+        lines[-1] = lines[-1][:-1] + f", CPU {tgt['cpu_model']}."
+    if _emulated_suffix(tgt):
+        lines += ["", f"**Latency: {EMULATED_LABEL}.** The CPU is emulated; see the notes below."]
     lines += ["", *markdown_table(HEADERS, table_rows(report))]
     if report.notes:
         lines += ["", "## What these numbers mean", ""] + [f"- {n}" for n in report.notes]

@@ -166,9 +166,21 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
     if "error" not in result:
         return result
     kind, error = result.get("kind"), result["error"]
+    device = _device_words(where, result)
     if kind == "no_runtime":
-        raise DeviceError(f"{where} has no TFLite runtime for `{python}`: {error}. "
+        if result.get("wrong_architecture"):
+            raise DeviceError(f"{device}: the TFLite runtime or numpy installed for `{python}` was built for another "
+                              f"CPU architecture than the device's ({result.get('machine', '?')}): {error}. A virtual "
+                              "environment copied from another machine does not work; make it on the device. To fix "
+                              f"it, {no_runtime_fix(python)}.")
+        if result.get("missing") == "numpy":
+            raise DeviceError(f"{device} has no TFLite runtime for `{python}`: numpy is missing (every TFLite "
+                              f"runtime needs it): {error}. "
+                              f"To fix it, {no_runtime_fix(python)}.")
+        raise DeviceError(f"{device} has no TFLite runtime for `{python}`: {error}. "
                           f"To fix it, {no_runtime_fix(python)}.")
+    if kind == "load_failed" and "find op for builtin opcode" in error:
+        raise ProfileError(_old_runtime_message(device, python, result))
     if kind == "dynamic_shape":
         raise ProfileError(f"{error}.")
     if kind == "bad_argument":
@@ -178,6 +190,29 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
                            "missing, the device's runtime is older than the converter: upgrade it "
                            "(pip install -U ai-edge-litert / tflite-runtime) or export with fewer op types.")
     raise ProfileError(f"the runner on {where} failed ({kind}): {error}")
+
+
+def _device_words(where: str, result: dict[str, Any]) -> str:
+    """``ssh://pi@host:22 (aarch64, Python 3.11)``: the device and what the runner saw of it."""
+    facts = [str(result[k]) for k in ("machine",) if result.get(k)]
+    if result.get("python"):
+        facts.append(f"Python {result['python']}")
+    return f"{where} ({', '.join(facts)})" if facts else where
+
+
+def _old_runtime_message(device: str, python: str, result: dict[str, Any]) -> str:
+    """The device's runtime is older than the converter: which op and version it lacks, and the upgrade."""
+    import re
+
+    error = result["error"]
+    runtime = result.get("runtime") or {}
+    have = f"{runtime.get('name', 'its TFLite runtime')} {runtime.get('version', '')}".strip()
+    found = re.search(r"opcode '([^']+)' version '(\d+)'", error)
+    op = f"op {found.group(1)} version {found.group(2)}" if found else "an op version of this model"
+    return (f"{device} cannot open the model: {have} does not know {op}, which the converter used ({error}). "
+            f"The device's runtime is older than the converter: upgrade it with `{python} -m pip install -U "
+            f"ai-edge-litert` (Raspberry Pi OS with Python 3.11: `{python} -m pip install -U ai-edge-litert "
+            "'numpy<2'`; tflite-runtime stops at 2.14), or convert with an older TensorFlow.")
 
 
 def run_process(cmd: Sequence[str], *, what: str, timeout: float, stdin: bytes | None = None,

@@ -52,6 +52,18 @@ def remote_path(path: str) -> str:
     return shlex.quote(path)
 
 
+def remote_deadline(command: str, seconds: float) -> str:
+    """``command`` for the remote shell, stopped on the device after ``seconds`` (coreutils/busybox ``timeout``).
+
+    Killing the local ``ssh`` on a time-out does not stop a remote command that has no terminal, so
+    the device enforces the deadline itself (SIGTERM, then SIGKILL 5 s later); a device without
+    ``timeout`` runs the command as before.
+    """
+    limit = max(1, int(seconds))
+    return (f"if command -v timeout >/dev/null 2>&1; then timeout -k 5 {limit} sh -c {shlex.quote(command)}; "
+            f"else {command}; fi")
+
+
 @dataclass
 class SSHTarget:
     """A board reached with ``ssh``; the runner runs there with ``python`` (default ``python3``)."""
@@ -173,9 +185,13 @@ class SSHTarget:
         args = folder_runner_args(model, input_batch=input_batch, paired=paired, threads=threads, runs=runs,
                                   warmup=warmup, resolver=resolver, input_shape=input_shape, api=api,
                                   min_seconds=min_seconds)
-        command = (f"cd -- {remote_path(remote_dir)} && {remote_path(self.python)} runner.py "
+        command = (f"cd -- {remote_path(remote_dir)} && exec {remote_path(self.python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
-        proc = self._ssh(command, timeout=timeout, what="the runner")
+        proc = self._ssh(remote_deadline(command, timeout), timeout=timeout + 30, what="the runner")
+        if proc.returncode in (124, 137) and not proc.stdout.strip():
+            raise DeviceError(f"the runner on {self.name} did not finish within {timeout:.0f} s and was stopped on "
+                              "the device (nothing is left running there); raise the timeout or use fewer runs. An "
+                              "emulated or very slow board needs more time.")
         self.last = interpret_runner_output(proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"),
                                             proc.returncode, self.name, self.python)
         return self.last
