@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
-from edgesparse.recipe import Recipe, recipe_dir
+from edgesparse.recipe import Recipe, override, recipe_dir
 from edgesparse.summary import read_summary
 from edgesparse.sweep.cluster import check_ray
 from edgesparse.sweep.grid import SweepError, Trial, parse_grid, plan
@@ -79,6 +79,7 @@ def sweep(
     """
     if workers < 1:
         raise SweepError(f"--workers must be >= 1 (got {workers}).")
+    base = _study_guard(base, grid)
     trials = plan(base, grid, repeats)
     ray = check_ray(ray_address) if ray_address else None
     out = Path(root) if root else Path("sweeps") / base.name
@@ -104,6 +105,19 @@ def sweep(
     write_results(result, list(grid))
     write_report(result, list(grid))
     return result
+
+
+def _study_guard(base: Recipe, grid: dict[str, list[Any]]) -> Recipe:
+    """Trials record an accuracy loss against dense instead of failing on it, unless the recipe or grid says.
+
+    A study exists to measure how much accuracy each level of sparsity costs; the accuracy guard's default
+    (``sparsity.on_drop: fail``) would turn the interesting rows into failed trials without figures.
+    """
+    if base.sparsity is None or "on_drop" in base.sparsity.model_fields_set or "sparsity.on_drop" in grid:
+        return base
+    log.info("trials keep models that lose more than sparsity.max_drop against dense (on_drop: warn; the "
+             "warning is in each trial's summary.json); set sparsity.on_drop in the recipe to fail them instead")
+    return override(base, {"sparsity.on_drop": "warn"})
 
 
 def _fingerprint(base: Recipe) -> tuple[str, dict[str, Any]]:
