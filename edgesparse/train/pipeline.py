@@ -28,6 +28,7 @@ from edgesparse.errors import DataError, InterruptedRun, RecipeError, TrainError
 from edgesparse.models import build_model
 from edgesparse.recipe import Recipe, dump_recipe, load_recipe, recipe_dir
 from edgesparse.train import fit, sparsity
+from edgesparse.train.distill import teacher_for  # issue 9 (distillation)
 from edgesparse.train.quantize import MODES
 
 Log = Callable[[str], None]
@@ -246,6 +247,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
                 extra_callbacks=[tfmot_sp.UpdatePruningStep(),
                                  tfmot_sp.PruningSummaries(log_dir=str(out / "logs" / "pruning"))],
                 epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
+                # issue 9 (distillation): the dense baseline teaches when the recipe says so
+                teacher=teacher_for(recipe.distillation, "sparsity", dense), distillation=recipe.distillation,
                 **common,
             )
             model = sparsity.strip(pruned)
@@ -277,7 +280,10 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
             assert qm.prepare is not None
             qmodel = qm.prepare(model)
             say(f"quantization: {qcfg.mode} fine-tuning for {qcfg.epochs} epochs")
-            r = fit.run_phase("quantization", qmodel, epochs=qcfg.epochs, optimizer=qcfg.optimizer, **common)
+            r = fit.run_phase("quantization", qmodel, epochs=qcfg.epochs, optimizer=qcfg.optimizer,
+                              # issue 9 (distillation): the dense baseline teaches when the recipe says so
+                              teacher=teacher_for(recipe.distillation, "quantization", dense),
+                              distillation=recipe.distillation, **common)
             final = qmodel
             with _io.atomic_path(out / "final.weights.h5", suffix=".weights.h5") as tmp:
                 final.save_weights(str(tmp))
