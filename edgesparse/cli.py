@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +23,8 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 160  # pipes and CI logs: do not squeeze tables to 80 columns
+    # Pipes and CI logs: do not squeeze tables to 80 columns, unless COLUMNS says how wide to be.
+    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -59,6 +62,34 @@ def _log(console: Any) -> Callable[[str], None]:
     return lambda msg: console.print(f"[dim]·[/dim] {msg}")
 
 
+class _ConsoleHandler(logging.Handler):
+    """Shows the library's INFO log records (e.g. where --resume continues) like progress lines."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[dim]·[/dim] {escape(record.getMessage())}", highlight=False)
+
+
+def _show_library_log(console: Any) -> Callable[[], None]:
+    """Route ``edgesparse.*`` INFO records to ``console``; returns the undo function."""
+    logger = logging.getLogger("edgesparse")
+    handler = _ConsoleHandler(console)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    return undo
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
@@ -75,7 +106,11 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, output_dir: Pa
 
     rec = load_recipe(recipe, overrides)
     console = _console(stderr=as_json)
-    result = run(rec, resume=resume, run_dir=output_dir, export=not no_export, log=_log(console))
+    undo = _show_library_log(console)
+    try:
+        result = run(rec, resume=resume, run_dir=output_dir, export=not no_export, log=_log(console))
+    finally:
+        undo()
     if as_json:
         click.echo(json.dumps(result.summary, indent=2, default=str))
         return
@@ -133,12 +168,25 @@ def schema() -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--schema-only", is_flag=True, help="Only check the recipe's text; do not load the data and model.")
 @_handle_errors
-def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Validate a RECIPE and print it fully resolved."""
+def validate(recipe: Path, overrides: tuple[str, ...], schema_only: bool) -> None:
+    """Validate a RECIPE, load its data and model (no training) and print it fully resolved."""
     from edgesparse.recipe import dump_recipe, load_recipe
 
-    click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
+    rec = load_recipe(recipe, overrides)
+    lines = [] if schema_only else _check_lines(rec)
+    click.echo(dump_recipe(rec), nl=False)
+    if lines:  # YAML comments: the output stays a valid recipe
+        click.echo("# checked without training:")
+    for line in lines:
+        click.echo(f"#   {line}")
+
+
+def _check_lines(rec: Any) -> list[str]:
+    from edgesparse.check import check_recipe
+
+    return check_recipe(rec).lines()
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
