@@ -242,11 +242,13 @@ def _target_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--input-shape", callback=_shape, help="Shape for dynamic inputs, e.g. 1,96,96,3.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a Markdown report with PNG plots.")
+@click.option("--wide", is_flag=True,
+              help="One table with every column, however wide (default: stack the table to fit the terminal).")
 @_handle_errors
 def profile(models: tuple[Path, ...], target: str, identity: str | None, known_hosts: str | None,
             accept_new_host_key: bool, python: str | None, benchmark_binary: str | None, threads: list[int],
             runs: int, warmup: int, min_seconds: float, resolver: str, api: str,
-            input_shape: tuple[int, ...] | None, json_path: Path | None, report: Path | None) -> None:
+            input_shape: tuple[int, ...] | None, json_path: Path | None, report: Path | None, wide: bool) -> None:
     """Measure footprint and latency of MODELS (.tflite files or a RUN_DIR) on a target."""
     from edgesparse.profile import report as rep
     from edgesparse.profile.measure import profile as run
@@ -257,7 +259,13 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
                      input_shape=input_shape, api=api, min_seconds=min_seconds,
                      target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary),
                      progress=lambda m: status.update(m))
-    console.print(rep.console_table(result))
+    parts = rep.console_tables(result, console.width, wide=wide)
+    if wide:
+        from rich.console import Console
+
+        console.width = max(console.width, Console(width=10_000).measure(parts[0]).maximum)
+    for part in parts:
+        console.print(part, soft_wrap=False)  # wrap long notes at the console's width
     if json_path:
         rep.write_json(result, json_path)
         console.print(f"wrote {json_path}")

@@ -161,3 +161,63 @@ def test_resume_says_which_phase_and_epoch_it_continues_from(tmp_path: Path, cap
         r = phase(True, [])
     assert "resume: baseline phase continues from epoch 3 of 4 (2 completed" in caplog.text
     assert [int(h["epoch"]) for h in r.history] == [1, 2, 3, 4]
+
+
+# --- readable output ---------------------------------------------------------------------------
+
+def _long_named_models(tiny_tflite: dict[str, Path], tmp_path: Path) -> list[Path]:
+    dense = tmp_path / "mobilenet_v2_shapes_96px_dense_float32_baseline.tflite"
+    sparse = tmp_path / "mobilenet_v2_shapes_96px_sparse90_block1x16_pqat_int8.tflite"
+    dense.write_bytes(tiny_tflite["dense"].read_bytes())
+    sparse.write_bytes(tiny_tflite["int8"].read_bytes())
+    return [dense, sparse]
+
+
+def test_profile_fits_100_columns_with_full_names_and_wide_shows_all(tiny_tflite: dict[str, Path],
+                                                                     tmp_path: Path) -> None:
+    models = [str(p) for p in _long_named_models(tiny_tflite, tmp_path)]
+    args = ["profile", *models, "--threads", "1,2", "--runs", "10", "--warmup", "1", "--json", str(tmp_path / "p.json")]
+    r = CliRunner().invoke(main, args, env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert max(len(line) for line in lines) <= 100, "\n".join(lines)
+    assert "…" not in r.output
+    for m in models:
+        assert f"] {Path(m).name}" in r.output  # each full name, once, in the legend
+    for header in ("file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights", "median ms", "p90 ms",
+                   "init ms", "model RSS", "drift", "resolver"):
+        assert header in r.output, header
+    assert "paired" in r.output  # the paired ratio against the first model is kept
+
+    wide = CliRunner().invoke(main, args + ["--wide"], env={"COLUMNS": "100"})
+    assert wide.exit_code == 0, wide.output
+    assert "…" not in wide.output and "peak RSS" in wide.output
+    assert sum(Path(m).name in wide.output for m in models) == 2
+    assert max(len(line) for line in wide.output.splitlines()) > 100  # one table, as wide as it needs
+
+
+def test_profile_tables_render_without_ellipsis_at_width_100(tiny_tflite: dict[str, Path], tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from edgesparse.profile import report as rep
+    from edgesparse.profile.measure import profile
+
+    result = profile(_long_named_models(tiny_tflite, tmp_path), threads=[1], runs=5, warmup=1)
+    console = Console(width=100, record=True, file=open(os.devnull, "w"))
+    for part in rep.console_tables(result, console.width):
+        console.print(part)
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 100
+    assert "mobilenet_v2_shapes_96px_sparse90_block1x16_pqat_int8.tflite" in text
+    # the full table is chosen when it fits
+    assert len(rep.console_tables(result, 400)) == 1
+
+
+def test_latency_plot_keeps_medians_readable_with_a_100x_outlier(tmp_path: Path) -> None:
+    from edgesparse.profile.report import latency_plot_scale
+
+    rng = np.random.default_rng(0)
+    calm = list(rng.normal(1.0, 0.02, 300))
+    spiky = calm[:-1] + [100.0]  # one run in 300 took 100x the median
+    assert latency_plot_scale([calm, calm]) == "linear"
+    assert latency_plot_scale([calm, spiky]) == "log"

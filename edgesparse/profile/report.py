@@ -75,20 +75,100 @@ HEADERS = ["model", "thr", "file bytes", "size ratio", "gzip bytes", "non-zero",
            "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "drift", "resolver"]
 
 
+def _title(report: Any) -> str:
+    tgt = report.target
+    rt = tgt.get("runtime", {})
+    return f"profile on {tgt.get('name', 'local')} ({tgt.get('machine', '?')}, {rt.get('name', '?')} {rt.get('version', '')})"
+
+
 def console_table(report: Any) -> Any:
-    """A rich Table of the report."""
+    """A rich Table of the report: every column, one row per model x threads (``profile --wide``)."""
     from rich.table import Table
 
-    tgt = report.target
-    title = f"profile on {tgt.get('name', 'local')} ({tgt.get('machine', '?')}, {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')})"
-    t = Table(title=title, caption_justify="left")
+    t = Table(title=_title(report), caption_justify="left")
     for h in HEADERS:
-        t.add_column(h, justify="left" if h in ("model", "resolver") else "right")
+        t.add_column(h, justify="left" if h in ("model", "resolver") else "right", no_wrap=h == "model")
     for row in table_rows(report):
         t.add_row(*row)
     if report.notes:
         t.caption = "\n".join(report.notes)
     return t
+
+
+def _model_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Each model's full file name (its whole path where two models share a file name)."""
+    names: dict[str, str] = {}
+    for r in rows:
+        names.setdefault(r["path"], Path(r["path"]).name)
+    counts: dict[str, int] = {}
+    for n in names.values():
+        counts[n] = counts.get(n, 0) + 1
+    return {p: (n if counts[n] == 1 else str(p)) for p, n in names.items()}
+
+
+def console_tables(report: Any, width: int, wide: bool = False) -> list[Any]:
+    """What ``profile`` prints: the full table if it fits ``width`` columns (or ``wide``), else stacked.
+
+    Stacked: a numbered list of the models' full names, a size table (one row per model: size
+    does not depend on threads) and a speed table (model x threads), keyed by the numbers; the
+    peak RSS column and the notes' table caption are dropped for plain lines (both are in
+    ``--wide``, ``--json`` and ``--report``). No cell is cut short: cells that still do not fit
+    fold onto a second line rather than end in "…".
+
+    Args:
+        report: A ``ProfileReport``.
+        width: The console's width in columns.
+        wide: Always return the one full table (the caller widens its console to fit it).
+
+    Returns:
+        rich renderables, to print in order.
+    """
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    full = console_table(report)
+    if wide or Console(width=10_000).measure(full).maximum <= width:
+        return [full]
+    rows = report.rows()
+    labels = _model_labels(rows)
+    number = {p: i + 1 for i, p in enumerate(labels)}
+    cells = table_rows(report)
+    base_latency: dict[int, Any] = {}
+    for r in rows:
+        base_latency.setdefault(r["threads"], r.get("latency_ms"))
+    out: list[Any] = [Text(_title(report), style="italic")]
+    out += [Text(f"[{number[p]}] {name}") for p, name in labels.items()]
+
+    size = Table(title="size (ratios vs [1])", title_justify="left")
+    for h in ("#", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights"):
+        size.add_column(h, justify="right", overflow="fold")
+    seen: set[str] = set()
+    for r, c in zip(rows, cells):
+        if r["path"] in seen:
+            continue
+        seen.add(r["path"])
+        size.add_row(f"[{number[r['path']]}]", c[2], c[3], c[4], c[5], c[6])
+    out.append(size)
+
+    speed = Table(title="latency per invoke and memory (ratios vs [1] at the same threads)", title_justify="left")
+    for h in ("#", "thr", "median ms", "vs [1]", "p90 ms", "init ms", "model RSS", "drift", "resolver"):
+        speed.add_column(h, justify="left" if h == "resolver" else "right", overflow="fold")
+    for r, c in zip(rows, cells):
+        lat = r.get("latency_ms") or {}
+        p = r.get("paired_vs_first")
+        if p:
+            ratio = f"{p['ratio_median']:.2f}x ({p['ratio_q1']:.2f}–{p['ratio_q3']:.2f})"
+        else:
+            ratio = _ratio(lat.get("median"), (base_latency.get(r["threads"]) or {}).get("median")).strip(" ()")
+        speed.add_row(f"[{number[r['path']]}]", c[1], _ms(lat.get("median")), ratio or "—", c[11], c[9], c[7],
+                      c[12], c[13])
+    out.append(speed)
+    if any(r.get("paired_vs_first") for r in rows):
+        out.append(Text("vs [1] with (q1–q3): paired, timed alternately with [1] in one process; "
+                        "without: ratio of medians timed apart"))
+    out += [Text(f"- {n}") for n in report.notes]
+    return out
 
 
 def write_json(report: Any, path: Path) -> Path:
@@ -99,7 +179,8 @@ def write_json(report: Any, path: Path) -> Path:
 def write_markdown(report: Any, path: Path) -> Path:
     """Markdown with the table, the notes and two PNG plots written next to it.
 
-    Plots: latency distribution per model (box plot of every timed run) and size breakdown by
+    Plots: latency distribution per model (box plot of every timed run; on a log axis when a run
+    took over 10x the smallest median, see :func:`latency_plot_scale`) and size breakdown by
     weight tensor (stored in the file vs held by the runtime after DENSIFY).
     """
     path = Path(path)
@@ -121,8 +202,29 @@ def write_markdown(report: Any, path: Path) -> Path:
     return _io.write_text(path, "\n".join(lines))
 
 
+_OUTLIER_RATIO = 10.0
+
+
+def latency_plot_scale(samples: list[list[float]]) -> str:
+    """The latency plot's y scale: "log" when a run took over 10x the smallest median.
+
+    On a linear axis a single 100x run (a page fault, the machine being busy) squeezes every box
+    into the bottom pixels and the medians can no longer be compared; on a log axis they can, and
+    the outliers stay visible as markers beyond the whiskers.
+    """
+    import numpy as np
+
+    data = [d for d in samples if len(d)]
+    if not data:
+        return "linear"
+    smallest_median = min(float(np.median(d)) for d in data)
+    slowest = max(float(np.max(d)) for d in data)
+    return "log" if smallest_median > 0 and slowest > _OUTLIER_RATIO * smallest_median else "linear"
+
+
 def _plot_latency(report: Any, out: Path) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -134,11 +236,18 @@ def _plot_latency(report: Any, out: Path) -> None:
             labels.append(f"{Path(r['path']).name}\n{r['threads']}t")
             data.append(samples)
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(data) + 2), 4))
+    scale = latency_plot_scale(data)
     if data:
-        ax.boxplot(data, showfliers=True)
+        ax.boxplot(data, showfliers=True, flierprops={"marker": "x", "markersize": 4, "alpha": 0.6})
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-    ax.set_ylabel("latency per invoke (ms)")
-    ax.set_title("latency distribution")
+    ax.set_yscale(scale)
+    ax.set_ylabel("latency per invoke (ms)" + (", log scale" if scale == "log" else ""))
+    title = "latency distribution (x: runs beyond the whiskers)"
+    if scale == "log":
+        far = sum(int(np.sum(np.asarray(d) > _OUTLIER_RATIO * np.median(d))) for d in data)
+        top = max(max(d) for d in data)
+        title += f"\nlog scale: {far} run(s) over {_OUTLIER_RATIO:g}x their median, slowest {top:.3g} ms"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with _io.atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
