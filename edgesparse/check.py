@@ -37,10 +37,22 @@ class CheckReport:
         ]
         if self.plan:
             pruned = [lp for lp in self.plan if lp["prune"]]
-            out.append(f"sparsity plan: {len(pruned)} of {len(self.plan)} layers with weights pruned: "
-                       + ", ".join(f"{lp['name']} {lp['target']:.0%} {lp['pattern']}" for lp in pruned))
-            out += [f"  {lp['name']}: {lp['note']}" for lp in self.plan if lp["note"] and lp["note"] != "not prunable"]
+            groups: dict[str, list[str]] = {}
+            for lp in pruned:
+                groups.setdefault(f"{lp['target']:.0%} {lp['pattern']}", []).append(lp["name"])
+            out.append(f"sparsity plan: {len(pruned)} layers pruned: "
+                       + "; ".join(f"{how}: {_names(names)}" for how, names in groups.items()))
+            notes: dict[str, list[str]] = {}
+            for lp in self.plan:
+                if lp["note"] and lp["note"] != "not prunable":
+                    notes.setdefault(lp["note"], []).append(lp["name"])
+            out += [f"  {_names(names)}: {note}" for note, names in notes.items()]
         return out
+
+
+def _names(names: list[str], shown: int = 4) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def check_model_fits_data(model: Any, data: Any) -> None:

@@ -71,7 +71,7 @@ def test_validate_resolves_data_and_model_without_training(tmp_path: Path) -> No
     assert r.exit_code == 0, r.output
     assert "# checked without training:" in r.output
     assert "data: digits train/val/test = " in r.output and "fits the data" in r.output
-    assert "sparsity plan: 4 of 4 layers with weights pruned" in r.output
+    assert "sparsity plan: 4 layers pruned: 75% unstructured: conv1, conv2, fc1, logits" in r.output
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
 
 
