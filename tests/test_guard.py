@@ -221,3 +221,17 @@ def test_latency_plot_keeps_medians_readable_with_a_100x_outlier(tmp_path: Path)
     spiky = calm[:-1] + [100.0]  # one run in 300 took 100x the median
     assert latency_plot_scale([calm, calm]) == "linear"
     assert latency_plot_scale([calm, spiky]) == "log"
+
+
+def test_readme_recipe_block_validates() -> None:
+    """The README's annotated recipe, distillation section included, is a valid recipe."""
+    import re
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "distillation:" in b)
+    recipe = validate_recipe(yaml.safe_load(block))
+    assert recipe.distillation is not None and recipe.distillation.temperature == 4.0
