@@ -214,13 +214,20 @@ def test_profile_tables_render_without_ellipsis_at_width_100(tiny_tflite: dict[s
 
 
 def test_latency_plot_keeps_medians_readable_with_a_100x_outlier(tmp_path: Path) -> None:
-    from edgesparse.profile.report import latency_plot_scale
+    from types import SimpleNamespace
+
+    from edgesparse.profile.report import _plot_latency, latency_plot_limit
 
     rng = np.random.default_rng(0)
     calm = list(rng.normal(1.0, 0.02, 300))
     spiky = calm[:-1] + [100.0]  # one run in 300 took 100x the median
-    assert latency_plot_scale([calm, calm]) == "linear"
-    assert latency_plot_scale([calm, spiky]) == "log"
+    assert latency_plot_limit([calm, calm]) is None  # nothing far: the whole data on a plain axis
+    top = latency_plot_limit([calm, spiky])
+    assert top is not None and 1.05 < top < 1.5  # the axis ends just above the whiskers, not at 100 ms
+    rows = [{"path": "dense.tflite", "threads": 1, "samples_ms": calm},
+            {"path": "model.tflite", "threads": 1, "samples_ms": spiky}]
+    _plot_latency(SimpleNamespace(rows=lambda: rows), tmp_path / "lat.png")
+    assert (tmp_path / "lat.png").stat().st_size > 1000
 
 
 def test_readme_recipe_block_validates() -> None:

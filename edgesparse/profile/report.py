@@ -179,8 +179,9 @@ def write_json(report: Any, path: Path) -> Path:
 def write_markdown(report: Any, path: Path) -> Path:
     """Markdown with the table, the notes and two PNG plots written next to it.
 
-    Plots: latency distribution per model (box plot of every timed run; on a log axis when a run
-    took over 10x the smallest median, see :func:`latency_plot_scale`) and size breakdown by
+    Plots: latency distribution per model (box plot of every timed run; when a run took over 10x
+    the smallest median the axis stops above the whiskers and marks those runs on its top edge, see
+    :func:`latency_plot_limit`) and size breakdown by
     weight tensor (stored in the file vs held by the runtime after DENSIFY).
     """
     path = Path(path)
@@ -205,21 +206,28 @@ def write_markdown(report: Any, path: Path) -> Path:
 _OUTLIER_RATIO = 10.0
 
 
-def latency_plot_scale(samples: list[list[float]]) -> str:
-    """The latency plot's y scale: "log" when a run took over 10x the smallest median.
+def latency_plot_limit(samples: list[list[float]]) -> float | None:
+    """The latency plot's y-axis top when far outliers would flatten the boxes, else None.
 
-    On a linear axis a single 100x run (a page fault, the machine being busy) squeezes every box
-    into the bottom pixels and the medians can no longer be compared; on a log axis they can, and
-    the outliers stay visible as markers beyond the whiskers.
+    A single run at 100x the median (a page fault, the machine being busy) would squeeze every box
+    into the bottom pixels of a linear axis, and the medians could no longer be compared. When a
+    run exceeds 10x the smallest median, the axis stops a little above the highest whisker (the
+    boxes keep their linear scale) and the runs beyond it are drawn as markers on the top edge.
     """
     import numpy as np
 
-    data = [d for d in samples if len(d)]
+    data = [np.asarray(d, dtype=float) for d in samples if len(d)]
     if not data:
-        return "linear"
+        return None
     smallest_median = min(float(np.median(d)) for d in data)
     slowest = max(float(np.max(d)) for d in data)
-    return "log" if smallest_median > 0 and slowest > _OUTLIER_RATIO * smallest_median else "linear"
+    if smallest_median <= 0 or slowest <= _OUTLIER_RATIO * smallest_median:
+        return None
+    tops = []
+    for d in data:
+        q1, q3 = np.percentile(d, [25, 75])
+        tops.append(float(np.max(d[d <= q3 + 1.5 * (q3 - q1)])))  # matplotlib's whisker (whis=1.5)
+    return max(tops) * 1.25
 
 
 def _plot_latency(report: Any, out: Path) -> None:
@@ -236,17 +244,23 @@ def _plot_latency(report: Any, out: Path) -> None:
             labels.append(f"{Path(r['path']).name}\n{r['threads']}t")
             data.append(samples)
     fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(data) + 2), 4))
-    scale = latency_plot_scale(data)
+    top = latency_plot_limit(data)
+    title = "latency distribution (x: runs beyond the whiskers)"
     if data:
         ax.boxplot(data, showfliers=True, flierprops={"marker": "x", "markersize": 4, "alpha": 0.6})
         ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=8)
-    ax.set_yscale(scale)
-    ax.set_ylabel("latency per invoke (ms)" + (", log scale" if scale == "log" else ""))
-    title = "latency distribution (x: runs beyond the whiskers)"
-    if scale == "log":
-        far = sum(int(np.sum(np.asarray(d) > _OUTLIER_RATIO * np.median(d))) for d in data)
-        top = max(max(d) for d in data)
-        title += f"\nlog scale: {far} run(s) over {_OUTLIER_RATIO:g}x their median, slowest {top:.3g} ms"
+    if top is not None:
+        ax.set_ylim(0, top)
+        beyond = 0
+        for i, d in enumerate(data, start=1):
+            far = np.asarray(d)[np.asarray(d) > top]
+            if len(far):
+                beyond += len(far)
+                ax.plot([i], [top], marker="^", color="red", clip_on=False)
+                ax.annotate(f"{len(far)} off scale, max {far.max():.3g} ms", (i, top), textcoords="offset points",
+                            xytext=(0, -12), ha="center", fontsize=7, color="red")
+        title += f"\n{beyond} run(s) above {top:.3g} ms are off the scale (red ▲)"
+    ax.set_ylabel("latency per invoke (ms)")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     with _io.atomic_path(out) as tmp:
