@@ -30,10 +30,10 @@ class CheckReport:
         """One human line per finding (printed by ``edgesparse validate``)."""
         d, m = self.data, self.model
         out = [
-            f"data: {d['name']} train/val/test = {d['train']}/{d['validation']}/{d['test']}, input "
-            f"{tuple(d['input_shape'])}, {d['num_classes']} classes",
-            f"model: {m['name']} ({m['params']:,} params), input {tuple(m['input_shape'])} -> "
-            f"{m['output_shape'][-1]} outputs: fits the data",
+            (f"data: {d['name']} train/val/test = {d['train']}/{d['validation']}/{d['test']}, input "
+             f"{tuple(d['input_shape'])}, {d['num_classes']} classes"),
+            (f"model: {m['name']} ({m['params']:,} params), input {tuple(m['input_shape'])} -> "
+             f"{m['output_shape'][-1]} outputs: fits the data"),
         ]
         if self.plan:
             pruned = [lp for lp in self.plan if lp["prune"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import stat
@@ -203,7 +204,7 @@ def test_profile_tables_render_without_ellipsis_at_width_100(tiny_tflite: dict[s
     from edgesparse.profile.measure import profile
 
     result = profile(_long_named_models(tiny_tflite, tmp_path), threads=[1], runs=5, warmup=1)
-    console = Console(width=100, record=True, file=open(os.devnull, "w"))
+    console = Console(width=100, record=True, file=io.StringIO())
     for part in rep.console_tables(result, console.width):
         console.print(part)
     text = console.export_text()
@@ -239,6 +240,6 @@ def test_readme_recipe_block_validates() -> None:
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
-    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "distillation:" in b)
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "distillation:" in b)
     recipe = validate_recipe(yaml.safe_load(block))
     assert recipe.distillation is not None and recipe.distillation.temperature == 4.0
