@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _API = {
     "load_recipe": ("edgesparse.recipe", "load_recipe"),
     "Recipe": ("edgesparse.recipe", "Recipe"),
+    "check_recipe": ("edgesparse.check", "check_recipe"),
     "train": ("edgesparse.train.pipeline", "train"),
     "export_model": ("edgesparse.export", "export_run"),
     "inspect_tflite": ("edgesparse.export.inspect", "inspect_tflite"),
