@@ -3,6 +3,7 @@ plain, pruning-wrapped and PQAT students."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,15 @@ def test_recipe_section_is_validated(tmp_path: Path) -> None:
         validate_recipe(tiny_recipe(tmp_path, sparsity=None, distillation={"phases": ["sparsity"]}))
 
 
-def test_pipeline_distils_when_configured(tmp_path: Path) -> None:
+def test_pipeline_distils_when_configured(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from edgesparse.train.pipeline import train
 
-    rec = validate_recipe(tiny_recipe(tmp_path, distillation={"weight": 0.5, "temperature": 2.0},
+    rec = validate_recipe(tiny_recipe(tmp_path, distillation={"weight": 0.5, "temperature": 2.0,
+                                                              "phases": ["sparsity"]},
                                       quantization={"mode": "pqat", "epochs": 1}, export=None))
-    res = train(rec)
+    with caplog.at_level(logging.INFO, logger="edgesparse"):
+        res = train(rec)
+    assert "sparsity: distilling from 'small_cnn' (weight 0.5, temperature 2)" in caplog.text
+    assert "quantization: distilling" not in caplog.text  # phases: [sparsity] only
     assert res.summary["sparsity"]["achieved"]["overall"] >= 0.74
     assert res.summary["model"]["accuracy"] > 0.5

@@ -204,12 +204,18 @@ def run_phase(
         shuffle: Shuffle the training data each epoch.
         teacher: A trained model to distil from (see :mod:`edgesparse.train.distill`); needs
             ``distillation``. None trains on the labels only.
-        distillation: Weight and temperature of the distillation loss (used with ``teacher``).
+        distillation: Weight and temperature of the distillation loss (ignored without ``teacher``).
 
     Returns:
         The phase's timing and history.
+
+    Raises:
+        TrainError: the loss diverged.
+        TypeError: a ``teacher`` without ``distillation``.
     """
     keras = _tf.keras()
+    if teacher is not None and distillation is None:
+        raise TypeError("run_phase: a teacher needs its distillation settings (weight, temperature)")
     if teacher is not None and distillation is not None:
         from edgesparse.train import distill
 
