@@ -110,14 +110,15 @@ def test_distillation_trains_a_pruned_student_and_pruning_still_updates(tmp_path
     assert "compute_loss" not in vars(student)
 
 
-def test_distillation_trains_a_pqat_student(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["qat", "pqat"])
+def test_distillation_trains_a_quantization_aware_student(tmp_path: Path, mode: str) -> None:
     from edgesparse.train.quantize import MODES
 
     x, y = _data(256)
     teacher = _mlp(1, name="teacher")
     fit.compile_model(teacher, OptimizerConfig(learning_rate=1e-2))
     teacher.fit(x, y, epochs=5, verbose=0)
-    qstudent = MODES.get("pqat").prepare(_mlp(3, name="student"))  # type: ignore[misc]
+    qstudent = MODES.get(mode).prepare(_mlp(3, name="student"))  # type: ignore[misc]
     r = _phase(tmp_path, qstudent, teacher, x, y, "quantization", 2)
     losses = [float(h["loss"]) for h in r.history]
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
