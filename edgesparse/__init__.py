@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from edgesparse.check import check_recipe
     from edgesparse.device.deploy import DeployResult, deploy
     from edgesparse.export import ExportResult
     from edgesparse.profile.measure import ProfileReport, profile
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
 
 _API = {
     "load_recipe": "edgesparse.recipe",
+    "check_recipe": "edgesparse.check",
     "Recipe": "edgesparse.recipe",
     "train": "edgesparse.run",
     "export": "edgesparse.run",

@@ -21,7 +21,8 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
             Defaults to the destination's suffix.
 
     Yields:
-        The temporary path to write to.
+        The temporary path to write to. On success it becomes ``path`` with the mode a plain
+        ``open()`` gives (``0o666 & ~umask``, 0644 usually), not mkstemp's 0600.
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +33,10 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600 files; give the artifact the mode a plain open() would (0644 under
+        # the usual umask 022), so other users and services (a web server, rsync) can read it.
+        if tmp_path.exists():
+            os.chmod(tmp_path, (0o777 if tmp_path.is_dir() else 0o666) & ~_umask())
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -41,6 +46,13 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
                 shutil.rmtree(tmp_path, ignore_errors=True)
             else:
                 tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,8 @@ def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() else 160  # pipes and CI logs: do not squeeze tables to 80 columns
+    # Pipes and CI logs: do not squeeze tables to 80 columns, unless COLUMNS says how wide to be.
+    width = None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
     return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
@@ -173,12 +175,25 @@ def schema() -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+@click.option("--schema-only", is_flag=True, help="Only check the recipe's text; do not load the data and model.")
 @_handle_errors
-def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Validate a RECIPE and print it fully resolved."""
+def validate(recipe: Path, overrides: tuple[str, ...], schema_only: bool) -> None:
+    """Validate a RECIPE, load its data and model (no training) and print it fully resolved."""
     from edgesparse.recipe import dump_recipe, load_recipe
 
-    click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
+    rec = load_recipe(recipe, overrides)
+    lines = [] if schema_only else _check_lines(rec)
+    click.echo(dump_recipe(rec), nl=False)
+    if lines:  # YAML comments: the output stays a valid recipe
+        click.echo("# checked without training:")
+    for line in lines:
+        click.echo(f"#   {line}")
+
+
+def _check_lines(rec: Any) -> list[str]:
+    from edgesparse.check import check_recipe
+
+    return check_recipe(rec).lines()
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -234,11 +249,13 @@ def _target_flags(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--input-shape", callback=_shape, help="Shape for dynamic inputs, e.g. 1,96,96,3.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the figures as JSON.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write a Markdown report with PNG plots.")
+@click.option("--wide", is_flag=True,
+              help="One table with every column, however wide (default: stack the table to fit the terminal).")
 @_handle_errors
 def profile(models: tuple[Path, ...], target: str, identity: str | None, known_hosts: str | None,
             accept_new_host_key: bool, python: str | None, benchmark_binary: str | None, threads: list[int],
             runs: int, warmup: int, min_seconds: float, resolver: str, api: str,
-            input_shape: tuple[int, ...] | None, json_path: Path | None, report: Path | None) -> None:
+            input_shape: tuple[int, ...] | None, json_path: Path | None, report: Path | None, wide: bool) -> None:
     """Measure footprint and latency of MODELS (.tflite files or a RUN_DIR) on a target."""
     from edgesparse.profile import report as rep
     from edgesparse.profile.measure import profile as run
@@ -248,7 +265,13 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
         result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                      input_shape=input_shape, api=api, min_seconds=min_seconds,
                      target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
-    console.print(rep.console_table(result))
+    parts = rep.console_tables(result, console.width, wide=wide)
+    if wide:
+        from rich.console import Console
+
+        console.width = max(console.width, Console(width=10_000).measure(parts[0]).maximum)
+    for part in parts:
+        console.print(part, soft_wrap=False)  # wrap long notes at the console's width
     if json_path:
         rep.write_json(result, json_path)
         console.print(f"wrote {json_path}")

@@ -217,6 +217,21 @@ class ExportConfig(_Section):
     threads: int = Field(1, ge=1, description="interpreter threads used for verification")
 
 
+class DistillationConfig(_Section):
+    """Knowledge distillation from the dense baseline (the teacher) while the sparse model trains.
+
+    ``distillation: {weight: 0.5, temperature: 4.0}`` (optionally ``phases: [sparsity]``). The loss
+    of every step is ``(1 - weight) * CE(labels, student) + weight * T^2 * KL(teacher_T || student_T)``
+    where ``_T`` are the softmax outputs at temperature ``T``. Off when the section is absent.
+    """
+
+    weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the distillation term in the loss")
+    temperature: float = Field(4.0, gt=0.0, le=100.0, description="softmax temperature of teacher and student")
+    phases: list[Literal["sparsity", "quantization"]] | None = Field(
+        None, description="training phases that distil: sparsity (sparse fine-tuning) and/or quantization "
+        "(QAT/PQAT); default: every one of them the recipe trains")
+
+
 class TrainingConfig(_Section):
     """Options shared by every training phase."""
 
@@ -236,6 +251,8 @@ class Recipe(_Section):
     sparsity: SparsityConfig | None = SparsityConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     export: ExportConfig | None = ExportConfig()
+    distillation: DistillationConfig | None = Field(
+        None, description="distil the dense baseline into the sparse/quantized model; null = off")
     training: TrainingConfig = TrainingConfig()
     sweep: dict[str, list[Any]] | None = Field(
         None, description="grid of dotted recipe paths to values, run by `edgesparse sweep`"
@@ -246,6 +263,15 @@ class Recipe(_Section):
     def _check(self) -> Recipe:
         if self.quantization.mode == "pqat" and self.sparsity is None:
             raise ValueError("quantization mode pqat (prune-preserving QAT) needs a sparsity section")
+        if self.distillation is not None and self.distillation.phases is not None:
+            trains = {"sparsity": self.sparsity is not None,
+                      "quantization": self.quantization.mode in ("qat", "pqat") and self.quantization.epochs > 0}
+            idle = [p for p in self.distillation.phases if not trains[p]]
+            if idle or not self.distillation.phases:
+                raise ValueError(
+                    "distillation.phases names " + (", ".join(idle) if idle else "no phase") + " but that phase "
+                    "does not train in this recipe (distillation needs a sparsity section and/or quantization "
+                    "mode qat/pqat with epochs > 0); remove it from distillation.phases or drop the section")
         return self
 
 
@@ -493,14 +519,23 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         The validated recipe; ``recipe_dir(recipe)`` is the folder relative paths resolve against.
 
     Raises:
-        RecipeError: the file is missing, is not valid YAML, or does not validate.
+        RecipeError: the file is missing, binary or not UTF-8, is not valid YAML, or does not validate.
     """
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe file '{path}' does not exist. Check the path (recipes live in recipes/).")
     if path.is_dir():
         raise RecipeError(f"'{path}' is a folder; give the recipe's .yaml file.")
-    text = path.read_text(encoding="utf-8")
+    data = path.read_bytes()
+    if b"\x00" in data[:8192]:
+        raise RecipeError(f"'{path}' is a binary file, not a YAML recipe; give the recipe's .yaml text file "
+                          "(e.g. recipes/quickstart.yaml).")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}, line {line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                          f"{exc.start}); save the recipe as UTF-8 YAML.") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

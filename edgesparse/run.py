@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io, _tf
+from edgesparse.check import check_model_fits_data
 from edgesparse.data import Dataset, load_dataset
-from edgesparse.errors import DataError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
+from edgesparse.errors import ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.models import build_model
 from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
@@ -46,6 +47,7 @@ from edgesparse.summary import (
     TrainingInfo,
 )
 from edgesparse.train import fit, quantize, sparsity
+from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
 
@@ -148,28 +150,6 @@ def _check_writable(path: Path) -> None:
         ) from None
 
 
-def check_compatibility(model: Any, data: Dataset) -> None:
-    """Fail early when the data cannot feed the model.
-
-    Raises:
-        DataError: input shape or label range does not match the model.
-    """
-    expected = tuple(model.input_shape[1:])
-    got = tuple(data.input_shape)
-    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
-        raise DataError(
-            f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
-            "Resize the data (image_size/channels in the data section) or build the model for this input."
-        )
-    outputs = model.output_shape[-1]
-    for split, y in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
-        if len(y) and (int(np.max(y)) >= outputs or int(np.min(y)) < 0):
-            raise DataError(
-                f"{split} labels range over [{int(np.min(y))}, {int(np.max(y))}] but the model has {outputs} "
-                f"outputs (classes 0..{outputs - 1}). Give the model one output per class, or fix the labels."
-            )
-
-
 class _State:
     """Phases finished in a run directory, keyed to the recipe they were run with."""
 
@@ -234,6 +214,12 @@ class _Run:
     history: fit.History
     warnings: list[str] = field(default_factory=list)
     dense_validation: float = 0.0  # the dense baseline's accuracy on the validation split (the guard's reference)
+    dense: Any = None  # the dense baseline: the teacher when the recipe distils
+
+    def teacher(self, phase: str) -> dict[str, Any]:
+        """``run.fit`` arguments for distillation from the dense model in ``phase`` (none when not configured)."""
+        teacher = teacher_for(self.recipe.distillation, phase, self.dense)
+        return {"teacher": teacher, "distillation": self.recipe.distillation} if teacher is not None else {}
 
     @property
     def steps_per_epoch(self) -> int:
@@ -306,6 +292,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history)
 
     dense, baseline = _baseline_phase(run, dense_model)
+    run.dense = dense
     base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
     baseline.accuracy = base_acc
     baseline.validation_accuracy = run.dense_validation = _validation_accuracy(run, dense)
@@ -325,6 +312,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
         sparsity=sparsity_info, quantization=quant_info, model=model_info,
         timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
+        distillation=recipe.distillation.model_dump(mode="json") if recipe.distillation is not None else None,
     )
     if export and recipe.export is not None:
         res = export_models(final, dense, recipe=recipe, data=data, bundle=bundle_dir(recipe, out),
@@ -353,7 +341,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
         else:
             dense = build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe))
-            check_compatibility(dense, run.data)
+            check_model_fits_data(dense, run.data)
+            if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
+                sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
             info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
             if recipe.baseline.epochs:
                 log.info("baseline: training %s (%s params) for %d epochs", dense.name, f"{dense.count_params():,}",
@@ -362,7 +352,7 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
                 info.update(seconds=r.seconds, step_ms=r.step_ms)
         _save_model(dense, out / "baseline.keras")
         run.state.mark("baseline", info)
-    check_compatibility(dense, run.data)
+    check_model_fits_data(dense, run.data)
     return dense, BaselineInfo(accuracy=0.0, params=int(dense.count_params()), **info)
 
 
@@ -388,6 +378,7 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
             extra_callbacks=[tfmot_sp.UpdatePruningStep(),
                              tfmot_sp.PruningSummaries(log_dir=str(run.out / "logs" / "pruning"))],
             epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
+            **run.teacher("sparsity"),
         )
         model = sparsity.strip(pruned)
         _save_model(model, run.out / "sparse.keras")
@@ -419,7 +410,8 @@ def _quantization_phase(run: _Run, model: Any, plan: sparsity.SparsityPlan | Non
         elif qcfg.epochs > 0:
             final = quantize.prepare(model, qcfg.mode)
             log.info("quantization: %s fine-tuning for %d epochs", qcfg.mode, qcfg.epochs)
-            r = run.fit("quantization", final, epochs=qcfg.epochs, optimizer=qcfg.optimizer)
+            r = run.fit("quantization", final, epochs=qcfg.epochs, optimizer=qcfg.optimizer,
+                        **run.teacher("quantization"))
             with _io.atomic_path(run.out / "final.weights.h5", suffix=".weights.h5") as tmp:
                 final.save_weights(str(tmp))
             info = QuantizationInfo(mode=qcfg.mode, epochs=qcfg.epochs, seconds=r.seconds, step_ms=r.step_ms)

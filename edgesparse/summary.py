@@ -150,6 +150,7 @@ class RunSummary(_Section):
     model: ModelInfo | None = None
     timing: TimingInfo = TimingInfo()
     tflite: TFLiteInfo | None = None
+    distillation: dict[str, Any] | None = None  # the recipe's distillation settings, when the dense model taught
     warnings: list[str] = []
     versions: dict[str, str | None] = {}
     training: TrainingInfo = TrainingInfo()
@@ -157,7 +158,8 @@ class RunSummary(_Section):
     def to_json(self) -> dict[str, Any]:
         """The summary.json mapping: sections the run did not have (no pruning, no export) are left out."""
         out = self.model_dump(mode="json")
-        return {k: v for k, v in out.items() if not (v is None and k in ("sparsity", "tflite", "model"))}
+        return {k: v for k, v in out.items()
+                if not (v is None and k in ("sparsity", "tflite", "model", "distillation"))}
 
     def write(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/summary.json`` atomically."""

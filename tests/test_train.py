@@ -225,6 +225,7 @@ def test_cli_interrupt_then_resume(tmp_path: Path) -> None:
     assert not list((tmp_path / "run").glob(".*.keras*")), "temporary files left behind"
     done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "resume: baseline phase continues from epoch " in done.stdout, done.stdout  # issue 9: say where
     rows = [r for r in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:] if r.startswith("baseline")]
     assert len(rows) == 40  # resumed: every epoch once, none repeated
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import shutil
 import signal
 import threading
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io, _tf
-from edgesparse.recipe import OptimizerConfig
+from edgesparse.recipe import DistillationConfig, OptimizerConfig
 
+logger = logging.getLogger(__name__)
 
 _STOP = threading.Event()
 _IN_FIT = threading.Event()
@@ -178,6 +180,8 @@ def run_phase(
     extra_callbacks: list[Any] = (),  # type: ignore[assignment]
     epoch_metrics: Callable[[Any], dict[str, Any]] | None = None,
     shuffle: bool = True,
+    teacher: Any | None = None,
+    distillation: DistillationConfig | None = None,
 ) -> PhaseResult:
     """Compile and fit ``model`` for one phase.
 
@@ -198,12 +202,28 @@ def run_phase(
         extra_callbacks: Phase-specific callbacks (pruning step updates ...).
         epoch_metrics: Extra per-epoch columns computed from the model (e.g. sparsity).
         shuffle: Shuffle the training data each epoch.
+        teacher: A trained model to distil from (see :mod:`edgesparse.train.distill`); needs
+            ``distillation``. None trains on the labels only.
+        distillation: Weight and temperature of the distillation loss (ignored without ``teacher``).
 
     Returns:
         The phase's timing and history.
+
+    Raises:
+        TrainError: the loss diverged.
+        TypeError: a ``teacher`` without ``distillation``.
     """
     keras = _tf.keras()
-    compile_model(model, optimizer)
+    if teacher is not None and distillation is None:
+        raise TypeError("run_phase: a teacher needs its distillation settings (weight, temperature)")
+    if teacher is not None and distillation is not None:
+        from edgesparse.train import distill
+
+        distill.compile_for_distillation(model, teacher, distillation, optimizer)
+        logger.info("%s: distilling from '%s' (weight %g, temperature %g)", phase, teacher.name,
+                    distillation.weight, distillation.temperature)
+    else:
+        compile_model(model, optimizer)
     backup = run_dir / "backup" / phase
     if not resume and backup.exists():
         shutil.rmtree(backup)
@@ -225,12 +245,26 @@ def run_phase(
             if _STOP.is_set():  # after BackupAndRestore saved this epoch
                 self.model.stop_training = True
 
+    class ResumeReport(keras.callbacks.Callback):
+        """Says where an interrupted phase continues (runs after BackupAndRestore restored it)."""
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            state = getattr(self.model, "_training_state", None)
+            saved = getattr(state, "_ckpt_saved_epoch", None)
+            done = int(saved.numpy()) + 1 if saved is not None else 0  # -1: nothing restored
+            if done > 0:
+                logger.info("resume: %s phase continues from epoch %d of %d (%d completed, restored from %s)",
+                            phase, done + 1, epochs, done, backup)
+            else:
+                logger.info("resume: %s phase has no checkpoint; starting it at epoch 1 of %d", phase, epochs)
+
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         timer.callback(),
         *extra_callbacks,
         # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
         keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        *([ResumeReport()] if resume else []),
         keras.callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         Recorder(),
     ]
@@ -242,6 +276,10 @@ def run_phase(
         model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
     finally:
         _IN_FIT.clear()
+        if teacher is not None:
+            from edgesparse.train import distill
+
+            distill.remove_distillation(model)
     if _STOP.is_set():
         raise KeyboardInterrupt
     shutil.rmtree(backup, ignore_errors=True)

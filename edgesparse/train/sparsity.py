@@ -106,6 +106,16 @@ def _block(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
         return {}, f"{pattern} applies to 2-D (dense) weights only; pruned unstructured"
     rows, cols = pattern.shape
     # Recipe blocks are in TFLite's layout (out x in); a Keras Dense kernel is (in x out).
+    n_in, n_out = (int(d) for d in kernel_of(layer).shape)
+    if n_out % rows or n_in % cols:
+        # tfmot would silently pad the edge blocks; the converter's block encoding needs whole blocks.
+        raise RecipeError(
+            f"sparsity: pattern {pattern} does not divide layer '{layer.name}' ({type(layer).__name__}, "
+            f"{n_out} outputs x {n_in} inputs; Keras kernel shape ({n_in}, {n_out})): blocks are rows x cols = "
+            f"outputs x inputs, so {n_out} must be a multiple of {rows} and {n_in} of {cols}. Choose a block "
+            f"that divides it, or give the layer its own pattern: layers: [{{match: \"^{re.escape(layer.name)}$\", "
+            "pattern: unstructured}]."
+        )
     return {"block_size": (cols, rows)}, ""
 
 
@@ -127,12 +137,34 @@ def _override_for(name: str, overrides: list[LayerOverride]) -> LayerOverride | 
     return found
 
 
+def check_overrides_match(model: Any, overrides: list[LayerOverride]) -> None:
+    """Refuse per-layer overrides whose regex matches none of the model's prunable layers.
+
+    An override that matches nothing would silently change nothing (a typo in a layer name).
+
+    Raises:
+        RecipeError: naming every unmatched override and listing the prunable layers.
+    """
+    names = [layer.name for layer in prunable_layers(model)]
+    unmatched = [ov.match for ov in overrides if not any(re.search(ov.match, n) for n in names)]
+    if unmatched:
+        others = [layer.name for layer in model.layers if layer.name not in names and layer.weights]
+        hint = f" Other layers with weights, which are not pruned: {', '.join(others)}." if others else ""
+        raise RecipeError(
+            "sparsity.layers: " + ", ".join(f"match '{m}'" for m in unmatched)
+            + f" {'matches' if len(unmatched) == 1 else 'match'} no prunable layer of model '{model.name}' "
+            f"(the regex is searched in layer names). Prunable layers: {', '.join(names)}.{hint} "
+            "Fix the regex or remove the override."
+        )
+
+
 def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> SparsityPlan:
     """Decide, per layer, whether and how it is pruned, and translate epochs to steps.
 
     Raises:
         ModelError: the model has no prunable layer, or none is left after overrides/policy.
-        RecipeError: the schedule does not fit the phase (too few steps).
+        RecipeError: the schedule does not fit the phase (too few steps), an override matches no
+            prunable layer, or a block pattern does not divide a layer's kernel.
     """
     begin = int(round(cfg.start * steps_per_epoch))
     end = int(round(cfg.end_epoch * steps_per_epoch))
@@ -151,6 +183,7 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
             f"model '{model.name}' has no layer tfmot can prune (Conv, DepthwiseConv, Dense, Embedding). "
             "Remove the sparsity section to train and export it dense."
         )
+    check_overrides_match(model, cfg.layers)
     policy_ok: Callable[[Any], bool] = lambda layer: True  # noqa: E731
     if cfg.policy == "xnnpack":
         policy = _tf.tfmot().sparsity.keras.PruneForLatencyOnXNNPack()
