@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.data import load_dataset
 from edgesparse.errors import DataError
+from edgesparse.models import build_model, describe
 from edgesparse.recipe import Recipe, recipe_dir
+from edgesparse.train.sparsity import plan_sparsity
 
 
 @dataclass
@@ -95,10 +98,6 @@ def check_recipe(recipe: Recipe) -> CheckReport:
         ModelError: the model cannot be built or loaded, or cannot be pruned.
         RecipeError: a sparsity override matches no layer, or a block pattern does not divide a kernel.
     """
-    from edgesparse.data import load_dataset
-    from edgesparse.models import build_model, describe
-    from edgesparse.train.sparsity import plan_sparsity
-
     base = recipe_dir(recipe)
     data = load_dataset(recipe.data, recipe.seed, base_dir=base)
     model = build_model(recipe.model, tuple(data.input_shape), data.num_classes, base)

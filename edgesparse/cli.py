@@ -62,9 +62,10 @@ def main(ctx: click.Context, debug: bool) -> None:
 class _ConsoleHandler(logging.Handler):
     """Renders edgesparse's log records with rich: progress as "· line", warnings in yellow."""
 
-    def __init__(self, console: Any) -> None:
+    def __init__(self, console: Any, status: Any = None) -> None:
         super().__init__(logging.INFO)
         self.console = console
+        self.status = status  # a rich Status: progress replaces its text instead of printing lines
 
     def emit(self, record: logging.LogRecord) -> None:
         from rich.markup import escape
@@ -72,15 +73,17 @@ class _ConsoleHandler(logging.Handler):
         msg = escape(record.getMessage())
         if record.levelno >= logging.WARNING:
             self.console.print(f"[yellow]warning:[/yellow] {msg}")
+        elif self.status is not None:
+            self.status.update(msg)
         else:
             self.console.print(f"[dim]·[/dim] {msg}")
 
 
 @contextlib.contextmanager
-def _progress(console: Any) -> Iterator[None]:
-    """Show the package's log records (logger ``edgesparse``) on ``console`` while a command runs."""
+def _progress(console: Any, status: Any = None) -> Iterator[None]:
+    """Show the package's log records (logger ``edgesparse``) on ``console`` (or in ``status``) while a command runs."""
     logger = logging.getLogger("edgesparse")
-    handler = _ConsoleHandler(console)
+    handler = _ConsoleHandler(console, status)
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
@@ -261,7 +264,7 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
     from edgesparse.profile.measure import profile as run
 
     console = _console()
-    with _progress(_console(stderr=True)):
+    with console.status("measuring") as status, _progress(console, status):
         result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                      input_shape=input_shape, api=api, min_seconds=min_seconds,
                      target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))

@@ -110,6 +110,19 @@ def deploy(
     device, host, files, labels, remote_dir = _run_on_both(tgt, local, bundle, model, dest, profile=profile,
                                                            threads=threads, runs=runs, warmup=warmup,
                                                            resolver=resolver)
+    result = _compare(tgt.describe(), remote_dir, files, labels, device, host, profile)
+    result.notes = _difference_notes(result)
+    return result
+
+
+#: What deploy keeps of each side's runner JSON.
+_RUN_FACTS = ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes", "machine", "cpu_model", "python",
+              "emulated", "emulation")
+
+
+def _compare(target: dict[str, Any], remote_dir: str, files: list[Path], labels: Any, device: dict[str, Any],
+             host: dict[str, Any], profile: bool) -> DeployResult:
+    """Compare the device's predictions and output checksum with the host's on the same batch."""
     d_out = device.get("outputs") or {}
     h_out = host.get("outputs") or {}
     d_pred = np.asarray(d_out.get("argmax") or [])
@@ -120,7 +133,7 @@ def deploy(
             "did not run the verification batch. Re-run with --debug and check the device's Python and runtime."
         )
     result = DeployResult(
-        target=tgt.describe(),
+        target=target,
         remote_dir=remote_dir,
         files=[f.name for f in files] + ["runner.py"],
         samples=int(len(d_pred)),
@@ -132,13 +145,7 @@ def deploy(
         host={k: host.get(k) for k in _RUN_FACTS},
         profile=_profile_facts(device) if profile else None,
     )
-    result.notes = _difference_notes(result)
     return result
-
-
-#: What deploy keeps of each side's runner JSON.
-_RUN_FACTS = ("runtime", "resolver", "threads", "init_ms", "peak_rss_bytes", "machine", "cpu_model", "python",
-              "emulated", "emulation")
 
 
 def _difference_notes(res: DeployResult) -> list[str]:

@@ -216,3 +216,14 @@ def _load_file(cfg: PathModelConfig, base_dir: Path | None) -> Any:
         if "Unknown layer" in msg or "Could not locate" in msg:
             hint = " Name the custom layer classes with `custom_objects: [\"pkg.mod:Layer\"]`."
         raise ModelError(f"cannot load the model from '{path}': {msg}.{hint}") from exc
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """JSON-able description of a model (name, params, layers, input and output shapes)."""
+    return {
+        "name": model.name,
+        "params": int(model.count_params()),
+        "layers": len(model.layers),
+        "input_shape": list(model.input_shape[1:]),
+        "output_shape": list(model.output_shape[1:]),
+    }

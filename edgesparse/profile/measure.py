@@ -163,6 +163,20 @@ def _measure(tgt: Any, model: Path, reference: Path, threads: int, min_seconds: 
     return result
 
 
+def _add_footprints(report: ProfileReport, paths: list[Path], input_shape: tuple[int, ...] | None) -> None:
+    """Read each model's footprint (and its notes) into ``report``; refuse dynamic inputs without a shape."""
+    for p in paths:
+        fp = footprint(p).to_dict()
+        dyn = _dynamic_dims(fp)
+        if dyn and input_shape is None:
+            raise ProfileError(
+                f"{p} has dynamic input dimensions ({'; '.join(dyn)}); give a concrete shape with "
+                "--input-shape, e.g. --input-shape 1,96,96,3."
+            )
+        report.footprints[str(p)] = fp
+        report.notes += [f"{p.name}: {note}" for note in fp.get("notes", [])]
+
+
 def _dynamic_dims(fp: dict[str, Any]) -> list[str]:
     """Inputs with unknown non-batch dimensions (the runner cannot invent a shape for them)."""
     bad = []
@@ -210,16 +224,7 @@ def profile(
     _check_settings(threads, runs, warmup, min_seconds, api, resolver)
     paths = resolve_models(models)
     report = ProfileReport(target={})
-    for p in paths:
-        fp = footprint(p).to_dict()
-        dyn = _dynamic_dims(fp)
-        if dyn and input_shape is None:
-            raise ProfileError(
-                f"{p} has dynamic input dimensions ({'; '.join(dyn)}); give a concrete shape with "
-                "--input-shape, e.g. --input-shape 1,96,96,3."
-            )
-        report.footprints[str(p)] = fp
-        report.notes += [f"{p.name}: {note}" for note in fp.get("notes", [])]
+    _add_footprints(report, paths, input_shape)
     tgt = parse_target(target, **(target_options or {}))
     options = {"runs": runs, "warmup": warmup, "resolver": resolver, "input_shape": input_shape, "api": api}
     for p in paths:

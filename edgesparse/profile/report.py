@@ -114,6 +114,22 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
     return {p: (n if counts[n] == 1 else str(p)) for p, n in names.items()}
 
 
+def _size_table(rows: list[dict[str, Any]], cells: list[list[str]], number: dict[str, int]) -> Any:
+    """The stacked output's size table: one row per model (size does not depend on threads)."""
+    from rich.table import Table
+
+    size = Table(title="size (ratios vs [1])", title_justify="left")
+    for h in ("#", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights"):
+        size.add_column(h, justify="right", overflow="fold")
+    seen: set[str] = set()
+    for r, c in zip(rows, cells):
+        if r["path"] in seen:
+            continue
+        seen.add(r["path"])
+        size.add_row(f"[{number[r['path']]}]", c[2], c[3], c[4], c[5], c[6])
+    return size
+
+
 def console_tables(report: Any, width: int, wide: bool = False) -> list[Any]:
     """What ``profile`` prints: the full table if it fits ``width`` columns (or ``wide``), else stacked.
 
@@ -148,16 +164,7 @@ def console_tables(report: Any, width: int, wide: bool = False) -> list[Any]:
     out: list[Any] = [Text(_title(report), style="italic")]
     out += [Text(f"[{number[p]}] {name}") for p, name in labels.items()]
 
-    size = Table(title="size (ratios vs [1])", title_justify="left")
-    for h in ("#", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights"):
-        size.add_column(h, justify="right", overflow="fold")
-    seen: set[str] = set()
-    for r, c in zip(rows, cells):
-        if r["path"] in seen:
-            continue
-        seen.add(r["path"])
-        size.add_row(f"[{number[r['path']]}]", c[2], c[3], c[4], c[5], c[6])
-    out.append(size)
+    out.append(_size_table(rows, cells, number))
 
     speed = Table(title="latency per invoke and memory (ratios vs [1] at the same threads)", title_justify="left")
     for h in ("#", "thr", "median ms", "vs [1]", "p90 ms", "init ms", "model RSS", "drift", "resolver"):

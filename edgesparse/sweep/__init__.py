@@ -88,9 +88,8 @@ def sweep(
     result = SweepResult(root=out)
     done = _finished_trials(out, trials, retry_failed)
     todo = [t for t in trials if t.id not in done]
-    log.info("%d trials (%d already done), %d shared baseline(s)", len(trials), len(done),
-             len({t.baseline_key for t in trials}))
-    for key in dict.fromkeys(t.baseline_key for t in todo):
+    log.info("%d trials (%d already done), %d shared baseline(s)", len(trials), len(done), len(_baselines_of(trials)))
+    for key in dict.fromkeys(t.baseline_key for t in todo):  # one shared dense baseline per key, first
         train_baseline(base, next(t for t in todo if t.baseline_key == key), out)
     args = [(base.model_dump_json(), str(recipe_dir(base)), json.dumps(asdict(t)), str(out), profile_runs)
             for t in todo]
@@ -188,6 +187,10 @@ def _reprofile(out: Path, finished: list[dict[str, Any]], profile_runs: int) -> 
             tflite = Path(tfl.path)
             row.update(profile_figures(tflite, profile_runs, tflite.with_name("dense.tflite")))
             _io.write_json(out / "trials" / row["trial"] / "result.json", row)
+
+
+def _baselines_of(trials: list[Trial]) -> set[str]:
+    return {t.baseline_key for t in trials}
 
 
 def _baselines(out: Path, trials: list[Trial]) -> dict[str, dict[str, Any]]:

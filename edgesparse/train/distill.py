@@ -30,6 +30,7 @@ from typing import Any
 from edgesparse import _tf
 from edgesparse.errors import ModelError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
+from edgesparse.train.compile import make_optimizer, outputs_probabilities
 
 _EPS = 1e-7
 
@@ -43,8 +44,6 @@ def teacher_for(cfg: DistillationConfig | None, phase: str, dense: Any) -> Any |
 
 def _logits(model: Any, outputs: Any) -> Any:
     """Logits of ``outputs`` (the log of softmax probabilities, which differs by a constant per row)."""
-    from edgesparse.train.fit import outputs_probabilities
-
     tf = _tf.tf()
     outputs = tf.cast(outputs, tf.float32)
     if outputs_probabilities(model):
@@ -79,8 +78,6 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
     Raises:
         ModelError: teacher and student disagree on input shape or number of outputs.
     """
-    from edgesparse.train.fit import make_optimizer, outputs_probabilities
-
     keras = _tf.keras()
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]) or \
             teacher.output_shape[-1] != student.output_shape[-1]:

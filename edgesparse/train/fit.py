@@ -10,8 +10,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,10 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io, _tf
+from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
+from edgesparse.train import distill
+from edgesparse.train.compile import compile_model, make_optimizer, outputs_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -54,36 +56,6 @@ def graceful_interrupt() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous)
         _STOP.clear()
-
-
-def make_optimizer(cfg: OptimizerConfig) -> Any:
-    """A tf_keras optimizer from its recipe section."""
-    opt = _tf.keras().optimizers
-    if cfg.name == "sgd":
-        return opt.SGD(cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.name == "rmsprop":
-        return opt.RMSprop(cfg.learning_rate, momentum=cfg.momentum)
-    if cfg.name == "adamw":
-        return opt.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay or 0.004)
-    return opt.Adam(cfg.learning_rate)
-
-
-def outputs_probabilities(model: Any) -> bool:
-    """Whether the model ends in a softmax (else its outputs are treated as logits)."""
-    layer = model.layers[-1]
-    layer = getattr(layer, "layer", layer)  # pruning / quantization wrappers
-    act = getattr(layer, "activation", None)
-    while act is not None and not hasattr(act, "__name__") and hasattr(act, "activation"):
-        act = act.activation  # tfmot's QuantizeAwareActivation wraps the real one
-    name = getattr(act, "__name__", "") if act is not None else ""
-    return name == "softmax" or type(layer).__name__ == "Softmax"
-
-
-def compile_model(model: Any, optimizer: OptimizerConfig) -> None:
-    """Compile for sparse-label classification with the right ``from_logits``."""
-    keras = _tf.keras()
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
-    model.compile(optimizer=make_optimizer(optimizer), loss=loss, metrics=["accuracy"])
 
 
 @dataclass
@@ -165,6 +137,7 @@ def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, see
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+# long: about 35 lines of code; the rest is the docstring of its fifteen keyword arguments
 def run_phase(
     phase: str,
     model: Any,
@@ -213,26 +186,60 @@ def run_phase(
         TrainError: the loss diverged.
         TypeError: a ``teacher`` without ``distillation``.
     """
-    keras = _tf.keras()
-    if teacher is not None and distillation is None:
-        raise TypeError("run_phase: a teacher needs its distillation settings (weight, temperature)")
-    if teacher is not None and distillation is not None:
-        from edgesparse.train import distill
-
-        distill.compile_for_distillation(model, teacher, distillation, optimizer)
-        logger.info("%s: distilling from '%s' (weight %g, temperature %g)", phase, teacher.name,
-                    distillation.weight, distillation.temperature)
-    else:
-        compile_model(model, optimizer)
+    _compile_for_phase(phase, model, optimizer, teacher, distillation)
     backup = run_dir / "backup" / phase
     if not resume and backup.exists():
         shutil.rmtree(backup)
     if not resume:
         history.drop_phase(phase)
     timer = _StepTimer()
+    callbacks = [
+        _tf.keras().callbacks.TerminateOnNaN(),
+        timer.callback(),
+        *extra_callbacks,
+        # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
+        _tf.keras().callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        *([_resume_report(phase, epochs, backup)] if resume else []),
+        _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
+        _recorder(phase, history, epoch_metrics),
+    ]
+    train_ds = to_dataset(data.x_train, data.y_train, batch_size, shuffle, seed)
+    val = (data.x_val, data.y_val) if len(data.x_val) else None
+    t0 = time.perf_counter()
+    _IN_FIT.set()
+    try:
+        model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
+    finally:
+        _IN_FIT.clear()
+        if teacher is not None:
+            distill.remove_distillation(model)
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+    shutil.rmtree(backup, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    _check_finite(phase, model, optimizer)
+    rows = [r for r in history.rows if r.get("phase") == phase]
+    return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
+
+
+def _compile_for_phase(phase: str, model: Any, optimizer: OptimizerConfig, teacher: Any | None,
+                       distillation: DistillationConfig | None) -> None:
+    """Compile ``model`` for plain training, or for distillation from ``teacher``."""
+    if teacher is not None and distillation is None:
+        raise TypeError("run_phase: a teacher needs its distillation settings (weight, temperature)")
+    if teacher is not None and distillation is not None:
+        distill.compile_for_distillation(model, teacher, distillation, optimizer)
+        logger.info("%s: distilling from '%s' (weight %g, temperature %g)", phase, teacher.name,
+                    distillation.weight, distillation.temperature)
+    else:
+        compile_model(model, optimizer)
+
+
+def _recorder(phase: str, history: History, epoch_metrics: Callable[[Any], dict[str, Any]] | None) -> Any:
+    """A callback writing one history row per epoch (and stopping after a graceful Ctrl-C)."""
     t_epoch = [time.perf_counter()]
 
-    class Recorder(keras.callbacks.Callback):
+    class Recorder(_tf.keras().callbacks.Callback):  # type: ignore[name-defined,misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             t_epoch[0] = time.perf_counter()
 
@@ -245,9 +252,13 @@ def run_phase(
             if _STOP.is_set():  # after BackupAndRestore saved this epoch
                 self.model.stop_training = True
 
-    class ResumeReport(keras.callbacks.Callback):
-        """Says where an interrupted phase continues (runs after BackupAndRestore restored it)."""
+    return Recorder()
 
+
+def _resume_report(phase: str, epochs: int, backup: Path) -> Any:
+    """A callback saying where an interrupted phase continues (runs after BackupAndRestore restored it)."""
+
+    class ResumeReport(_tf.keras().callbacks.Callback):  # type: ignore[name-defined,misc]
         def on_train_begin(self, logs: Any = None) -> None:
             state = getattr(self.model, "_training_state", None)
             saved = getattr(state, "_ckpt_saved_epoch", None)
@@ -258,40 +269,15 @@ def run_phase(
             else:
                 logger.info("resume: %s phase has no checkpoint; starting it at epoch 1 of %d", phase, epochs)
 
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        timer.callback(),
-        *extra_callbacks,
-        # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
-        *([ResumeReport()] if resume else []),
-        keras.callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
-        Recorder(),
-    ]
-    train_ds = to_dataset(data.x_train, data.y_train, batch_size, shuffle, seed)
-    val = (data.x_val, data.y_val) if len(data.x_val) else None
-    t0 = time.perf_counter()
-    _IN_FIT.set()
-    try:
-        model.fit(train_ds, epochs=epochs, validation_data=val, callbacks=callbacks, verbose=0)
-    finally:
-        _IN_FIT.clear()
-        if teacher is not None:
-            from edgesparse.train import distill
+    return ResumeReport()
 
-            distill.remove_distillation(model)
-    if _STOP.is_set():
-        raise KeyboardInterrupt
-    shutil.rmtree(backup, ignore_errors=True)
-    seconds = time.perf_counter() - t0
+
+def _check_finite(phase: str, model: Any, optimizer: OptimizerConfig) -> None:
+    """Raise TrainError when the phase's loss became NaN or inf."""
     losses = (model.history.history or {}).get("loss", []) if getattr(model, "history", None) else []
     if any(not np.isfinite(v) for v in losses):
-        from edgesparse.errors import TrainError
-
         raise TrainError(f"training diverged in the {phase} phase (loss became NaN/inf); lower its learning rate "
                          f"(currently {optimizer.learning_rate:g}) or check the data for NaNs.")
-    rows = [r for r in history.rows if r.get("phase") == phase]
-    return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
 
 
 def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, np.ndarray]:
