@@ -59,7 +59,30 @@ _API = {
     "SweepResult": "edgesparse.sweep",
 }
 
-__all__ = [*sorted(_API), "__version__"]
+__all__ = [
+    "DeployResult",
+    "ExportResult",
+    "Footprint",
+    "LoadedRun",
+    "ModelInspection",
+    "ProfileReport",
+    "Recipe",
+    "RunResult",
+    "RunSummary",
+    "SweepResult",
+    "__version__",
+    "check_recipe",
+    "deploy",
+    "export",
+    "footprint",
+    "inspect_tflite",
+    "load_recipe",
+    "load_run",
+    "profile",
+    "read_summary",
+    "sweep",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -64,7 +64,7 @@ def validate_data_config(raw: Any) -> SourceConfig:
                         f"builtins: {', '.join(BUILTINS)}.") from None
 
 
-def load_dataset(cfg: BaseModel | dict[str, Any], seed: int, base_dir: Optional[Path] = None) -> Dataset:
+def load_dataset(cfg: BaseModel | dict[str, Any], seed: int, base_dir: Path | None = None) -> Dataset:
     """Load the data a recipe names and split it into train/validation/test.
 
     Args:

@@ -61,9 +61,9 @@ class Dataset:
         """JSON-able summary: split sizes, input shape, classes."""
         return {
             "name": self.name,
-            "train": int(len(self.x_train)),
-            "validation": int(len(self.x_val)),
-            "test": int(len(self.x_test)),
+            "train": len(self.x_train),
+            "validation": len(self.x_val),
+            "test": len(self.x_test),
             "input_shape": list(self.input_shape),
             "num_classes": int(self.num_classes),
             "class_names": [str(c) for c in self.class_names],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 
@@ -17,7 +17,7 @@ class DigitsConfig(BuiltinSource):
 
 
 @builtin("digits", DigitsConfig)
-def load_digits(cfg: DigitsConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
+def load_digits(cfg: DigitsConfig, seed: int, base_dir: Path | None) -> Loaded:
     """Load the digits as ``(1797, 8, 8, 1)`` float32 in [0, 1] (pixel values are 0..16)."""
     from sklearn.datasets import load_digits as sk_load_digits
 

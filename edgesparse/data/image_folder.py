@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -31,7 +31,7 @@ class ImageFolderConfig(SourceConfig):
 
 
 @data_source("image_folder", ImageFolderConfig)
-def load_image_folder(cfg: ImageFolderConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
+def load_image_folder(cfg: ImageFolderConfig, seed: int, base_dir: Path | None) -> Loaded:
     """Read every image below ``cfg.image_folder``.
 
     Raises:

@@ -7,7 +7,7 @@ TensorFlow is imported only when such a data set is loaded. Offline, the downloa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Optional
+from typing import Any, Literal, NamedTuple
 
 from edgesparse import _tf
 from edgesparse.data.arrays import as_inputs, as_labels
@@ -48,7 +48,7 @@ def keras_load_data(name: str) -> Any:
 
 
 @data_source("keras", KerasConfig)
-def load_keras(cfg: KerasConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
+def load_keras(cfg: KerasConfig, seed: int, base_dir: Path | None) -> Loaded:
     """Load a Keras data set; its own test split is used as the test split.
 
     Raises:
@@ -59,7 +59,7 @@ def load_keras(cfg: KerasConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
         (x, y), (x_test, y_test) = keras_load_data(cfg.keras)
     except EdgesparseError:
         raise  # e.g. TensorFlow missing or imported with Keras 3: already explained
-    except Exception as exc:  # noqa: BLE001 - download errors differ by platform (URLError, socket, ssl...)
+    except Exception as exc:
         cache = Path("~/.keras").expanduser()
         raise DataError(
             f"the Keras data set '{cfg.keras}' could not be loaded ({type(exc).__name__}: {str(exc)[:200]}). "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -43,7 +43,7 @@ def _read(z: Any, key: str, path: Path) -> np.ndarray:
 
 
 @data_source("npz", NpzConfig)
-def load_npz(cfg: NpzConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
+def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded:
     """Load and check the arrays of an .npz file.
 
     Raises:

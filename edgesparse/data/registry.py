@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple, Optional, Union
+from typing import Annotated, Any, NamedTuple, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -30,12 +30,12 @@ class Loaded(NamedTuple):
     name: str
     x: np.ndarray
     y: np.ndarray
-    x_test: Optional[np.ndarray]
-    y_test: Optional[np.ndarray]
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
     class_names: list[str]
 
 
-Loader = Callable[[Any, int, Optional[Path]], Loaded]
+Loader = Callable[[Any, int, Path | None], Loaded]
 
 
 class SourceConfig(BaseModel):
@@ -47,7 +47,7 @@ class SourceConfig(BaseModel):
     test_split: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out as the test split (ignored "
                                                                 "when the source has its own test set)")
     batch_size: int = Field(64, gt=0)
-    limit: Optional[int] = Field(None, gt=0, description="cap on the total number of samples, taken stratified")
+    limit: int | None = Field(None, gt=0, description="cap on the total number of samples, taken stratified")
 
     @model_validator(mode="after")
     def _splits_leave_training_data(self) -> SourceConfig:
@@ -79,7 +79,7 @@ def hw(size: ImageSize) -> tuple[int, int]:
     return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def resolve(path: str, base_dir: Optional[Path]) -> Path:
+def resolve(path: str, base_dir: Path | None) -> Path:
     """A recipe path: ``~`` expanded, relative paths taken from ``base_dir`` (the recipe's folder)."""
     p = Path(path).expanduser()
     return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
@@ -141,7 +141,7 @@ def loader_for(cfg: BaseModel) -> Loader:
         ) from None
 
 
-def source_key(value: Any) -> Optional[str]:
+def source_key(value: Any) -> str | None:
     """The discriminating key of a raw ``data:`` mapping (or a validated config), ``None`` if not exactly one."""
     if isinstance(value, dict):
         keys = [k for k in DATA_SOURCES if k in value]
@@ -152,7 +152,7 @@ def source_key(value: Any) -> Optional[str]:
     return None
 
 
-def _builtin_tag(value: Any) -> Optional[str]:
+def _builtin_tag(value: Any) -> str | None:
     # str() so that `builtin: null` or a number is reported as an unknown name, not "no tag".
     tag = value.get("builtin") if isinstance(value, dict) else getattr(value, "builtin", None)
     return None if tag is None and not isinstance(value, dict) else str(tag)
@@ -164,7 +164,7 @@ def _tag(key: str) -> str:
     return f"source={key}"
 
 
-def _source_tag(value: Any) -> Optional[str]:
+def _source_tag(value: Any) -> str | None:
     key = source_key(value)
     return _tag(key) if key else None
 
@@ -181,7 +181,7 @@ def data_config_type() -> Any:
             members.append(Annotated[cls, Tag(_tag(key))])
     listed = ", ".join(keys[:-1]) + f" or {keys[-1]}" if len(keys) > 1 else keys[0]
     return Annotated[
-        Union[tuple(members)],  # type: ignore[valid-type]
+        tuple(members),  # type: ignore[valid-type]
         Discriminator(
             _source_tag,
             custom_error_type="data_source",

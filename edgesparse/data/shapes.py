@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -163,6 +163,6 @@ def generate_shapes(cfg: ShapesConfig, seed: int) -> Loaded:
 
 
 @builtin("shapes", ShapesConfig)
-def load_shapes(cfg: ShapesConfig, seed: int, base_dir: Optional[Path]) -> Loaded:
+def load_shapes(cfg: ShapesConfig, seed: int, base_dir: Path | None) -> Loaded:
     """Generate the shapes data set (nothing is read from disk)."""
     return generate_shapes(cfg, seed)

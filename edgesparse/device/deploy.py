@@ -7,7 +7,6 @@ compared with the same runner's on the host and with the labels.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,7 +135,7 @@ def _compare(target: dict[str, Any], remote_dir: str, files: list[Path], labels:
         target=target,
         remote_dir=remote_dir,
         files=[f.name for f in files] + ["runner.py"],
-        samples=int(len(d_pred)),
+        samples=len(d_pred),
         device_accuracy=float(np.mean(d_pred == labels[: len(d_pred)])) if labels is not None else None,
         host_accuracy=float(np.mean(h_pred == labels[: len(h_pred)])) if labels is not None else None,
         agreement=float(np.mean(d_pred == h_pred)),

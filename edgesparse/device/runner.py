@@ -142,7 +142,7 @@ def _version(module: object, dist: str) -> str:
         from importlib.metadata import version as dist_version  # Python >= 3.8
 
         return dist_version(dist)
-    except Exception:  # noqa: BLE001 - 3.7 has no importlib.metadata; the version is informative only
+    except Exception:
         return "unknown"
 
 
@@ -166,7 +166,7 @@ def import_runtime() -> Runtime:
 
         return Runtime("ai_edge_litert", _version(ai_edge_litert, "ai-edge-litert"), litert.Interpreter,
                        getattr(litert, "OpResolverType", None))
-    except Exception as exc:  # noqa: BLE001 - a broken install (numpy ABI...) is "not available" too
+    except Exception as exc:
         failures.append("ai_edge_litert: " + _first_line(exc))
     try:
         import tflite_runtime
@@ -174,14 +174,14 @@ def import_runtime() -> Runtime:
 
         return Runtime("tflite_runtime", _version(tflite_runtime, "tflite-runtime"), tflr.Interpreter,
                        getattr(tflr, "OpResolverType", None))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         failures.append("tflite_runtime: " + _first_line(exc))
     try:
         import tensorflow as tf
 
         return Runtime("tensorflow", tf.__version__, tf.lite.Interpreter,
                        getattr(tf.lite.experimental, "OpResolverType", None))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         failures.append("tensorflow: " + _first_line(exc))
     error = RunnerError("no_runtime", "no TFLite runtime is importable by " + sys.executable + " ("
                         + "; ".join(failures) + ")", EXIT_NO_RUNTIME, NO_RUNTIME_FIX)
@@ -261,7 +261,7 @@ def _create(runtime: Runtime, model_path: str, threads: int, builtin: bool, inpu
         if runtime.resolver_type is None:
             raise load_failed(runtime.name + " " + runtime.version + " has no OpResolverType, so the builtin "
                               "resolver cannot be chosen; upgrade the runtime")
-        kwargs["experimental_op_resolver_type"] = getattr(runtime.resolver_type, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+        kwargs["experimental_op_resolver_type"] = runtime.resolver_type.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     interp = runtime.interpreter_cls(**kwargs)
     if model_content is None:  # a file to time needs concrete shapes; in-memory callers feed their own
         check_static_shapes(interp, input_shape)
@@ -405,7 +405,7 @@ def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: 
         from ai_edge_litert.cpu_options import CpuOptions
         from ai_edge_litert.hardware_accelerator import HardwareAccelerator
         from ai_edge_litert.options import Options
-    except Exception as exc:  # noqa: BLE001 - older ai-edge-litert: no CompiledModel in Python
+    except Exception as exc:
         raise RunnerError("no_runtime", "ai-edge-litert " + runtime.version + " has no CompiledModel API ("
                           + _first_line(exc) + ")", EXIT_NO_RUNTIME, "pip install 'ai-edge-litert>=2.1'")
     if input_shape is not None:
@@ -593,7 +593,7 @@ def output_summary(outputs: Any) -> dict:
     a = np.asarray(outputs, dtype=np.float32)
     rounded = (np.round(a, 4) + np.float32(0.0)).astype(np.float32)  # + 0.0 folds -0.0 into 0.0
     flat = a.reshape(len(a), -1) if len(a) else a.reshape(0, 1)
-    return {"count": int(len(a)), "checksum": hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest(),
+    return {"count": len(a), "checksum": hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest(),
             "argmax": [int(i) for i in np.argmax(flat, axis=-1)] if len(a) else [],
             "sum": float(a.astype(np.float64).sum())}
 
@@ -713,7 +713,7 @@ def describe(runtime: Runtime | None = None) -> dict:
     try:
         out["cpu_model"] = cpu_model()
         emulation = detect_emulation()
-    except Exception as exc:  # noqa: BLE001 - describing must never fail on an odd /proc
+    except Exception as exc:
         out["cpu_model"] = None
         emulation = {"emulated": None, "emulator": None, "evidence": ["not checked: " + _first_line(exc)]}
     out["emulated"] = emulation["emulated"]
@@ -937,7 +937,7 @@ def main(argv: list | None = None) -> int:
     except MemoryError:
         print(json.dumps({"error": "out of memory while loading or running the model", "kind": "load_failed"}))
         return EXIT_LOAD_FAILED
-    except Exception as exc:  # noqa: BLE001 - anything else is still reported as JSON for the host
+    except Exception as exc:
         print(json.dumps({"error": type(exc).__name__ + ": " + _first_line(exc), "kind": "load_failed"}))
         return EXIT_LOAD_FAILED
     print(json.dumps(result))

@@ -68,7 +68,7 @@ def convert(
             return bytes(converter.convert())
     except EdgesparseError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(
             f"the TFLite converter failed ({mode}, sparse_encoding={sparse_encoding}): {first}. "

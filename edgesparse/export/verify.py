@@ -75,7 +75,7 @@ def verify(
     pred = np.argmax(out, axis=-1)
     kpred = np.argmax(keras_outputs, axis=-1)
     result = Verification(
-        samples=int(len(x)),
+        samples=len(x),
         accuracy=float(np.mean(pred == y)),
         keras_accuracy=float(np.mean(kpred == y)),
         agreement=float(np.mean(pred == kpred)),

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
-from edgesparse.render import fmt, figure, markdown_table, save_png
+from edgesparse.render import figure, fmt, markdown_table, save_png
 
 SPARSITY_AXIS = "sparsity.final"
 
@@ -56,7 +55,7 @@ def axis_label(axis: str, value: Any) -> str:
         return "float32" if str(value) == "none" else str(value)
     if axis == "sparsity.pattern":
         return str(value)
-    return f"{axis.split('.')[-1]}={value}"
+    return f"{axis.rsplit('.', maxsplit=1)[-1]}={value}"
 
 
 def strategy(point: dict[str, Any], axes: list[str]) -> str:

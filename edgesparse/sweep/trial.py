@@ -63,7 +63,7 @@ def run_trial(base_json: str, base_dir: str, trial_json: str, root: str, profile
         if s.tflite is not None and profile_runs:
             tflite = Path(s.tflite.path)
             row.update(profile_figures(tflite, profile_runs, tflite.with_name("dense.tflite")))
-    except Exception as exc:  # noqa: BLE001 - any failure is this trial's, recorded, not fatal
+    except Exception as exc:
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, EdgesparseError):
             row["traceback"] = traceback.format_exc(limit=6)

@@ -21,7 +21,7 @@ from edgesparse import _io, _tf
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
 from edgesparse.train import distill
-from edgesparse.train.compile import compile_model, make_optimizer, outputs_probabilities
+from edgesparse.train.compile import compile_model
 
 logger = logging.getLogger(__name__)
 

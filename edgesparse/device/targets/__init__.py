@@ -26,8 +26,21 @@ from edgesparse.device.targets.local import LocalTarget
 from edgesparse.device.targets.ssh import SSHTarget
 from edgesparse.errors import DeviceError
 
-__all__ = ["ADBTarget", "LocalTarget", "RUNNER", "SSHTarget", "TARGETS", "Target", "TargetSpec", "adb_devices",
-           "interpret_runner_output", "list_adb_devices", "parse_target", "runner_args", "split_target"]
+__all__ = [
+    "RUNNER",
+    "TARGETS",
+    "ADBTarget",
+    "LocalTarget",
+    "SSHTarget",
+    "Target",
+    "TargetSpec",
+    "adb_devices",
+    "interpret_runner_output",
+    "list_adb_devices",
+    "parse_target",
+    "runner_args",
+    "split_target",
+]
 
 
 def split_target(text: str) -> TargetSpec:

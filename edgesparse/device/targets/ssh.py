@@ -30,8 +30,8 @@ from edgesparse.device.targets.base import (
     TARGETS,
     TargetSpec,
     check_options,
-    interpret_runner_output,
     folder_runner_args,
+    interpret_runner_output,
     measured_files,
     run_process,
 )
