@@ -76,3 +76,16 @@ def test_labels_follow_the_runner() -> None:
     note = emulated_note(info) or ""
     assert note.startswith(f"Latency {EMULATED_LABEL}: ssh://root@127.0.0.1:2222 runs aarch64 code") and "qemu" in note
     assert latency_label({"emulated": False}) is None and emulated_note({}) is None
+
+
+def test_a_runtime_that_crashes_on_the_device_is_named() -> None:
+    """ai-edge-litert 2.3 under qemu dies with SIGSEGV before printing anything (measured on the emulated Pi)."""
+    import pytest
+
+    from edgesparse.device.targets.base import interpret_runner_output
+    from edgesparse.errors import DeviceError
+
+    stderr = "qemu: uncaught target signal 11 (Segmentation fault) - core dumped\n"
+    with pytest.raises(DeviceError, match=r"crashed \(segmentation fault, exit code 139\)") as info:
+        interpret_runner_output("", stderr, 139, "ssh://pi@host:22", "/opt/venv/bin/python")
+    assert "uncaught target signal 11" in str(info.value) and "ai-edge-litert==2.1.*" in str(info.value)

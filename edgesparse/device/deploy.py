@@ -156,10 +156,10 @@ def _difference_notes(res: DeployResult) -> list[str]:
     what = (f"top-1 agreement {res.agreement:.2%}" if res.agreement < 1.0
             else "same top-1 classes, outputs not bit-identical")
     if dr != hr:
+        builtin = "" if res.device.get("resolver") == "builtin" else ", and with --resolver builtin on both sides"
         return [f"device and host outputs differ ({what}): the device ran {dr}, the host {hr}. Different runtime "
                 "versions run different kernels; to tell the device's CPU from its runtime version, compare with the "
-                f"same runtime on the host (--host-python PYTHON with {d.get('name')}=={d.get('version')}), and "
-                "with --resolver builtin on both sides."]
+                f"same runtime on the host (--host-python PYTHON with {d.get('name')}=={d.get('version')}){builtin}."]
     return [f"device and host outputs differ ({what}) with the same runtime {dr}: the device's CPU computes "
             "differently (an emulator, or a runtime built with other kernels for it)."]
 

@@ -158,6 +158,11 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
     result = parse_runner_json(stdout)
     if result is None:
         tail = " | ".join(stderr.strip().splitlines()[-3:]) or "(no output)"
+        if returncode in (139, -11, 134, -6):  # SIGSEGV / SIGABRT, through a shell (128 + n) or directly (-n)
+            raise DeviceError(f"the runner on {where} crashed ({'segmentation fault' if returncode in (139, -11) else 'abort'}, "
+                              f"exit code {returncode}) inside `{python}`'s TFLite runtime: {tail}. Try another runtime "
+                              f"version on the device, e.g. `{python} -m pip install 'ai-edge-litert==2.1.*' 'numpy<2'` "
+                              "or `tflite-runtime==2.14.0` (ai-edge-litert 2.2 and 2.3 crash this way under qemu).")
         if returncode in (126, 127):
             raise DeviceError(f"{where} cannot start `{python}` ({tail}). Install Python 3 on the device "
                               "(Debian/Raspberry Pi OS: sudo apt install python3) or give its path with --python.")
