@@ -8,7 +8,7 @@ from __future__ import annotations
 import platform
 
 from edgesparse.device import runner
-from edgesparse.profile.measure import EMULATED_LABEL, emulated_note, latency_label
+from edgesparse.device.emulation import EMULATED_LABEL, emulated_note, latency_label
 
 # /proc/cpuinfo of a Raspberry Pi 4 (64-bit Raspberry Pi OS bookworm), first core and the trailer
 PI4_CPUINFO = """processor\t: 0

@@ -120,7 +120,7 @@ def test_deploy_int8_block_sparse_model_reproduces_the_host(pi_device: PiDevice,
     says so in its notes and how to compare like for like (--host-python).
     """
     from edgesparse.device.deploy import deploy
-    from edgesparse.export.inspect import inspect_tflite
+    from edgesparse.tflite import inspect_tflite
     from tests.test_runner import device_python
 
     model = Path(int8_block_run.summary.tflite.path)
