@@ -323,7 +323,7 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
         console.print(f"note: {note}")
     if res.profile:
         lat = res.profile["latency_ms"]
-        label = f" [{res.profile['latency_label']}]" if res.profile.get("latency_label") else ""
+        label = f" ({res.profile['latency_label']})" if res.profile.get("latency_label") else ""
         console.print(f"latency on device: median {lat['median']:.3f} ms, p90 {lat['p90']:.3f} ms "
                       f"({res.profile['runs']} runs, {res.profile['threads']} thread(s)){label}")
     if json_path:
