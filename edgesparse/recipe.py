@@ -501,7 +501,7 @@ def validate_recipe(raw: Any, source: str = "<recipe>", lines: dict[tuple[Any, .
         # A union reports one error per member; keep the most specific ones.
         msgs: list[str] = []
         for err in errors:
-            text = _format_error(err, raw, source, lines or {}, overridden or set())
+            text = _format_error(dict(err), raw, source, lines or {}, overridden or set())
             if text not in msgs:
                 msgs.append(text)
         head = f"the recipe {source} is invalid:" if len(msgs) > 1 else "invalid recipe:"
@@ -533,8 +533,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise RecipeError(f"{path}, line {line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+        line_no = data[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}, line {line_no}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                           f"{exc.start}); save the recipe as UTF-8 YAML.") from None
     try:
         raw = yaml.safe_load(text)
@@ -542,7 +542,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}{line}: YAML syntax error: {problem}. Fix the YAML (indentation, ':' after keys, quotes).") from None
+        raise RecipeError(f"{path}{line}: YAML syntax error: {problem}. Fix the YAML (indentation, ':' after keys, "
+                          "quotes).") from None
     if raw is None:
         raise RecipeError(f"{path} is empty; a recipe needs at least name, data and model.")
     overridden = apply_overrides(raw, overrides) if isinstance(raw, dict) else set()

@@ -494,7 +494,7 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         baseline.tflite_gzip_bytes = info["dense"]["gzip_bytes"]
         baseline.tflite_path = str(res.dense_path)
         baseline.tflite_accuracy = dv.get("accuracy")
-    chosen = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
+    chosen: dict[str, Any] = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
     if info.get("quantization") != info.get("requested_quantization"):
         warnings.append(
             f"export kept the {info.get('quantization')} conversion of the pruned model, not "

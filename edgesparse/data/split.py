@@ -82,7 +82,7 @@ def split_dataset(loaded: Loaded, cfg: SourceConfig, seed: int) -> Dataset:
         else:  # share the cap between the pool and the given test set, in proportion
             n_pool = max(1, round(cfg.limit * len(x) / (len(x) + len(x_test))))
             x, y = _cap(x, y, n_pool, seed)
-            x_test, y_test = _cap(x_test, y_test, max(1, cfg.limit - n_pool), seed)
+            x_test, y_test = _cap(x_test, y_test, max(1, cfg.limit - n_pool), seed)  # type: ignore[arg-type]
 
     if x_test is None:
         if cfg.test_split == 0:
@@ -103,6 +103,6 @@ def split_dataset(loaded: Loaded, cfg: SourceConfig, seed: int) -> Dataset:
                         "use more data or smaller validation_split/test_split.")
     x_train, y_train = _shuffled(x, y, train, _rng(seed, _ORDER_TRAIN))
     x_val, y_val = _shuffled(x, y, val, _rng(seed, _ORDER_VAL))
-    x_test, y_test = _shuffled(x_test, y_test, np.arange(len(x_test)), _rng(seed, _ORDER_TEST))
+    x_test, y_test = _shuffled(x_test, y_test, np.arange(len(x_test)), _rng(seed, _ORDER_TEST))  # type: ignore[arg-type]
     return Dataset(name=name, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
                    y_test=y_test, num_classes=num_classes, class_names=names)

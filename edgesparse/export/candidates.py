@@ -163,7 +163,8 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
 
     def float_outputs() -> np.ndarray:
         if not float_cache:
-            float_cache.append(src.float_model.predict(src.x, batch_size=256, verbose=0))
+            model = src.float_model if src.float_model is not None else src.final_model
+            float_cache.append(model.predict(src.x, batch_size=256, verbose=0))
         return float_cache[0]
 
     with tempfile.TemporaryDirectory(prefix="edgesparse-candidates-") as tmp:

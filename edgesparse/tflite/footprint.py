@@ -245,9 +245,9 @@ def activation_bytes(info: ModelInspection) -> tuple[int, int]:
                 first.setdefault(t, 0)  # read before any op writes it: an input or a variable
     for io in info.outputs:
         last[io.index] = max(n - 1, 0)
-    for t in info.tensors:
-        if t.is_variable and t.index in first:
-            first[t.index], last[t.index] = 0, max(n - 1, 0)
+    for tensor in info.tensors:
+        if tensor.is_variable and tensor.index in first:
+            first[tensor.index], last[tensor.index] = 0, max(n - 1, 0)
     delta = np.zeros(n + 2, dtype=np.int64)
     total = 0
     for t, start in first.items():

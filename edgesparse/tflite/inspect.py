@@ -704,8 +704,8 @@ def _decode(t: Any, info: TensorInfo, reader: _Reader) -> _Decoded:
         encoding = "block " + "x".join(map(str, block[-2:] if len(block) >= 2 else block))
     else:
         encoding = "csr" if any(d.sparse for d in sp.dims) else "dense"
-    arr = decode_sparse(values, sp, info.shape) if values is not None else None
-    return _Decoded(arr, encoding, block, len(raw) + sum(d.index_bytes for d in sp.dims))
+    decoded = decode_sparse(values, sp, info.shape) if values is not None else None
+    return _Decoded(decoded, encoding, block, len(raw) + sum(d.index_bytes for d in sp.dims))
 
 
 def _opcode_names(model: Any, schema: Any) -> list[str]:

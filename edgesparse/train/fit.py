@@ -81,7 +81,7 @@ class _StepTimer:
         keras = _tf.keras()
         timer = self
 
-        class StepTimer(keras.callbacks.Callback):
+        class StepTimer(keras.callbacks.Callback):  # type: ignore[name-defined]
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 timer._epoch = epoch
 
@@ -239,7 +239,7 @@ def _recorder(phase: str, history: History, epoch_metrics: Callable[[Any], dict[
     """A callback writing one history row per epoch (and stopping after a graceful Ctrl-C)."""
     t_epoch = [time.perf_counter()]
 
-    class Recorder(_tf.keras().callbacks.Callback):  # type: ignore[name-defined,misc]
+    class Recorder(_tf.keras().callbacks.Callback):  # type: ignore[misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             t_epoch[0] = time.perf_counter()
 
@@ -258,7 +258,7 @@ def _recorder(phase: str, history: History, epoch_metrics: Callable[[Any], dict[
 def _resume_report(phase: str, epochs: int, backup: Path) -> Any:
     """A callback saying where an interrupted phase continues (runs after BackupAndRestore restored it)."""
 
-    class ResumeReport(_tf.keras().callbacks.Callback):  # type: ignore[name-defined,misc]
+    class ResumeReport(_tf.keras().callbacks.Callback):  # type: ignore[misc]
         def on_train_begin(self, logs: Any = None) -> None:
             state = getattr(self.model, "_training_state", None)
             saved = getattr(state, "_ckpt_saved_epoch", None)
