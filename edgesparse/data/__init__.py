@@ -20,7 +20,7 @@ after its key, and a loader decorated with :func:`~edgesparse.data.registry.data
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 

@@ -181,7 +181,7 @@ def data_config_type() -> Any:
             members.append(Annotated[cls, Tag(_tag(key))])
     listed = ", ".join(keys[:-1]) + f" or {keys[-1]}" if len(keys) > 1 else keys[0]
     return Annotated[
-        Union[tuple(members)],  # noqa: UP007 (built at run time: no `|` form)
+        Union[tuple(members)],  # built at run time: no `|` form
         Discriminator(
             _source_tag,
             custom_error_type="data_source",

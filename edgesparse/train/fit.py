@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -101,7 +101,8 @@ class _StepTimer:
 class History:
     """history.csv of every phase, rewritten atomically after each epoch."""
 
-    COLUMNS = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sparsity", "seconds"]
+    COLUMNS: ClassVar[list[str]] = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sparsity",
+                                    "seconds"]
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -114,7 +115,8 @@ class History:
         self.rows = [r for r in self.rows if r.get("phase") != phase]
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows = [r for r in self.rows if not (r.get("phase") == row["phase"] and str(r.get("epoch")) == str(row["epoch"]))]
+        same = (row["phase"], str(row["epoch"]))
+        self.rows = [r for r in self.rows if (r.get("phase"), str(r.get("epoch"))) != same]
         self.rows.append(row)
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=self.COLUMNS, extrasaction="ignore")
