@@ -267,7 +267,8 @@ def profile(models: tuple[Path, ...], target: str, identity: str | None, known_h
     with console.status("measuring") as status, _progress(console, status):
         result = run(models, target=target, threads=threads, runs=runs, warmup=warmup, resolver=resolver,
                      input_shape=input_shape, api=api, min_seconds=min_seconds,
-                     target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
+                     target_options=_target_options(identity, known_hosts, accept_new_host_key, python,
+                                                    benchmark_binary))
     parts = rep.console_tables(result, console.width, wide=wide)
     if wide:
         from rich.console import Console
@@ -309,7 +310,8 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
               host_python=host_python,
               target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
     console = _console()
-    acc = "" if res.device_accuracy is None else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})"
+    acc = ("" if res.device_accuracy is None
+           else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})")
     console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
     if res.target.get("machine"):
         cpu = res.target.get("cpu_model") or "CPU model unknown"
@@ -317,7 +319,8 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
                       + (" (EMULATED CPU)" if res.target.get("emulated") else ""))
     console.print(f"verification batch: {res.samples} samples, top-1 agreement with host {res.agreement:.2%}, "
                   f"outputs identical: {'yes' if res.checksum_match else 'no'}{acc}; device runtime "
-                  f"{(res.device.get('runtime') or {}).get('name')} {(res.device.get('runtime') or {}).get('version')}, "
+                  f"{(res.device.get('runtime') or {}).get('name')} "
+                  f"{(res.device.get('runtime') or {}).get('version')}, "
                   f"resolver {res.device.get('resolver')}")
     for note in res.notes:
         console.print(f"note: {note}")

@@ -349,9 +349,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             node = nxt
         last = parts[-1]
         parsed = parse_value(value)
-        if isinstance(node, list) and isinstance(last, int) and last < len(node):
-            node[last] = parsed
-        elif isinstance(node, dict):
+        if (isinstance(node, list) and isinstance(last, int) and last < len(node)) or isinstance(node, dict):
             node[last] = parsed
         else:
             raise RecipeError(f"--set '{item}': cannot set '{key}' here.")
@@ -388,17 +386,20 @@ def _clean_loc(loc: tuple[Any, ...], raw: Any) -> tuple[Any, ...]:
     out: list[Any] = []
     node = raw
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             out.append(part)
             node = node[part]
         elif isinstance(node, (dict, list)):
             # a union tag or a missing key
-            if isinstance(node, dict) and isinstance(part, str) and not any(c in part for c in "[]-"):
-                if part in _ALL_FIELDS:
-                    out.append(part)
+            if (
+                isinstance(node, dict)
+                and isinstance(part, str)
+                and not any(c in part for c in "[]-")
+                and part in _ALL_FIELDS
+            ):
+                out.append(part)
             continue
         else:
             continue
@@ -488,12 +489,14 @@ def validate_recipe(raw: Any, source: str = "<recipe>", lines: dict[tuple[Any, .
         _ALL_FIELDS.update(_all_field_names(Recipe))
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping (key: value lines), got {type(raw).__name__}.")
-    for section, keys in (("data", ("builtin", "npz", "image_folder", "keras")), ("model", ("builtin", "path", "factory"))):
+    sources = (("data", ("builtin", "npz", "image_folder", "keras")), ("model", ("builtin", "path", "factory")))
+    for section, keys in sources:
         given = [k for k in keys if isinstance(raw.get(section), dict) and k in raw[section]]
         if len(given) > 1:
             line = (lines or {}).get((section,))
             where = f"{source}, line {line}" if line else source
-            raise RecipeError(f"{where}: {section}: give one source, not {' and '.join(given)} (one of: {', '.join(keys)}).")
+            raise RecipeError(f"{where}: {section}: give one source, not {' and '.join(given)} "
+                              f"(one of: {', '.join(keys)}).")
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
@@ -573,7 +576,10 @@ def override(recipe: Recipe, overrides: dict[str, Any] | list[str]) -> Recipe:
         RecipeError: the result does not validate.
     """
     raw = recipe.model_dump(mode="json", exclude_none=False)
-    items = overrides if isinstance(overrides, list) else [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}" for k, v in overrides.items()]
+    items = overrides if isinstance(overrides, list) else [
+        f"{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+        for k, v in overrides.items()
+    ]
     touched = apply_overrides(raw, items)
     new = validate_recipe(raw, "<override>", overridden=touched)
     set_recipe_dir(new, recipe_dir(recipe))

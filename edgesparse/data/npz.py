@@ -64,7 +64,8 @@ def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded:
         files = set(z.files)
         missing = [k for k in ("x", "y") if k not in files]
         if missing:
-            raise DataError(f"'{path}' has no array {' or '.join(missing)} (found: {', '.join(sorted(files)) or 'none'}); "
+            raise DataError(f"'{path}' has no array {' or '.join(missing)} "
+                            f"(found: {', '.join(sorted(files)) or 'none'}); "
                             f"{_HOW}.")
         if ("x_test" in files) != ("y_test" in files):
             given, absent = ("x_test", "y_test") if "x_test" in files else ("y_test", "x_test")

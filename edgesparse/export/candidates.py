@@ -60,7 +60,8 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{'float32' if self.mode == 'none' else self.mode}, sparse encoding {'on' if self.sparse_encoding else 'off'}"
+        return (f"{'float32' if self.mode == 'none' else self.mode}, "
+                f"sparse encoding {'on' if self.sparse_encoding else 'off'}")
 
     @property
     def not_slower(self) -> bool:

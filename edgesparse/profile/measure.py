@@ -104,7 +104,8 @@ def resolve_models(items: Sequence[str | Path]) -> list[Path]:
                 )
             missing = [q for q in paths if not q.exists()]
             if missing:
-                raise ProfileError(f"the run '{p}' names {missing[0]}, which no longer exists; re-run `edgesparse export`.")
+                raise ProfileError(f"the run '{p}' names {missing[0]}, which no longer exists; "
+                                   "re-run `edgesparse export`.")
             out.extend(paths)
         elif p.exists():
             out.append(p)
@@ -147,7 +148,8 @@ def _check_settings(threads: Sequence[int], runs: int, warmup: int, min_seconds:
     if api not in ("interpreter", "compiled"):
         raise ProfileError(f"--api must be interpreter or compiled, not {api!r}.")
     if api == "compiled" and resolver != "auto":
-        raise ProfileError("--resolver builtin applies to --api interpreter only (CompiledModel picks its CPU kernels).")
+        raise ProfileError("--resolver builtin applies to --api interpreter only "
+                           "(CompiledModel picks its CPU kernels).")
 
 
 def _measure(tgt: Any, model: Path, reference: Path, threads: int, min_seconds: float,

@@ -132,7 +132,8 @@ def _claim_directory(out: Path, base: Recipe, grid: dict[str, list[Any]], repeat
     if previous.exists():
         old_fp = json.loads(previous.read_text()).get("recipe_fingerprint")
         if old_fp and old_fp != fingerprint:
-            raise SweepError(f"'{out}' holds a sweep of a different base recipe (it changed since); its trials cannot be "
+            raise SweepError(f"'{out}' holds a sweep of a different base recipe (it changed since); "
+                             "its trials cannot be "
                              "reused. Give a new -o directory, or delete the old one to start over.")
     out.mkdir(parents=True, exist_ok=True)
     _io.write_json(out / "sweep.json", {"recipe": dump, "recipe_fingerprint": fingerprint, "grid": grid,

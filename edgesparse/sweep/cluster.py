@@ -24,7 +24,8 @@ def check_ray(address: str) -> Any:
     try:
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
     except Exception as exc:
-        raise SweepError(f"cannot connect to the Ray cluster at '{address}': {str(exc).splitlines()[0]}. Start one with "
+        raise SweepError(f"cannot connect to the Ray cluster at '{address}': {str(exc).splitlines()[0]}. "
+                         "Start one with "
                          "`ray start --head` and pass the address it prints (e.g. 127.0.0.1:6379).") from None
     return ray
 

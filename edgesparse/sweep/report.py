@@ -69,7 +69,8 @@ def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
     front = []
     for p in ok:
-        if not any(q is not p and q["tflite_bytes"] <= p["tflite_bytes"] and q["tflite_accuracy"] >= p["tflite_accuracy"]
+        if not any(q is not p and q["tflite_bytes"] <= p["tflite_bytes"]
+                   and q["tflite_accuracy"] >= p["tflite_accuracy"]
                    and (q["tflite_bytes"] < p["tflite_bytes"] or q["tflite_accuracy"] > p["tflite_accuracy"])
                    for q in ok):
             front.append(p)
@@ -93,11 +94,13 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
                 f"1/{best['ratio']:.1f} of the dense float32 .tflite ({best['tflite_bytes']:,.0f} bytes)")
         if best.get("latency_ratio") is not None:
             text += (f"; latency {best['latency_ratio']:.2f}x dense float32 on this CPU (timed alternately with the "
-                     f"dense model in one process; quartiles {best['latency_ratio_lo']:.2f}–{best['latency_ratio_hi']:.2f})"
+                     f"dense model in one process; quartiles "
+                     f"{best['latency_ratio_lo']:.2f}–{best['latency_ratio_hi']:.2f})"
                      " — " + _latency_reason(best))
         elif dense and dense.get("latency_median_ms") and best.get("latency_median_ms"):
             r = best["latency_median_ms"] / dense["latency_median_ms"]
-            text += (f"; median latency {best['latency_median_ms']:.3f} ms vs {dense['latency_median_ms']:.3f} ms dense "
+            text += (f"; median latency {best['latency_median_ms']:.3f} ms "
+                     f"vs {dense['latency_median_ms']:.3f} ms dense "
                      f"({r:.2f}x, measured separately) on this CPU")
         lines.append(text + ".")
     front = pareto(points)
@@ -107,7 +110,8 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
         d = smallest["drop_points"]
         rel = f"{d:.1f} points below it" if d >= 0 else f"{-d:.1f} points above it"
         lines.append(f"The smallest model within 1 point of dense is {strategy(smallest, axes)} at "
-                     f"{float(smallest.get(SPARSITY_AXIS, 0) or 0):.0%}: 1/{smallest['ratio']:.1f} of the dense .tflite, "
+                     f"{float(smallest.get(SPARSITY_AXIS, 0) or 0):.0%}: "
+                     f"1/{smallest['ratio']:.1f} of the dense .tflite, "
                      f"{rel}.")
     if front:
         lines.append("Pareto front (size vs accuracy): " + "; ".join(
@@ -140,11 +144,14 @@ def write_report(result: Any, axes: list[str]) -> Path:
     _plot_latency_vs_accuracy(points, axes, root / "latency_vs_accuracy.png", dense)
     _plot_layer_sparsity(result.rows, pareto(points), axes, root / "layer_sparsity.png")
     lines = [f"# Sweep: {root.name}", "",
-             f"{len(result.rows)} trials ({len(result.failed)} failed), {len(result.baselines)} shared dense baseline(s); "
+             f"{len(result.rows)} trials ({len(result.failed)} failed), "
+             f"{len(result.baselines)} shared dense baseline(s); "
              f"recorded time {sum(float(r.get('train_seconds') or 0) for r in result.rows):.0f} s in trials + "
              f"{sum(float(b.get('seconds') or 0) for b in result.baselines.values()):.0f} s in baselines "
-             f"(this invocation {result.seconds:.0f} s). Accuracy is on the held-out test split; sizes are .tflite bytes; 'median ms' is the "
-             "runner's median on this machine (measured per trial, so it moves with the machine's speed); 'latency vs dense' "
+             f"(this invocation {result.seconds:.0f} s). "
+             "Accuracy is on the held-out test split; sizes are .tflite bytes; 'median ms' is the "
+             "runner's median on this machine (measured per trial, so it moves with the machine's speed); "
+             "'latency vs dense' "
              "times the trial's and the dense model alternately in one process (median ratio, quartiles in brackets), "
              "the figure to compare.", "", "## Summary", ""]
     lines += [f"- {s}" for s in summary_lines(points, axes, dense)] or ["- no successful trials"]
@@ -164,7 +171,9 @@ def write_report(result: Any, axes: list[str]) -> Path:
 
 def _table_row(p: dict[str, Any], axes: list[str]) -> list[str]:
     """One line of report.md's table: a grid point's means (± std) over its repeats."""
-    acc = fmt(p["tflite_accuracy"], ".2%") + (f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else "")
+    acc = fmt(p["tflite_accuracy"], ".2%") + (
+        f" ± {p['tflite_accuracy_std']:.2%}" if p.get("tflite_accuracy_std") else ""
+    )
     ratio = "—" if not p.get("ratio") else f"1/{p['ratio']:.1f}"
     latency = ("—" if p.get("latency_ratio") is None else
                f"{p['latency_ratio']:.2f}x ({p['latency_ratio_lo']:.2f}–{p['latency_ratio_hi']:.2f})")

@@ -38,8 +38,8 @@ class Target(Protocol):
 
         ``api`` is the runner's ``--api`` (``interpreter`` or ``compiled``); ``min_seconds`` its
         ``--min-seconds``; ``paired`` a reference model timed alternately with ``model`` in the
-        same process (``--paired``). ``remote_dir`` names a folder :meth:`push` already filled (model, batch and runner);
-        without it the files are copied first.
+        same process (``--paired``). ``remote_dir`` names a folder :meth:`push` already filled (model, batch and
+        runner); without it the files are copied first.
 
         Raises:
             DeviceError: the target cannot be reached or has no Python/runtime.
@@ -159,9 +159,12 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
     if result is None:
         tail = " | ".join(stderr.strip().splitlines()[-3:]) or "(no output)"
         if returncode in (139, -11, 134, -6):  # SIGSEGV / SIGABRT, through a shell (128 + n) or directly (-n)
-            raise DeviceError(f"the runner on {where} crashed ({'segmentation fault' if returncode in (139, -11) else 'abort'}, "
-                              f"exit code {returncode}) inside `{python}`'s TFLite runtime: {tail}. Try another runtime "
-                              f"version on the device, e.g. `{python} -m pip install 'ai-edge-litert==2.1.*' 'numpy<2'` "
+            raise DeviceError(f"the runner on {where} crashed "
+                              f"({'segmentation fault' if returncode in (139, -11) else 'abort'}, "
+                              f"exit code {returncode}) inside `{python}`'s TFLite runtime: {tail}. "
+                              "Try another runtime "
+                              f"version on the device, e.g. `{python} -m pip install "
+                              "'ai-edge-litert==2.1.*' 'numpy<2'` "
                               "or `tflite-runtime==2.14.0` (ai-edge-litert 2.2 and 2.3 crash this way under qemu).")
         if returncode in (126, 127):
             raise DeviceError(f"{where} cannot start `{python}` ({tail}). Install Python 3 on the device "
