@@ -22,14 +22,16 @@ def comparison_table(summary: dict[str, Any]) -> Any:
     tfl = summary.get("tflite", {})
     quant = summary.get("quantization", {}).get("mode", "none")
     t = Table(title=f"{summary.get('name')}: dense vs final (test split, {summary.get('data', {}).get('test', '?')} samples)")
-    for col in ("model", "Keras acc.", "TFLite acc.", "sparsity", ".tflite bytes", "gzip bytes", "size ratio"):
+    for col in ("model", "Keras acc.", "TFLite acc.", "sparsity (pruned kernels)", "sparsity (all params)",
+                "coverage", ".tflite bytes", "gzip bytes", "size ratio"):
         t.add_column(col, justify="right" if col != "model" else "left")
-    t.add_row("dense float32", _fmt_pct(base.get("accuracy")), _fmt_pct(base.get("tflite_accuracy")), "0.00%",
+    t.add_row("dense float32", _fmt_pct(base.get("accuracy")), _fmt_pct(base.get("tflite_accuracy")), "—", "—", "—",
               _fmt_int(base.get("tflite_bytes")), _fmt_int(base.get("tflite_gzip_bytes")), "1.0x")
     ratio = tfl.get("ratio_vs_dense")
     t.add_row(f"final ({quant})", _fmt_pct(model.get("accuracy")), _fmt_pct(tfl.get("accuracy")),
-              _fmt_pct(model.get("sparsity")), _fmt_int(tfl.get("bytes")), _fmt_int(tfl.get("gzip_bytes")),
-              "—" if not ratio else f"1/{ratio:.1f}")
+              _fmt_pct(model.get("sparsity_pruned_kernels", model.get("sparsity"))),
+              _fmt_pct(model.get("sparsity_all_params")), _fmt_pct(model.get("coverage")),
+              _fmt_int(tfl.get("bytes")), _fmt_int(tfl.get("gzip_bytes")), "—" if not ratio else f"1/{ratio:.1f}")
     caption = []
     if tfl:
         caption.append(f"TFLite vs Keras top-1 agreement {_fmt_pct(tfl.get('agreement'))}, resolver {tfl.get('resolver')}")

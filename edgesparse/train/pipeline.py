@@ -24,10 +24,11 @@ import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.data import load_dataset
-from edgesparse.errors import DataError, InterruptedRun, RecipeError, TrainError
+from edgesparse.errors import DataError, EdgesparseError, InterruptedRun, RecipeError, TrainError
 from edgesparse.models import build_model
 from edgesparse.recipe import Recipe, dump_recipe, load_recipe, recipe_dir
-from edgesparse.train import fit, sparsity
+from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
+from edgesparse.train import coverage, fit, sparsity
 from edgesparse.train.quantize import MODES
 
 Log = Callable[[str], None]
@@ -211,7 +212,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         else:
             dense = build_model(recipe.model, tuple(data.input_shape), data.num_classes, recipe_dir(recipe))
             check_compatibility(dense, data)
-            base_info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
+            base_info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
+                         "keras3_input": bool(getattr(dense, KERAS3_TAG, False))}
             if recipe.baseline.epochs:
                 say(f"baseline: training {dense.name} ({dense.count_params():,} params) for "
                     f"{recipe.baseline.epochs} epochs")
@@ -301,9 +303,15 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     summary["quantization"] = quant_info
     final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
     final_sp = sparsity.measure_sparsity(final)
+    cov = coverage.parameter_stats(final, [lp.name for lp in plan.pruned] if plan is not None else [])
     summary["model"] = {"accuracy": final_acc, "sparsity": final_sp["overall"],
-                        "params": int(final_sp["params"]), "zeros": int(final_sp["zeros"])}
-    say(f"final Keras model: test accuracy {final_acc:.2%}, sparsity {final_sp['overall']:.2%}")
+                        "params": int(final_sp["params"]), "zeros": int(final_sp["zeros"]), **cov}
+    say(f"final Keras model: test accuracy {final_acc:.2%}, sparsity {cov['sparsity_pruned_kernels']:.2%} over "
+        f"the pruned kernels, {cov['sparsity_all_params']:.2%} over all {cov['all_params']:,} parameters "
+        f"(coverage {cov['coverage']:.1%})")
+    low = coverage.coverage_warning(cov, plan) if plan is not None else None
+    if low:
+        warnings.append(low)
     base_step = summary["baseline"].get("step_ms")
     sp_step = summary.get("sparsity", {}).get("step_ms")
     summary["timing"] = {
@@ -337,6 +345,14 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
             "ratio_vs_dense": info.get("ratio"), "densify_ops": info["model"].get("densify_ops"),
             "encodings": info["model"].get("encodings"), "bundle": str(res.bundle),
         }
+    if summary["baseline"].get("keras3_input"):
+        # The model came as Keras 3: hand it back as Keras 3 too (float weights; QAT wrappers do not translate).
+        try:
+            summary["keras3"] = to_keras3(model, out / "final_keras3.keras")
+            say(f"Keras 3 model written to {out / 'final_keras3.keras'}")
+        except EdgesparseError as exc:
+            summary["keras3"] = {"error": str(exc)}
+            warnings.append(f"the final model could not be written back as Keras 3: {exc}")
     summary["timing"]["total_seconds"] = time.perf_counter() - t_start
     summary["warnings"] = warnings
     summary["versions"] = _tf.versions()
