@@ -128,9 +128,12 @@ def test_model_without_prunable_layer(tmp_path: Path) -> None:
         train(validate_recipe(recipe))
 
 
-def test_keras3_model_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="Keras 3"):
-        _run(tmp_path, model={"factory": "tests.factories:keras3_model"})
+def test_keras3_model_from_a_factory_is_translated(tmp_path: Path) -> None:
+    from edgesparse.models import build_model
+
+    recipe = validate_recipe(tiny_recipe(tmp_path, model={"factory": "tests.factories:keras3_model"}))
+    model = build_model(recipe.model, (8, 8, 1), 10)
+    assert type(model).__module__.startswith("tf_keras") and model._edgesparse_translation_diff <= 1e-5
 
 
 def test_model_file_missing_or_not_keras(tmp_path: Path) -> None:
