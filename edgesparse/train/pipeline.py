@@ -213,7 +213,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
             dense = build_model(recipe.model, tuple(data.input_shape), data.num_classes, recipe_dir(recipe))
             check_compatibility(dense, data)
             base_info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
-                         "keras3_input": bool(getattr(dense, KERAS3_TAG, False))}
+                         "keras3_input": bool(getattr(dense, KERAS3_TAG, False)),
+                         "keras3_translation_diff": getattr(dense, "_edgesparse_translation_diff", None)}
             if recipe.baseline.epochs:
                 say(f"baseline: training {dense.name} ({dense.count_params():,} params) for "
                     f"{recipe.baseline.epochs} epochs")
