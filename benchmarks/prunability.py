@@ -114,6 +114,13 @@ def _fmt(v: Any, kind: str) -> str:
     return {"pct": f"{v:.1%}", "int": f"{int(v):,}", "str": str(v)}[kind]
 
 
+def _diffs(r: dict[str, Any]) -> str:
+    if r["flavour"] != "keras3" or r.get("translation_diff") is None:
+        return "—"
+    back = r.get("keras3_back")
+    return f"{r['translation_diff']:.1e} / {'—' if back is None else f'{back:.1e}'}"
+
+
 def write_markdown(rows: list[dict[str, Any]], path: Path, command: str) -> None:
     """The table of docs/prunability.md, with pass rates per flavour."""
     lines = [
@@ -135,14 +142,15 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, command: str) -> None
             ok = sum(r["passed"] for r in mine)
             lines.append(f"- **{fl}**: {ok}/{len(mine)} pass ({ok / len(mine):.0%})")
     lines += ["", "| architecture | flavour | input | parameters | coverage | sparsity (all) | dense .tflite B | "
-              "sparse .tflite B | agreement | result |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "sparse .tflite B | agreement | Keras 3 diff in / back | result |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         result = "pass" if r["passed"] else f"FAIL: {r.get('reason', '')}"
         lines.append(
             f"| {r['architecture']} | {r['flavour']} | {r['input']} | {_fmt(r.get('params'), 'int')} | "
             f"{_fmt(r.get('coverage'), 'pct')} | {_fmt(r.get('sparsity_all'), 'pct')} | "
             f"{_fmt(r.get('dense_bytes'), 'int')} | {_fmt(r.get('sparse_bytes'), 'int')} | "
-            f"{_fmt(r.get('agreement'), 'pct')} | {result} |")
+            f"{_fmt(r.get('agreement'), 'pct')} | {_diffs(r)} | {result} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
@@ -154,6 +162,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "prunability.md")
     ap.add_argument("--jsonl", type=Path, default=ROOT / "docs" / "prunability.jsonl")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--report-only", action="store_true", help="rewrite the table from the JSON lines")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -165,7 +174,7 @@ def main() -> None:
         for line in args.jsonl.read_text().splitlines():
             r = json.loads(line)
             done[(r["architecture"], r["flavour"])] = r
-    for arch in args.arch:
+    for arch in [] if args.report_only else args.arch:
         for fl in args.flavour:
             if (arch, fl) in done:
                 continue
