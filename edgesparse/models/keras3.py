@@ -293,7 +293,11 @@ def _tfk_layer(entry: _graph.Entry) -> Any:
 
         return call
     if name == "Lambda":
-        return k3.layers.Lambda(layer.function, arguments=dict(layer.arguments or {}),
+        try:
+            shape = tuple(layer.output_shape[1:])  # Keras 3 cannot always infer it
+        except (AttributeError, RuntimeError, TypeError):
+            shape = None
+        return k3.layers.Lambda(layer.function, output_shape=shape, arguments=dict(layer.arguments or {}),
                                 name=_safe_name(layer.name, k3))
     if name in ("LayerScale", "CustomScaleLayer") and "applications" in module:
         import importlib
@@ -435,7 +439,17 @@ def to_keras3(tf_keras_model: Any, path: str | Path, tolerance: float = TOLERANC
     path = Path(path)
     with _io.atomic_path(path, suffix=".keras") as tmp:
         tmp.unlink()
-        model.save(str(tmp))
-        loaded = k3.saving.load_model(str(tmp), compile=False, safe_mode=False)
-        diff = check_same(tf_keras_model, loaded, f"writing '{path.name}' as a Keras 3 model", tolerance)
+        try:
+            model.save(str(tmp))
+            loaded = k3.saving.load_model(str(tmp), compile=False, safe_mode=False)
+            diff = check_same(tf_keras_model, loaded, f"writing '{path.name}' as a Keras 3 model", tolerance)
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a Lambda whose code does not survive the file
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(
+                f"the Keras 3 model written to '{path.name}' does not load back and run in Keras 3 "
+                f"({type(exc).__name__}: {msg}). Lambda layers whose code uses names from their module are the "
+                "usual cause; replace them with built-in layers."
+            ) from exc
     return {"path": str(path), "max_abs_diff": diff, "keras_version": k3.__version__}
