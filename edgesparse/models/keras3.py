@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse import _tf, _io
+from edgesparse import _io, _tf
 from edgesparse.errors import ModelError
 from edgesparse.models import _graph
 from edgesparse.models.activations import KERAS3_TO_TF_KERAS, TF_KERAS_TO_KERAS3
@@ -124,7 +124,7 @@ def _clean(value: Any, activations: dict[str, str]) -> Any:
     return value
 
 
-def _fit_config(cls: type, cfg: dict[str, Any], activations: dict[str, str], layer: Any) -> dict[str, Any]:
+def _fit_config(cls: Any, cfg: dict[str, Any], activations: dict[str, str], layer: Any) -> dict[str, Any]:
     """Map a layer config onto ``cls``'s constructor: drop initializers and harmless extra options."""
     out: dict[str, Any] = {}
     params = inspect.signature(cls.__init__).parameters
@@ -181,8 +181,8 @@ def _k3_op(entry: _graph.Entry) -> Any:
     return call
 
 
-def _tfk_app_layers() -> dict[str, type]:
-    out: dict[str, type] = {}
+def _tfk_app_layers() -> dict[str, Any]:
+    out: dict[str, Any] = {}
     try:
         from tf_keras.src.applications.convnext import LayerScale
 

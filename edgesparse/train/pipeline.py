@@ -26,8 +26,8 @@ from edgesparse import _io, _tf
 from edgesparse.data import load_dataset
 from edgesparse.errors import DataError, EdgesparseError, InterruptedRun, RecipeError, TrainError
 from edgesparse.models import build_model
-from edgesparse.recipe import Recipe, dump_recipe, load_recipe, recipe_dir
 from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
+from edgesparse.recipe import Recipe, dump_recipe, load_recipe, recipe_dir
 from edgesparse.train import coverage, fit, sparsity
 from edgesparse.train.quantize import MODES
 

@@ -21,8 +21,8 @@ import numpy as np
 from edgesparse import _tf
 from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
-from edgesparse.train.coverage import kernel_variable, pruned_weight_names
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
+from edgesparse.train.coverage import kernel_variable, pruned_weight_names
 
 
 @dataclass
@@ -219,13 +219,13 @@ def clone_dense(model: Any, regularization: Any | None = None) -> Any:
         ModelError: the model is subclassed (tfmot cannot wrap its layers).
     """
     keras = _tf.keras()
-    types = _prunable_types()
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
-        if regularization is not None and isinstance(layer, types) and (regularization.l1 or regularization.l2):
+        pruned = pruned_weight_names(layer)[0]
+        if regularization is not None and pruned and (regularization.l1 or regularization.l2):
             reg = keras.regularizers.L1L2(l1=regularization.l1, l2=regularization.l2)
-            key = "depthwise_regularizer" if "depthwise_regularizer" in config else "kernel_regularizer"
+            key = f"{pruned[0]}_regularizer"  # the weight tfmot prunes (pointwise_kernel of SeparableConv)
             if key in config:
                 config[key] = keras.regularizers.serialize(reg)
         return layer.__class__.from_config(config)
