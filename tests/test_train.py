@@ -228,3 +228,12 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path) -> None:
     assert (s["baseline"]["accuracy"] - s["tflite"]["accuracy"]) * 100 <= 1.0
     assert s["baseline"]["tflite_bytes"] / s["tflite"]["bytes"] >= 14
     assert s["tflite"]["agreement"] >= 0.99
+
+
+def test_headline_figures_are_read_through_the_pqat_wrappers(trained_run: Any) -> None:
+    """QAT wrappers own the kernels and add quantizer ranges: all parameters are still counted once."""
+    m = trained_run.summary["model"]
+    assert m["all_params"] == trained_run.summary["baseline"]["params"]
+    assert 0.9 < m["coverage"] <= 1.0
+    assert m["sparsity_pruned_kernels"] >= 0.74
+    assert m["sparsity_all_params"] <= m["sparsity_pruned_kernels"]

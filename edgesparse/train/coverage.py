@@ -12,6 +12,7 @@ pruned whose weights stay dense, and the headline figures are computed from the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -74,17 +75,26 @@ def kernel_variable(layer: Any) -> Any | None:
     return getattr(inner, names[0], None)
 
 
+_BOOKKEEPING = re.compile(r"(_min|_max|optimizer_step|mask|threshold|pruning_step)$")
+
+
 def _model_weights(model: Any) -> list[Any]:
-    """Every weight of the model as it computes, without wrapper bookkeeping (masks, quantizers)."""
+    """Every weight of the model as it computes, without wrapper bookkeeping.
+
+    Pruning wrappers add masks, thresholds and a step counter; quantization wrappers own the wrapped
+    layer's kernel (the inner layer then lists only its bias) and add min/max quantizer ranges. Those
+    bookkeeping variables are left out; the model's own weights are all counted once.
+    """
     out: list[Any] = []
     seen: set[int] = set()
     for layer in model.layers:
         inner = getattr(layer, "layer", None)
-        src = inner.weights if inner is not None and hasattr(inner, "weights") else layer.weights
-        for w in src:
-            if id(w) not in seen:
-                seen.add(id(w))
-                out.append(w)
+        for w in list(layer.weights) + (list(inner.weights) if inner is not None else []):
+            base = w.name.split("/")[-1].split(":")[0]
+            if id(w) in seen or _BOOKKEEPING.search(base):
+                continue
+            seen.add(id(w))
+            out.append(w)
     return out
 
 
