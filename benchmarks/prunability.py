@@ -152,6 +152,11 @@ def write_markdown(rows: list[dict[str, Any]], path: Path, command: str) -> None
             absent = [r["architecture"] for r in rows if r["flavour"] == fl and _absent(r)]
             note = f" ({', '.join(absent)}: not among this flavour's applications, not counted)" if absent else ""
             lines.append(f"- **{fl}**: {ok}/{len(mine)} pass ({ok / len(mine):.0%}){note}")
+    missing = [f"{a} ({fl})" for a in ARCHS for fl in FLAVOURS
+               if not any(r["architecture"] == a and r["flavour"] == fl for r in rows)]
+    if missing:
+        lines.append(f"- not run yet (out of time in this sitting; `python benchmarks/prunability.py` resumes): "
+                     f"{', '.join(missing)}")
     lines += ["", "| architecture | flavour | input | parameters | coverage | sparsity (all) | dense .tflite B | "
               "sparse .tflite B | agreement | TFLite max abs diff | Keras 3 diff in / back | result |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
