@@ -32,6 +32,7 @@ setup(
         "tensorboard>=2.16,<3",
         "pillow>=10,<14",  # image_folder data source
         "h5py>=3.10,<4",  # reading .h5 model files (Keras 2 and 3)
+        "keras>=3.5,<4",  # Keras 3 models users bring (translated to tf_keras); TensorFlow installs it too
     ],
     extras_require={
         # ruff and mypy run in CI before the tests (see .ci/run and README).

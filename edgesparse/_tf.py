@@ -106,7 +106,46 @@ def keras() -> ModuleType:
     tf()
     import tf_keras
 
+    # Activations Keras 3 has and tf_keras lacks (hard_silu...): registered so that translated
+    # models save and load anywhere edgesparse is imported.
+    from edgesparse.models.activations import register
+
+    register(tf_keras)
     return tf_keras
+
+
+@functools.cache
+def keras3() -> ModuleType:
+    """Return Keras 3 (the ``keras`` package), for importing and writing Keras 3 models only.
+
+    TensorFlow is imported first (with ``TF_USE_LEGACY_KERAS=1``), so ``tf.keras`` stays Keras 2
+    and tfmot keeps working; Keras 3 then runs on the TensorFlow backend next to it.
+
+    Raises:
+        KerasVersionError: the ``keras`` package is missing or is not Keras 3.
+    """
+    keras()
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    try:
+        import keras as keras3_module
+    except ImportError as exc:
+        raise KerasVersionError(
+            f"this model needs Keras 3 to be read, but the keras package cannot be imported ({exc}). "
+            "Install it with `pip install 'keras>=3'`."
+        ) from exc
+    version = str(getattr(keras3_module, "__version__", ""))
+    if not version.startswith("3"):
+        raise KerasVersionError(
+            f"the installed keras package is version {version or 'unknown'}, not Keras 3; "
+            "install Keras 3 with `pip install 'keras>=3'` to import Keras 3 models."
+        )
+    backend = keras3_module.backend.backend()
+    if backend != "tensorflow":
+        raise KerasVersionError(
+            f"Keras 3 runs on the '{backend}' backend here; edgesparse reads Keras 3 models with the "
+            "TensorFlow backend. Unset KERAS_BACKEND or set it to 'tensorflow'."
+        )
+    return keras3_module
 
 
 @functools.cache

@@ -14,13 +14,17 @@ def comparison_table(summary: RunSummary) -> Any:
 
     base, model, tfl = summary.baseline, summary.model, summary.tflite
     t = Table(title=f"{summary.name}: dense vs final (test split, {summary.data.test} samples)")
-    for col in ("model", "Keras acc.", "TFLite acc.", "sparsity", ".tflite bytes", "gzip bytes", "size ratio"):
+    for col in ("model", "Keras acc.", "TFLite acc.", "sparsity (pruned kernels)", "sparsity (all params)",
+                "coverage", ".tflite bytes", "gzip bytes", "size ratio"):
         t.add_column(col, justify="right" if col != "model" else "left")
-    t.add_row("dense float32", fmt_pct(base.accuracy), fmt_pct(base.tflite_accuracy), "0.00%",
+    t.add_row("dense float32", fmt_pct(base.accuracy), fmt_pct(base.tflite_accuracy), "—", "—", "—",
               fmt_int(base.tflite_bytes), fmt_int(base.tflite_gzip_bytes), "1.0x")
     ratio = tfl.ratio_vs_dense if tfl else None
+    pruned = model.sparsity_pruned_kernels if model and model.sparsity_pruned_kernels is not None else (
+        model.sparsity if model else None)
     t.add_row(f"final ({summary.quantization.mode})", fmt_pct(model.accuracy if model else None),
-              fmt_pct(tfl.accuracy if tfl else None), fmt_pct(model.sparsity if model else None),
+              fmt_pct(tfl.accuracy if tfl else None), fmt_pct(pruned),
+              fmt_pct(model.sparsity_all_params if model else None), fmt_pct(model.coverage if model else None),
               fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),
               "—" if not ratio else f"1/{ratio:.1f}")
     caption = []

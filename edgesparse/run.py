@@ -30,9 +30,10 @@ import numpy as np
 from edgesparse import _io, _tf
 from edgesparse.check import check_model_fits_data
 from edgesparse.data import Dataset, load_dataset
-from edgesparse.errors import ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
+from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.models import build_model
+from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
 from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
 from edgesparse.summary import (
     BaselineInfo,
@@ -46,7 +47,7 @@ from edgesparse.summary import (
     TimingInfo,
     TrainingInfo,
 )
-from edgesparse.train import fit, quantize, sparsity
+from edgesparse.train import coverage, fit, quantize, sparsity
 from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
@@ -303,11 +304,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     final, quant_info = _quantization_phase(run, model, plan)
     if quantize.trains(quant_info.mode):
         quant_info.validation_accuracy = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
-    final_acc, final_out = fit.evaluate(final, data.x_test, data.y_test)
-    final_sp = sparsity.measure_sparsity(final)
-    model_info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
-                           zeros=int(final_sp["zeros"]), validation_accuracy=_validation_accuracy(run, final))
-    log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%%", 100 * final_acc, 100 * model_info.sparsity)
+    model_info, final_out = _final_model_info(run, final, plan)
     summary = RunSummary(
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
         sparsity=sparsity_info, quantization=quant_info, model=model_info,
@@ -318,6 +315,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         res = export_models(final, dense, recipe=recipe, data=data, bundle=bundle_dir(recipe, out),
                             final_outputs=final_out, dense_outputs=base_out, run_dir=out, float_model=model)
         summary.tflite = _record_export(summary.baseline, res, run.warnings)
+    if summary.baseline.keras3_input:
+        summary.keras3 = _keras3_back(run, model)
     summary.timing.total_seconds = time.perf_counter() - t_start
     summary.warnings = run.warnings
     summary.versions = _tf.versions()
@@ -344,7 +343,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             check_model_fits_data(dense, run.data)
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
-            info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None}
+            info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
+                    "keras3_input": bool(getattr(dense, KERAS3_TAG, False)),
+                    "keras3_translation_diff": getattr(dense, "_edgesparse_translation_diff", None)}
             if recipe.baseline.epochs:
                 log.info("baseline: training %s (%s params) for %d epochs", dense.name, f"{dense.count_params():,}",
                          recipe.baseline.epochs)
@@ -438,6 +439,34 @@ def _check_zeros_kept(run: _Run, model: Any, final: Any, plan: sparsity.Sparsity
         if mode == "pqat":
             raise TrainError(msg + ". Prune-preserving QAT should keep every zero; please report it.")
         run.warnings.append(msg + "; use mode pqat to keep the zeros.")
+
+
+def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None) -> tuple[ModelInfo, Any]:
+    """Accuracy, and sparsity read back from the weights over the pruned kernels and over all parameters."""
+    final_acc, final_out = fit.evaluate(final, run.data.x_test, run.data.y_test)
+    final_sp = sparsity.measure_sparsity(final)
+    cov = coverage.parameter_stats(final, [lp.name for lp in plan.pruned] if plan is not None else [])
+    info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
+                     zeros=int(final_sp["zeros"]), validation_accuracy=_validation_accuracy(run, final), **cov)
+    log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
+             "%s parameters (coverage %.1f%%)", 100 * final_acc, 100 * cov["sparsity_pruned_kernels"],
+             100 * cov["sparsity_all_params"], f"{cov['all_params']:,}", 100 * cov["coverage"])
+    low = coverage.coverage_warning(cov, plan) if plan is not None else None
+    if low:
+        run.warnings.append(low)
+    return info, final_out
+
+
+def _keras3_back(run: _Run, model: Any) -> dict[str, Any]:
+    """The model came as Keras 3: hand it back as Keras 3 too (float weights; QAT wrappers do not translate)."""
+    path = run.out / "final_keras3.keras"
+    try:
+        info: dict[str, Any] = to_keras3(model, path)
+    except EdgesparseError as exc:
+        run.warnings.append(f"the final model could not be written back as Keras 3: {exc}")
+        return {"error": str(exc)}
+    log.info("Keras 3 model written to %s", path)
+    return info
 
 
 def _validation_accuracy(run: _Run, model: Any) -> float:

@@ -49,6 +49,8 @@ class BaselineInfo(_Section):
     step_ms: float | None = None
     shared: bool = False  # cloned from a baseline shared by a sweep's trials
     validation_accuracy: float | None = None
+    keras3_input: bool = False  # the user's model came as Keras 3 and was translated to tf_keras
+    keras3_translation_diff: float | None = None  # max abs output difference of that translation
     tflite_bytes: int | None = None
     tflite_gzip_bytes: int | None = None
     tflite_path: str | None = None
@@ -96,6 +98,14 @@ class ModelInfo(_Section):
     params: int
     zeros: int
     validation_accuracy: float | None = None
+    # read back from the weights: the headline over the pruned kernels AND over every parameter
+    all_params: int | None = None
+    all_zeros: int | None = None
+    sparsity_all_params: float | None = None
+    pruned_kernel_params: int | None = None
+    pruned_kernel_zeros: int | None = None
+    sparsity_pruned_kernels: float | None = None
+    coverage: float | None = None  # pruned-kernel parameters / all parameters
 
 
 class TimingInfo(_Section):
@@ -150,6 +160,7 @@ class RunSummary(_Section):
     model: ModelInfo | None = None
     timing: TimingInfo = TimingInfo()
     tflite: TFLiteInfo | None = None
+    keras3: dict[str, Any] | None = None  # the final model written back as Keras 3 (input was Keras 3)
     distillation: dict[str, Any] | None = None  # the recipe's distillation settings, when the dense model taught
     warnings: list[str] = []
     versions: dict[str, str | None] = {}
@@ -159,7 +170,7 @@ class RunSummary(_Section):
         """The summary.json mapping: sections the run did not have (no pruning, no export) are left out."""
         out = self.model_dump(mode="json")
         return {k: v for k, v in out.items()
-                if not (v is None and k in ("sparsity", "tflite", "model", "distillation"))}
+                if not (v is None and k in ("sparsity", "tflite", "model", "distillation", "keras3"))}
 
     def write(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/summary.json`` atomically."""

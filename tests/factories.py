@@ -30,7 +30,7 @@ def no_prunable_layer() -> Any:
 
 
 def keras3_model() -> Any:
-    import keras  # Keras 3 (installed alongside TensorFlow): what users often hand us by mistake
+    keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
 
     inputs = keras.Input((8, 8, 1))
     return keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
@@ -43,3 +43,114 @@ def with_lambda(path: str) -> None:
     x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
     x = keras.layers.Flatten()(x)
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(path)
+
+
+def residual_bn(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> Any:
+    """Functional model with BatchNorm and two residual Adds."""
+    keras = _tf.keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU()(x)
+    for i in range(2):
+        y = layers.Conv2D(8, 3, padding="same", name=f"res{i}_conv")(x)
+        y = layers.BatchNormalization(name=f"res{i}_bn")(y)
+        x = layers.Add(name=f"res{i}_add")([x, layers.ReLU()(y)])
+    x = layers.Flatten()(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="head")(x), name="residual_bn")
+
+
+def nested_backbone(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> Any:
+    """A Sequential holding a functional backbone (itself holding a nested block) and a small classifier."""
+    keras = _tf.keras()
+    layers = keras.layers
+    b_in = keras.Input((8, 8, 16))
+    b = layers.Conv2D(16, 3, padding="same", name="conv")(b_in)
+    block = keras.Model(b_in, layers.Add()([b_in, b]), name="block")
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = block(x)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2")(x)
+    backbone = keras.Model(inputs, x, name="backbone")
+    return keras.Sequential([keras.Input(input_shape), backbone, layers.GlobalAveragePooling2D(),
+                             layers.Dense(num_classes, activation="softmax", name="classifier")], name="nested")
+
+
+def depthwise_separable(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> Any:
+    keras = _tf.keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    x = layers.SeparableConv2D(32, 3, padding="same", activation="relu", name="sep")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="head")(x), name="dwsep")
+
+
+def keras3_conv(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> Any:
+    """A Keras 3 functional conv model using layers that differ between the Keras versions."""
+    keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
+
+    layers = keras.layers
+    inputs = keras.Input(input_shape)
+    x = layers.Rescaling(2.0, offset=-1.0)(inputs)
+    x = layers.Conv2D(8, 3, padding="same", name="conv1")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.Activation("hard_swish")(x)
+    y = layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = layers.Activation("gelu")(y)
+    x = layers.Add()([x, y * 0.5 + 1.0])
+    x = layers.Conv2D(16, 1, activation="swish", name="pw")(x)
+    x = layers.LayerNormalization()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.1)(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="head")(x), name="k3conv")
+
+
+def keras3_sequential_file(path: str, fmt: str = "keras") -> None:
+    """Save the issue's Keras 3 Sequential conv model (.keras or .h5, written by Keras 3)."""
+    keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
+
+    layers = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(),
+        layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),
+        layers.Flatten(),
+        layers.Dense(32, activation="relu", name="fc"),
+        layers.Dense(10, activation="softmax", name="out"),
+    ], name="k3seq")
+    model.save(path)
+
+
+def subclassed(num_classes: int = 10) -> Any:
+    keras = _tf.keras()
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.fc = keras.layers.Dense(num_classes, activation="softmax")
+
+        def call(self, x: Any) -> Any:
+            return self.fc(self.flat(x))
+
+    return Net()
+
+
+def keras3_subclassed(num_classes: int = 10) -> Any:
+    keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
+
+    class Net(keras.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.flat = keras.layers.Flatten()
+            self.fc = keras.layers.Dense(num_classes, activation="softmax")
+
+        def call(self, x: Any) -> Any:
+            return self.fc(self.flat(x))
+
+    return Net()

@@ -38,3 +38,14 @@ def test_tf_keras_is_keras2_and_cli_help_does_not_import_tensorflow() -> None:
     )
     assert "TF_LOADED False" in proc.stdout, proc.stdout + proc.stderr[-2000:]
     assert "KERAS 2." in proc.stdout and "tf_keras" in proc.stdout
+
+
+def test_keras3_accessor_keeps_keras2_as_tf_keras() -> None:
+    proc = _py(
+        "from edgesparse import _tf\n"
+        "k3 = _tf.keras3()\n"
+        "print('K3', k3.__version__, 'TFKERAS', _tf.tf().keras.__name__, _tf.keras().__version__)\n"
+        "print('TFMOT', _tf.tfmot().sparsity.keras.prune_low_magnitude is not None)\n"
+    )
+    assert "K3 3." in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "TFKERAS tf_keras" in proc.stdout and " 2." in proc.stdout and "TFMOT True" in proc.stdout

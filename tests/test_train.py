@@ -143,9 +143,12 @@ def test_model_without_prunable_layer(tmp_path: Path) -> None:
         train(validate_recipe(recipe))
 
 
-def test_keras3_model_is_explained(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="Keras 3"):
-        _run(tmp_path, model={"factory": "tests.factories:keras3_model"})
+def test_keras3_model_from_a_factory_is_translated(tmp_path: Path) -> None:
+    from edgesparse.models import build_model
+
+    recipe = validate_recipe(tiny_recipe(tmp_path, model={"factory": "tests.factories:keras3_model"}))
+    model = build_model(recipe.model, (8, 8, 1), 10)
+    assert type(model).__module__.startswith("tf_keras") and model._edgesparse_translation_diff <= 1e-5
 
 
 def test_model_file_missing_or_not_keras(tmp_path: Path) -> None:
@@ -244,3 +247,12 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path) -> None:
     assert (s["baseline"]["accuracy"] - s["tflite"]["accuracy"]) * 100 <= 1.0
     assert s["baseline"]["tflite_bytes"] / s["tflite"]["bytes"] >= 14
     assert s["tflite"]["agreement"] >= 0.99
+
+
+def test_headline_figures_are_read_through_the_pqat_wrappers(trained_run: Any) -> None:
+    """QAT wrappers own the kernels and add quantizer ranges: all parameters are still counted once."""
+    m = trained_run.summary.to_json()["model"]
+    assert m["all_params"] == trained_run.summary.to_json()["baseline"]["params"]
+    assert 0.9 < m["coverage"] <= 1.0
+    assert m["sparsity_pruned_kernels"] >= 0.74
+    assert m["sparsity_all_params"] <= m["sparsity_pruned_kernels"]

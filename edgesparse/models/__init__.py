@@ -3,7 +3,7 @@
 Recipe forms::
 
     model: {builtin: small_cnn}                     # see edgesparse.models.zoo for options
-    model: {path: model.keras, trust_code: false, custom_objects: ["pkg.mod:MyLayer"]}
+    model: {path: model.keras, trust_code: false, custom_objects: ["pkg.mod:MyLayer"]}  # tf_keras or Keras 3
     model: {factory: "pkg.module:build", kwargs: {width: 2}}
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -21,7 +22,7 @@ from edgesparse import _tf
 from edgesparse.errors import ModelError
 from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, ResNetConfig, SmallCNNConfig
 
-__all__ = ["ModelConfig", "build_model", "ZOO", "import_object"]
+__all__ = ["ZOO", "ModelConfig", "build_model", "describe", "import_object", "prepare_model"]
 
 
 class PathModelConfig(BaseModel):
@@ -39,7 +40,7 @@ class PathModelConfig(BaseModel):
 class FactoryModelConfig(BaseModel):
     """``model: {factory: "pkg.module:function", kwargs: {...}}``.
 
-    The function returns a tf_keras model. If it accepts ``input_shape`` / ``num_classes`` they are
+    The function returns a tf_keras or a Keras 3 model (translated to tf_keras). If it accepts ``input_shape`` / ``num_classes`` they are
     passed from the data.
     """
 
@@ -119,7 +120,8 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_d
         base_dir: Folder relative model paths are resolved against (the recipe's folder).
 
     Returns:
-        A tf_keras model.
+        A functional or Sequential tf_keras model (Keras 3 models translated, nested sub-models
+        inlined).
 
     Raises:
         ModelError: the model cannot be built or loaded.
@@ -131,18 +133,31 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_d
     else:
         _config_cls, builder = ZOO.get(cfg.builtin)
         model = builder(cfg, tuple(input_shape), num_classes)
+    return prepare_model(model, trust_code=bool(getattr(cfg, "trust_code", False)))
+
+
+def prepare_model(model: Any, trust_code: bool = False) -> Any:
+    """Bring any Keras model a user brings into the form the training stages need.
+
+    Keras 3 models are translated to tf_keras, subclassed models are refused with what works
+    instead, and nested functional/Sequential sub-models are inlined so their layers can be pruned
+    (each step checked on random inputs).
+
+    Raises:
+        ModelError: not a Keras model, a subclassed model, or a translation that fails its check.
+    """
+    from edgesparse.models import keras3
+    from edgesparse.models.flatten import flatten_nested
+
+    if keras3.is_keras3_model(model):
+        model = keras3.from_keras3(model, trust_code=trust_code)
     keras = _tf.keras()
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
-        hint = ""
-        if kind.startswith("keras."):
-            hint = (
-                " It is a Keras 3 model: tensorflow-model-optimization needs Keras 2. Build it with "
-                "`import tf_keras as keras` instead of `import keras`, or save it as .h5 and load it with "
-                "`model: {path: ...}`."
-            )
-        raise ModelError(f"the model is a {kind}, not a tf_keras Model.{hint}")
-    return model
+        raise ModelError(f"the model is a {kind}, not a Keras model (tf_keras or Keras 3).")
+    if not keras3.is_graph_model(model):
+        raise keras3.subclassed_error(model)
+    return flatten_nested(model)
 
 
 def _from_factory(cfg: FactoryModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
@@ -150,6 +165,7 @@ def _from_factory(cfg: FactoryModelConfig, input_shape: tuple[int, ...], num_cla
     if not callable(fn):
         raise ModelError(f"model factory '{cfg.factory}' is not callable.")
     kwargs = dict(cfg.kwargs)
+    params: Mapping[str, Any]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -204,6 +220,10 @@ def _load_file(cfg: PathModelConfig, base_dir: Path | None) -> Any:
     for spec in cfg.custom_objects:
         obj = import_object(spec, "custom object")
         custom[spec.partition(":")[2].split(".")[-1]] = obj
+    from edgesparse.models.keras3 import is_keras3_file, load_keras3_file
+
+    if path.is_file() and is_keras3_file(path):
+        return load_keras3_file(path, trust_code=cfg.trust_code, custom_objects=custom)
     keras = _tf.keras()
     try:
         kwargs: dict[str, Any] = {"compile": False, "custom_objects": custom}

@@ -22,6 +22,7 @@ from edgesparse import _tf
 from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
+from edgesparse.train.coverage import kernel_variable, pruned_weight_names
 
 
 @dataclass
@@ -62,9 +63,8 @@ def _prunable_types() -> tuple[type, ...]:
 
 
 def prunable_layers(model: Any) -> list[Any]:
-    """Layers of ``model`` whose kernel tfmot prunes (convolutions, dense, embeddings)."""
-    types = _prunable_types()
-    return [layer for layer in model.layers if isinstance(layer, types)]
+    """Layers of ``model`` of which tfmot's prune registry prunes a weight (see ``train.coverage``)."""
+    return [layer for layer in model.layers if pruned_weight_names(layer)[0]]
 
 
 _KERNEL_NAMES = ("depthwise_kernel", "kernel", "embeddings")
@@ -76,6 +76,9 @@ def kernel_of(layer: Any) -> Any:
     Works through pruning and quantization wrappers, whose ``kernel`` attribute may be a symbolic
     (masked or fake-quantized) tensor rather than the stored variable.
     """
+    registered = kernel_variable(layer)
+    if registered is not None:
+        return registered
     weights = list(layer.weights)
     for wanted in _KERNEL_NAMES:
         for w in weights:
@@ -180,7 +183,8 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
     prunable = prunable_layers(model)
     if not prunable:
         raise ModelError(
-            f"model '{model.name}' has no layer tfmot can prune (Conv, DepthwiseConv, Dense, Embedding). "
+            f"model '{model.name}' has no layer tfmot can prune (Conv, SeparableConv, Dense, Embedding; tfmot "
+            "prunes no weight of DepthwiseConv2D). "
             "Remove the sparsity section to train and export it dense."
         )
     check_overrides_match(model, cfg.layers)
@@ -204,7 +208,7 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
         lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
         plan.layers.append(lp)
         if id(layer) not in prunable_ids:
-            lp.note = "not prunable"
+            lp.note = "not prunable: " + pruned_weight_names(layer)[1]
             continue
         ov = _override_for(layer.name, cfg.layers)
         if ov is not None and ov.skip:
@@ -218,6 +222,10 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
         lp.prune = True
         lp.pattern = "unstructured" if reason else str(pattern)
         lp.note = reason
+        kernels = [w for w in layer.weights if len(w.shape) >= 2]
+        if len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
+            only = ", ".join(pruned_weight_names(layer)[0])
+            lp.note = "; ".join(x for x in (reason, f"tfmot prunes {only} only, the other kernels stay dense") if x)
         lp.target = pattern.fixed_sparsity if pattern.fixed_sparsity is not None and not reason else (
             ov.final if ov is not None and ov.final is not None else cfg.final
         )
@@ -244,13 +252,13 @@ def clone_dense(model: Any, regularization: Any | None = None) -> Any:
         ModelError: the model is subclassed (tfmot cannot wrap its layers).
     """
     keras = _tf.keras()
-    types = _prunable_types()
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
-        if regularization is not None and isinstance(layer, types) and (regularization.l1 or regularization.l2):
+        pruned = pruned_weight_names(layer)[0]
+        if regularization is not None and pruned and (regularization.l1 or regularization.l2):
             reg = keras.regularizers.L1L2(l1=regularization.l1, l2=regularization.l2)
-            key = "depthwise_regularizer" if "depthwise_regularizer" in config else "kernel_regularizer"
+            key = f"{pruned[0]}_regularizer"  # the weight tfmot prunes (pointwise_kernel of SeparableConv)
             if key in config:
                 config[key] = keras.regularizers.serialize(reg)
         return layer.__class__.from_config(config)
@@ -323,7 +331,7 @@ def measure_sparsity(model: Any, names: list[str] | None = None) -> dict[str, An
         layer = getattr(outer, "layer", outer) if hasattr(outer, "layer") else outer
         if names is not None and layer.name not in names:
             continue
-        if not isinstance(layer, _prunable_types()):
+        if not pruned_weight_names(layer)[0]:
             continue
         w = kernel_of(outer).numpy()
         z = int(np.count_nonzero(w == 0))
