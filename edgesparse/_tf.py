@@ -161,6 +161,17 @@ def tfmot() -> ModuleType:
     return tensorflow_model_optimization
 
 
+def tfmot_module(name: str) -> ModuleType:
+    """A submodule of tfmot that its public API does not expose (e.g. ``python.core.sparsity.keras.prune_registry``).
+
+    tfmot's prune registry is the authority on which weights of a layer it prunes; asking it beats assuming.
+    """
+    tfmot()
+    import importlib
+
+    return importlib.import_module(f"tensorflow_model_optimization.{name}")
+
+
 def versions() -> dict[str, Any]:
     """Versions of the ML stack in this process (imports it).
 

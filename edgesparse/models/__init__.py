@@ -40,8 +40,8 @@ class PathModelConfig(BaseModel):
 class FactoryModelConfig(BaseModel):
     """``model: {factory: "pkg.module:function", kwargs: {...}}``.
 
-    The function returns a tf_keras or a Keras 3 model (translated to tf_keras). If it accepts ``input_shape`` / ``num_classes`` they are
-    passed from the data.
+    The function returns a tf_keras or a Keras 3 model (translated to tf_keras). If it accepts
+    ``input_shape`` / ``num_classes`` they are passed from the data.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -20,28 +20,23 @@ KERAS3_TO_TF_KERAS = {
 #: The reverse direction (tf_keras identifier -> Keras 3 name).
 TF_KERAS_TO_KERAS3 = {"edgesparse>hard_silu": "hard_silu", "edgesparse>hard_sigmoid": "hard_sigmoid"}
 
-_registered = False
+_STATE = {"registered": False}
 
 
 def register(tf_keras: ModuleType) -> None:
-    """Register the activations with tf_keras (idempotent)."""
-    global _registered
-    if _registered:
+    """Register the activations with tf_keras (idempotent); they compute with tf_keras' own ops."""
+    if _STATE["registered"]:
         return
-    tf = tf_keras.backend  # noqa: F841 - keeps the import order obvious: tf_keras is loaded
+    relu = tf_keras.activations.relu
 
     def hard_sigmoid(x: Any) -> Any:
         """Keras 3's hard sigmoid: ``relu6(x + 3) / 6``."""
-        import tensorflow
-
-        return tensorflow.nn.relu6(x + 3.0) * (1.0 / 6.0)
+        return relu(x + 3.0, max_value=6.0) * (1.0 / 6.0)
 
     def hard_silu(x: Any) -> Any:
         """Hard SiLU (hard swish): ``x * relu6(x + 3) / 6``."""
-        import tensorflow
-
-        return x * (tensorflow.nn.relu6(x + 3.0) * (1.0 / 6.0))
+        return x * (relu(x + 3.0, max_value=6.0) * (1.0 / 6.0))
 
     for fn in (hard_sigmoid, hard_silu):
         tf_keras.saving.register_keras_serializable(package="edgesparse", name=fn.__name__)(fn)
-    _registered = True
+    _STATE["registered"] = True

@@ -50,7 +50,8 @@ _BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape"
 _HARMLESS = {"rms_scaling": False, "lora_rank": None, "lora_alpha": None, "quantization_config": None,
              "synchronized": False, "optional": False, "renorm": False, "renorm_clipping": None,
              "renorm_momentum": 0.99, "seed": None, "gamma_regularizer": None, "beta_regularizer": None,
-             "sparse": False, "ragged": False, "fused": None, "virtual_batch_size": None, "adjustment": None, "groups": 1}
+             "sparse": False, "ragged": False, "fused": None, "virtual_batch_size": None, "adjustment": None,
+             "groups": 1}
 
 
 def is_keras3_model(obj: Any) -> bool:

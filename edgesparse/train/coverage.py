@@ -24,10 +24,7 @@ LOW_COVERAGE = 0.5
 
 
 def _registry() -> Any:
-    _tf.tfmot()
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
-    return prune_registry.PruneRegistry
+    return _tf.tfmot_module("python.core.sparsity.keras.prune_registry").PruneRegistry
 
 
 def pruned_weight_names(layer: Any) -> tuple[list[str], str]:
@@ -36,9 +33,7 @@ def pruned_weight_names(layer: Any) -> tuple[list[str], str]:
     Returns:
         ``(names, reason)``: names is empty when nothing is pruned, and reason then says why.
     """
-    _tf.tfmot()
-    from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer
-
+    prunable_layer = _tf.tfmot_module("python.core.sparsity.keras.prunable_layer")
     keras = _tf.keras()
     kind = type(layer).__name__
     if isinstance(layer, prunable_layer.PrunableLayer):

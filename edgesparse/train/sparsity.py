@@ -169,6 +169,30 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
         RecipeError: the schedule does not fit the phase (too few steps), an override matches no
             prunable layer, or a block pattern does not divide a layer's kernel.
     """
+    begin, end, freq = _schedule_steps(cfg, steps_per_epoch)
+    plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq)
+    prunable = prunable_layers(model)
+    if not prunable:
+        raise ModelError(
+            f"model '{model.name}' has no layer tfmot can prune (Conv, SeparableConv, Dense, Embedding; tfmot "
+            "prunes no weight of DepthwiseConv2D). "
+            "Remove the sparsity section to train and export it dense."
+        )
+    check_overrides_match(model, cfg.layers)
+    policy_ok = _policy(model, cfg)
+    prunable_ids = {id(layer) for layer in prunable}
+    plan.layers = [_layer_plan(layer, cfg, id(layer) in prunable_ids, policy_ok) for layer in model.layers
+                   if layer.weights]
+    if not plan.pruned:
+        raise ModelError(
+            "no layer is left to prune after the overrides and the policy; check `sparsity.layers` "
+            "(skip/match) and `sparsity.policy`."
+        )
+    return plan
+
+
+def _schedule_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int, int]:
+    """The schedule's begin, end and frequency in training steps (the end snapped onto the update grid)."""
     begin = int(round(cfg.start * steps_per_epoch))
     end = int(round(cfg.end_epoch * steps_per_epoch))
     freq = min(cfg.frequency, max(1, end - begin))
@@ -179,65 +203,56 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
             f"sparsity: start={cfg.start:g} and end={cfg.end_epoch:g} epochs give no pruning steps at "
             f"{steps_per_epoch} steps per epoch; widen the window or lower `frequency`."
         )
-    plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq)
-    prunable = prunable_layers(model)
+    return begin, end, freq
+
+
+def _policy(model: Any, cfg: SparsityConfig) -> Callable[[Any], bool]:
+    """Which layers the recipe's policy lets tfmot prune (all, or XNNPACK's sparse-inference rule)."""
+    if cfg.policy != "xnnpack":
+        return lambda layer: True
+    policy = _tf.tfmot().sparsity.keras.PruneForLatencyOnXNNPack()
+    try:
+        policy.ensure_model_supports_pruning(model)
+    except ValueError as exc:
+        raise ModelError(
+            f"policy xnnpack: {exc}. XNNPACK's sparse path needs a float model whose first layer is a "
+            "3x3 stride-2 convolution on 3 channels and which ends in global average pooling; "
+            "use `policy: all` for other models."
+        ) from exc
+    allowed: Callable[[Any], bool] = policy.allow_pruning
+    return allowed
+
+
+def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Callable[[Any], bool]) -> LayerPlan:
+    """One layer's decision: pruned (pattern, target) or not, and why."""
+    params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
+    lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
     if not prunable:
-        raise ModelError(
-            f"model '{model.name}' has no layer tfmot can prune (Conv, SeparableConv, Dense, Embedding; tfmot "
-            "prunes no weight of DepthwiseConv2D). "
-            "Remove the sparsity section to train and export it dense."
-        )
-    check_overrides_match(model, cfg.layers)
-    policy_ok: Callable[[Any], bool] = lambda layer: True  # noqa: E731
-    if cfg.policy == "xnnpack":
-        policy = _tf.tfmot().sparsity.keras.PruneForLatencyOnXNNPack()
-        try:
-            policy.ensure_model_supports_pruning(model)
-        except ValueError as exc:
-            raise ModelError(
-                f"policy xnnpack: {exc}. XNNPACK's sparse path needs a float model whose first layer is a "
-                "3x3 stride-2 convolution on 3 channels and which ends in global average pooling; "
-                "use `policy: all` for other models."
-            ) from exc
-        policy_ok = policy.allow_pruning
-    prunable_ids = {id(layer) for layer in prunable}
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
-        lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
-        plan.layers.append(lp)
-        if id(layer) not in prunable_ids:
-            lp.note = "not prunable: " + pruned_weight_names(layer)[1]
-            continue
-        ov = _override_for(layer.name, cfg.layers)
-        if ov is not None and ov.skip:
-            lp.note = f"skipped by override '{ov.match}'"
-            continue
-        if not policy_ok(layer):
-            lp.note = "skipped by policy xnnpack"
-            continue
-        pattern = ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
-        _, reason = PATTERNS.get(pattern.kind)(layer, pattern)
-        lp.prune = True
-        lp.pattern = "unstructured" if reason else str(pattern)
-        lp.note = reason
-        kernels = [w for w in layer.weights if len(w.shape) >= 2]
-        if len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
-            only = ", ".join(pruned_weight_names(layer)[0])
-            lp.note = "; ".join(x for x in (reason, f"tfmot prunes {only} only, the other kernels stay dense") if x)
-        lp.target = pattern.fixed_sparsity if pattern.fixed_sparsity is not None and not reason else (
-            ov.final if ov is not None and ov.final is not None else cfg.final
-        )
-        if lp.target == 0.0:
-            lp.prune = False
-            lp.note = "target sparsity 0"
-    if not plan.pruned:
-        raise ModelError(
-            "no layer is left to prune after the overrides and the policy; check `sparsity.layers` "
-            "(skip/match) and `sparsity.policy`."
-        )
-    return plan
+        lp.note = "not prunable: " + pruned_weight_names(layer)[1]
+        return lp
+    ov = _override_for(layer.name, cfg.layers)
+    if ov is not None and ov.skip:
+        lp.note = f"skipped by override '{ov.match}'"
+        return lp
+    if not policy_ok(layer):
+        lp.note = "skipped by policy xnnpack"
+        return lp
+    pattern = ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
+    _, reason = PATTERNS.get(pattern.kind)(layer, pattern)
+    lp.prune = True
+    lp.pattern = "unstructured" if reason else str(pattern)
+    lp.note = reason
+    kernels = [w for w in layer.weights if len(w.shape) >= 2]
+    if len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
+        only = ", ".join(pruned_weight_names(layer)[0])
+        lp.note = "; ".join(x for x in (reason, f"tfmot prunes {only} only, the other kernels stay dense") if x)
+    lp.target = pattern.fixed_sparsity if pattern.fixed_sparsity is not None and not reason else (
+        ov.final if ov is not None and ov.final is not None else cfg.final
+    )
+    if lp.target == 0.0:
+        lp.prune = False
+        lp.note = "target sparsity 0"
+    return lp
 
 
 def clone_dense(model: Any, regularization: Any | None = None) -> Any:

@@ -157,20 +157,7 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
     """
     result = parse_runner_json(stdout)
     if result is None:
-        tail = " | ".join(stderr.strip().splitlines()[-3:]) or "(no output)"
-        if returncode in (139, -11, 134, -6):  # SIGSEGV / SIGABRT, through a shell (128 + n) or directly (-n)
-            raise DeviceError(f"the runner on {where} crashed "
-                              f"({'segmentation fault' if returncode in (139, -11) else 'abort'}, "
-                              f"exit code {returncode}) inside `{python}`'s TFLite runtime: {tail}. "
-                              "Try another runtime "
-                              f"version on the device, e.g. `{python} -m pip install "
-                              "'ai-edge-litert==2.1.*' 'numpy<2'` "
-                              "or `tflite-runtime==2.14.0` (ai-edge-litert 2.2 and 2.3 crash this way under qemu).")
-        if returncode in (126, 127):
-            raise DeviceError(f"{where} cannot start `{python}` ({tail}). Install Python 3 on the device "
-                              "(Debian/Raspberry Pi OS: sudo apt install python3) or give its path with --python.")
-        raise DeviceError(f"the runner on {where} did not report (exit code {returncode}): {tail}. Check that "
-                          f"`{python}` is Python >= 3.7 and has numpy and a TFLite runtime.")
+        raise _no_report(stderr, returncode, where, python)
     if "error" not in result:
         return result
     kind, error = result.get("kind"), result["error"]
@@ -198,6 +185,24 @@ def interpret_runner_output(stdout: str, stderr: str, returncode: int, where: st
                            "missing, the device's runtime is older than the converter: upgrade it "
                            "(pip install -U ai-edge-litert / tflite-runtime) or export with fewer op types.")
     raise ProfileError(f"the runner on {where} failed ({kind}): {error}")
+
+
+def _no_report(stderr: str, returncode: int, where: str, python: str) -> DeviceError:
+    """The error for a runner that printed no JSON: it crashed, could not start, or said nothing."""
+    tail = " | ".join(stderr.strip().splitlines()[-3:]) or "(no output)"
+    if returncode in (139, -11, 134, -6):  # SIGSEGV / SIGABRT, through a shell (128 + n) or directly (-n)
+        return DeviceError(f"the runner on {where} crashed "
+                          f"({'segmentation fault' if returncode in (139, -11) else 'abort'}, "
+                          f"exit code {returncode}) inside `{python}`'s TFLite runtime: {tail}. "
+                          "Try another runtime "
+                          f"version on the device, e.g. `{python} -m pip install "
+                          "'ai-edge-litert==2.1.*' 'numpy<2'` "
+                          "or `tflite-runtime==2.14.0` (ai-edge-litert 2.2 and 2.3 crash this way under qemu).")
+    if returncode in (126, 127):
+        return DeviceError(f"{where} cannot start `{python}` ({tail}). Install Python 3 on the device "
+                          "(Debian/Raspberry Pi OS: sudo apt install python3) or give its path with --python.")
+    return DeviceError(f"the runner on {where} did not report (exit code {returncode}): {tail}. Check that "
+                      f"`{python}` is Python >= 3.7 and has numpy and a TFLite runtime.")
 
 
 def _device_words(where: str, result: dict[str, Any]) -> str:
