@@ -108,7 +108,7 @@ def keras() -> ModuleType:
 
     # Activations Keras 3 has and tf_keras lacks (hard_silu...): registered so that translated
     # models save and load anywhere edgesparse is imported.
-    from edgesparse.models.activations import register
+    from edgesparse._activations import register
 
     register(tf_keras)
     return tf_keras
