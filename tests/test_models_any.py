@@ -103,7 +103,7 @@ def test_keras3_file_runs_end_to_end_and_comes_back_as_keras3(tmp_path: Path) ->
     path = tmp_path / "k3.keras"
     keras3_sequential_file(str(path))
     result = _run(tmp_path, model={"path": str(path)})
-    s = result.summary
+    s = result.summary.to_json()
     assert s["baseline"]["keras3_input"] is True
     assert s["tflite"]["agreement"] > 0.9
     back = s["keras3"]
