@@ -28,7 +28,6 @@ def register(tf_keras: ModuleType) -> None:
     global _registered
     if _registered:
         return
-    tf = tf_keras.backend  # noqa: F841 - keeps the import order obvious: tf_keras is loaded
 
     def hard_sigmoid(x: Any) -> Any:
         """Keras 3's hard sigmoid: ``relu6(x + 3) / 6``."""
