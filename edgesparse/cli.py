@@ -114,8 +114,10 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, force: bool, o
     if as_json:
         click.echo(json.dumps(result.summary.to_json(), indent=2, default=str))
         return
-    from edgesparse.report import comparison_table
+    from edgesparse.report import channels_table, comparison_table
 
+    if result.summary.channels is not None:
+        console.print(channels_table(result.summary))
     console.print(comparison_table(result.summary))
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")

@@ -235,6 +235,9 @@ class ChannelsConfig(_Section):
         [0.25, 0.5, 0.75], min_length=1, description="ratios each group is pruned at alone (auto, analyze)")
     taylor_batches: int = Field(4, ge=1, description="batches the taylor criterion averages over")
     tolerance: float = Field(1e-4, gt=0.0, description="max |thinned - masked| output difference (else an error)")
+    max_drop: float = Field(2.0, ge=0.0, le=100.0, description="points of validation accuracy the fine-tuned "
+                            "thinned model may lose against the dense baseline")
+    on_drop: Literal["fail", "warn"] = Field("fail", description="when the drop exceeds max_drop: fail or warn")
 
     @model_validator(mode="after")
     def _check(self) -> ChannelsConfig:
