@@ -30,7 +30,15 @@ import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.data import Dataset, load_dataset
-from edgesparse.errors import DataError, EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
+from edgesparse.errors import (
+    DataError,
+    EdgesparseError,
+    ExportError,
+    InterruptedRun,
+    RecipeError,
+    RunDirError,
+    TrainError,
+)
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.export.latency import paired_float_latency
 from edgesparse.models import build_model

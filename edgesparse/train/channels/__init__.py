@@ -58,7 +58,7 @@ class ChannelPlan:
     def describe(self) -> dict[str, Any]:
         """Figures for the summary: costs dense vs thinned, per-group kept channels, frozen layers."""
         full = np.ones(self.graph.num_units, dtype=bool)
-        groups = [{"name": g.name, "layers": g.layers, "channels": int(len(g.units)),
+        groups = [{"name": g.name, "layers": g.layers, "channels": len(g.units),
                    "kept": int(np.count_nonzero(self.keep[g.units]))} for g in self.graph.groups]
         out: dict[str, Any] = {
             "target": self.target, "dense_params": self.cost.params(full), "params": self.cost.params(self.keep),
@@ -107,8 +107,8 @@ def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.
     plan = ChannelPlan(graph=graph, cost=cost, scores=scores, keep=np.ones(graph.num_units, dtype=bool),
                        target={cfg.target.kind: cfg.target.value} if cfg.target else {"ratio": float(cfg.ratio or 0)})
     if cfg.allocation == "auto":
-        plan.rows = sensitivity.analyze(model, graph, scores, cost, x_val, y_val, tuple(cfg.sensitivity_ratios),
-                                        cfg.min_keep, probs)
+        plan.rows = sensitivity.analyze(model, graph, scores, cost, x_val, y_val,
+                                        ratios=tuple(cfg.sensitivity_ratios), min_keep=cfg.min_keep, probs=probs)
     if cfg.target is not None and cfg.target.kind == "latency":
         if latency_fn is None:
             raise TrainError("a channels latency target needs a latency measurement (run it through "
@@ -125,7 +125,7 @@ def _allocate(plan: ChannelPlan, cfg: ChannelsConfig, target: Target) -> np.ndar
     if cfg.allocation == "global":
         return allocation.global_ranking(plan.graph, plan.scores, plan.cost, target, cfg.min_keep)
     predicted = sensitivity.predicted_loss(plan.graph, plan.rows)
-    keep, _ = allocation.auto(plan.graph, plan.scores, plan.cost, target, cfg.min_keep, predicted)
+    keep, _ = allocation.auto(plan.graph, plan.scores, plan.cost, target, cfg.min_keep, predicted=predicted)
     return keep
 
 

@@ -43,8 +43,8 @@ def removable(group: Group, min_keep: float) -> int:
 def keep_for_ratios(graph: ChannelGraph, scores: np.ndarray, ratios: list[float], min_keep: float) -> np.ndarray:
     """Keep mask when group ``i`` loses ``ratios[i]`` of its units, least important first."""
     keep = np.ones(graph.num_units, dtype=bool)
-    for group, ratio in zip(graph.groups, ratios):
-        k = min(int(round(ratio * len(group.units))), removable(group, min_keep))
+    for group, ratio in zip(graph.groups, ratios, strict=True):
+        k = min(round(ratio * len(group.units)), removable(group, min_keep))
         if k > 0:
             order = group.units[np.argsort(scores[group.units], kind="stable")]
             keep[order[:k]] = False
@@ -54,8 +54,9 @@ def keep_for_ratios(graph: ChannelGraph, scores: np.ndarray, ratios: list[float]
 def _unreachable(target: Target, smallest: float, how: str) -> TrainError:
     return TrainError(
         f"channels target {{{target.kind}: {target.value:g}}} cannot be reached: {how} the smallest reachable "
-        f"{target.kind} is {smallest:.3f} of the dense model's. Raise the target to at least {math.ceil(smallest * 100) / 100:g}"
-        ", lower channels.min_keep, or make more layers prunable (frozen layers are listed in the summary).")
+        f"{target.kind} is {smallest:.3f} of the dense model's. Raise the target to at least "
+        f"{math.ceil(smallest * 100) / 100:g}, lower channels.min_keep, or make more layers prunable (frozen layers "
+        "are listed in the summary).")
 
 
 def uniform(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float) -> np.ndarray:
@@ -97,7 +98,7 @@ def global_ranking(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, tar
         return keep
 
     if target.kind == "ratio":
-        return at(min(len(order), int(round(target.value * len(candidates)))))
+        return at(min(len(order), round(target.value * len(candidates))))
     full = cost.cost(target.kind, at(0))
     if cost.cost(target.kind, at(len(order))) > target.value * full:
         raise _unreachable(target, cost.cost(target.kind, at(len(order))) / full, "with every group at its floor")
@@ -108,7 +109,7 @@ def global_ranking(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, tar
     return at(hi)
 
 
-def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float,
+def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float, *,
          predicted: list[tuple[list[float], list[float]]]) -> tuple[np.ndarray, list[float]]:
     """Greedy per-group ratios: each step the one with the least predicted loss per unit of cost saved.
 

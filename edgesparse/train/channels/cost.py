@@ -38,11 +38,11 @@ class CostModel:
 
     def params(self, keep: np.ndarray) -> int:
         """Parameters (trainable and not) of the model that keeps ``keep``."""
-        return int(round(self.fixed_params + sum(t.value(keep) for t in self.params_terms)))
+        return round(self.fixed_params + sum(t.value(keep) for t in self.params_terms))
 
     def macs(self, keep: np.ndarray) -> int:
         """Multiply-accumulates of one inference (batch 1) of the model that keeps ``keep``."""
-        return int(round(sum(t.value(keep) for t in self.macs_terms)))
+        return round(sum(t.value(keep) for t in self.macs_terms))
 
     def cost(self, kind: str, keep: np.ndarray) -> int:
         """``macs`` or ``params``."""

@@ -77,7 +77,7 @@ class ChannelGraph:
 
     def describe(self) -> dict[str, Any]:
         """Groups (name, layers, prunable channels) and frozen layers, JSON-ready."""
-        return {"groups": [{"name": g.name, "layers": g.layers, "channels": int(len(g.units))} for g in self.groups],
+        return {"groups": [{"name": g.name, "layers": g.layers, "channels": len(g.units)} for g in self.groups],
                 "frozen": dict(self.frozen_layers)}
 
 
@@ -101,7 +101,7 @@ class _Builder:
         return a
 
     def union(self, xs: np.ndarray, ys: np.ndarray) -> None:
-        for a, b in zip(xs.tolist(), ys.tolist()):
+        for a, b in zip(xs.tolist(), ys.tolist(), strict=True):
             ra, rb = self.find(a), self.find(b)
             if ra != rb:
                 self.parent[max(ra, rb)] = min(ra, rb)
@@ -200,7 +200,7 @@ def _layer_node(b: _Builder, layer: Any, ins: list[np.ndarray], in_shapes: list[
     if cls in PRODUCERS and len(ins) == 1:
         if int(cfg.get("groups", 1)) != 1:
             return _frozen(b, layer, ins, out_shape, f"grouped convolution (groups={cfg['groups']})")
-        return node("separable" if cls.startswith("Separable") else "producer", b.new(int(out_shape[-1])))
+        return node("separable" if cls.startswith("Separable") else "producer", b.new(int(out_shape[-1] or 0)))
     if cls in ("DepthwiseConv1D", "DepthwiseConv2D") and len(ins) == 1:
         return node("depthwise", np.repeat(ins[0], int(cfg.get("depth_multiplier", 1))))
     if cls == "BatchNormalization" and len(ins) == 1:
@@ -219,7 +219,7 @@ def _layer_node(b: _Builder, layer: Any, ins: list[np.ndarray], in_shapes: list[
             b.union(ins[0], other)
         return node("merge", ins[0])
     if cls == "Flatten" and len(ins) == 1:
-        positions = int(np.prod([d for d in in_shapes[0][1:-1]], dtype=np.int64)) if len(in_shapes[0]) > 2 else 1
+        positions = int(np.prod([d or 1 for d in in_shapes[0][1:-1]], dtype=np.int64)) if len(in_shapes[0]) > 2 else 1
         return node("flatten", np.tile(ins[0], positions))
     if cls == "Reshape" and len(ins) == 1 and in_shapes[0][-1] == out_shape[-1]:
         return node("reshape", ins[0])
@@ -271,10 +271,11 @@ def _groups(nodes: list[LayerNode], num_units: int, frozen: np.ndarray) -> list[
     for u in range(num_units):
         members.setdefault(find(u), []).append(u)
     groups = []
-    for root, units in members.items():
-        arr = np.array(units, dtype=np.int64)
+    for root, member_units in members.items():
+        arr = np.array(member_units, dtype=np.int64)
         prunable = arr[~frozen[arr]]
         layers = owners.get(root, [])
         if len(prunable) and layers:
-            groups.append(Group(name=layers[0], units=prunable, layers=layers, frozen_units=int(len(arr) - len(prunable))))
+            groups.append(Group(name=layers[0], units=prunable, layers=layers,
+                                frozen_units=len(arr) - len(prunable)))
     return groups

@@ -44,11 +44,11 @@ def _layer_scores(node: LayerNode, weights: list[np.ndarray], reduce: Reduce, bn
     total = np.zeros(len(node.output))
     for index, axis in _WRITERS[node.role]:
         if index < len(weights):
-            w = weights[index]
+            w, channel_axis = weights[index], axis
             if node.role == "depthwise" and axis == -2:
                 w = w.reshape(*w.shape[:-2], -1)  # (.., in, mult) -> (.., in*mult): one column per output
-                axis = -1
-            total = total + _per_channel(w, axis, reduce)
+                channel_axis = -1
+            total = total + _per_channel(w, channel_axis, reduce)
     return total
 
 
@@ -122,7 +122,7 @@ def taylor(model: Any, graph: ChannelGraph, *, x: np.ndarray, y: np.ndarray, bat
             loss = loss_fn(yb, model(xb, training=False))
         grads = tape.gradient(loss, variables)
         wg = [v.numpy() * (np.zeros(v.shape) if g is None else tf.convert_to_tensor(g).numpy())
-              for v, g in zip(variables, grads)]
+              for v, g in zip(variables, grads, strict=True)]
         for name, s in _taylor_layer_scores(model, graph, variables, wg).items():
             totals[name] = totals.get(name, 0.0) + s
     return aggregate(graph, totals)
@@ -137,8 +137,9 @@ def _taylor_layer_scores(model: Any, graph: ChannelGraph, variables: list[Any],
         layer = model.get_layer(node.name)
         products = [wg[by_id[id(v)]] if id(v) in by_id else np.zeros(v.shape) for v in layer.weights]
         if node.role == "bn":  # gamma and beta both scale/shift the channel: y = gamma * x_hat + beta
-            products = [sum((p for p, v in zip(products, layer.weights) if "gamma" in v.name or "beta" in v.name),
-                            np.zeros(len(node.output)))]
+            shift_scale = [p for p, v in zip(products, layer.weights, strict=True)
+                           if "gamma" in v.name or "beta" in v.name]
+            products = [sum(shift_scale, np.zeros(len(node.output)))]
         s = _layer_scores(node, products, lambda a, axis: np.abs(np.sum(a, axis=axis)), bn_only=False)
         if s is not None:
             per_layer[node.name] = s

@@ -47,7 +47,7 @@ def _scores(model: Any, x: np.ndarray, y: np.ndarray, probs: bool) -> tuple[floa
     return float(np.mean(np.argmax(out, axis=-1) == y)), float(np.mean(ce))
 
 
-def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel, x: np.ndarray, y: np.ndarray,
+def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel, x: np.ndarray, y: np.ndarray, *,
             ratios: tuple[float, ...] = (0.25, 0.5, 0.75), min_keep: float = 0.1,
             probs: bool = True) -> list[SensitivityRow]:
     """Prune every group alone at each of ``ratios`` and measure accuracy, loss and cost saved.
@@ -82,7 +82,7 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
             work.set_weights(original)
             rows.append(SensitivityRow(
                 group=group.name, channels=len(group.units), ratio=ratio,
-                removed=min(int(round(ratio * len(group.units))), removable(group, min_keep)),
+                removed=min(round(ratio * len(group.units)), removable(group, min_keep)),
                 accuracy=acc, accuracy_drop=100 * (base_acc - acc), loss_increase=loss - base_loss,
                 macs_saved=1 - cost.macs(keep) / dense_macs, params_saved=1 - cost.params(keep) / dense_params))
     return rows

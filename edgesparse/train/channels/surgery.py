@@ -69,7 +69,7 @@ def apply_mask(model: Any, graph: ChannelGraph, keep: np.ndarray) -> None:
             continue
         names = [w.name for w in layer.weights]
         new = [w if "moving_variance" in nm else _zero(w, axes, keep)
-               for w, axes, nm in zip(weights, weight_axes(node, layer), names)]
+               for w, axes, nm in zip(weights, weight_axes(node, layer), names, strict=True)]
         layer.set_weights(new)
 
 
@@ -92,7 +92,7 @@ def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
     thinned = keras.Model.from_config(config)
     for node in graph.layers:
         old, new = model.get_layer(node.name), thinned.get_layer(node.name)
-        weights = [_slice(w, axes, keep) for w, axes in zip(old.get_weights(), weight_axes(node, old))]
+        weights = [_slice(w, axes, keep) for w, axes in zip(old.get_weights(), weight_axes(node, old), strict=True)]
         try:
             new.set_weights(weights)
         except ValueError as exc:
