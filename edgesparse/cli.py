@@ -183,6 +183,40 @@ def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     click.echo(dump_recipe(load_recipe(recipe, overrides)), nl=False)
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Folder (default runs/NAME-analyze).")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Analyse this finished run's dense baseline.")
+@click.option("--ratios", default=None, metavar="R1,R2,...", help="Fractions of each group removed (0.25,0.5,0.75).")
+@click.option("--force", is_flag=True, help="Retrain the baseline even if the folder holds one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of the table.")
+@_handle_errors
+def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, run_dir: Path | None,
+            ratios: str | None, force: bool, as_json: bool) -> None:
+    """Channel sensitivity: prune each channel group of RECIPE's dense model alone, measure accuracy and MACs."""
+    from edgesparse.analyze import analyze as run_analyze
+    from edgesparse.recipe import load_recipe
+
+    try:
+        parsed = [float(r) for r in ratios.split(",")] if ratios else None
+    except ValueError:
+        raise click.BadParameter(f"'{ratios}' is not a comma-separated list of fractions", param_hint="--ratios")
+    if parsed and not all(0 < r < 1 for r in parsed):
+        raise click.BadParameter("every ratio must be between 0 and 1 (exclusive)", param_hint="--ratios")
+    console = _console(stderr=as_json)
+    with _progress(console):
+        report = run_analyze(load_recipe(recipe, overrides), out_dir=output_dir, run_dir=run_dir, ratios=parsed,
+                             force=force)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    from edgesparse.report import sensitivity_table
+
+    console.print(sensitivity_table(report))
+    console.print(f"written: {report.json_path}, {report.png_path}")
+
+
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]

@@ -76,3 +76,20 @@ def channels_table(summary: RunSummary) -> Any:
     t.caption = (f"kept channels: {kept}. Frozen: {frozen or 'none'}. Thinned vs masked outputs: max |diff| "
                  f"{ch.max_abs_diff:.1e}" if ch.max_abs_diff is not None else "")
     return t
+
+
+def sensitivity_table(report: Any) -> Any:
+    """Per channel group and ratio: channels removed, accuracy drop, loss increase, MACs and parameters saved."""
+    from rich.table import Table
+
+    t = Table(title=f"{report.name}: channel sensitivity (each group pruned alone, no fine-tuning; dense "
+                    f"{report.dense_macs:,} MACs, {report.dense_params:,} params, validation accuracy "
+                    f"{fmt_pct(report.validation_accuracy)})")
+    for col in ("group", "removed", "val. acc.", "acc. drop (points)", "loss increase", "MACs saved", "params saved"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for r in report.rows:
+        t.add_row(r.group, f"{r.removed}/{r.channels}", fmt_pct(r.accuracy), f"{r.accuracy_drop:+.2f}",
+                  f"{r.loss_increase:+.3f}", fmt_pct(r.macs_saved, 1), fmt_pct(r.params_saved, 1))
+    if report.frozen:
+        t.caption = "never pruned: " + ", ".join(f"{k} ({v})" for k, v in report.frozen.items())
+    return t
