@@ -285,3 +285,28 @@ def test_train_with_channels_thins_then_prunes_the_thinned_model(tmp_path: Path)
     assert summary.sparsity is not None and summary.sparsity.achieved.overall > 0.5
     assert (result.run_dir / "channels.keras").exists()
     assert load_run(result.run_dir).final_model.count_params() == ch.params  # sparsity ran on the thinned model
+
+
+# ------------------------------------------------------------------ analyze
+
+
+def test_analyze_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from edgesparse.cli import main
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(tmp_path, tiny_recipe(tmp_path, model={"builtin": "resnet", "width": 4, "blocks": [1]},
+                                                baseline={"epochs": 1}))
+    bad = CliRunner().invoke(main, ["analyze", str(recipe), "--ratios", "0.5,2"])
+    assert bad.exit_code == 2 and "between 0 and 1" in bad.output
+    out = tmp_path / "analysis"
+    result = CliRunner().invoke(main, ["analyze", str(recipe), "-o", str(out), "--ratios", "0.25,0.5"])
+    assert result.exit_code == 0, result.output
+    assert "channel sensitivity" in result.output and "s1b1_conv1" in result.output
+    report = json.loads((out / "sensitivity.json").read_text())
+    assert len(report["rows"]) == 2 * 2  # groups stem (+ residual) and s1b1_conv1, two ratios each
+    assert all(0 < r["macs_saved"] < 1 for r in report["rows"])
+    assert (out / "sensitivity.png").stat().st_size > 1000
