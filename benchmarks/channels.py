@@ -59,6 +59,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
+    logging.getLogger("edgesparse.train.channels").setLevel(logging.INFO)
     from edgesparse.recipe import load_recipe, override
     from edgesparse.run import load_model, train
 

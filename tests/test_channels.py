@@ -310,3 +310,26 @@ def test_analyze_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert len(report["rows"]) == 2 * 2  # groups stem (+ residual) and s1b1_conv1, two ratios each
     assert all(0 < r["macs_saved"] < 1 for r in report["rows"])
     assert (out / "sensitivity.png").stat().st_size > 1000
+
+
+def test_latency_target_corrects_the_macs_fraction_until_measured_latency_meets_it() -> None:
+    from edgesparse.recipe import ChannelsConfig
+    from edgesparse.train.channels import plan_channels
+
+    model = tiny_resnet()
+    dense_params = model.count_params()
+    # a deterministic stand-in for the paired timing run.py does (export/latency.py): cost in parameters
+    plan = plan_channels(model, ChannelsConfig(target={"latency": 0.6}), np.zeros((4, 8, 8, 1), dtype=np.float32),
+                         np.zeros(4, dtype=int), latency_fn=lambda m: m.count_params() / dense_params)
+    assert plan.latency_trials and plan.latency_trials[0]["macs_fraction"] == 0.6
+    assert plan.describe()["params"] / dense_params <= 0.6
+
+
+def test_latency_target_needs_a_measurement() -> None:
+    from edgesparse.errors import TrainError
+    from edgesparse.recipe import ChannelsConfig
+    from edgesparse.train.channels import plan_channels
+
+    with pytest.raises(TrainError, match="latency target needs a latency measurement"):
+        plan_channels(tiny_resnet(), ChannelsConfig(target={"latency": 0.5}), np.zeros((2, 8, 8, 1)),
+                      np.zeros(2, dtype=int))

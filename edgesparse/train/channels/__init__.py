@@ -40,7 +40,7 @@ log = logging.getLogger("edgesparse.train.channels")
 #: Times a thinned model against the dense one (paired); returns thinned / dense median latency.
 LatencyFn = Callable[[Any], float]
 #: Latency targets re-allocate at most this many times, correcting the MACs fraction each time.
-LATENCY_ROUNDS = 4
+LATENCY_ROUNDS = 6
 
 
 @dataclass
@@ -140,15 +140,29 @@ def _latency_plan(plan: ChannelPlan, model: Any, cfg: ChannelsConfig, latency_fn
         log.info("channels: MACs %.3f of dense -> paired latency %.3fx dense", fraction, ratio)
         if ratio <= goal and (best is None or fraction > best[0]):
             best = (fraction, keep)
-        if abs(ratio - goal) < 0.02 * goal:
+        if 0.95 * goal <= ratio <= goal:
             break
-        fraction = float(np.clip(fraction * goal / max(ratio, 1e-6), 0.01, 0.99))
+        fraction = _next_fraction(plan.latency_trials, goal)
     if best is None:
         smallest = min(t["latency_ratio"] for t in plan.latency_trials)
         raise TrainError(f"channels target {{latency: {goal:g}}} was not met: the fastest thinned model measured "
                          f"{smallest:.3f}x the dense model's latency ({len(plan.latency_trials)} allocations tried). "
                          "Raise the latency target, or use a macs target.")
     plan.keep = best[1]
+
+
+def _next_fraction(trials: list[dict[str, float]], goal: float) -> float:
+    """The next MACs fraction to try: proportional after one trial, then the secant of the two nearest the goal
+    (latency has a fixed part, so it is not proportional to MACs), aiming 2% under the goal."""
+    aim = 0.98 * goal
+    last = trials[-1]
+    guess = last["macs_fraction"] * aim / max(last["latency_ratio"], 1e-6)
+    if len(trials) > 1:
+        a, b = sorted(trials, key=lambda t: abs(t["latency_ratio"] - aim))[:2]
+        slope = (b["latency_ratio"] - a["latency_ratio"]) / (b["macs_fraction"] - a["macs_fraction"] or 1e-9)
+        if slope > 0:
+            guess = a["macs_fraction"] + (aim - a["latency_ratio"]) / slope
+    return float(np.clip(guess, 0.01, 0.99))
 
 
 def thin(model: Any, plan: ChannelPlan, x_check: np.ndarray, tolerance: float = 1e-4) -> tuple[Any, float]:
