@@ -333,3 +333,11 @@ def test_latency_target_needs_a_measurement() -> None:
     with pytest.raises(TrainError, match="latency target needs a latency measurement"):
         plan_channels(tiny_resnet(), ChannelsConfig(target={"latency": 0.5}), np.zeros((2, 8, 8, 1)),
                       np.zeros(2, dtype=int))
+
+
+def test_auto_predicted_loss_keeps_rising_past_the_largest_measured_ratio() -> None:
+    from edgesparse.train.channels.allocation import predicted_at
+
+    assert predicted_at([0.25, 0.5, 0.75], [0.1, 0.3, 0.9], 0.4) == pytest.approx(0.22)
+    assert predicted_at([0.25, 0.5, 0.75], [0.1, 0.3, 0.9], 0.9) == pytest.approx(1.26)  # not clamped at 0.9
+    assert predicted_at([0.5], [-0.1], 0.8) == 0.0  # a measured gain counts as no loss

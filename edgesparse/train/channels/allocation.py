@@ -109,6 +109,17 @@ def global_ranking(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, tar
     return at(hi)
 
 
+def predicted_at(ratios: list[float], losses: list[float], r: float) -> float:
+    """Loss increase at ratio ``r``: piecewise linear through (0, 0) and the measured points (negative values
+    count as 0), extended past the largest measured ratio along its last segment (never flat: removing more
+    channels than measured is not free)."""
+    xs, ys = [0.0, *ratios], [0.0, *[max(0.0, v) for v in losses]]
+    if r <= xs[-1]:
+        return float(np.interp(r, xs, ys))
+    slope = max(0.0, (ys[-1] - ys[-2]) / max(xs[-1] - xs[-2], 1e-9))
+    return ys[-1] + slope * (r - xs[-1])
+
+
 def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float, *,
          predicted: list[tuple[list[float], list[float]]]) -> tuple[np.ndarray, list[float]]:
     """Greedy per-group ratios: each step the one with the least predicted loss per unit of cost saved.
@@ -127,8 +138,7 @@ def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Targe
     current = full
 
     def loss(i: int, r: float) -> float:
-        xs, ys = predicted[i]
-        return float(np.interp(r, [0.0, *xs], [0.0, *[max(0.0, v) for v in ys]]))
+        return predicted_at(*predicted[i], r)
 
     steps = [max(AUTO_STEP, 1.0 / max(1, len(g.units))) for g in graph.groups]  # each step removes a unit
     while current > target.value * full:
