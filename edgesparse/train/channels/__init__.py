@@ -152,16 +152,30 @@ def _latency_plan(plan: ChannelPlan, model: Any, cfg: ChannelsConfig, latency_fn
 
 
 def _next_fraction(trials: list[dict[str, float]], goal: float) -> float:
-    """The next MACs fraction to try: proportional after one trial, then the secant of the two nearest the goal
-    (latency has a fixed part, so it is not proportional to MACs), aiming 2% under the goal."""
+    """The next MACs fraction to try, aiming 2% under the goal.
+
+    Latency has a fixed part and is not monotone in the allocation, so: once trials bracket the goal, linear
+    interpolation between the largest fraction that met it and the smallest above it that did not (kept inside
+    the bracket); before that, the secant through the two trials nearest the goal (proportional after one).
+    """
     aim = 0.98 * goal
-    last = trials[-1]
-    guess = last["macs_fraction"] * aim / max(last["latency_ratio"], 1e-6)
-    if len(trials) > 1:
+    met = [t for t in trials if t["latency_ratio"] <= goal]
+    lo = max(met, key=lambda t: t["macs_fraction"]) if met else None
+    floor = lo["macs_fraction"] if lo is not None else -1.0
+    above = [t for t in trials if t["latency_ratio"] > goal and t["macs_fraction"] > floor]
+    hi = min(above, key=lambda t: t["macs_fraction"]) if above else None
+    if lo is not None and hi is not None:
+        a, b = lo, hi
+    elif len(trials) > 1:
         a, b = sorted(trials, key=lambda t: abs(t["latency_ratio"] - aim))[:2]
-        slope = (b["latency_ratio"] - a["latency_ratio"]) / (b["macs_fraction"] - a["macs_fraction"] or 1e-9)
-        if slope > 0:
-            guess = a["macs_fraction"] + (aim - a["latency_ratio"]) / slope
+    else:
+        return float(np.clip(trials[0]["macs_fraction"] * aim / max(trials[0]["latency_ratio"], 1e-6), 0.01, 0.99))
+    slope = (b["latency_ratio"] - a["latency_ratio"]) / ((b["macs_fraction"] - a["macs_fraction"]) or 1e-9)
+    guess = a["macs_fraction"] + (aim - a["latency_ratio"]) / slope if slope > 0 else \
+        (a["macs_fraction"] + b["macs_fraction"]) / 2
+    if lo is not None and hi is not None:
+        width = hi["macs_fraction"] - lo["macs_fraction"]
+        guess = min(max(guess, lo["macs_fraction"] + 0.1 * width), hi["macs_fraction"] - 0.1 * width)
     return float(np.clip(guess, 0.01, 0.99))
 
 
