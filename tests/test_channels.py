@@ -74,6 +74,15 @@ def concat_model() -> Any:
     return keras.Model(inputs, layers.Dense(3, activation="softmax", name="out")(x))
 
 
+def tiny_mobilenet_v2() -> Any:
+    """keras.applications' MobileNetV2 (inverted residuals: expand, depthwise, project, Add) at 32x32."""
+    from edgesparse.models.zoo import MobileNetV2Config, mobilenet_v2
+
+    model = mobilenet_v2(MobileNetV2Config(builtin="mobilenet_v2"), (32, 32, 3), 4)
+    _randomize_bn(model)
+    return model
+
+
 def _group_of(graph: Any, layer: str) -> Any:
     return next(g for g in graph.groups if layer in g.layers)
 
@@ -135,7 +144,7 @@ def test_graph_freezes_layers_it_cannot_reason_about_and_lists_them() -> None:
 # ------------------------------------------------------------------ surgery
 
 
-@pytest.mark.parametrize("builder", [tiny_resnet, separable_model, concat_model])
+@pytest.mark.parametrize("builder", [tiny_resnet, separable_model, concat_model, tiny_mobilenet_v2])
 def test_thinned_model_computes_what_the_masked_model_computes(builder: Any) -> None:
     from edgesparse.train.channels.cost import build_cost_model
     from edgesparse.train.channels.graph import build_graph
