@@ -18,6 +18,10 @@ from edgesparse.train.channels.graph import ChannelGraph
 from edgesparse.train.channels.surgery import apply_mask, mask_model
 
 
+#: Validation samples each trial evaluates at most (groups x ratios trials run).
+MAX_SAMPLES = 2048
+
+
 @dataclass
 class SensitivityRow:
     """One group pruned alone at one ratio."""
@@ -57,7 +61,7 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
         graph: Its channel graph.
         scores: Importance per unit (the least important go first).
         cost: Its cost model.
-        x: Validation inputs.
+        x: Validation inputs (the first ``MAX_SAMPLES``).
         y: Validation labels.
         ratios: Fractions of each group's channels to remove (capped by ``min_keep``).
         min_keep: Fraction of each group's channels always kept.
@@ -66,6 +70,7 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
     Returns:
         One row per (group, ratio).
     """
+    x, y = x[:MAX_SAMPLES], y[:MAX_SAMPLES]
     work = mask_model(model, graph, np.ones(graph.num_units, dtype=bool))
     original = work.get_weights()
     base_acc, base_loss = _scores(work, x, y, probs)
