@@ -231,6 +231,8 @@ class ChannelsConfig(_Section):
     epochs: int = Field(10, ge=0, description="fine-tuning epochs of the thinned model")
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
     min_keep: float = Field(0.1, gt=0.0, le=1.0, description="fraction of every group's channels always kept")
+    channel_multiple: int = Field(1, ge=1, le=64, description="keep a multiple of this many channels per group "
+                                  "(uniform, auto): SIMD-friendly widths, e.g. 4 or 8")
     sensitivity_ratios: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
         [0.25, 0.5, 0.75], min_length=1, description="ratios each group is pruned at alone (auto, analyze)")
     taylor_batches: int = Field(4, ge=1, description="batches the taylor criterion averages over")
@@ -244,6 +246,9 @@ class ChannelsConfig(_Section):
         if (self.target is None) == (self.ratio is None):
             raise ValueError("give either target (e.g. target: {macs: 0.5}) or ratio (e.g. ratio: 0.5), not both "
                              "or neither")
+        if self.channel_multiple > 1 and self.allocation == "global":
+            raise ValueError("channel_multiple applies to allocation uniform and auto, not global (its ranking "
+                             "removes single channels)")
         if self.ratio is not None and self.allocation == "auto":
             raise ValueError("allocation auto chooses per-group ratios for a target; give target: {macs: ...} "
                              "or use allocation uniform/global with ratio")

@@ -223,6 +223,18 @@ def test_allocation_meets_a_macs_target(allocation: str) -> None:
     assert bool(plan.rows) == (allocation == "auto")
 
 
+def test_channel_multiple_keeps_simd_friendly_widths() -> None:
+    from edgesparse.recipe import ChannelsConfig
+    from edgesparse.train.channels import plan_channels
+
+    x = np.zeros((4, 8, 8, 1), dtype=np.float32)
+    plan = plan_channels(tiny_resnet(), ChannelsConfig(ratio=0.4, channel_multiple=4), x, np.zeros(4, dtype=int))
+    assert [(g["channels"], g["kept"]) for g in plan.describe()["groups"]] == [(4, 4), (4, 4), (8, 4), (8, 4)]
+    auto = plan_channels(tiny_resnet(), ChannelsConfig(target={"macs": 0.6}, allocation="auto", channel_multiple=4),
+                         x, np.zeros(4, dtype=int))
+    assert all(g["kept"] % 4 == 0 for g in auto.describe()["groups"])
+
+
 def test_fixed_ratio_removes_that_share_of_every_group() -> None:
     from edgesparse.recipe import ChannelsConfig
     from edgesparse.train.channels import plan_channels
@@ -263,6 +275,7 @@ def test_model_without_prunable_group_is_a_clear_error() -> None:
     ({"ratio": 0.5, "allocation": "auto"}, "auto chooses per-group ratios"),
     ({"target": {"macs": 1.5}}, "channels.target.macs"),
     ({"ratio": 0.5, "importance": "l3"}, "l1"),
+    ({"ratio": 0.5, "allocation": "global", "channel_multiple": 8}, "not global"),
 ])
 def test_bad_channels_section_is_a_recipe_error(tmp_path: Path, channels: dict[str, Any], message: str) -> None:
     from edgesparse.errors import RecipeError
