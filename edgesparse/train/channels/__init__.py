@@ -121,7 +121,8 @@ def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.
 
 def _allocate(plan: ChannelPlan, cfg: ChannelsConfig, target: Target) -> np.ndarray:
     if cfg.allocation == "uniform":
-        return allocation.uniform(plan.graph, plan.scores, plan.cost, target, cfg.min_keep, cfg.channel_multiple)
+        return allocation.uniform(plan.graph, plan.scores, plan.cost, target, cfg.min_keep,
+                                  multiple=cfg.channel_multiple)
     if cfg.allocation == "global":
         return allocation.global_ranking(plan.graph, plan.scores, plan.cost, target, cfg.min_keep)
     predicted = sensitivity.predicted_loss(plan.graph, plan.rows)

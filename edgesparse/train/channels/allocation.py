@@ -67,7 +67,7 @@ def _unreachable(target: Target, smallest: float, how: str) -> TrainError:
         "are listed in the summary).")
 
 
-def uniform(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float,
+def uniform(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float, *,
             multiple: int = 1) -> np.ndarray:
     """Same ratio everywhere; for a cost target, the smallest ratio that meets it."""
     if target.kind == "ratio":
