@@ -17,7 +17,6 @@ from edgesparse.train.channels.cost import CostModel
 from edgesparse.train.channels.graph import ChannelGraph
 from edgesparse.train.channels.surgery import apply_mask, mask_model
 
-
 #: Validation samples each trial evaluates at most (groups x ratios trials run).
 MAX_SAMPLES = 2048
 
