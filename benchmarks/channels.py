@@ -9,7 +9,8 @@ float32 .tflite, 1 thread, timed alternately in one process by the device runner
 
 Target: paired latency <= 0.5x (2x faster) at <= 1.0 point of test accuracy lost.
 
-Usage: ``PYTHONPATH=. python benchmarks/channels.py [--seeds 0] [--allocations auto,uniform] [--epochs 10]``
+Usage: ``PYTHONPATH=. python benchmarks/channels.py [--seeds 0] [--allocations auto,uniform] [--epochs 10]
+[--macs 0.5 | --latency 0.5] [--multiple 8]``
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ def _tflite_macs(model: Any) -> int:
 
 
 def one(recipe: Any, dense: Any, allocation: str, target: dict[str, float], epochs: int, runs: int,
-        work: Path) -> dict[str, Any]:
+        work: Path, multiple: int = 1) -> dict[str, Any]:
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import override
     from edgesparse.run import load_model, train
 
     rec = override(recipe, {"channels": {"target": target, "allocation": allocation, "epochs": epochs,
-                                         "on_drop": "warn"}})
+                                         "on_drop": "warn", "channel_multiple": multiple}})
     res = train(rec, run_dir=work / f"{allocation}-{recipe.seed}", export=False, dense_model=dense, force=True)
     thinned = load_model(res.run_dir / "channels.keras")
     lat = paired_float_latency(thinned, dense, runs=runs, threads=1)
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=None, help="a latency target instead of --macs")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--multiple", type=int, default=1, help="channels.channel_multiple")
     args = parser.parse_args()
     import logging
 
@@ -76,10 +78,10 @@ def main() -> None:
             print(f"seed {seed}: dense test accuracy {base.summary.baseline.accuracy:.2%}, "
                   f"{base.summary.baseline.params:,} params", flush=True)
             for allocation in args.allocations.split(","):
-                r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp))
+                r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple)
                 loss = 100 * (r["dense_acc"] - r["acc"])
                 ok = r["ratio_median"] <= 0.5 and loss <= 1.0
-                print(f"  {allocation:<8} target {target}: test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
+                print(f"  {allocation:<8} target {target}, channel_multiple {args.multiple}: test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
                       f"params {r['params']:,}/{r['dense_params']:,} ({r['params'] / r['dense_params']:.0%}), "
                       f"MACs {r['macs']:,}/{r['dense_macs']:,} ({r['macs'] / r['dense_macs']:.0%}; .tflite "
                       f"{r['tflite_macs']:,}/{r['dense_tflite_macs']:,}), float .tflite {r['bytes']:,}/"
