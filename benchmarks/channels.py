@@ -77,6 +77,9 @@ def main() -> None:
             dense = load_model(base.run_dir / "baseline.keras")
             print(f"seed {seed}: dense test accuracy {base.summary.baseline.accuracy:.2%}, "
                   f"{base.summary.baseline.params:,} params", flush=True)
+            if base.summary.baseline.accuracy < 0.8:
+                print("  the dense baseline did not train (< 80%): accuracy comparisons of this seed mean nothing",
+                      flush=True)
             for allocation in args.allocations.split(","):
                 r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple)
                 loss = 100 * (r["dense_acc"] - r["acc"])
