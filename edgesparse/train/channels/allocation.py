@@ -5,7 +5,8 @@
 * ``global``: one ranking of every prunable unit by importance (scores are mean-normalized per layer), the
   least important removed first until the target is met, each group keeping its floor (``min_keep``);
 * ``auto``: per-group ratios from a sensitivity analysis (each group pruned alone, the validation loss it
-  costs measured): greedily the step with the least predicted loss per MAC (or parameter) saved.
+  costs measured): greedily the step with the least predicted loss per MAC (or parameter) saved, no group
+  beyond the largest ratio measured (``sensitivity_ratios``).
 
 Within a group the least important units go first. A target no allocation can reach raises a
 :class:`~edgesparse.errors.TrainError` naming the smallest reachable value.
@@ -141,7 +142,10 @@ def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Targe
     """
     if target.kind == "ratio":
         raise TrainError("channels allocation auto needs a target (macs or params), not a fixed ratio.")
-    top = [removable(g, min_keep) / max(1, len(g.units)) for g in graph.groups]
+    # never past the largest ratio the sensitivity analysis measured: beyond it the prediction is a guess
+    # (measured: extrapolating let auto strip late stages to their 10% floor and lose 7 points)
+    top = [min(removable(g, min_keep) / max(1, len(g.units)), max(predicted[i][0], default=1.0))
+           for i, g in enumerate(graph.groups)]
     ratios = [0.0] * len(graph.groups)
     full = cost.cost(target.kind, np.ones(graph.num_units, dtype=bool))
     current = full
