@@ -89,7 +89,7 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     scores = importance(cfg.importance, dense, graph, x=data.x_train, y=data.y_train, batches=cfg.taylor_batches)
     log.info("analyze: %d channel groups x %d ratios on %d validation samples", len(graph.groups),
              len(ratios or cfg.sensitivity_ratios), len(x))
-    rows = sensitivity.analyze(dense, graph, scores, cost, x, y, ratios=tuple(ratios or cfg.sensitivity_ratios),
+    rows = sensitivity.analyze(dense, graph, scores, cost, x=x, y=y, ratios=tuple(ratios or cfg.sensitivity_ratios),
                                min_keep=cfg.min_keep, probs=fit.outputs_probabilities(dense))
     full = np.ones(graph.num_units, dtype=bool)
     report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),

@@ -107,7 +107,7 @@ def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.
     plan = ChannelPlan(graph=graph, cost=cost, scores=scores, keep=np.ones(graph.num_units, dtype=bool),
                        target={cfg.target.kind: cfg.target.value} if cfg.target else {"ratio": float(cfg.ratio or 0)})
     if cfg.allocation == "auto":
-        plan.rows = sensitivity.analyze(model, graph, scores, cost, x_val, y_val,
+        plan.rows = sensitivity.analyze(model, graph, scores, cost, x=x_val, y=y_val,
                                         ratios=tuple(cfg.sensitivity_ratios), min_keep=cfg.min_keep, probs=probs)
     if cfg.target is not None and cfg.target.kind == "latency":
         if latency_fn is None:

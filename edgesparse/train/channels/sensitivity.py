@@ -50,7 +50,7 @@ def _scores(model: Any, x: np.ndarray, y: np.ndarray, probs: bool) -> tuple[floa
     return float(np.mean(np.argmax(out, axis=-1) == y)), float(np.mean(ce))
 
 
-def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel, x: np.ndarray, y: np.ndarray, *,
+def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel, *, x: np.ndarray, y: np.ndarray,
             ratios: tuple[float, ...] = (0.25, 0.5, 0.75), min_keep: float = 0.1,
             probs: bool = True) -> list[SensitivityRow]:
     """Prune every group alone at each of ``ratios`` and measure accuracy, loss and cost saved.
