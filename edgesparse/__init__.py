@@ -10,7 +10,7 @@ The public API (imported lazily, so ``import edgesparse`` stays light and never 
     report = profile([result.run_dir], runs=50)        # ProfileReport
     print(inspect_tflite(result.summary.tflite.path).densify_ops)
 
-Four API names are also the names of subpackages (``train``, ``export``, ``profile``, ``sweep``):
+Five API names are also the names of modules (``train``, ``export``, ``profile``, ``sweep``, ``analyze``):
 on this package they always mean the functions; import the subpackages' modules by their full
 name (``from edgesparse.train import sparsity``).
 """
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from edgesparse.analyze import SensitivityReport, analyze
     from edgesparse.check import check_recipe
     from edgesparse.device.deploy import DeployResult, deploy
     from edgesparse.export import ExportResult
@@ -36,6 +37,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
     from edgesparse.tflite import Footprint, ModelInspection, footprint, inspect_tflite
 
 _API = {
+    "analyze": "edgesparse.analyze",
+    "SensitivityReport": "edgesparse.analyze",
     "load_recipe": "edgesparse.recipe",
     "check_recipe": "edgesparse.check",
     "Recipe": "edgesparse.recipe",
@@ -69,8 +72,10 @@ __all__ = [
     "Recipe",
     "RunResult",
     "RunSummary",
+    "SensitivityReport",
     "SweepResult",
     "__version__",
+    "analyze",
     "check_recipe",
     "deploy",
     "export",

@@ -119,8 +119,10 @@ def train(recipe: Path, overrides: tuple[str, ...], resume: bool, force: bool, o
     if as_json:
         click.echo(json.dumps(result.summary.to_json(), indent=2, default=str))
         return
-    from edgesparse.report import comparison_table
+    from edgesparse.report import channels_table, comparison_table
 
+    if result.summary.channels is not None:
+        console.print(channels_table(result.summary))
     console.print(comparison_table(result.summary))
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
@@ -197,6 +199,41 @@ def _check_lines(rec: Any) -> list[str]:
     from edgesparse.check import check_recipe
 
     return check_recipe(rec).lines()
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe field.")
+@click.option("-o", "--output-dir", type=click.Path(path_type=Path), help="Folder (default runs/NAME-analyze).")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Analyse this finished run's dense baseline.")
+@click.option("--ratios", default=None, metavar="R1,R2,...", help="Fractions of each group removed (0.25,0.5,0.75).")
+@click.option("--force", is_flag=True, help="Retrain the baseline even if the folder holds one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of the table.")
+@_handle_errors
+def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, run_dir: Path | None,
+            ratios: str | None, force: bool, as_json: bool) -> None:
+    """Channel sensitivity: prune each channel group of RECIPE's dense model alone, measure accuracy and MACs."""
+    from edgesparse.analyze import analyze as run_analyze
+    from edgesparse.recipe import load_recipe
+
+    try:
+        parsed = [float(r) for r in ratios.split(",")] if ratios else None
+    except ValueError:
+        raise click.BadParameter(f"'{ratios}' is not a comma-separated list of fractions",
+                                 param_hint="--ratios") from None
+    if parsed and not all(0 < r < 1 for r in parsed):
+        raise click.BadParameter("every ratio must be between 0 and 1 (exclusive)", param_hint="--ratios")
+    console = _console(stderr=as_json)
+    with _progress(console):
+        report = run_analyze(load_recipe(recipe, overrides), out_dir=output_dir, run_dir=run_dir, ratios=parsed,
+                             force=force)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    from edgesparse.report import sensitivity_table
+
+    console.print(sensitivity_table(report))
+    console.print(f"written: {report.json_path}, {report.png_path}")
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

@@ -189,6 +189,72 @@ class SparsityConfig(_Section):
         return self.end if self.end is not None else max(self.start + 1, round(self.epochs * 0.75))
 
 
+class ChannelsTarget(_Section):
+    """Exactly one of ``macs`` / ``params`` (a fraction of the dense model's) or ``latency`` (a fraction of the
+    dense model's paired latency, measured on this machine with the device runner)."""
+
+    macs: float | None = Field(None, gt=0.0, lt=1.0)
+    params: float | None = Field(None, gt=0.0, lt=1.0)
+    latency: float | None = Field(None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ChannelsTarget:
+        given = [k for k in ("macs", "params", "latency") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of macs, params, latency (got {', '.join(given) or 'none'}), "
+                             "e.g. target: {macs: 0.5}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """macs | params | latency."""
+        return next(k for k in ("macs", "params", "latency") if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> float:
+        """The fraction asked for."""
+        return float(getattr(self, self.kind))
+
+
+class ChannelsConfig(_Section):
+    """Channel (filter) pruning before ``sparsity``: a physically smaller dense model, faster on every CPU.
+
+    ``target: {macs: 0.5}`` (or ``{params: 0.4}``, ``{latency: 0.5}``) or ``ratio: 0.5`` (channels removed per
+    group); ``allocation``: uniform | global | auto (per-group ratios from a sensitivity analysis);
+    ``importance``: l1 | l2 | bn | taylor; ``epochs`` of fine-tuning the thinned model.
+    """
+
+    target: ChannelsTarget | None = None
+    ratio: float | None = Field(None, gt=0.0, lt=1.0, description="fixed fraction of each group's channels removed")
+    allocation: Literal["uniform", "global", "auto"] = "uniform"
+    importance: Literal["l1", "l2", "bn", "taylor"] = "l2"
+    epochs: int = Field(10, ge=0, description="fine-tuning epochs of the thinned model")
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
+    min_keep: float = Field(0.1, gt=0.0, le=1.0, description="fraction of every group's channels always kept")
+    channel_multiple: int = Field(1, ge=1, le=64, description="keep a multiple of this many channels per group "
+                                  "(uniform, auto): SIMD-friendly widths, e.g. 4 or 8")
+    sensitivity_ratios: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        [0.25, 0.5, 0.75], min_length=1, description="ratios each group is pruned at alone (auto, analyze)")
+    taylor_batches: int = Field(4, ge=1, description="batches the taylor criterion averages over")
+    tolerance: float = Field(1e-4, gt=0.0, description="max |thinned - masked| output difference (else an error)")
+    max_drop: float = Field(2.0, ge=0.0, le=100.0, description="points of validation accuracy the fine-tuned "
+                            "thinned model may lose against the dense baseline")
+    on_drop: Literal["fail", "warn"] = Field("fail", description="when the drop exceeds max_drop: fail or warn")
+
+    @model_validator(mode="after")
+    def _check(self) -> ChannelsConfig:
+        if (self.target is None) == (self.ratio is None):
+            raise ValueError("give either target (e.g. target: {macs: 0.5}) or ratio (e.g. ratio: 0.5), not both "
+                             "or neither")
+        if self.channel_multiple > 1 and self.allocation == "global":
+            raise ValueError("channel_multiple applies to allocation uniform and auto, not global (its ranking "
+                             "removes single channels)")
+        if self.ratio is not None and self.allocation == "auto":
+            raise ValueError("allocation auto chooses per-group ratios for a target; give target: {macs: ...} "
+                             "or use allocation uniform/global with ratio")
+        return self
+
+
 class QuantizationConfig(_Section):
     """``mode``: none | dynamic | float16 | int8 (post-training) | qat | pqat (quantization-aware)."""
 
@@ -248,6 +314,7 @@ class Recipe(_Section):
     data: DataConfig
     model: ModelConfig
     baseline: BaselineConfig = BaselineConfig()
+    channels: ChannelsConfig | None = Field(None, description="channel pruning between baseline and sparsity")
     sparsity: SparsityConfig | None = SparsityConfig()
     quantization: QuantizationConfig = QuantizationConfig()
     export: ExportConfig | None = ExportConfig()

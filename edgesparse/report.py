@@ -59,3 +59,44 @@ def inspection_table(info: dict[str, Any]) -> Any:
                   fmt_int(w.get("stored_bytes")), fmt_int(w.get("runtime_bytes")),
                   fmt_pct(w.get("sparsity")), ", ".join(w.get("consumers") or []))
     return t
+
+
+def channels_table(summary: RunSummary) -> Any:
+    """Dense vs thinned (channel pruning): parameters, MACs, float .tflite bytes and paired latency."""
+    from rich.table import Table
+
+    ch = summary.channels
+    if ch is None:
+        return None
+    t = Table(title=f"{summary.name}: channel pruning ({ch.allocation}, {ch.importance}, target "
+                    + ", ".join(f"{k} {v:g}" for k, v in ch.target.items()) + ")")
+    for col in ("model", "params", "MACs", "float .tflite bytes", "paired latency", "val. acc."):
+        t.add_column(col, justify="right" if col != "model" else "left")
+    t.add_row("dense", fmt_int(ch.dense_params), fmt_int(ch.dense_macs), fmt_int(ch.dense_tflite_bytes), "1.00x",
+              fmt_pct(summary.baseline.validation_accuracy))
+    lat = "not measured" if ch.latency_ratio is None else f"{ch.latency_ratio:.2f}x"
+    t.add_row("thinned", f"{fmt_int(ch.params)} ({ch.params / max(1, ch.dense_params):.0%})",
+              f"{fmt_int(ch.macs)} ({ch.macs / max(1, ch.dense_macs):.0%})", fmt_int(ch.tflite_bytes), lat,
+              fmt_pct(ch.validation_accuracy))
+    kept = ", ".join(f"{g.name} {g.kept}/{g.channels}" for g in ch.groups)
+    frozen = ", ".join(f"{k} ({v})" for k, v in ch.frozen.items())
+    t.caption = (f"kept channels: {kept}. Frozen: {frozen or 'none'}. Thinned vs masked outputs: max |diff| "
+                 f"{ch.max_abs_diff:.1e}" if ch.max_abs_diff is not None else "")
+    return t
+
+
+def sensitivity_table(report: Any) -> Any:
+    """Per channel group and ratio: channels removed, accuracy drop, loss increase, MACs and parameters saved."""
+    from rich.table import Table
+
+    t = Table(title=f"{report.name}: channel sensitivity (each group pruned alone, no fine-tuning; dense "
+                    f"{report.dense_macs:,} MACs, {report.dense_params:,} params, validation accuracy "
+                    f"{fmt_pct(report.validation_accuracy)})")
+    for col in ("group", "removed", "val. acc.", "acc. drop (points)", "loss increase", "MACs saved", "params saved"):
+        t.add_column(col, justify="left" if col == "group" else "right")
+    for r in report.rows:
+        t.add_row(r.group, f"{r.removed}/{r.channels}", fmt_pct(r.accuracy), f"{r.accuracy_drop:+.2f}",
+                  f"{r.loss_increase:+.3f}", fmt_pct(r.macs_saved, 1), fmt_pct(r.params_saved, 1))
+    if report.frozen:
+        t.caption = "never pruned: " + ", ".join(f"{k} ({v})" for k, v in report.frozen.items())
+    return t

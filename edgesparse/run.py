@@ -6,6 +6,7 @@ sideways. Run directory::
 
     RUN_DIR/recipe.lock.yaml   resolved recipe        RUN_DIR/state.json    finished phases
     RUN_DIR/baseline.keras     dense baseline         RUN_DIR/sparse.keras  pruned, stripped
+    RUN_DIR/channels.keras     thinned (channel pruning), fine-tuned
     RUN_DIR/final.weights.h5   QAT/PQAT weights       RUN_DIR/history.csv   every epoch
     RUN_DIR/logs/<phase>/      TensorBoard (pruning summaries included)
     RUN_DIR/backup/<phase>/    per-epoch checkpoints of the phase in progress (for --resume)
@@ -32,11 +33,13 @@ from edgesparse.check import check_model_fits_data
 from edgesparse.data import Dataset, load_dataset
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
+from edgesparse.export.latency import paired_float_latency
 from edgesparse.models import build_model
 from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
 from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
 from edgesparse.summary import (
     BaselineInfo,
+    ChannelsInfo,
     DataInfo,
     ModelInfo,
     QuantizationInfo,
@@ -47,7 +50,8 @@ from edgesparse.summary import (
     TimingInfo,
     TrainingInfo,
 )
-from edgesparse.train import coverage, fit, quantize, sparsity
+from edgesparse.train import channels, coverage, fit, quantize, sparsity
+from edgesparse.train.compile import outputs_probabilities
 from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,7 @@ def bundle_dir(recipe: Recipe, run_dir: Path) -> Path:
 
 #: What a run writes into its directory (``--force`` removes them before a new run starts there).
 RUN_ARTIFACTS = ("state.json", "summary.json", "history.csv", "baseline.keras", "sparse.keras", "final.weights.h5",
-                 "recipe.lock.yaml")
+                 "recipe.lock.yaml", "channels.keras")
 
 
 def _claim_run_dir(out: Path, *, resume: bool, force: bool) -> None:
@@ -298,7 +302,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     baseline.accuracy = base_acc
     baseline.validation_accuracy = run.dense_validation = _validation_accuracy(run, dense)
     log.info("baseline: test accuracy %.2f%%", 100 * base_acc)
-    model, plan, sparsity_info = _sparsity_phase(run, dense)
+    thinned, channels_info = _channels_phase(run, dense)
+    model, plan, sparsity_info = _sparsity_phase(run, thinned)
     if sparsity_info is not None:
         sparsity_info.validation_accuracy = _accuracy_guard(run, "sparsity", model)
     final, quant_info = _quantization_phase(run, model, plan)
@@ -307,7 +312,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     model_info, final_out = _final_model_info(run, final, plan)
     summary = RunSummary(
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
-        sparsity=sparsity_info, quantization=quant_info, model=model_info,
+        channels=channels_info, sparsity=sparsity_info, quantization=quant_info, model=model_info,
         timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
         distillation=recipe.distillation.model_dump(mode="json") if recipe.distillation is not None else None,
     )
@@ -355,6 +360,53 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
         run.state.mark("baseline", info)
     check_model_fits_data(dense, run.data)
     return dense, BaselineInfo(accuracy=0.0, params=int(dense.count_params()), **info)
+
+
+def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
+    """Thin a copy of ``dense`` (channel pruning), check it against the masked model, fine-tune it."""
+    ccfg = run.recipe.channels
+    if ccfg is None:
+        return dense, None
+    done = run.state.done("channels")
+    if done:
+        log.info("channels: reused from the interrupted run")
+        return _load_model(run.out / "channels.keras"), ChannelsInfo(**done)
+    data = run.data
+    x_val, y_val = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+
+    def latency(model: Any) -> float:
+        return float(paired_float_latency(model, dense, threads=1)["ratio_median"])
+
+    plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=data.x_train, y_train=data.y_train,
+                                  latency_fn=latency, probs=outputs_probabilities(dense))
+    thinned, diff = channels.thin(dense, plan, x_val[:256], ccfg.tolerance)
+    info = ChannelsInfo(allocation=ccfg.allocation, importance=ccfg.importance, epochs=ccfg.epochs,
+                        max_abs_diff=diff, validation_accuracy_pruned=_validation_accuracy(run, thinned),
+                        **plan.describe())
+    log.info("channels: %s params -> %s, %s MACs -> %s (%d groups, max |thinned - masked| %.2g); fine-tuning %d "
+             "epochs", f"{info.dense_params:,}", f"{info.params:,}", f"{info.dense_macs:,}", f"{info.macs:,}",
+             len(info.groups), diff, ccfg.epochs)
+    if ccfg.epochs:
+        r = run.fit("channels", thinned, epochs=ccfg.epochs, optimizer=ccfg.optimizer)
+        info.seconds, info.step_ms = r.seconds, r.step_ms
+    info.validation_accuracy = _accuracy_guard(run, "channels", thinned)
+    if run.recipe.export is not None:
+        _time_thinned(run, thinned, dense, info)
+    _save_model(thinned, run.out / "channels.keras")
+    run.state.mark("channels", info.model_dump(mode="json"))
+    return thinned, info
+
+
+def _time_thinned(run: _Run, thinned: Any, dense: Any, info: ChannelsInfo) -> None:
+    """Paired latency and file size of the thinned vs the dense model, both float32 .tflite, on this machine."""
+    try:
+        r = paired_float_latency(thinned, dense, threads=1)
+    except EdgesparseError as exc:
+        run.warnings.append(f"the thinned model could not be timed against the dense one: {exc}")
+        return
+    info.latency_ratio, info.tflite_bytes, info.dense_tflite_bytes = r["ratio_median"], r["bytes"], r["reference_bytes"]
+    log.info("channels: thinned float .tflite %s B vs dense %s B, paired latency %.2fx dense", f"{r['bytes']:,}",
+             f"{r['reference_bytes']:,}", r["ratio_median"])
 
 
 def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan | None, SparsityInfo | None]:
@@ -488,17 +540,21 @@ def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
     acc = _validation_accuracy(run, model)
     scfg = run.recipe.sparsity
     max_drop, on_drop = (scfg.max_drop, scfg.on_drop) if scfg is not None else (2.0, "fail")
+    section = "sparsity"
+    if stage == "channels" and run.recipe.channels is not None:  # the channel phase has its own guard settings
+        max_drop, on_drop, section = run.recipe.channels.max_drop, run.recipe.channels.on_drop, "channels"
     drop = (run.dense_validation - acc) * 100
     if drop <= max_drop:
         return acc
     split = "validation" if len(run.data.x_val) else "test"
     advice = ("more quantization.epochs, a lower learning rate for it, or mode int8 (post-training)"
               if stage.startswith("quantization") else
+              "more channels.epochs, a milder channels target, or allocation auto" if stage == "channels" else
               f"more sparsity.epochs (now {scfg.epochs}), a lower sparsity.final (now {scfg.final:g}), "
               "or distillation from the dense model" if scfg is not None else "more epochs")
     msg = (f"after {stage} the model's {split} accuracy is {acc:.2%}, {drop:.2f} points below the dense baseline's "
-           f"{run.dense_validation:.2%} (sparsity.max_drop allows {max_drop:g}). Try {advice}; or set "
-           "sparsity.on_drop: warn to keep this model anyway.")
+           f"{run.dense_validation:.2%} ({section}.max_drop allows {max_drop:g}). Try {advice}; or set "
+           f"{section}.on_drop: warn to keep this model anyway.")
     if on_drop == "fail":
         raise TrainError(msg)
     run.warnings.append(msg)
@@ -571,7 +627,8 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     _tf.set_seed(recipe.seed)
     data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
     dense = _load_model(run_dir / "baseline.keras")
-    final = _load_model(run_dir / ("sparse.keras" if "sparsity" in done else "baseline.keras"))
+    before_sparsity = "channels.keras" if "channels" in done else "baseline.keras"
+    final = _load_model(run_dir / ("sparse.keras" if "sparsity" in done else before_sparsity))
     mode = recipe.quantization.mode
     if quantize.trains(mode) and "quantization" in done:
         final = _load_quantized(final, mode, run_dir / "final.weights.h5")

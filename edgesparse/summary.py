@@ -57,6 +57,39 @@ class BaselineInfo(_Section):
     tflite_accuracy: float | None = None
 
 
+class ChannelGroupInfo(_Section):
+    """One coupled channel group: its layers, prunable channels and how many were kept."""
+
+    name: str
+    layers: list[str] = []
+    channels: int = 0
+    kept: int = 0
+
+
+class ChannelsInfo(_Section):
+    """Channel pruning: dense vs thinned parameters and MACs, per-group decisions, frozen layers."""
+
+    target: dict[str, float] = {}
+    allocation: str = "uniform"
+    importance: str = "l2"
+    epochs: int = 0
+    seconds: float = 0.0
+    step_ms: float | None = None
+    dense_params: int = 0
+    params: int = 0
+    dense_macs: int = 0
+    macs: int = 0
+    groups: list[ChannelGroupInfo] = []
+    frozen: dict[str, str] = {}  # layer -> why its channels are never pruned
+    max_abs_diff: float | None = None  # thinned vs masked model outputs, checked before fine-tuning
+    validation_accuracy_pruned: float | None = None  # right after surgery, before fine-tuning
+    validation_accuracy: float | None = None  # after fine-tuning
+    latency_ratio: float | None = None  # thinned float .tflite / dense float .tflite, paired, when measured
+    latency_trials: list[dict[str, float]] = []
+    dense_tflite_bytes: int | None = None
+    tflite_bytes: int | None = None
+
+
 class SparsityMeasure(_Section):
     """Zeros over pruned kernels: overall, and per layer."""
 
@@ -155,6 +188,7 @@ class RunSummary(_Section):
     seed: int
     data: DataInfo
     baseline: BaselineInfo
+    channels: ChannelsInfo | None = None
     sparsity: SparsityInfo | None = None
     quantization: QuantizationInfo = QuantizationInfo()
     model: ModelInfo | None = None
@@ -170,7 +204,7 @@ class RunSummary(_Section):
         """The summary.json mapping: sections the run did not have (no pruning, no export) are left out."""
         out = self.model_dump(mode="json")
         return {k: v for k, v in out.items()
-                if not (v is None and k in ("sparsity", "tflite", "model", "distillation", "keras3"))}
+                if not (v is None and k in ("channels", "sparsity", "tflite", "model", "distillation", "keras3"))}
 
     def write(self, run_dir: str | Path) -> Path:
         """Write ``run_dir/summary.json`` atomically."""

@@ -1,0 +1,97 @@
+"""Channel pruning makes the model faster on this CPU (issue 11, item 8): measure it.
+
+Trains the dense baseline of ``recipes/resnet_shapes.yaml`` (built-in resnet, BatchNorm and residual Adds, on
+shapes 32x32) once per seed, then for each allocation runs the same recipe with ``channels: {target: {macs: 0.5},
+allocation: ..., epochs: N}`` (no unstructured sparsity, no quantization) from that shared baseline, and prints:
+test accuracy of dense and thinned Keras models, parameters and MACs (the cost model, cross-checked against the
+MACs read from the .tflite files), float32 .tflite bytes, and the paired latency ratio thinned / dense (both
+float32 .tflite, 1 thread, timed alternately in one process by the device runner, ``--runs`` each).
+
+Target: paired latency <= 0.5x (2x faster) at <= 1.0 point of test accuracy lost.
+
+Usage: ``PYTHONPATH=. python benchmarks/channels.py [--seeds 0] [--allocations auto,uniform] [--epochs 10]
+[--macs 0.5 | --latency 0.5] [--multiple 8]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tflite_macs(model: Any) -> int:
+    from edgesparse.export.convert import convert
+    from edgesparse.tflite.footprint import footprint
+
+    return int(footprint(convert(model, "none")).macs_dense)
+
+
+def one(recipe: Any, dense: Any, allocation: str, target: dict[str, float], epochs: int, runs: int,
+        work: Path, multiple: int = 1) -> dict[str, Any]:
+    from edgesparse.export.latency import paired_float_latency
+    from edgesparse.recipe import override
+    from edgesparse.run import load_model, train
+
+    rec = override(recipe, {"channels": {"target": target, "allocation": allocation, "epochs": epochs,
+                                         "on_drop": "warn", "channel_multiple": multiple}})
+    res = train(rec, run_dir=work / f"{allocation}-{recipe.seed}", export=False, dense_model=dense, force=True)
+    thinned = load_model(res.run_dir / "channels.keras")
+    lat = paired_float_latency(thinned, dense, runs=runs, threads=1)
+    s = res.summary
+    ch = s.channels
+    assert ch is not None
+    return {"allocation": allocation, "dense_acc": s.baseline.accuracy, "acc": s.model.accuracy if s.model else None,
+            "params": ch.params, "dense_params": ch.dense_params, "macs": ch.macs, "dense_macs": ch.dense_macs,
+            "tflite_macs": _tflite_macs(thinned), "dense_tflite_macs": _tflite_macs(dense),
+            "kept": {g.name: f"{g.kept}/{g.channels}" for g in ch.groups}, "seconds": ch.seconds, **lat}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "resnet_shapes.yaml")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--allocations", default="auto,uniform")
+    parser.add_argument("--macs", type=float, default=0.5)
+    parser.add_argument("--latency", type=float, default=None, help="a latency target instead of --macs")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--multiple", type=int, default=1, help="channels.channel_multiple")
+    args = parser.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
+    logging.getLogger("edgesparse.train.channels").setLevel(logging.INFO)
+    from edgesparse.recipe import load_recipe, override
+    from edgesparse.run import load_model, train
+
+    target = {"latency": args.latency} if args.latency else {"macs": args.macs}
+    with tempfile.TemporaryDirectory(prefix="es-channels-") as tmp:
+        for seed in args.seeds.split(","):
+            recipe = override(load_recipe(args.recipe), {"seed": int(seed), "sparsity": None, "export": None,
+                                                         "quantization": {"mode": "none"}})
+            base = train(recipe, run_dir=Path(tmp) / f"dense-{seed}", export=False, force=True)
+            dense = load_model(base.run_dir / "baseline.keras")
+            print(f"seed {seed}: dense test accuracy {base.summary.baseline.accuracy:.2%}, "
+                  f"{base.summary.baseline.params:,} params", flush=True)
+            if base.summary.baseline.accuracy < 0.8:
+                print("  the dense baseline did not train (< 80%): accuracy comparisons of this seed mean nothing",
+                      flush=True)
+            for allocation in args.allocations.split(","):
+                r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple)
+                loss = 100 * (r["dense_acc"] - r["acc"])
+                ok = r["ratio_median"] <= 0.5 and loss <= 1.0
+                print(f"  {allocation:<8} target {target}, channel_multiple {args.multiple}: test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
+                      f"params {r['params']:,}/{r['dense_params']:,} ({r['params'] / r['dense_params']:.0%}), "
+                      f"MACs {r['macs']:,}/{r['dense_macs']:,} ({r['macs'] / r['dense_macs']:.0%}; .tflite "
+                      f"{r['tflite_macs']:,}/{r['dense_tflite_macs']:,}), float .tflite {r['bytes']:,}/"
+                      f"{r['reference_bytes']:,} B, paired latency {r['ratio_median']:.3f}x dense (quartiles "
+                      f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, {args.runs} runs, 1 thread) -> "
+                      f"{'PASS' if ok else 'FAIL'}; kept {r['kept']}; fine-tuning {r['seconds']:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""``edgesparse analyze RECIPE``: channel sensitivity of the recipe's trained dense model.
+
+Each channel group is pruned alone at several ratios (no fine-tuning), and the validation accuracy drop, loss
+increase and MACs/parameters saved are measured (:mod:`edgesparse.train.channels.sensitivity`). The dense model
+comes from a finished run directory (``run_dir``) or is trained here from the recipe's baseline section. Writes
+``sensitivity.json`` and ``sensitivity.png`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _io
+from edgesparse.recipe import ChannelsConfig, Recipe, override
+from edgesparse.render import figure, save_png
+from edgesparse.run import load_model, load_run, train
+from edgesparse.train import fit
+from edgesparse.train.channels import build_graph, sensitivity
+from edgesparse.train.channels.cost import build_cost_model
+from edgesparse.train.channels.importance import importance
+from edgesparse.train.compile import outputs_probabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SensitivityReport:
+    """What ``analyze`` measured and where it wrote it."""
+
+    name: str
+    rows: list[sensitivity.SensitivityRow]
+    dense_params: int
+    dense_macs: int
+    validation_accuracy: float
+    frozen: dict[str, str] = field(default_factory=dict)
+    json_path: Path | None = None
+    png_path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"name": self.name, "dense_params": self.dense_params, "dense_macs": self.dense_macs,
+                "validation_accuracy": self.validation_accuracy, "frozen": self.frozen,
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def _dense_and_data(recipe: Recipe, out: Path, run_dir: Path | None, force: bool) -> tuple[Any, Any]:
+    """The trained dense model and the data: from ``run_dir``, or a baseline-only run trained into ``out``."""
+    if run_dir is not None:
+        loaded = load_run(run_dir)
+        return loaded.dense_model, loaded.data
+    base = override(recipe, {"channels": None, "sparsity": None, "export": None, "quantization": {"mode": "none"}})
+    target = out / "baseline-run"
+    resume = (target / "state.json").exists() and not force
+    result = train(base, run_dir=target, export=False, force=force or resume, resume=resume)
+    return load_model(result.run_dir / "baseline.keras"), load_run(result.run_dir).data
+
+
+def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
+            ratios: list[float] | None = None, force: bool = False) -> SensitivityReport:
+    """Prune every channel group of the recipe's dense model alone at ``ratios`` and measure the cost.
+
+    Args:
+        recipe: The recipe (its data, model and baseline sections; ``channels`` for importance and ratios).
+        out_dir: Where to write (default ``runs/<name>-analyze``).
+        run_dir: A finished run whose ``baseline.keras`` is analysed instead of training one.
+        ratios: Fractions of each group removed (default: ``channels.sensitivity_ratios`` or 0.25, 0.5, 0.75).
+        force: Retrain the baseline even if ``out_dir`` holds one.
+
+    Returns:
+        The rows, the dense model's figures, and the JSON and PNG paths.
+
+    Raises:
+        TrainError: the model has no prunable channel group.
+    """
+    cfg = recipe.channels or ChannelsConfig(ratio=0.5)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / f"{recipe.name}-analyze"
+    dense, data = _dense_and_data(recipe, out, Path(run_dir) if run_dir is not None else None, force)
+    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    graph = build_graph(dense)
+    if not graph.groups:
+        from edgesparse.train.channels import plan_channels
+
+        plan_channels(dense, cfg, x, y)  # raises the no-prunable-group error with the frozen layers
+    cost = build_cost_model(dense, graph)
+    scores = importance(cfg.importance, dense, graph, x=data.x_train, y=data.y_train, batches=cfg.taylor_batches)
+    log.info("analyze: %d channel groups x %d ratios on %d validation samples", len(graph.groups),
+             len(ratios or cfg.sensitivity_ratios), len(x))
+    rows = sensitivity.analyze(dense, graph, scores, cost, x=x, y=y, ratios=tuple(ratios or cfg.sensitivity_ratios),
+                               min_keep=cfg.min_keep, probs=outputs_probabilities(dense))
+    full = np.ones(graph.num_units, dtype=bool)
+    report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),
+                               validation_accuracy=fit.evaluate(dense, x, y)[0], frozen=dict(graph.frozen_layers))
+    report.json_path = _io.write_json(out / "sensitivity.json", report.to_dict())
+    report.png_path = _plot(report, out / "sensitivity.png")
+    return report
+
+
+def _plot(report: SensitivityReport, path: Path) -> Path:
+    """Accuracy drop against MACs saved, one line per group."""
+    fig, ax = figure()
+    for group in dict.fromkeys(r.group for r in report.rows):
+        mine = sorted((r for r in report.rows if r.group == group), key=lambda r: r.ratio)
+        ax.plot([0] + [100 * r.macs_saved for r in mine], [0] + [r.accuracy_drop for r in mine], marker="o",
+                label=group)
+    ax.set_xlabel("MACs saved (% of the dense model)")
+    ax.set_ylabel("validation accuracy drop (points)")
+    ax.set_title(f"{report.name}: each channel group pruned alone, no fine-tuning")
+    ax.legend(fontsize="small")
+    return save_png(fig, path)

@@ -1,0 +1,39 @@
+"""Paired latency of two Keras models as float32 .tflite files, on this machine (the device runner, local)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgesparse.device.targets import parse_target
+from edgesparse.export.convert import convert
+
+
+def paired_float_latency(model: Any, reference: Any, *, runs: int = 200, threads: int = 1,
+                         reference_tflite: bytes | None = None) -> dict[str, Any]:
+    """Convert both models to float32 .tflite and time them alternately in one process.
+
+    Args:
+        model: The model timed.
+        reference: The model it is compared with (the dense one).
+        runs: Timed runs of each.
+        threads: Interpreter threads.
+        reference_tflite: The reference's converted flatbuffer, when already at hand.
+
+    Returns:
+        ``ratio_median``, ``ratio_q1``, ``ratio_q3`` (model / reference), ``bytes`` and ``reference_bytes``.
+
+    Raises:
+        ExportError: a model does not convert. ProfileError/DeviceError: it does not run.
+    """
+    data = convert(model, "none")
+    ref = reference_tflite if reference_tflite is not None else convert(reference, "none")
+    with tempfile.TemporaryDirectory(prefix="es-latency-") as tmp:
+        a, b = Path(tmp) / "model.tflite", Path(tmp) / "reference.tflite"
+        a.write_bytes(data)
+        b.write_bytes(ref)
+        r = parse_target("local").run_runner(a, threads=threads, runs=runs, warmup=10, paired=b)
+    paired = r.get("paired") or {}
+    return {"ratio_median": paired.get("ratio_median"), "ratio_q1": paired.get("ratio_q1"),
+            "ratio_q3": paired.get("ratio_q3"), "bytes": len(data), "reference_bytes": len(ref)}

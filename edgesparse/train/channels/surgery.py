@@ -1,0 +1,117 @@
+"""Masking and surgery: the same keep decision applied two ways.
+
+``mask_model`` zeroes, in a copy of the model, every weight that reads or writes a removed channel;
+``thin_model`` rebuilds a physically smaller tf_keras model from the model's config with the kept channels
+and their weights. Both use the same per-weight axis rules (:func:`weight_axes`), so the thinned model must
+compute what the masked model computes; :func:`check_equal` measures it on real inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from edgesparse import _tf
+from edgesparse.errors import TrainError
+from edgesparse.train.channels.graph import ChannelGraph, LayerNode
+
+#: Which config key sets a producer's output channels.
+_WIDTH_KEY = {"Dense": "units"}
+
+
+def weight_axes(node: LayerNode, layer: Any) -> list[dict[int, np.ndarray]]:
+    """For each of ``layer``'s weights (``get_weights()`` order): axis -> unit layout along that axis."""
+    n = len(layer.get_weights())
+    if node.role == "producer":
+        return [{-2: node.inputs[0], -1: node.output}, {0: node.output}][:n]
+    if node.role == "separable":
+        mid = np.repeat(node.inputs[0], int(layer.get_config().get("depth_multiplier", 1)))
+        return [{-2: node.inputs[0]}, {-2: mid, -1: node.output}, {0: node.output}][:n]
+    if node.role == "depthwise":
+        return [{-2: node.inputs[0]}, {0: node.output}][:n]
+    if node.role == "bn":
+        return [{0: node.output} for _ in range(n)]
+    return [{} for _ in range(n)]
+
+
+def _slice(w: np.ndarray, axes: dict[int, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    for axis, lay in axes.items():
+        w = np.compress(keep[lay], w, axis=axis)
+    return w
+
+
+def _zero(w: np.ndarray, axes: dict[int, np.ndarray], keep: np.ndarray) -> np.ndarray:
+    out = w.copy()
+    for axis, lay in axes.items():
+        shape = [1] * w.ndim
+        shape[axis] = len(lay)
+        out = out * keep[lay].reshape(shape).astype(w.dtype)
+    return out
+
+
+def mask_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
+    """A copy of ``model`` whose weights touching removed channels are zero (moving variances kept)."""
+    keras = _tf.keras()
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    apply_mask(masked, graph, keep)
+    return masked
+
+
+def apply_mask(model: Any, graph: ChannelGraph, keep: np.ndarray) -> None:
+    """Zero, in place, ``model``'s weights that touch removed channels."""
+    for node in graph.layers:
+        layer = model.get_layer(node.name)
+        weights = layer.get_weights()
+        if not weights or node.role in ("frozen", "pass"):
+            continue
+        names = [w.name for w in layer.weights]
+        new = [w if "moving_variance" in nm else _zero(w, axes, keep)
+               for w, axes, nm in zip(weights, weight_axes(node, layer), names, strict=True)]
+        layer.set_weights(new)
+
+
+def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
+    """Rebuild ``model`` with only the kept channels (a new tf_keras model with copied, sliced weights).
+
+    Raises:
+        TrainError: the rebuilt model does not accept the sliced weights (a bug in the graph rules).
+    """
+    keras = _tf.keras()
+    config = copy.deepcopy(model.get_config())
+    by_name = {lc["name"]: lc for lc in config["layers"]}
+    for node in graph.layers:
+        kept = int(np.count_nonzero(keep[node.output]))
+        lc = by_name[node.name]
+        if node.role in ("producer", "separable"):
+            lc["config"][_WIDTH_KEY.get(node.cls, "filters")] = kept
+        elif node.role == "reshape":
+            lc["config"]["target_shape"] = [*list(lc["config"]["target_shape"])[:-1], kept]
+    thinned = keras.Model.from_config(config)
+    for node in graph.layers:
+        old, new = model.get_layer(node.name), thinned.get_layer(node.name)
+        weights = [_slice(w, axes, keep) for w, axes in zip(old.get_weights(), weight_axes(node, old), strict=True)]
+        try:
+            new.set_weights(weights)
+        except ValueError as exc:
+            raise TrainError(f"channel surgery could not rebuild layer '{node.name}' ({node.cls}): {exc}. "
+                             "This is a bug in edgesparse's channel graph; please report it with the model.") from None
+    return thinned
+
+
+def check_equal(masked: Any, thinned: Any, x: np.ndarray, tolerance: float = 1e-4) -> float:
+    """Max absolute difference between the two models' outputs on ``x``.
+
+    Raises:
+        TrainError: the difference exceeds ``tolerance``.
+    """
+    a = masked.predict(x, batch_size=256, verbose=0)
+    b = thinned.predict(x, batch_size=256, verbose=0)
+    diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) if np.size(a) else 0.0
+    if not diff <= tolerance:
+        raise TrainError(f"the thinned model's outputs differ from the masked model's by {diff:.3g} (allowed "
+                         f"{tolerance:g}) on {len(x)} samples: channel surgery changed what the model computes. "
+                         "This is a bug in edgesparse; please report it with the model.")
+    return diff
