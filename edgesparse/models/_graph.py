@@ -77,6 +77,16 @@ def _k3_refs(value: Any) -> Any:
     return value
 
 
+
+def _sequential_graph(model: Any, spec: Any) -> Graph:
+    """A Sequential model (either Keras) as a chain: each layer called on the previous one's output."""
+    entries = [Entry("input", None, input_spec=spec)]
+    prev = Ref("input")
+    for layer in model.layers:
+        entries.append(Entry(layer.name, layer, [Call([prev], {})]))
+        prev = Ref(layer.name)
+    return Graph(model.name, entries, [Ref("input")], [prev])
+
 def graph_keras3(model: Any) -> Graph:
     """Read a Keras 3 functional or Sequential model's graph.
 
@@ -90,13 +100,7 @@ def graph_keras3(model: Any) -> Graph:
                 f"the Keras 3 Sequential model '{model.name}' has no input shape yet: start it with "
                 "keras.Input(shape) or call it once on data before saving it."
             )
-        spec = (_shape(model.inputs[0].shape), str(model.inputs[0].dtype))
-        entries = [Entry("input", None, input_spec=spec)]
-        prev = Ref("input")
-        for layer in model.layers:
-            entries.append(Entry(layer.name, layer, [Call([prev], {})]))
-            prev = Ref(layer.name)
-        return Graph(model.name, entries, [Ref("input")], [prev])
+        return _sequential_graph(model, (_shape(model.inputs[0].shape), str(model.inputs[0].dtype)))
     cfg = model.get_config()
     ops = {op.name: op for op in model.operations}
     entries = []
@@ -138,13 +142,7 @@ def graph_tf_keras(model: Any) -> Graph:
         shape = model.input_shape
         if isinstance(shape, list):
             shape = shape[0]
-        spec = (_shape(shape), model.inputs[0].dtype.name if model.inputs else "float32")
-        entries = [Entry("input", None, input_spec=spec)]
-        prev = Ref("input")
-        for layer in model.layers:
-            entries.append(Entry(layer.name, layer, [Call([prev], {})]))
-            prev = Ref(layer.name)
-        return Graph(model.name, entries, [Ref("input")], [prev])
+        return _sequential_graph(model, (_shape(shape), model.inputs[0].dtype.name if model.inputs else "float32"))
     cfg = model.get_config()
     entries = []
     for lc in cfg["layers"]:
