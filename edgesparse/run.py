@@ -303,13 +303,15 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     baseline.validation_accuracy = run.dense_validation = _validation_accuracy(run, dense)
     log.info("baseline: test accuracy %.2f%%", 100 * base_acc)
     thinned, channels_info = _channels_phase(run, dense)
+    # the validation accuracy of the latest model: each guard measures it, the final model's is the last one
+    final_val = channels_info.validation_accuracy if channels_info is not None else run.dense_validation
     model, plan, sparsity_info = _sparsity_phase(run, thinned)
     if sparsity_info is not None:
-        sparsity_info.validation_accuracy = _accuracy_guard(run, "sparsity", model)
+        final_val = sparsity_info.validation_accuracy = _accuracy_guard(run, "sparsity", model)
     final, quant_info = _quantization_phase(run, model, plan)
     if quantize.trains(quant_info.mode):
-        quant_info.validation_accuracy = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
-    model_info, final_out = _final_model_info(run, final, plan)
+        final_val = quant_info.validation_accuracy = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
+    model_info, final_out = _final_model_info(run, final, plan, final_val)
     summary = RunSummary(
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
         channels=channels_info, sparsity=sparsity_info, quantization=quant_info, model=model_info,
@@ -337,11 +339,13 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
     done = run.state.done("baseline")
     if done:
         dense = _load_model(out / "baseline.keras")
+        check_model_fits_data(dense, run.data)
         info = dict(done)
         log.info("baseline: reused from the interrupted run")
     else:
         if dense_model is not None:
             dense = sparsity.clone_dense(dense_model)
+            check_model_fits_data(dense, run.data)
             info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
         else:
             dense = build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe))
@@ -358,7 +362,6 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
                 info.update(seconds=r.seconds, step_ms=r.step_ms)
         _save_model(dense, out / "baseline.keras")
         run.state.mark("baseline", info)
-    check_model_fits_data(dense, run.data)
     return dense, BaselineInfo(accuracy=0.0, params=int(dense.count_params()), **info)
 
 
@@ -493,13 +496,14 @@ def _check_zeros_kept(run: _Run, model: Any, final: Any, plan: sparsity.Sparsity
         run.warnings.append(msg + "; use mode pqat to keep the zeros.")
 
 
-def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None) -> tuple[ModelInfo, Any]:
+def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None,
+                      validation_accuracy: float | None) -> tuple[ModelInfo, Any]:
     """Accuracy, and sparsity read back from the weights over the pruned kernels and over all parameters."""
     final_acc, final_out = fit.evaluate(final, run.data.x_test, run.data.y_test)
     final_sp = sparsity.measure_sparsity(final)
     cov = coverage.parameter_stats(final, [lp.name for lp in plan.pruned] if plan is not None else [])
     info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
-                     zeros=int(final_sp["zeros"]), validation_accuracy=_validation_accuracy(run, final), **cov)
+                     zeros=int(final_sp["zeros"]), validation_accuracy=validation_accuracy, **cov)
     log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
              "%s parameters (coverage %.1f%%)", 100 * final_acc, 100 * cov["sparsity_pruned_kernels"],
              100 * cov["sparsity_all_params"], f"{cov['all_params']:,}", 100 * cov["coverage"])

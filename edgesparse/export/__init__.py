@@ -84,8 +84,8 @@ def export_models(
     if final_outputs is None:
         final_outputs = final_model.predict(data.x_test, batch_size=256, verbose=0)
     dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs) if dense_model is not None else None
-    trained = float_model is not None and float_model is not final_model
-    src = Sources(final_model=final_model, float_model=float_model if trained else final_model, x=data.x_test,
+    src = Sources(final_model=final_model, float_model=float_model if float_model is not None else final_model,
+                  x=data.x_test,
                   y=data.y_test, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
