@@ -80,7 +80,7 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     cfg = recipe.channels or ChannelsConfig(ratio=0.5)
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"{recipe.name}-analyze"
     dense, data = _dense_and_data(recipe, out, Path(run_dir) if run_dir is not None else None, force)
-    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    x, y = data.validation()
     graph = build_graph(dense)
     if not graph.groups:
         from edgesparse.train.channels import plan_channels

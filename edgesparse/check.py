@@ -104,6 +104,6 @@ def check_recipe(recipe: Recipe) -> CheckReport:
     check_model_fits_data(model, data)
     report = CheckReport(data=data.describe(), model=describe(model))
     if recipe.sparsity is not None:
-        steps = max(1, int(np.ceil(len(data.x_train) / recipe.data.batch_size)))
+        steps = data.steps_per_epoch(recipe.data.batch_size)
         report.plan = plan_sparsity(model, recipe.sparsity, steps).to_dict()["layers"]
     return report

@@ -17,23 +17,24 @@ Progress goes to the ``edgesparse.run`` logger (the CLI renders it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from edgesparse import _io, _tf
 from edgesparse.check import check_model_fits_data
 from edgesparse.data import Dataset, load_dataset
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
-from edgesparse.export.latency import paired_float_latency
+from edgesparse.export.convert import convert
+from edgesparse.export.latency import time_paired
 from edgesparse.models import build_model
 from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
 from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
@@ -228,7 +229,7 @@ class _Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return int(np.ceil(len(self.data.x_train) / self.recipe.data.batch_size))
+        return self.data.steps_per_epoch(self.recipe.data.batch_size)
 
     def fit(self, phase: str, model: Any, **kwargs: Any) -> fit.PhaseResult:
         """Train ``model`` for one phase with the run's data, seed, history and checkpoints."""
@@ -375,10 +376,15 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
         log.info("channels: reused from the interrupted run")
         return _load_model(run.out / "channels.keras"), ChannelsInfo(**done)
     data = run.data
-    x_val, y_val = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
+    x_val, y_val = data.validation()
+
+    @functools.cache
+    def dense_tflite() -> bytes:
+        """The dense model as float32 .tflite, converted once for every timing of this phase."""
+        return convert(dense, "none")
 
     def latency(model: Any) -> float:
-        return float(paired_float_latency(model, dense, threads=1)["ratio_median"])
+        return float(time_paired(convert(model, "none"), dense_tflite(), threads=1)["ratio_median"])
 
     plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=data.x_train, y_train=data.y_train,
                                   latency_fn=latency, probs=outputs_probabilities(dense))
@@ -394,16 +400,16 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
         info.seconds, info.step_ms = r.seconds, r.step_ms
     info.validation_accuracy = _accuracy_guard(run, "channels", thinned)
     if run.recipe.export is not None:
-        _time_thinned(run, thinned, dense, info)
+        _time_thinned(run, thinned, info, dense_tflite)
     _save_model(thinned, run.out / "channels.keras")
     run.state.mark("channels", info.model_dump(mode="json"))
     return thinned, info
 
 
-def _time_thinned(run: _Run, thinned: Any, dense: Any, info: ChannelsInfo) -> None:
+def _time_thinned(run: _Run, thinned: Any, info: ChannelsInfo, dense_tflite: Callable[[], bytes]) -> None:
     """Paired latency and file size of the thinned vs the dense model, both float32 .tflite, on this machine."""
     try:
-        r = paired_float_latency(thinned, dense, threads=1)
+        r = time_paired(convert(thinned, "none"), dense_tflite(), threads=1)
     except EdgesparseError as exc:
         run.warnings.append(f"the thinned model could not be timed against the dense one: {exc}")
         return
@@ -501,7 +507,8 @@ def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None,
     """Accuracy, and sparsity read back from the weights over the pruned kernels and over all parameters."""
     final_acc, final_out = fit.evaluate(final, run.data.x_test, run.data.y_test)
     final_sp = sparsity.measure_sparsity(final)
-    cov = coverage.parameter_stats(final, [lp.name for lp in plan.pruned] if plan is not None else [])
+    pruned = sparsity.measure_sparsity(final, [lp.name for lp in plan.pruned] if plan is not None else [])
+    cov = coverage.parameter_stats(final, pruned)
     info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
                      zeros=int(final_sp["zeros"]), validation_accuracy=validation_accuracy, **cov)
     log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
@@ -527,9 +534,7 @@ def _keras3_back(run: _Run, model: Any) -> dict[str, Any]:
 
 def _validation_accuracy(run: _Run, model: Any) -> float:
     """Accuracy on the validation split (the test split when the data has no validation split)."""
-    data = run.data
-    x, y = (data.x_val, data.y_val) if len(data.x_val) else (data.x_test, data.y_test)
-    return fit.evaluate(model, x, y)[0]
+    return fit.evaluate(model, *run.data.validation())[0]
 
 
 def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:

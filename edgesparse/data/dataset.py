@@ -38,6 +38,14 @@ class Dataset:
         """Shape of one sample (``x_train.shape[1:]``)."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
+    def validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """The validation split, or the test split when the data has none (what accuracy guards compare on)."""
+        return (self.x_val, self.y_val) if len(self.x_val) else (self.x_test, self.y_test)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training steps in one epoch at ``batch_size`` (the last batch may be partial); at least 1."""
+        return max(1, -(-len(self.x_train) // batch_size))
+
     def representative(self, n: int, seed: int = 0) -> np.ndarray:
         """Samples of the training split only, e.g. calibration data for int8 quantization.
 

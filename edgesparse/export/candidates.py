@@ -19,17 +19,15 @@ picks one:
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgesparse.device.targets import parse_target
 from edgesparse.errors import EdgesparseError, ExportError
 from edgesparse.export.convert import convert
+from edgesparse.export.latency import time_paired
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
 
@@ -96,8 +94,7 @@ def _encodings(setting: bool | str) -> list[bool]:
     return [True, False] if setting == "auto" else [bool(setting)]
 
 
-def _evaluate(c: Candidate, src: Sources, reference: Path | None, folder: Path,
-              float_outputs: Callable[[], np.ndarray]) -> None:
+def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> None:
     """Verify ``c`` on the test split and time it against the dense model; record a failure as rejection."""
     try:
         if src.verify:
@@ -106,13 +103,9 @@ def _evaluate(c: Candidate, src: Sources, reference: Path | None, folder: Path,
                                     float_model=CONVERTER_MODES.get(c.mode).float_outputs, max_drop_points=src.max_drop)
         if reference is None:
             return
-        path = folder / f"{c.source}-{c.mode}-{'sparse' if c.sparse_encoding else 'plain'}.tflite"
-        path.write_bytes(c.data)
-        r = parse_target("local").run_runner(path, threads=src.threads, runs=TIMING_RUNS, warmup=TIMING_WARMUP,
-                                             paired=reference)
-        paired = r.get("paired") or {}
-        c.latency_ratio, c.latency_ratio_q1 = paired.get("ratio_median"), paired.get("ratio_q1")
-        c.latency_ratio_q3, c.resolver = paired.get("ratio_q3"), r.get("resolver")
+        r = time_paired(c.data, reference, runs=TIMING_RUNS, warmup=TIMING_WARMUP, threads=src.threads)
+        c.latency_ratio, c.latency_ratio_q1 = r["ratio_median"], r["ratio_q1"]
+        c.latency_ratio_q3, c.resolver = r["ratio_q3"], r["resolver"]
     except EdgesparseError as exc:
         c.rejected = str(exc)
     finally:
@@ -168,26 +161,21 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
             float_cache.append(model.predict(src.x, batch_size=256, verbose=0))
         return float_cache[0]
 
-    with tempfile.TemporaryDirectory(prefix="edgesparse-candidates-") as tmp:
-        folder = Path(tmp)
-        reference = folder / "dense.tflite" if dense_bytes is not None else None
-        if reference is not None and dense_bytes is not None:
-            reference.write_bytes(dense_bytes)
-        else:
-            objective = "size"
-        log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
-                 "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
-        candidates = _convert_all(src.final_model, [mode], encodings, "final", src)
-        for c in candidates:
-            _evaluate(c, src, reference, folder, float_outputs)
+    if dense_bytes is None:
+        objective = "size"
+    log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
+             "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
+    candidates = _convert_all(src.final_model, [mode], encodings, "final", src)
+    for c in candidates:
+        _evaluate(c, src, dense_bytes, float_outputs)
+    best = choose(candidates, objective)
+    if _try_float(best, mode, objective, src):
+        log.info("no %s conversion runs as fast as the dense float model: trying float32 conversions too", mode)
+        extra = _convert_all(src.float_model, ["none"], encodings, "float", src)
+        for c in extra:
+            _evaluate(c, src, dense_bytes, float_outputs)
+        candidates += extra
         best = choose(candidates, objective)
-        if _try_float(best, mode, objective, src):
-            log.info("no %s conversion runs as fast as the dense float model: trying float32 conversions too", mode)
-            extra = _convert_all(src.float_model, ["none"], encodings, "float", src)
-            for c in extra:
-                _evaluate(c, src, reference, folder, float_outputs)
-            candidates += extra
-            best = choose(candidates, objective)
     if best is None:
         raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))
     return best, candidates

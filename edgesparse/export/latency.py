@@ -10,8 +10,7 @@ from edgesparse.device.targets import parse_target
 from edgesparse.export.convert import convert
 
 
-def paired_float_latency(model: Any, reference: Any, *, runs: int = 200, threads: int = 1,
-                         reference_tflite: bytes | None = None) -> dict[str, Any]:
+def paired_float_latency(model: Any, reference: Any, *, runs: int = 200, threads: int = 1) -> dict[str, Any]:
     """Convert both models to float32 .tflite and time them alternately in one process.
 
     Args:
@@ -19,7 +18,6 @@ def paired_float_latency(model: Any, reference: Any, *, runs: int = 200, threads
         reference: The model it is compared with (the dense one).
         runs: Timed runs of each.
         threads: Interpreter threads.
-        reference_tflite: The reference's converted flatbuffer, when already at hand.
 
     Returns:
         ``ratio_median``, ``ratio_q1``, ``ratio_q3`` (model / reference), ``bytes`` and ``reference_bytes``.
@@ -28,12 +26,26 @@ def paired_float_latency(model: Any, reference: Any, *, runs: int = 200, threads
         ExportError: a model does not convert. ProfileError/DeviceError: it does not run.
     """
     data = convert(model, "none")
-    ref = reference_tflite if reference_tflite is not None else convert(reference, "none")
+    return time_paired(data, convert(reference, "none"), runs=runs, threads=threads)
+
+
+def time_paired(model: bytes, reference: bytes, *, runs: int = 200, warmup: int = 10,
+                threads: int = 1) -> dict[str, Any]:
+    """Time two flatbuffers alternately in one process with the device runner on this machine.
+
+    Returns:
+        ``ratio_median``, ``ratio_q1``, ``ratio_q3`` (model / reference), ``resolver`` (of ``model``),
+        ``bytes`` and ``reference_bytes``.
+
+    Raises:
+        ProfileError/DeviceError: a model does not run.
+    """
     with tempfile.TemporaryDirectory(prefix="es-latency-") as tmp:
         a, b = Path(tmp) / "model.tflite", Path(tmp) / "reference.tflite"
-        a.write_bytes(data)
-        b.write_bytes(ref)
-        r = parse_target("local").run_runner(a, threads=threads, runs=runs, warmup=10, paired=b)
+        a.write_bytes(model)
+        b.write_bytes(reference)
+        r = parse_target("local").run_runner(a, threads=threads, runs=runs, warmup=warmup, paired=b)
     paired = r.get("paired") or {}
     return {"ratio_median": paired.get("ratio_median"), "ratio_q1": paired.get("ratio_q1"),
-            "ratio_q3": paired.get("ratio_q3"), "bytes": len(data), "reference_bytes": len(ref)}
+            "ratio_q3": paired.get("ratio_q3"), "resolver": r.get("resolver"), "bytes": len(model),
+            "reference_bytes": len(reference)}

@@ -86,6 +86,7 @@ def flatten_nested(model: Any) -> Any:
     check_same(model, flat, f"flattening the nested sub-models of '{model.name}'")
     if getattr(model, KERAS3_TAG, False):
         setattr(flat, KERAS3_TAG, True)
+        flat._edgesparse_translation_diff = getattr(model, "_edgesparse_translation_diff", None)  # noqa: SLF001
     return flat
 
 

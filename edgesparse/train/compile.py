@@ -31,8 +31,9 @@ def outputs_probabilities(model: Any) -> bool:
     return name == "softmax" or type(layer).__name__ == "Softmax"
 
 
-def compile_model(model: Any, optimizer: OptimizerConfig) -> None:
-    """Compile for sparse-label classification with the right ``from_logits``."""
+def compile_model(model: Any, optimizer: OptimizerConfig, loss_weight: float | None = None) -> None:
+    """Compile for sparse-label classification with the right ``from_logits`` (its loss scaled by ``loss_weight``)."""
     keras = _tf.keras()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(model))
-    model.compile(optimizer=make_optimizer(optimizer), loss=loss, metrics=["accuracy"])
+    weights = None if loss_weight is None else [loss_weight]
+    model.compile(optimizer=make_optimizer(optimizer), loss=loss, loss_weights=weights, metrics=["accuracy"])

@@ -93,12 +93,12 @@ def _model_weights(model: Any) -> list[Any]:
     return out
 
 
-def parameter_stats(model: Any, pruned: list[str]) -> dict[str, Any]:
+def parameter_stats(model: Any, pruned: dict[str, Any]) -> dict[str, Any]:
     """Sparsity and coverage read back from the weights.
 
     Args:
         model: The (possibly wrapped) model.
-        pruned: Names of the layers the plan prunes.
+        pruned: ``measure_sparsity`` of the layers the plan prunes (their kernels' zeros and parameters).
 
     Returns:
         ``all_params``, ``all_zeros``, ``sparsity_all_params``, ``pruned_kernel_params``,
@@ -107,18 +107,7 @@ def parameter_stats(model: Any, pruned: list[str]) -> dict[str, Any]:
     weights = _model_weights(model)
     all_params = int(sum(int(np.prod(w.shape)) for w in weights))
     all_zeros = int(sum(int(np.count_nonzero(np.asarray(w) == 0)) for w in weights))
-    k_params = k_zeros = 0
-    wanted = set(pruned)
-    for layer in model.layers:
-        inner = getattr(layer, "layer", layer)
-        if inner.name not in wanted:
-            continue
-        var = kernel_variable(layer)
-        if var is None:
-            continue
-        arr = np.asarray(var)
-        k_params += arr.size
-        k_zeros += int(np.count_nonzero(arr == 0))
+    k_params, k_zeros = int(pruned["params"]), int(pruned["zeros"])
     return {
         "all_params": all_params,
         "all_zeros": all_zeros,

@@ -30,7 +30,7 @@ from typing import Any
 from edgesparse import _tf
 from edgesparse.errors import ModelError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
-from edgesparse.train.compile import make_optimizer, outputs_probabilities
+from edgesparse.train.compile import compile_model, outputs_probabilities
 
 _EPS = 1e-7
 
@@ -78,7 +78,6 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
     Raises:
         ModelError: teacher and student disagree on input shape or number of outputs.
     """
-    keras = _tf.keras()
     if tuple(teacher.input_shape[1:]) != tuple(student.input_shape[1:]) or \
             teacher.output_shape[-1] != student.output_shape[-1]:
         raise ModelError(
@@ -86,9 +85,7 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
             f"{teacher.output_shape[-1]} outputs but the student '{student.name}' maps "
             f"{tuple(student.input_shape[1:])} to {student.output_shape[-1]}; they must match."
         )
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probabilities(student))
-    student.compile(optimizer=make_optimizer(optimizer), loss=ce, loss_weights=[1.0 - cfg.weight],
-                    metrics=["accuracy"])
+    compile_model(student, optimizer, loss_weight=1.0 - cfg.weight)
     weight, temperature = float(cfg.weight), float(cfg.temperature)
 
     def compute_loss(x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None) -> Any:
@@ -101,11 +98,9 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
 
     # An instance attribute shadows Model.compute_loss for this student only (see the module doc).
     object.__setattr__(student, "compute_loss", compute_loss)
-    object.__setattr__(student, "_edgesparse_teacher", None)  # marker, not tracked
 
 
 def remove_distillation(student: Any) -> None:
     """Restore the model's own ``compute_loss`` (no-op when it does not distil)."""
-    if "_edgesparse_teacher" in vars(student):
+    if "compute_loss" in vars(student):  # the instance attribute set above shadows the class's method
         object.__delattr__(student, "compute_loss")
-        object.__delattr__(student, "_edgesparse_teacher")

@@ -56,18 +56,9 @@ class SparsityPlan:
         return [lp for lp in self.layers if lp.prune]
 
 
-def _prunable_types() -> tuple[type, ...]:
-    layers = _tf.keras().layers
-    return (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D,
-            layers.SeparableConv2D, layers.Conv2DTranspose, layers.Dense, layers.Embedding)
-
-
 def prunable_layers(model: Any) -> list[Any]:
     """Layers of ``model`` of which tfmot's prune registry prunes a weight (see ``train.coverage``)."""
     return [layer for layer in model.layers if pruned_weight_names(layer)[0]]
-
-
-_KERNEL_NAMES = ("depthwise_kernel", "kernel", "embeddings")
 
 
 def kernel_of(layer: Any) -> Any:
@@ -77,18 +68,9 @@ def kernel_of(layer: Any) -> Any:
     (masked or fake-quantized) tensor rather than the stored variable.
     """
     registered = kernel_variable(layer)
-    if registered is not None:
-        return registered
-    weights = list(layer.weights)
-    for wanted in _KERNEL_NAMES:
-        for w in weights:
-            base = w.name.split("/")[-1].split(":")[0]
-            if base == wanted:
-                return w
-    for w in weights:
-        if len(w.shape) >= 2:
-            return w
-    raise ModelError(f"layer '{layer.name}' has no kernel weight")
+    if registered is None:
+        raise ModelError(f"layer '{layer.name}' has no weight that tfmot prunes")
+    return registered
 
 
 # --- patterns: name -> (layer, pattern) -> prune_low_magnitude kwargs, or a reason it can't ------
@@ -343,7 +325,7 @@ def measure_sparsity(model: Any, names: list[str] | None = None) -> dict[str, An
     zeros = total = 0
     layers: dict[str, float] = {}
     for outer in model.layers:
-        layer = getattr(outer, "layer", outer) if hasattr(outer, "layer") else outer
+        layer = getattr(outer, "layer", outer)
         if names is not None and layer.name not in names:
             continue
         if not pruned_weight_names(layer)[0]:

@@ -22,6 +22,7 @@ from edgesparse import _tf
 from edgesparse._registry import Registry
 from edgesparse.errors import RecipeError
 from edgesparse.train.channels.graph import ChannelGraph, LayerNode
+from edgesparse.train.compile import outputs_probabilities
 
 #: role -> the weights (by get_weights() index) that write a channel, with the axis of that channel
 _WRITERS = {"producer": ((0, -1), (1, 0)), "separable": ((1, -1), (2, 0)), "depthwise": ((0, -2), (1, 0))}
@@ -112,7 +113,7 @@ def taylor(model: Any, graph: ChannelGraph, *, x: np.ndarray, y: np.ndarray, bat
     """First-order Taylor (activation x gradient) over ``batches`` batches of ``(x, y)``."""
     tf = _tf.tf()
     keras = _tf.keras()
-    probs = getattr(getattr(model.layers[-1], "activation", None), "__name__", "") == "softmax"
+    probs = outputs_probabilities(model)  # a final Softmax layer and wrappers included
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=not probs)
     variables = model.trainable_weights
     totals: dict[str, np.ndarray] = {}

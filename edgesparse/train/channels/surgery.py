@@ -23,7 +23,7 @@ _WIDTH_KEY = {"Dense": "units"}
 
 def weight_axes(node: LayerNode, layer: Any) -> list[dict[int, np.ndarray]]:
     """For each of ``layer``'s weights (``get_weights()`` order): axis -> unit layout along that axis."""
-    n = len(layer.get_weights())
+    n = len(layer.weights)
     if node.role == "producer":
         return [{-2: node.inputs[0], -1: node.output}, {0: node.output}][:n]
     if node.role == "separable":
@@ -43,7 +43,7 @@ def _slice(w: np.ndarray, axes: dict[int, np.ndarray], keep: np.ndarray) -> np.n
 
 
 def _zero(w: np.ndarray, axes: dict[int, np.ndarray], keep: np.ndarray) -> np.ndarray:
-    out = w.copy()
+    out = w
     for axis, lay in axes.items():
         shape = [1] * w.ndim
         shape[axis] = len(lay)
