@@ -80,8 +80,8 @@ def channels_table(summary: RunSummary) -> Any:
               fmt_pct(ch.validation_accuracy))
     kept = ", ".join(f"{g.name} {g.kept}/{g.channels}" for g in ch.groups)
     frozen = ", ".join(f"{k} ({v})" for k, v in ch.frozen.items())
-    t.caption = (f"kept channels: {kept}. Frozen: {frozen or 'none'}. Thinned vs masked outputs: max |diff| "
-                 f"{ch.max_abs_diff:.1e}" if ch.max_abs_diff is not None else "")
+    diff = "" if ch.max_abs_diff is None else f" Thinned vs masked outputs: max |diff| {ch.max_abs_diff:.1e}"
+    t.caption = f"kept channels: {kept}. Frozen: {frozen or 'none'}.{diff}"
     return t
 
 
