@@ -10,7 +10,7 @@ float32 .tflite, 1 thread, timed alternately in one process by the device runner
 Target: paired latency <= 0.5x (2x faster) at <= 1.0 point of test accuracy lost.
 
 Usage: ``PYTHONPATH=. python benchmarks/channels.py [--seeds 0] [--allocations auto,uniform] [--epochs 10]
-[--macs 0.5 | --latency 0.5] [--multiple 8]``
+[--macs 0.5 | --latency 0.5] [--multiple 8] [--recipe R] [--set channels.optimizer.schedule=cosine]``
 """
 
 from __future__ import annotations
@@ -31,13 +31,15 @@ def _tflite_macs(model: Any) -> int:
 
 
 def one(recipe: Any, dense: Any, allocation: str, target: dict[str, float], epochs: int, runs: int,
-        work: Path, multiple: int = 1) -> dict[str, Any]:
+        work: Path, multiple: int = 1, extra: list[str] | None = None) -> dict[str, Any]:
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import override
     from edgesparse.run import load_model, train
 
-    rec = override(recipe, {"channels": {"target": target, "allocation": allocation, "epochs": epochs,
-                                         "on_drop": "warn", "channel_multiple": multiple}})
+    section = recipe.channels.model_dump(mode="json") if recipe.channels is not None else {}
+    section.update({"target": target, "ratio": None, "allocation": allocation, "epochs": epochs,
+                    "on_drop": "warn", "channel_multiple": multiple})
+    rec = override(override(recipe, {"channels": section}), list(extra or []))
     res = train(rec, run_dir=work / f"{allocation}-{recipe.seed}", export=False, dense_model=dense, force=True)
     thinned = load_model(res.run_dir / "channels.keras")
     lat = paired_float_latency(thinned, dense, runs=runs, threads=1)
@@ -60,6 +62,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--multiple", type=int, default=1, help="channels.channel_multiple")
+    parser.add_argument("--set", action="append", default=[], dest="extra",
+                        help="a recipe override applied to the channel runs (repeatable), e.g. "
+                        "channels.optimizer.schedule=cosine")
     args = parser.parse_args()
     import logging
 
@@ -69,6 +74,7 @@ def main() -> None:
     from edgesparse.run import load_model, train
 
     target = {"latency": args.latency} if args.latency else {"macs": args.macs}
+    rows: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="es-channels-") as tmp:
         for seed in args.seeds.split(","):
             recipe = override(load_recipe(args.recipe), {"seed": int(seed), "sparsity": None, "export": None,
@@ -81,16 +87,32 @@ def main() -> None:
                 print("  the dense baseline did not train (< 80%): accuracy comparisons of this seed mean nothing",
                       flush=True)
             for allocation in args.allocations.split(","):
-                r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple)
+                r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple,
+                        args.extra)
                 loss = 100 * (r["dense_acc"] - r["acc"])
+                rows.setdefault(allocation, []).append((r["dense_acc"], r["acc"], r["ratio_median"]))
                 ok = r["ratio_median"] <= 0.5 and loss <= 1.0
-                print(f"  {allocation:<8} target {target}, channel_multiple {args.multiple}: test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
+                print(f"  {allocation:<8} target {target}, channel_multiple {args.multiple}: "
+                      f"test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
                       f"params {r['params']:,}/{r['dense_params']:,} ({r['params'] / r['dense_params']:.0%}), "
                       f"MACs {r['macs']:,}/{r['dense_macs']:,} ({r['macs'] / r['dense_macs']:.0%}; .tflite "
                       f"{r['tflite_macs']:,}/{r['dense_tflite_macs']:,}), float .tflite {r['bytes']:,}/"
                       f"{r['reference_bytes']:,} B, paired latency {r['ratio_median']:.3f}x dense (quartiles "
                       f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, {args.runs} runs, 1 thread) -> "
                       f"{'PASS' if ok else 'FAIL'}; kept {r['kept']}; fine-tuning {r['seconds']:.0f}s", flush=True)
+    _means(rows)
+
+
+def _means(rows: dict[str, list[tuple[float, float, float]]]) -> None:
+    """One line per allocation: mean dense and thinned accuracy, mean loss, median latency ratios."""
+    import numpy as np
+
+    for allocation, rs in rows.items():
+        dense, acc, ratio = (np.array(c) for c in zip(*rs, strict=True))
+        print(f"{allocation}: {len(rs)} seed(s); dense {dense.mean():.2%} (spread {100 * np.ptp(dense):.2f} pt), "
+              f"thinned {acc.mean():.2%} +- {100 * acc.std():.2f} (mean loss {100 * (dense - acc).mean():+.2f} pt, "
+              f"worst {100 * (dense - acc).max():+.2f}), latency ratio {ratio.min():.3f}-{ratio.max():.3f}x dense",
+              flush=True)
 
 
 if __name__ == "__main__":

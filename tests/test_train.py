@@ -256,3 +256,38 @@ def test_headline_figures_are_read_through_the_pqat_wrappers(trained_run: Any) -
     assert 0.9 < m["coverage"] <= 1.0
     assert m["sparsity_pruned_kernels"] >= 0.74
     assert m["sparsity_all_params"] <= m["sparsity_pruned_kernels"]
+
+
+def test_cosine_schedule_decays_the_learning_rate_per_epoch(tmp_path: Path) -> None:
+    """``optimizer.schedule: cosine``: epoch e of E trains at lr * (1 + cos(pi * e / E)) / 2, recorded per epoch."""
+    import math
+
+    from edgesparse.data import Dataset
+    from edgesparse.recipe import OptimizerConfig
+    from edgesparse import _tf
+    from edgesparse.train import fit
+
+    keras = _tf.keras()
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    data = Dataset("toy", x, y, x[:16], y[:16], x[:16], y[:16], 2, [])
+    seen: list[float] = []
+
+    class Lr(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            seen.append(float(keras.backend.get_value(self.model.optimizer.learning_rate)))
+
+    cfg = OptimizerConfig(learning_rate=0.01, schedule="cosine")
+    fit.run_phase("baseline", model, data, epochs=4, optimizer=cfg, batch_size=16, seed=0, run_dir=tmp_path,
+                  history=fit.History(tmp_path / "h.csv"), resume=False, extra_callbacks=[Lr()])
+    want = [0.01 * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)]
+    assert np.allclose(seen, want, rtol=1e-5), (seen, want)
+    seen.clear()
+    fit.run_phase("baseline", model, data, epochs=2, optimizer=OptimizerConfig(learning_rate=0.01), batch_size=16,
+                  seed=0, run_dir=tmp_path, history=fit.History(tmp_path / "h2.csv"), resume=False,
+                  extra_callbacks=[Lr()])
+    constant = list(seen)
+    assert np.allclose(constant, [0.01, 0.01])
+    with pytest.raises(ValueError, match="schedule"):
+        OptimizerConfig(schedule="step")  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import logging
+import math
 import shutil
 import signal
 import threading
@@ -199,6 +200,7 @@ def run_phase(
         _tf.keras().callbacks.TerminateOnNaN(),
         timer.callback(),
         *extra_callbacks,
+        *_lr_schedule(optimizer, epochs),
         # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
         _tf.keras().callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
         *([_resume_report(phase, epochs, backup)] if resume else []),
@@ -222,6 +224,22 @@ def run_phase(
     _check_finite(phase, model, optimizer)
     rows = [r for r in history.rows if r.get("phase") == phase]
     return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
+
+
+def _lr_schedule(optimizer: OptimizerConfig, epochs: int) -> list[Any]:
+    """The learning-rate callback of ``optimizer.schedule`` (none for constant).
+
+    Per epoch, so a resumed phase continues on the same curve: epoch ``e`` of ``epochs`` trains at
+    ``learning_rate * (1 + cos(pi * e / epochs)) / 2``.
+    """
+    if optimizer.schedule != "cosine" or epochs <= 0:
+        return []
+    base = float(optimizer.learning_rate)
+
+    def rate(epoch: int, lr: float) -> float:
+        return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+    return [_tf.keras().callbacks.LearningRateScheduler(rate)]
 
 
 def _compile_for_phase(phase: str, model: Any, optimizer: OptimizerConfig, teacher: Any | None,
