@@ -109,15 +109,21 @@ def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str
         smallest = max(within, key=lambda p: p["ratio"])
         d = smallest["drop_points"]
         rel = f"{d:.1f} points below it" if d >= 0 else f"{-d:.1f} points above it"
-        lines.append(f"The smallest model within 1 point of dense is {strategy(smallest, axes)} at "
-                     f"{float(smallest.get(SPARSITY_AXIS, 0) or 0):.0%}: "
+        lines.append(f"The smallest model within 1 point of dense is {_where(smallest, axes)}: "
                      f"1/{smallest['ratio']:.1f} of the dense .tflite, "
                      f"{rel}.")
     if front:
         lines.append("Pareto front (size vs accuracy): " + "; ".join(
-            f"{strategy(p, axes)} @ {float(p.get(SPARSITY_AXIS, 0) or 0):.0%} ({p['tflite_bytes']:,.0f} B, "
+            f"{_where(p, axes)} ({p['tflite_bytes']:,.0f} B, "
             f"{p['tflite_accuracy']:.2%})" for p in front) + ".")
     return lines
+
+
+def _where(point: dict[str, Any], axes: list[str]) -> str:
+    """A point's strategy, with its sparsity level when the grid has a sparsity axis."""
+    if SPARSITY_AXIS not in axes:
+        return strategy(point, axes)
+    return f"{strategy(point, axes)} at {float(point.get(SPARSITY_AXIS, 0) or 0):.0%}"
 
 
 def _latency_reason(point: dict[str, Any]) -> str:

@@ -31,7 +31,8 @@ def train_baseline(base: Recipe, trial: Trial, root: Path) -> Path:
     folder = root / "baselines" / trial.baseline_key
     if (folder / "baseline.json").exists():
         return folder
-    recipe = override(trial.recipe(base), {"sparsity": None, "quantization.mode": "none", "export": None})
+    recipe = override(trial.recipe(base), {"channels": None, "sparsity": None, "quantization.mode": "none",
+                                           "export": None})
     log.info("baseline %s (seed %d): training once, shared by its trials", trial.baseline_key, trial.seed)
     t0 = time.perf_counter()
     res = train(recipe, run_dir=folder / "run", export=False, force=True)  # the sweep owns its folders
