@@ -31,12 +31,12 @@ def _tflite_macs(model: Any) -> int:
 
 
 def one(recipe: Any, dense: Any, allocation: str, target: dict[str, float], epochs: int, runs: int,
-        work: Path, multiple: int = 1, extra: list[str] | None = None) -> dict[str, Any]:
+        work: Path, multiple: int = 1, extra: list[str] | None = None, channels: Any = None) -> dict[str, Any]:
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import override
     from edgesparse.run import load_model, train
 
-    section = recipe.channels.model_dump(mode="json") if recipe.channels is not None else {}
+    section = channels.model_dump(mode="json") if channels is not None else {}  # the recipe's own settings
     section.update({"target": target, "ratio": None, "allocation": allocation, "epochs": epochs,
                     "on_drop": "warn", "channel_multiple": multiple})
     rec = override(override(recipe, {"channels": section}), list(extra or []))
@@ -77,7 +77,9 @@ def main() -> None:
     rows: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="es-channels-") as tmp:
         for seed in args.seeds.split(","):
-            recipe = override(load_recipe(args.recipe), {"seed": int(seed), "sparsity": None, "export": None,
+            source = load_recipe(args.recipe)
+            recipe = override(source, {"seed": int(seed), "sparsity": None, "export": None,
+                                                         "channels": None,
                                                          "quantization": {"mode": "none"}})
             base = train(recipe, run_dir=Path(tmp) / f"dense-{seed}", export=False, force=True)
             dense = load_model(base.run_dir / "baseline.keras")
@@ -88,7 +90,7 @@ def main() -> None:
                       flush=True)
             for allocation in args.allocations.split(","):
                 r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple,
-                        args.extra)
+                        args.extra, source.channels)
                 loss = 100 * (r["dense_acc"] - r["acc"])
                 rows.setdefault(allocation, []).append((r["dense_acc"], r["acc"], r["ratio_median"]))
                 ok = r["ratio_median"] <= 0.5 and loss <= 1.0
