@@ -9,8 +9,14 @@ float32 .tflite, 1 thread, timed alternately in one process by the device runner
 
 Target: paired latency <= 0.5x (2x faster) at <= 1.0 point of test accuracy lost.
 
-Usage: ``PYTHONPATH=. python benchmarks/channels.py [--seeds 0] [--allocations auto,uniform] [--epochs 10]
-[--macs 0.5 | --latency 0.5] [--multiple 8] [--recipe R] [--set channels.optimizer.schedule=cosine]``
+``--schedules oneshot,gradual`` compares the schedules (issue 11, item 5) on the same baseline and plan:
+``oneshot`` thins at once and fine-tunes the thinned model; ``gradual`` fine-tunes a copy of the dense model
+while the planned channels are masked step by step (``--end``: where the ramp ends, a fraction of the phase),
+then thins it. Both fine-tune ``--epochs`` epochs with the recipe's channel optimizer.
+
+Usage: ``PYTHONPATH=. python benchmarks/channels.py [--recipe recipes/resnet_channels.yaml] [--seeds 0]
+[--allocations auto,uniform] [--schedules oneshot,gradual] [--end 0.5] [--epochs 10] [--macs 0.5 | --latency 0.5]
+[--multiple 8] [--set channels.optimizer.schedule=cosine]``
 """
 
 from __future__ import annotations
@@ -31,22 +37,26 @@ def _tflite_macs(model: Any) -> int:
 
 
 def one(recipe: Any, dense: Any, allocation: str, target: dict[str, float], epochs: int, runs: int,
-        work: Path, multiple: int = 1, extra: list[str] | None = None, channels: Any = None) -> dict[str, Any]:
+        work: Path, multiple: int = 1, extra: list[str] | None = None, channels: Any = None,
+        schedule: str = "oneshot", end: float = 0.5) -> dict[str, Any]:
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import override
     from edgesparse.run import load_model, train
 
     section = channels.model_dump(mode="json") if channels is not None else {}  # the recipe's own settings
     section.update({"target": target, "ratio": None, "allocation": allocation, "epochs": epochs,
-                    "on_drop": "warn", "channel_multiple": multiple})
+                    "on_drop": "warn", "channel_multiple": multiple, "schedule": schedule, "end": end})
     rec = override(override(recipe, {"channels": section}), list(extra or []))
-    res = train(rec, run_dir=work / f"{allocation}-{recipe.seed}", export=False, dense_model=dense, force=True)
+    res = train(rec, run_dir=work / f"{allocation}-{schedule}-{recipe.seed}", export=False, dense_model=dense,
+                force=True)
     thinned = load_model(res.run_dir / "channels.keras")
     lat = paired_float_latency(thinned, dense, runs=runs, threads=1)
     s = res.summary
     ch = s.channels
     assert ch is not None
-    return {"allocation": allocation, "dense_acc": s.baseline.accuracy, "acc": s.model.accuracy if s.model else None,
+    return {"allocation": allocation, "schedule": schedule, "val_acc": ch.validation_accuracy,
+            "dense_val_acc": s.baseline.validation_accuracy, "dense_acc": s.baseline.accuracy,
+            "acc": s.model.accuracy if s.model else None,
             "params": ch.params, "dense_params": ch.dense_params, "macs": ch.macs, "dense_macs": ch.dense_macs,
             "tflite_macs": _tflite_macs(thinned), "dense_tflite_macs": _tflite_macs(dense),
             "kept": {g.name: f"{g.kept}/{g.channels}" for g in ch.groups}, "seconds": ch.seconds, **lat}
@@ -62,6 +72,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--runs", type=int, default=300)
     parser.add_argument("--multiple", type=int, default=1, help="channels.channel_multiple")
+    parser.add_argument("--schedules", default="oneshot", help="channels.schedule values, comma-separated")
+    parser.add_argument("--end", type=float, default=0.5, help="channels.end of the gradual schedule")
     parser.add_argument("--set", action="append", default=[], dest="extra",
                         help="a recipe override applied to the channel runs (repeatable), e.g. "
                         "channels.optimizer.schedule=cosine")
@@ -88,14 +100,16 @@ def main() -> None:
             if base.summary.baseline.accuracy < 0.8:
                 print("  the dense baseline did not train (< 80%): accuracy comparisons of this seed mean nothing",
                       flush=True)
-            for allocation in args.allocations.split(","):
+            runs = [(a, s) for a in args.allocations.split(",") for s in args.schedules.split(",")]
+            for allocation, schedule in runs:
                 r = one(recipe, dense, allocation, target, args.epochs, args.runs, Path(tmp), args.multiple,
-                        args.extra, source.channels)
+                        args.extra, source.channels, schedule, args.end)
                 loss = 100 * (r["dense_acc"] - r["acc"])
-                rows.setdefault(allocation, []).append((r["dense_acc"], r["acc"], r["ratio_median"]))
+                rows.setdefault(f"{allocation} {schedule}", []).append((r["dense_acc"], r["acc"], r["ratio_median"]))
                 ok = r["ratio_median"] <= 0.5 and loss <= 1.0
-                print(f"  {allocation:<8} target {target}, channel_multiple {args.multiple}: "
-                      f"test acc {r['acc']:.2%} ({loss:+.2f} points lost), "
+                print(f"  {allocation:<8} {schedule:<8} target {target}, channel_multiple {args.multiple}: test acc "
+                      f"{r['acc']:.2%} ({loss:+.2f} points lost), val acc {r['val_acc']:.2%} (dense "
+                      f"{r['dense_val_acc']:.2%}), "
                       f"params {r['params']:,}/{r['dense_params']:,} ({r['params'] / r['dense_params']:.0%}), "
                       f"MACs {r['macs']:,}/{r['dense_macs']:,} ({r['macs'] / r['dense_macs']:.0%}; .tflite "
                       f"{r['tflite_macs']:,}/{r['dense_tflite_macs']:,}), float .tflite {r['bytes']:,}/"

@@ -228,14 +228,29 @@ class ChannelsConfig(_Section):
 
     ``target: {macs: 0.5}`` (or ``{params: 0.4}``, ``{latency: 0.5}``) or ``ratio: 0.5`` (channels removed per
     group); ``allocation``: uniform | global | auto (per-group ratios from a sensitivity analysis);
-    ``importance``: l1 | l2 | bn | taylor; ``epochs`` of fine-tuning the thinned model.
+    ``importance``: l1 | l2 | bn | taylor; ``epochs`` of fine-tuning.
+
+    ``schedule``: ``oneshot`` thins the model at once and fine-tunes the thinned model; ``gradual`` fine-tunes a
+    copy of the dense model while whole channels are masked to zero step by step (tfmot's PolynomialDecay shape:
+    the share of each group's planned removals grows as ``1 - (1 - p)^3`` from ``begin`` to ``end``, fractions of
+    the phase's training steps, one update every ``frequency`` steps), then thins it. ``begin``, ``end`` and
+    ``frequency`` apply to ``gradual`` only.
     """
 
     target: ChannelsTarget | None = None
     ratio: float | None = Field(None, gt=0.0, lt=1.0, description="fixed fraction of each group's channels removed")
     allocation: Literal["uniform", "global", "auto"] = "uniform"
     importance: Literal["l1", "l2", "bn", "taylor"] = "l2"
-    epochs: int = Field(10, ge=0, description="fine-tuning epochs of the thinned model")
+    epochs: int = Field(10, ge=0, description="fine-tuning epochs (of the thinned model; gradual: of the masked "
+                        "dense copy, removal included)")
+    schedule: Literal["oneshot", "gradual"] = Field(
+        "oneshot", description="oneshot: thin at once, then fine-tune the thinned model; gradual: mask channels "
+        "step by step while fine-tuning a copy of the dense model, then thin it")
+    begin: float = Field(0.0, ge=0.0, lt=1.0, description="gradual: where removal starts, a fraction of the "
+                         "phase's training steps")
+    end: float = Field(0.5, gt=0.0, le=1.0, description="gradual: where every planned channel is removed, a "
+                       "fraction of the phase's training steps (the rest recovers at the final width)")
+    frequency: int = Field(25, gt=0, description="gradual: training steps between mask updates")
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
     min_keep: float = Field(0.1, gt=0.0, le=1.0, description="fraction of every group's channels always kept")
     channel_multiple: int = Field(1, ge=1, le=64, description="keep a multiple of this many channels per group "
@@ -259,6 +274,12 @@ class ChannelsConfig(_Section):
         if self.ratio is not None and self.allocation == "auto":
             raise ValueError("allocation auto chooses per-group ratios for a target; give target: {macs: ...} "
                              "or use allocation uniform/global with ratio")
+        if self.schedule == "gradual" and self.end <= self.begin:
+            raise ValueError(f"end ({self.end:g}) must be after begin ({self.begin:g}): both are fractions of the "
+                             "channel phase's training steps")
+        if self.schedule == "gradual" and self.epochs < 1:
+            raise ValueError("schedule gradual removes channels while it fine-tunes: give epochs >= 1, or use "
+                             "schedule oneshot")
         return self
 
 
@@ -291,7 +312,7 @@ class ExportConfig(_Section):
 
 
 class DistillationConfig(_Section):
-    """Knowledge distillation from the dense baseline (the teacher) while the sparse model trains.
+    """Knowledge distillation from the dense baseline (the teacher) while the thinned or sparse model trains.
 
     ``distillation: {weight: 0.5, temperature: 4.0}`` (optionally ``phases: [sparsity]``). The loss
     of every step is ``(1 - weight) * CE(labels, student) + weight * T^2 * KL(teacher_T || student_T)``
@@ -300,9 +321,9 @@ class DistillationConfig(_Section):
 
     weight: float = Field(0.5, ge=0.0, le=1.0, description="share of the distillation term in the loss")
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="softmax temperature of teacher and student")
-    phases: list[Literal["sparsity", "quantization"]] | None = Field(
-        None, description="training phases that distil: sparsity (sparse fine-tuning) and/or quantization "
-        "(QAT/PQAT); default: every one of them the recipe trains")
+    phases: list[Literal["channels", "sparsity", "quantization"]] | None = Field(
+        None, description="training phases that distil: channels (fine-tuning after channel pruning), sparsity "
+        "(sparse fine-tuning) and/or quantization (QAT/PQAT); default: every one of them the recipe trains")
 
 
 class TrainingConfig(_Section):
@@ -338,14 +359,16 @@ class Recipe(_Section):
         if self.quantization.mode == "pqat" and self.sparsity is None:
             raise ValueError("quantization mode pqat (prune-preserving QAT) needs a sparsity section")
         if self.distillation is not None and self.distillation.phases is not None:
-            trains = {"sparsity": self.sparsity is not None,
+            trains = {"channels": self.channels is not None and self.channels.epochs > 0,
+                      "sparsity": self.sparsity is not None,
                       "quantization": self.quantization.mode in ("qat", "pqat") and self.quantization.epochs > 0}
             idle = [p for p in self.distillation.phases if not trains[p]]
             if idle or not self.distillation.phases:
                 raise ValueError(
                     "distillation.phases names " + (", ".join(idle) if idle else "no phase") + " but that phase "
-                    "does not train in this recipe (distillation needs a sparsity section and/or quantization "
-                    "mode qat/pqat with epochs > 0); remove it from distillation.phases or drop the section")
+                    "does not train in this recipe (distillation needs a channels section with epochs > 0, a "
+                    "sparsity section and/or quantization mode qat/pqat with epochs > 0); remove it from "
+                    "distillation.phases or drop the section")
         return self
 
 

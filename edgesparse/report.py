@@ -68,7 +68,7 @@ def channels_table(summary: RunSummary) -> Any:
     ch = summary.channels
     if ch is None:
         return None
-    t = Table(title=f"{summary.name}: channel pruning ({ch.allocation}, {ch.importance}, target "
+    t = Table(title=f"{summary.name}: channel pruning ({ch.allocation}, {ch.importance}, {ch.schedule}, target "
                     + ", ".join(f"{k} {v:g}" for k, v in ch.target.items()) + ")")
     for col in ("model", "params", "MACs", "float .tflite bytes", "paired latency", "val. acc."):
         t.add_column(col, justify="right" if col != "model" else "left")

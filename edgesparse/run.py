@@ -37,7 +37,7 @@ from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
 from edgesparse.models import build_model
 from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
-from edgesparse.recipe import ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
+from edgesparse.recipe import ChannelsConfig, ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
 from edgesparse.summary import (
     BaselineInfo,
     ChannelsInfo,
@@ -353,6 +353,8 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             check_model_fits_data(dense, run.data)
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
+            if recipe.channels is not None and recipe.channels.schedule == "gradual":  # a window without updates
+                channels.schedule_steps(recipe.channels, run.steps_per_epoch)
             info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
                     "keras3_input": bool(getattr(dense, KERAS3_TAG, False)),
                     "keras3_translation_diff": getattr(dense, "_edgesparse_translation_diff", None)}
@@ -367,7 +369,7 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
 
 
 def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
-    """Thin a copy of ``dense`` (channel pruning), check it against the masked model, fine-tune it."""
+    """Plan channel pruning on ``dense``, thin a copy (``oneshot`` or ``gradual``), check the surgery, fine-tune."""
     ccfg = run.recipe.channels
     if ccfg is None:
         return dense, None
@@ -388,22 +390,42 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
 
     plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=data.x_train, y_train=data.y_train,
                                   latency_fn=latency, probs=outputs_probabilities(dense))
-    thinned, diff = channels.thin(dense, plan, x_val[:256], ccfg.tolerance)
-    info = ChannelsInfo(allocation=ccfg.allocation, importance=ccfg.importance, epochs=ccfg.epochs,
-                        max_abs_diff=diff, validation_accuracy_pruned=_validation_accuracy(run, thinned),
-                        **plan.describe())
-    log.info("channels: %s params -> %s, %s MACs -> %s (%d groups, max |thinned - masked| %.2g); fine-tuning %d "
-             "epochs", f"{info.dense_params:,}", f"{info.params:,}", f"{info.dense_macs:,}", f"{info.macs:,}",
-             len(info.groups), diff, ccfg.epochs)
-    if ccfg.epochs:
-        r = run.fit("channels", thinned, epochs=ccfg.epochs, optimizer=ccfg.optimizer)
-        info.seconds, info.step_ms = r.seconds, r.step_ms
+    info = ChannelsInfo(allocation=ccfg.allocation, importance=ccfg.importance, schedule=ccfg.schedule,
+                        epochs=ccfg.epochs, **plan.describe())
+    log.info("channels: %s params -> %s, %s MACs -> %s (%d groups); %s, %d epochs of fine-tuning",
+             f"{info.dense_params:,}", f"{info.params:,}", f"{info.dense_macs:,}", f"{info.macs:,}",
+             len(info.groups), ccfg.schedule, ccfg.epochs)
+    thinned = (_channels_gradual if ccfg.schedule == "gradual" else _channels_oneshot)(run, dense, plan, ccfg, info)
+    log.info("channels: max |thinned - masked| %.2g", info.max_abs_diff)
     info.validation_accuracy = _accuracy_guard(run, "channels", thinned)
     if run.recipe.export is not None:
         _time_thinned(run, thinned, info, dense_tflite)
     _save_model(thinned, run.out / "channels.keras")
     run.state.mark("channels", info.model_dump(mode="json"))
     return thinned, info
+
+
+def _channels_oneshot(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: ChannelsConfig,
+                      info: ChannelsInfo) -> Any:
+    """Thin at once (checked against the masked model), then fine-tune the thinned model."""
+    thinned, info.max_abs_diff = channels.thin(dense, plan, run.data.validation()[0][:256], ccfg.tolerance)
+    info.validation_accuracy_pruned = _validation_accuracy(run, thinned)
+    if ccfg.epochs:
+        r = run.fit("channels", thinned, epochs=ccfg.epochs, optimizer=ccfg.optimizer, **run.teacher("channels"))
+        info.seconds, info.step_ms = r.seconds, r.step_ms
+    return thinned
+
+
+def _channels_gradual(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: ChannelsConfig,
+                      info: ChannelsInfo) -> Any:
+    """Fine-tune a copy of ``dense`` while its planned channels are masked step by step, then thin it (checked)."""
+    masker = channels.start_gradual(dense, plan, ccfg, run.steps_per_epoch)
+    info.schedule_steps = masker.schedule.to_dict()
+    r = run.fit("channels", masker.model, epochs=ccfg.epochs, optimizer=ccfg.optimizer,
+                extra_callbacks=[masker.callback()], **run.teacher("channels"))
+    info.seconds, info.step_ms = r.seconds, r.step_ms
+    thinned, info.max_abs_diff = masker.finish(run.data.validation()[0][:256], ccfg.tolerance)
+    return thinned
 
 
 def _time_thinned(run: _Run, thinned: Any, info: ChannelsInfo, dense_tflite: Callable[[], bytes]) -> None:

@@ -72,6 +72,8 @@ class ChannelsInfo(_Section):
     target: dict[str, float] = {}
     allocation: str = "uniform"
     importance: str = "l2"
+    schedule: str = "oneshot"  # oneshot: thin, then fine-tune; gradual: mask step by step while fine-tuning, thin
+    schedule_steps: dict[str, int] = {}  # gradual: begin_step, end_step, frequency of the mask updates
     epochs: int = 0
     seconds: float = 0.0
     step_ms: float | None = None
@@ -81,8 +83,8 @@ class ChannelsInfo(_Section):
     macs: int = 0
     groups: list[ChannelGroupInfo] = []
     frozen: dict[str, str] = {}  # layer -> why its channels are never pruned
-    max_abs_diff: float | None = None  # thinned vs masked model outputs, checked before fine-tuning
-    validation_accuracy_pruned: float | None = None  # right after surgery, before fine-tuning
+    max_abs_diff: float | None = None  # thinned vs masked model outputs (oneshot: before, gradual: after fine-tuning)
+    validation_accuracy_pruned: float | None = None  # oneshot: right after surgery, before fine-tuning (gradual: None)
     validation_accuracy: float | None = None  # after fine-tuning
     latency_ratio: float | None = None  # thinned float .tflite / dense float .tflite, paired, when measured
     latency_trials: list[dict[str, float]] = []

@@ -10,9 +10,11 @@ The stage, in the order :func:`plan_channels` and :func:`thin` run it:
 4. :mod:`.surgery` masks the removed channels in a copy of the model, rebuilds a smaller model with the kept
    ones, and checks that both compute the same outputs (a difference above the tolerance is an error).
 
-The schedule is one-shot: the thinned model is then fine-tuned by the orchestrator. Fine-tuning the thinned
-model is the same optimisation as fine-tuning the masked model with its masks held at zero, at a fraction of
-the cost.
+Two schedules (``channels.schedule``). ``oneshot``: :func:`thin` at once, then the orchestrator fine-tunes the
+thinned model (the same optimisation as fine-tuning the masked model with its masks held at zero, at a fraction
+of the cost). ``gradual`` (:mod:`.schedule`): :func:`start_gradual` copies the dense model and returns the masks
+whose callback removes the planned channels step by step while the orchestrator fine-tunes the copy; then
+:meth:`.schedule.GradualMask.finish` thins it and runs the same check.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from edgesparse.train.channels.allocation import Target
 from edgesparse.train.channels.cost import CostModel, build_cost_model
 from edgesparse.train.channels.graph import ChannelGraph, build_graph
 from edgesparse.train.channels.importance import importance
+from edgesparse.train.channels.schedule import GradualMask, clone_model, schedule_steps
 from edgesparse.train.channels.surgery import check_equal, mask_model, thin_model
 
-__all__ = ["ChannelPlan", "LatencyFn", "build_graph", "plan_channels", "thin"]
+__all__ = ["ChannelPlan", "GradualMask", "LatencyFn", "build_graph", "plan_channels", "schedule_steps",
+           "start_gradual", "thin"]
 
 log = logging.getLogger("edgesparse.train.channels")
 
@@ -194,3 +198,23 @@ def thin(model: Any, plan: ChannelPlan, x_check: np.ndarray, tolerance: float = 
     thinned = thin_model(model, plan.graph, plan.keep)
     diff = check_equal(masked, thinned, x_check, tolerance)
     return thinned, diff
+
+
+def start_gradual(model: Any, plan: ChannelPlan, cfg: ChannelsConfig, steps_per_epoch: int) -> GradualMask:
+    """A copy of ``model`` (never ``model`` itself) with the masks that remove ``plan``'s channels gradually.
+
+    Fine-tune ``GradualMask.model`` with ``GradualMask.callback()``, then call ``GradualMask.finish``.
+
+    Args:
+        model: The trained dense model (not modified).
+        plan: The plan made on ``model`` (its keep mask is the final one, its scores the order of removal).
+        cfg: The recipe's ``channels`` section (``begin``, ``end``, ``frequency``, ``epochs``).
+        steps_per_epoch: Training steps per epoch of the channel phase.
+
+    Raises:
+        RecipeError: the schedule's window holds no mask update at this many steps.
+    """
+    schedule = schedule_steps(cfg, steps_per_epoch)
+    log.info("channels: gradual removal of %d channels at steps %d->%d every %d",
+             int(np.count_nonzero(~plan.keep)), schedule.begin_step, schedule.end_step, schedule.frequency)
+    return GradualMask(clone_model(model), plan.graph, plan.keep, plan.scores, schedule)

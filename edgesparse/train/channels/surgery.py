@@ -60,17 +60,28 @@ def mask_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
     return masked
 
 
+def weight_masks(model: Any, graph: ChannelGraph, keep: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """Every weight variable that can touch a prunable channel, with its 0/1 mask for ``keep``.
+
+    The mask has the variable's shape: 0 where an entry reads or writes a removed channel. BatchNorm moving
+    variances are left out: with gamma = 0 a channel outputs beta = 0 whatever its variance (kept as trained).
+    """
+    out: list[tuple[Any, np.ndarray]] = []
+    for node in graph.layers:
+        if node.role in ("frozen", "pass"):
+            continue
+        layer = model.get_layer(node.name)
+        for var, axes in zip(layer.weights, weight_axes(node, layer), strict=True):
+            if axes and "moving_variance" not in var.name:
+                out.append((var, _zero(np.ones(var.shape, dtype=np.float32), axes, keep)))
+    return out
+
+
 def apply_mask(model: Any, graph: ChannelGraph, keep: np.ndarray) -> None:
     """Zero, in place, ``model``'s weights that touch removed channels."""
-    for node in graph.layers:
-        layer = model.get_layer(node.name)
-        weights = layer.get_weights()
-        if not weights or node.role in ("frozen", "pass"):
-            continue
-        names = [w.name for w in layer.weights]
-        new = [w if "moving_variance" in nm else _zero(w, axes, keep)
-               for w, axes, nm in zip(weights, weight_axes(node, layer), names, strict=True)]
-        layer.set_weights(new)
+    for var, mask in weight_masks(model, graph, keep):
+        if not mask.all():
+            var.assign(var.numpy() * mask.astype(var.dtype.as_numpy_dtype))
 
 
 def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
