@@ -48,6 +48,13 @@ def test_raspberry_pi_cpu_model_names_board_and_core() -> None:
     assert runner.cpu_model("") is None
 
 
+def test_cpu_features_keep_the_simd_flags_that_pick_kernels() -> None:
+    assert runner.cpu_features(PI4_CPUINFO) == ["asimd"]  # a Cortex-A72: no dot product instructions
+    vnni = X86_CPUINFO.replace("sse sse2", "sse sse2 sse4_1 avx avx2 fma avx512f avx512_vnni")
+    assert runner.cpu_features(vnni) == ["sse4_1", "avx", "avx2", "fma", "avx512f", "avx512_vnni"]
+    assert runner.cpu_features("") == []
+
+
 def test_real_pi_is_not_emulated() -> None:
     got = runner.detect_emulation("aarch64", PI4_CPUINFO, NATIVE_MAPS)
     assert got == {"emulated": False, "emulator": None, "evidence": []}

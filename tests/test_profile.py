@@ -51,8 +51,17 @@ def test_profile_side_by_side_and_reports(tiny_tflite: dict[str, Path], tmp_path
             assert paired is None  # the first model is the reference
         else:  # timed alternately with dense.tflite at the same thread count
             assert paired["reference"] == "dense.tflite" and 0 < paired["ratio_q1"] <= paired["ratio_q3"]
+    dense_ops = rows[0]["ops"]
+    assert dense_ops["delegated"] == dense_ops["total"] == 5 and dense_ops["builtin"] == {}
+    sparse_ops = rows[2]["ops"]
+    assert sparse_ops["total"] == 9 and sum(sparse_ops["builtin"].values()) == 9 - sparse_ops["delegated"]
+    assert "XNNPACK ops" in r.output and "5/5" in r.output
+    if rows[2]["resolver"] == "builtin":  # XNNPACK refused the sparse int8 FC (ai-edge-litert 2.3)
+        assert "0/9" in r.output
+        note = [n for n in data["notes"] if n.startswith("model int8.tflite: 9 of 9 ops ran on LiteRT's builtin")]
+        assert len(note) == 1 and "XNNPACK refused the model" in note[0] and "DENSIFY x2" in note[0]
     md = (tmp_path / "p.md").read_text()
-    assert "paired)" in md
+    assert "paired)" in md and "| XNNPACK ops |" in md
     assert "| model |" in md and "densified" in md or "DENSIFY" in md
     assert (tmp_path / "p_latency.png").stat().st_size > 1000 and (tmp_path / "p_size.png").stat().st_size > 1000
 
@@ -134,6 +143,22 @@ def test_profile_compiled_api_and_time_window(tiny_tflite: dict[str, Path], tmp_
     assert r.exit_code == 1 and "--api interpreter only" in r.output
     r = CliRunner().invoke(main, ["profile", str(tiny_tflite["dense"]), "--min-seconds", "-1"])
     assert r.exit_code == 1 and "--min-seconds" in r.output
+
+
+def test_delegation_note_names_the_ops_left_to_builtin_kernels() -> None:
+    from edgesparse.profile.measure import delegation_note
+
+    full = {"resolver": "xnnpack", "ops": {"total": 5, "delegated": 5, "partitions": 1, "builtin": {}}}
+    assert delegation_note("m.tflite", full) is None
+    assert delegation_note("m.tflite", {"resolver": "xnnpack"}) is None  # a benchmark binary reports no ops
+    part = {"resolver": "xnnpack", "ops": {"total": 67, "delegated": 65, "partitions": 2,
+                                           "builtin": {"FULLY_CONNECTED": 1, "SOFTMAX": 1}}}
+    assert delegation_note("m.tflite", part) == ("m.tflite: 2 of 67 ops ran on LiteRT's builtin kernels, not "
+                                                 "XNNPACK: FULLY_CONNECTED x1, SOFTMAX x1.")
+    chosen = {"resolver": "builtin", "ops": {"total": 2, "delegated": 0, "partitions": 0, "builtin": {"ADD": 2}}}
+    assert "(--resolver builtin: no delegate)" in str(delegation_note("m.tflite", chosen))
+    unknown = delegation_note("m.tflite", {"ops": {"unavailable": "the runtime does not list its nodes (x)"}})
+    assert unknown == "m.tflite: which ops XNNPACK took is not known: the runtime does not list its nodes (x)."
 
 
 def test_drift_note_only_when_the_machine_moved() -> None:

@@ -23,6 +23,17 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
     assert recipe.name
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_passes_the_check_without_training(path: Path) -> None:
+    """Data, model and sparsity plan (a layer override matching no prunable layer is refused there)."""
+    from edgesparse.check import check_recipe
+
+    recipe = load_recipe(path)
+    report = check_recipe(recipe)
+    assert recipe.sparsity is None or any(layer["prune"] for layer in report.plan)
+
+
 def test_defaults_are_filled(tmp_path: Path) -> None:
     r = load_recipe(write_recipe(tmp_path, {"name": "x", "data": {"builtin": "digits"}, "model": {"builtin": "mlp"}}))
     assert r.sparsity is not None and r.sparsity.final == 0.9

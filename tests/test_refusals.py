@@ -186,7 +186,7 @@ def test_profile_fits_100_columns_with_full_names_and_wide_shows_all(tiny_tflite
     for m in models:
         assert f"] {Path(m).name}" in r.output  # each full name, once, in the legend
     for header in ("file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights", "median ms", "p90 ms",
-                   "init ms", "model RSS", "drift", "resolver"):
+                   "init ms", "model RSS", "drift", "resolver", "XNNPACK ops"):
         assert header in r.output, header
     assert "paired" in r.output  # the paired ratio against the first model is kept
 

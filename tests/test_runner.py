@@ -2,7 +2,8 @@
 
 Models: ``tiny_tflite`` from conftest (dense float; sparse int8 with float I/O whose block-sparse
 FULLY_CONNECTED XNNPACK refuses in ai-edge-litert 2.3), plus, built here, an int8 model with int8
-input/output tensors and a model with dynamic spatial dimensions.
+input/output tensors, a model with dynamic spatial dimensions and a float model with a CUMSUM
+(an op XNNPACK does not run) between two layers it does.
 """
 
 from __future__ import annotations
@@ -60,13 +61,21 @@ def extra_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     batch = rng.random((7, 6, 6, 2), dtype=np.float32)
     np.save(tmp / "batch_6x6x2.npy", batch)
 
+    # CUMSUM, which XNNPACK does not run, between a convolution and a fully-connected layer
+    cum_in = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(cum_in)
+    x = keras.layers.Lambda(lambda t: tf.math.cumsum(t, axis=-1))(x)
+    cumsum_model = keras.Model(cum_in, keras.layers.Dense(5)(keras.layers.Flatten()(x)))
+    cumsum = tmp / "cumsum.tflite"
+    cumsum.write_bytes(tf.lite.TFLiteConverter.from_keras_model(cumsum_model).convert())
+
     dyn_in = keras.Input((None, None, 1))
     y = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(dyn_in)
     dyn_model = keras.Model(dyn_in, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(y)))
     dynamic = tmp / "dynamic.tflite"
     dynamic.write_bytes(tf.lite.TFLiteConverter.from_keras_model(dyn_model).convert())
     return {"int8_io": int8_io, "keras_int8_io": model, "batch_6x6x2": tmp / "batch_6x6x2.npy",
-            "batch_values": batch, "dynamic": dynamic}
+            "batch_values": batch, "dynamic": dynamic, "cumsum": cumsum}
 
 
 # ---- measurements -----------------------------------------------------------------------------
@@ -124,6 +133,40 @@ def test_sparse_int8_fc_falls_back_to_builtin_and_records_why(tiny_tflite: dict[
     assert builtin["resolver"] == "builtin" and builtin["delegate_fallback_reason"] is None
     assert builtin["outputs"]["checksum"] == auto["outputs"]["checksum"]
     assert auto["outputs"]["count"] == 12
+
+
+# ---- which ops XNNPACK took ------------------------------------------------------------------
+
+
+def test_float_model_is_fully_delegated_and_builtin_resolver_delegates_nothing(tiny_tflite: dict[str, Path]) -> None:
+    ops = run(str(tiny_tflite["dense"]), "--runs", "2")[1]["ops"]
+    # CONV_2D, RESHAPE, FULLY_CONNECTED x2, SOFTMAX: one XNNPACK partition takes them all
+    assert ops == {"total": 5, "delegated": 5, "partitions": 1, "builtin": {}}
+    ops = run(str(tiny_tflite["dense"]), "--runs", "2", "--resolver", "builtin")[1]["ops"]
+    assert ops == {"total": 5, "delegated": 0, "partitions": 0,
+                   "builtin": {"FULLY_CONNECTED": 2, "CONV_2D": 1, "RESHAPE": 1, "SOFTMAX": 1}}
+
+
+def test_an_op_xnnpack_lacks_splits_the_model_into_two_partitions(extra_models: dict[str, Any]) -> None:
+    out = run(str(extra_models["cumsum"]), "--runs", "2")[1]
+    assert out["resolver"] == "xnnpack"
+    assert out["ops"] == {"total": 4, "delegated": 3, "partitions": 2, "builtin": {"CUMSUM": 1}}
+
+
+def test_refused_sparse_int8_model_runs_every_op_on_builtin_kernels(tiny_tflite: dict[str, Path]) -> None:
+    out = run(str(tiny_tflite["int8"]), "--runs", "2")[1]
+    ops = out["ops"]
+    # QUANTIZE, DENSIFY x2, CONV_2D, RESHAPE, FULLY_CONNECTED x2, SOFTMAX, DEQUANTIZE
+    assert ops["total"] == 9 and sum(ops["builtin"].values()) == 9 - ops["delegated"]
+    if out["runtime"]["version"].startswith("2.3"):  # XNNPACK refused the block-sparse int8 FC
+        assert out["resolver"] == "builtin"
+    if out["resolver"] == "builtin":
+        assert ops["delegated"] == 0 and ops["partitions"] == 0 and ops["builtin"]["DENSIFY"] == 2
+
+
+def test_ops_degrade_to_a_reason_without_the_node_listing() -> None:
+    ops = runner_module.op_delegation(object())  # an Interpreter without the wrapper's node calls
+    assert set(ops) == {"unavailable"} and "does not list its nodes" in ops["unavailable"]
 
 
 def test_describe_names_python_machine_and_runtime() -> None:
@@ -243,6 +286,11 @@ def test_tflite_runtime_with_numpy1_gives_the_same_outputs(tiny_tflite: dict[str
     host = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]))[1]
     assert device["outputs"]["checksum"] == host["outputs"]["checksum"]
     assert device["outputs"]["argmax"] == host["outputs"]["argmax"]
+    # tflite-runtime 2.14 lists its nodes too; its XNNPACK takes no int8 op (x86-64 wheel, measured)
+    assert device["ops"]["total"] == host["ops"]["total"] == 9
+    assert sum(device["ops"]["builtin"].values()) == 9 - device["ops"]["delegated"]
+    dense = run(str(tiny_tflite["dense"]), "--runs", "2", python=python)[1]
+    assert dense["ops"] == {"total": 5, "delegated": 5, "partitions": 1, "builtin": {}}
 
 
 # ---- the CompiledModel API, longer windows and drift -------------------------------------------

@@ -33,12 +33,18 @@ What is measured:
   ``baseline_rss_bytes`` before the runtime is imported, ``runtime_rss_bytes`` after it is imported
   but before the model is loaded, ``peak_rss_bytes`` at the end; ``model_rss_bytes`` is
   ``peak - runtime``, the model's own cost.
+* ``ops`` (``--api interpreter``): ``total`` operators of the model's main graph, how many a delegate
+  (XNNPACK) ``delegated`` in how many ``partitions``, and the ``builtin`` op types (with counts) left
+  to LiteRT's builtin kernels; ``{"unavailable": reason}`` where the runtime does not list its nodes.
+  ``resolver`` "xnnpack" means the default resolver ran, not that XNNPACK took every op (the x86-64
+  tflite-runtime 2.14 wheel's XNNPACK takes no int8 op, measured).
 
 Where it ran (every result, ``--describe`` too): ``machine``, ``cpu_model`` (Raspberry Pi's board
-and core from /proc/cpuinfo), ``python``, ``numpy``, ``runtime`` {name, version}, and ``emulated``
-with its ``emulation`` evidence: under qemu-user the process's real memory map names qemu and
-/proc/cpuinfo (the host kernel's) describes another architecture than Python runs as. An emulated
-result carries ``latency_label`` "emulated — not representative of hardware".
+and core from /proc/cpuinfo), ``cpu_features`` (the SIMD features that pick int8 and float kernels),
+``python``, ``numpy``, ``runtime`` {name, version}, and ``emulated`` with its ``emulation`` evidence:
+under qemu-user the process's real memory map names qemu and /proc/cpuinfo (the host kernel's)
+describes another architecture than Python runs as. An emulated result carries ``latency_label``
+"emulated — not representative of hardware".
 
 API ``interpreter`` (default) drives the classic ``Interpreter``, the API every runtime has;
 ``compiled`` drives ai-edge-litert's ``CompiledModel`` (LiteRT 2.x, the API its
@@ -321,6 +327,81 @@ def make_interpreter(runtime: Runtime, model_path: str, threads: int, resolver: 
         raise load_failed("the runtime cannot run the model: " + _first_line(exc))
     return {"interpreter": interp, "resolver": "builtin", "reason": reason, "init_ms": init_ms,
             "first_invoke_ms": first}
+
+
+#: the name the runtime gives the node that runs a delegate's partition (XNNPACK's here)
+DELEGATE_NODE = "DELEGATE"
+
+
+def _node_list(interp: Any) -> list:
+    """The interpreter's nodes of subgraph 0 as ``(op_name, inputs, outputs)``, read without ``_get_ops_details``.
+
+    ``Interpreter._get_ops_details`` (private, in tflite-runtime 2.14 and ai-edge-litert alike) also
+    looks up every tensor's dtype; the wrapper's node calls are all this needs.
+
+    Raises:
+        AttributeError: the runtime's Interpreter has no node listing.
+    """
+    wrapper = interp._interpreter  # noqa: SLF001 - the only place the node list is exposed
+    nodes = []
+    for i in range(wrapper.NumNodes()):
+        nodes.append((str(wrapper.NodeName(i)), [int(t) for t in wrapper.NodeInputs(i)],
+                      [int(t) for t in wrapper.NodeOutputs(i)]))
+    return nodes
+
+
+def _partition_members(nodes: list, producer: dict, delegate: tuple) -> set:
+    """The model's nodes a delegate node replaced: walk back from its outputs to its inputs.
+
+    A partition's inputs are the tensors it reads from outside (graph inputs, outputs of builtin-run
+    nodes, constants), so every producer met before reaching one of them lies inside the partition.
+    """
+    boundary = set(delegate[1])
+    members: set = set()
+    stack = list(delegate[2])
+    while stack:
+        tensor = stack.pop()
+        if tensor < 0 or tensor in boundary:
+            continue
+        node = producer.get(tensor)
+        if node is None or node in members:
+            continue
+        members.add(node)
+        stack.extend(nodes[node][1])
+    return members
+
+
+def op_delegation(interp: Any) -> dict:
+    """How many of the model's operators a delegate (XNNPACK) took and which ran on the builtin kernels.
+
+    When a delegate is applied (at ``allocate_tensors``), the runtime keeps the model's nodes and
+    appends one ``DELEGATE`` node per partition it took; the execution plan then runs the delegate
+    nodes instead of their members. The members are found from each delegate node's input and output
+    tensors. Subgraph 0 only (the graph the runner times).
+
+    Returns:
+        ``{"total", "delegated", "partitions", "builtin": {op name: count}}``, or ``{"unavailable":
+        reason}`` where the runtime does not list its nodes.
+    """
+    try:
+        nodes = _node_list(interp)
+    except Exception as exc:  # an old or future runtime without the wrapper's node calls
+        return {"unavailable": "the runtime does not list its nodes (" + _first_line(exc) + ")"}
+    model_nodes = [i for i, n in enumerate(nodes) if n[0] != DELEGATE_NODE]
+    producer = {}
+    for i in model_nodes:
+        for tensor in nodes[i][2]:
+            producer[tensor] = i
+    delegated: set = set()
+    partitions = [n for n in nodes if n[0] == DELEGATE_NODE]
+    for delegate in partitions:
+        delegated |= _partition_members(nodes, producer, delegate)
+    builtin: dict = {}
+    for i in model_nodes:
+        if i not in delegated:
+            builtin[nodes[i][0]] = builtin.get(nodes[i][0], 0) + 1
+    return {"total": len(model_nodes), "delegated": len(delegated), "partitions": len(partitions),
+            "builtin": dict(sorted(builtin.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 class InterpreterEngine:
@@ -646,6 +727,24 @@ def cpu_model(cpuinfo: str | None = None) -> str | None:
     return ", ".join(names) or None
 
 
+#: /proc/cpuinfo flags that choose TFLite's and XNNPACK's kernels (float FMA, int8 dot products, fp16)
+SIMD_FEATURES = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
+                 "avx512_bf16", "avx512_fp16", "amx_int8", "neon", "asimd", "asimddp", "asimdhp", "fphp", "i8mm",
+                 "bf16", "sve", "sve2")
+
+
+def cpu_features(cpuinfo: str | None = None) -> list:
+    """The SIMD features of /proc/cpuinfo that pick kernels (x86 ``flags``, ARM ``Features``), in a fixed order.
+
+    Int8 and float32 kernels use different instructions (an int8 convolution gains from VNNI or dot
+    product instructions, float32 from FMA), so their speed ratio differs from CPU to CPU; recording
+    the features makes two measurements comparable.
+    """
+    f = _cpuinfo_fields(_read("/proc/cpuinfo") if cpuinfo is None else cpuinfo)
+    have = set((f.get("flags", "") + " " + f.get("features", "")).split())
+    return [name for name in SIMD_FEATURES if name in have]
+
+
 def _arch_family(name: str) -> str | None:
     name = name.lower()
     if name in _X86:
@@ -712,9 +811,11 @@ def describe(runtime: Runtime | None = None) -> dict:
            "python": platform.python_version(), "executable": sys.executable}
     try:
         out["cpu_model"] = cpu_model()
+        out["cpu_features"] = cpu_features()
         emulation = detect_emulation()
     except Exception as exc:
         out["cpu_model"] = None
+        out["cpu_features"] = None
         emulation = {"emulated": None, "emulator": None, "evidence": ["not checked: " + _first_line(exc)]}
     out["emulated"] = emulation["emulated"]
     out["emulation"] = emulation
@@ -723,6 +824,7 @@ def describe(runtime: Runtime | None = None) -> dict:
         # under qemu-user /proc/cpuinfo is the host's: say so rather than pass it off as the device's CPU
         out["cpu_model"] = ("emulated " + platform.machine() + " " + (emulation.get("emulated_cpu") or "CPU") + " ("
                             + (emulation["emulator"] or "emulator") + ") on the host's " + (out["cpu_model"] or "CPU"))
+        out["cpu_features"] = None  # the host's flags, not the emulated CPU's
     try:
         import numpy
 
@@ -752,6 +854,7 @@ def make_engine(runtime: Runtime, model_path: str, args: argparse.Namespace, sha
         return make_compiled(runtime, model_path, args.threads, shape)
     made = make_interpreter(runtime, model_path, args.threads, args.resolver, shape)
     made["engine"] = InterpreterEngine(made["interpreter"])
+    made["ops"] = op_delegation(made["interpreter"])
     return made
 
 
@@ -886,6 +989,7 @@ def run(args: argparse.Namespace) -> dict:
         "resolver": made["resolver"],
         "delegate_fallback_reason": made["reason"],
         "fully_accelerated": made.get("fully_accelerated"),
+        "ops": made.get("ops") or {"unavailable": "LiteRT's CompiledModel does not list its nodes"},
         "threads": args.threads,
         "init_ms": made["init_ms"],
         "first_invoke_ms": made["first_invoke_ms"],

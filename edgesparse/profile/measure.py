@@ -50,6 +50,7 @@ class Measurement:
             "api": r.get("api", "interpreter"),
             "resolver": r.get("resolver"),
             "delegate_fallback_reason": r.get("delegate_fallback_reason"),
+            "ops": r.get("ops"),
             "threads": self.threads,
             "init_ms": r.get("init_ms"),
             "runs": r.get("runs"),
@@ -123,6 +124,31 @@ def drift_note(name: str, threads: int, result: dict[str, Any]) -> str | None:
             "overall median while measuring, so the machine's speed changed (other load, frequency scaling, a "
             "shared virtual host); this median is not repeatable to better than that. Measure on a quiet device, "
             "or widen the window with --min-seconds.")
+
+
+def delegation_note(name: str, result: dict[str, Any]) -> str | None:
+    """Which ops of ``name`` ran on LiteRT's builtin kernels rather than XNNPACK (runner ``ops``), else None.
+
+    None when XNNPACK took every op, or when the runner did not report ops (a benchmark binary).
+    """
+    ops = result.get("ops")
+    if not ops:
+        return None
+    if ops.get("unavailable"):
+        return f"{name}: which ops XNNPACK took is not known: {ops['unavailable']}."
+    builtin = ops.get("builtin") or {}
+    if not builtin:
+        return None
+    kinds = ", ".join(f"{op} x{count}" for op, count in builtin.items())
+    count = ops["total"] - ops["delegated"]
+    if result.get("resolver") == "builtin" and result.get("delegate_fallback_reason"):
+        why = f" (XNNPACK refused the model: {str(result['delegate_fallback_reason']).rstrip('.')})"
+    elif result.get("resolver") == "builtin":
+        why = " (--resolver builtin: no delegate)"
+    else:
+        why = ""
+    return (f"{name}: {count} of {ops['total']} ops ran on LiteRT's builtin kernels, not XNNPACK{why}: "
+            f"{kinds}.")
 
 
 def check_counts(threads: Sequence[int], runs: int, warmup: int) -> None:
@@ -233,9 +259,9 @@ def profile(
         for t in threads:
             result = _measure(tgt, p, paths[0], t, min_seconds, options)
             report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
-            note = drift_note(p.name, t, result)
-            if note:
-                report.notes.append(note)
+            for note in (delegation_note(p.name, result), drift_note(p.name, t, result)):
+                if note and note not in report.notes:  # delegation is the same at every thread count
+                    report.notes.append(note)
     report.target = tgt.describe()
     note = emulated_note(report.target)
     if note:

@@ -38,6 +38,14 @@ def _paired(p: dict[str, Any]) -> str:
     return f" ({p['ratio_median']:.2f}x, {p['ratio_q1']:.2f}–{p['ratio_q3']:.2f} paired)"
 
 
+def _ops(r: dict[str, Any]) -> str:
+    """XNNPACK's share of the model's ops, "62/65" ("—" when the runner did not report it)."""
+    ops = r.get("ops") or {}
+    if ops.get("total") is None:
+        return "—"
+    return f"{ops['delegated']}/{ops['total']}"
+
+
 def _model_rss(r: dict[str, Any]) -> int | None:
     """The model's own memory: peak RSS minus RSS after importing the runtime (same process)."""
     if r.get("peak_rss_bytes") is None or r.get("runtime_rss_bytes") is None:
@@ -74,12 +82,13 @@ def table_rows(report: Any) -> list[list[str]]:
             _ms(lat.get("p90")),
             "—" if r.get("drift_pct") is None else f"{r['drift_pct']:.0f}%",
             str(r.get("resolver")),
+            _ops(r),
         ])
     return out
 
 
 HEADERS = ["model", "thr", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights",
-           "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "drift", "resolver"]
+           "model RSS", "peak RSS", "init ms", "median ms", "p90 ms", "drift", "resolver", "XNNPACK ops"]
 
 
 def _title(report: Any) -> str:
@@ -115,18 +124,26 @@ def _model_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _size_table(rows: list[dict[str, Any]], cells: list[list[str]], number: dict[str, int]) -> Any:
-    """The stacked output's size table: one row per model (size does not depend on threads)."""
+    """The stacked output's model table: one row per model (size does not depend on threads).
+
+    It also holds how many of the model's ops XNNPACK took, a property of the model on this runtime
+    (every thread count's value, where they differ).
+    """
     from rich.table import Table
 
-    size = Table(title="size (ratios vs [1])", title_justify="left")
-    for h in ("#", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights"):
+    size = Table(title="size and XNNPACK's share of the ops (ratios vs [1])", title_justify="left")
+    for h in ("#", "file bytes", "size ratio", "gzip bytes", "non-zero", "runtime weights", "XNNPACK ops"):
         size.add_column(h, justify="right", overflow="fold")
+    ops: dict[str, list[str]] = {}
+    for r, c in zip(rows, cells):
+        if c[14] not in ops.setdefault(r["path"], []):
+            ops[r["path"]].append(c[14])
     seen: set[str] = set()
     for r, c in zip(rows, cells):
         if r["path"] in seen:
             continue
         seen.add(r["path"])
-        size.add_row(f"[{number[r['path']]}]", c[2], c[3], c[4], c[5], c[6])
+        size.add_row(f"[{number[r['path']]}]", c[2], c[3], c[4], c[5], c[6], ", ".join(ops[r["path"]]))
     return size
 
 
@@ -210,7 +227,8 @@ def write_markdown(report: Any, path: Path) -> Path:
     lines.append(f"Target: {tgt.get('name')} — machine {tgt.get('machine', '?')}, Python {tgt.get('python', '?')}, "
                  f"runtime {tgt.get('runtime', {}).get('name', '?')} {tgt.get('runtime', {}).get('version', '')}.")
     if tgt.get("cpu_model"):
-        lines[-1] = lines[-1][:-1] + f", CPU {tgt['cpu_model']}."
+        features = f" ({' '.join(tgt['cpu_features'])})" if tgt.get("cpu_features") else ""
+        lines[-1] = lines[-1][:-1] + f", CPU {tgt['cpu_model']}{features}."
     if _emulated_suffix(tgt):
         lines += ["", f"**Latency: {EMULATED_LABEL}.** The CPU is emulated; see the notes below."]
     lines += ["", *markdown_table(HEADERS, table_rows(report))]
