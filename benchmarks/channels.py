@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--multiple", type=int, default=1, help="channels.channel_multiple")
     parser.add_argument("--schedules", default="oneshot", help="channels.schedule values, comma-separated")
     parser.add_argument("--end", type=float, default=0.5, help="channels.end of the gradual schedule")
+    parser.add_argument("--baselines", type=Path, default=None,
+                        help="keep the dense runs in DIR/dense-SEED and reuse finished ones (default: a temporary "
+                        "folder)")
     parser.add_argument("--set", action="append", default=[], dest="extra",
                         help="a recipe override applied to the channel runs (repeatable), e.g. "
                         "channels.optimizer.schedule=cosine")
@@ -83,7 +86,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="    %(name)s: %(message)s")
     logging.getLogger("edgesparse.train.channels").setLevel(logging.INFO)
     from edgesparse.recipe import load_recipe, override
-    from edgesparse.run import load_model, train
+    from edgesparse.run import load_model
 
     target = {"latency": args.latency} if args.latency else {"macs": args.macs}
     rows: dict[str, list[tuple[float, float, float]]] = {}
@@ -93,7 +96,7 @@ def main() -> None:
             recipe = override(source, {"seed": int(seed), "sparsity": None, "export": None,
                                                          "channels": None,
                                                          "quantization": {"mode": "none"}})
-            base = train(recipe, run_dir=Path(tmp) / f"dense-{seed}", export=False, force=True)
+            base = _dense_run(recipe, Path(args.baselines or tmp) / f"dense-{seed}")
             dense = load_model(base.run_dir / "baseline.keras")
             print(f"seed {seed}: dense test accuracy {base.summary.baseline.accuracy:.2%}, "
                   f"{base.summary.baseline.params:,} params", flush=True)
@@ -117,6 +120,18 @@ def main() -> None:
                       f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, {args.runs} runs, 1 thread) -> "
                       f"{'PASS' if ok else 'FAIL'}; kept {r['kept']}; fine-tuning {r['seconds']:.0f}s", flush=True)
     _means(rows)
+
+
+def _dense_run(recipe: Any, run_dir: Path) -> Any:
+    """Train the dense baseline into ``run_dir``, or reuse the one a finished run left there (``--baselines``)."""
+    from types import SimpleNamespace
+
+    from edgesparse.run import train
+    from edgesparse.summary import read_summary
+
+    if (run_dir / "summary.json").exists() and (run_dir / "baseline.keras").exists():
+        return SimpleNamespace(run_dir=run_dir, summary=read_summary(run_dir / "summary.json"))
+    return train(recipe, run_dir=run_dir, export=False, force=True)
 
 
 def _means(rows: dict[str, list[tuple[float, float, float]]]) -> None:

@@ -25,18 +25,28 @@ from edgesparse.sweep.report import aggregate
 BEGIN, END = "<!-- families:begin -->", "<!-- families:end -->"
 
 
-def label(point: dict[str, Any], axes: list[str]) -> str:
-    """A point's family and settings as a reader understands them alone."""
+def _get(recipe: dict[str, Any], path: str) -> Any:
+    node: Any = recipe
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def label(point: dict[str, Any], axes: list[str], recipe: dict[str, Any]) -> str:
+    """A point's family and settings (the sweep's recipe with the point's grid values) as a reader needs them."""
+    def get(path: str) -> Any:
+        return point[path] if path in axes else _get(recipe, path)
+
     parts = []
-    if "channels.target.macs" in axes or "channels.target.latency" in axes or "channels.allocation" in axes:
-        target = next((f"{k.rsplit('.', 1)[-1]} {point[k]:g}" for k in ("channels.target.macs",
-                                                                         "channels.target.latency") if k in axes), "")
-        alloc = point.get("channels.allocation", "")
-        parts.append(" ".join(x for x in ("channels", target, alloc) if x))
-    if "sparsity.final" in axes:
-        pattern = point.get("sparsity.pattern", "unstructured")
-        parts.append(f"{pattern} {float(point['sparsity.final']):.0%}")
-    mode = point.get("quantization.mode")
+    if get("channels") is not None or any(a.startswith("channels.") for a in axes):
+        kind = next((k for k in ("macs", "params", "latency") if get(f"channels.target.{k}") is not None), None)
+        target = f"{kind} {get(f'channels.target.{kind}'):g}" if kind else f"ratio {get('channels.ratio'):g}"
+        parts.append(f"channels {target} {get('channels.allocation')}")
+    if get("sparsity") is not None:
+        pattern = get("sparsity.pattern")
+        pattern = pattern if isinstance(pattern, str) else json.dumps(pattern)
+        parts.append(f"{pattern} {float(get('sparsity.final')):.0%}")
+    mode = get("quantization.mode")
     parts.append("float32" if mode in (None, "none") else str(mode))
     return " + ".join(parts)
 
@@ -54,16 +64,17 @@ def pareto(points: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
 
 def load(sweeps: list[Path]) -> tuple[list[dict[str, Any]], list[float], float]:
     """Aggregated points of every sweep (labelled), the dense baseline accuracies, the recorded seconds."""
-    points, dense, seconds = [], [], 0.0
+    points, dense, seconds = [], {}, 0.0
     for sweep in sweeps:
         data = json.loads((sweep / "results.json").read_text())
+        recipe = json.loads((sweep / "sweep.json").read_text())["recipe"]
         axes = list(data["axes"])
         for p in aggregate(data["rows"], axes):
-            p["label"], p["sweep"] = label(p, axes), sweep.name
+            p["label"], p["sweep"] = label(p, axes, recipe), sweep.name
             points.append(p)
-        dense += [float(b["accuracy"]) for b in data["baselines"].values()]
+        dense.update({key: float(b["accuracy"]) for key, b in data["baselines"].items()})  # shared: once each
         seconds += float(data.get("seconds") or 0.0)
-    return points, dense, seconds
+    return points, list(dense.values()), seconds
 
 
 def _plot(points: list[dict[str, Any]], cost: str, xlabel: str, path: Path, dense: float) -> None:
@@ -111,7 +122,7 @@ def section(points: list[dict[str, Any]], dense: list[float], seconds: float, ti
         BEGIN, f"## {title}", "",
         f"Dense float32 baseline: {fmt_pct(mean_dense)} mean over seeds ({', '.join(fmt_pct(d) for d in dense)}), "
         f"{dense_bytes:,.0f} B .tflite. Accuracy: TFLite model on the held-out test split, mean ± std over seeds; "
-        "drop: points below the same seed's dense model (mean). Latency: the trial's model and the dense float32 "
+        "drop: points below the same seed's dense model (mean; negative: above it). Latency: the trial's model and the dense float32 "
         "model timed alternately in one process by the device runner (median ratio over seeds, quartiles in "
         f"brackets), 1 thread, this 2-core x86-64 machine. Recorded training and export time {seconds / 60:.0f} min.",
         "", f"Produced by: {commands}", "",

@@ -49,6 +49,15 @@ def test_block_pattern_that_does_not_divide_a_kernel_names_the_layer(tmp_path: P
     assert {lp.name: lp.pattern for lp in plan.layers}["fc1"] == "block:4x16"
 
 
+def test_block_target_that_must_empty_an_output_row_is_refused(tmp_path: Path) -> None:
+    """logits is 10 outputs x 32 inputs: 1x16 blocks give 2 per output, 20 in all; 60% keeps 8 < 10 outputs."""
+    with pytest.raises(RecipeError, match=r"block:1x16 at 60% keeps about 8.0 of the 20 blocks of layer 'logits' "
+                                          r".*at least one output would lose every weight.*final of at most 0.50"):
+        _plan(tmp_path, final=0.6, layers=[{"match": "^logits$", "pattern": "block:1x16"}])
+    plan = _plan(tmp_path, final=0.6, layers=[{"match": "^logits$", "pattern": "block:1x16", "final": 0.5}])
+    assert {lp.name: (lp.pattern, lp.target) for lp in plan.layers}["logits"] == ("block:1x16", 0.5)
+
+
 def test_binary_or_non_utf8_recipe_is_a_recipe_error(tmp_path: Path) -> None:
     binary = tmp_path / "model.yaml"
     binary.write_bytes(b"TFL3\x00\x00\x1c\x00\x04\x00")
