@@ -83,6 +83,54 @@ def tiny_mobilenet_v2() -> Any:
     return model
 
 
+def sequential_model() -> Any:
+    """A plain Sequential model (no keras.Input: the first layer's input_shape sets it)."""
+    keras = _keras()
+    layers = keras.layers
+    model = keras.Sequential([
+        layers.Conv2D(6, 3, padding="same", input_shape=(8, 8, 2), name="conv1"),
+        layers.BatchNormalization(name="bn1"),
+        layers.ReLU(name="relu1"),
+        layers.Conv2D(8, 3, padding="same", name="conv2"),
+        layers.GlobalAveragePooling2D(name="gap"),
+        layers.Dense(3, name="out"),
+    ], name="plain")
+    _randomize_bn(model)
+    return model
+
+
+def tf_ops_model() -> Any:
+    """TensorFlow operations written as layers (TFOpLambda): hard-swish, a squeeze-excite gate, ``0.5 - x``."""
+    from edgesparse import _tf
+
+    keras, tf = _keras(), _tf.tf()
+    layers = keras.layers
+    inputs = keras.Input((8, 8, 2))
+    x = layers.Conv2D(6, 3, padding="same", name="c1")(inputs)
+    x = x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+    gate = layers.Conv2D(6, 1, name="se")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = 0.5 - tf.math.multiply(x, tf.math.sigmoid(gate))
+    y = layers.Conv2D(4, 1, name="num")(x)
+    z = layers.Conv2D(4, 1, name="den")(x)
+    x = layers.Conv2D(5, 1, name="c2")(y / (tf.math.abs(z) + 1.0))
+    return keras.Model(inputs, layers.Dense(3, name="out")(layers.Flatten()(x)))
+
+
+def nested_model() -> Any:
+    """A Sequential backbone nested in a functional model, flattened as every run flattens it."""
+    from edgesparse.models.flatten import flatten_nested
+
+    keras = _keras()
+    layers = keras.layers
+    backbone = keras.Sequential([keras.Input((8, 8, 2)), layers.Conv2D(6, 3, name="conv"),
+                                 layers.BatchNormalization(name="bn"), layers.ReLU()], name="backbone")
+    inputs = keras.Input((8, 8, 2))
+    x = layers.Conv2D(4, 1, name="head")(backbone(inputs))
+    model = keras.Model(inputs, layers.Dense(3, name="out")(layers.GlobalAveragePooling2D()(x)))
+    _randomize_bn(backbone)
+    return flatten_nested(model)
+
+
 def _group_of(graph: Any, layer: str) -> Any:
     return next(g for g in graph.groups if layer in g.layers)
 
@@ -141,10 +189,47 @@ def test_graph_freezes_layers_it_cannot_reason_about_and_lists_them() -> None:
     assert [g.name for g in graph.groups] == ["conv2"]  # conv feeds the frozen layer: never pruned
 
 
+def test_graph_reads_a_plain_sequential_model() -> None:
+    from edgesparse.train.channels.graph import build_graph
+
+    graph = build_graph(sequential_model())
+    assert [g.layers for g in graph.groups] == [["conv1", "bn1"], ["conv2"]]
+    assert set(graph.frozen_layers) == {"input", "out"}
+
+
+def test_graph_reads_a_flattened_nested_backbone() -> None:
+    from edgesparse.train.channels.graph import build_graph
+
+    graph = build_graph(nested_model())
+    assert ["backbone/conv", "backbone/bn"] in [g.layers for g in graph.groups]
+
+
+def test_graph_tf_operations_pass_channels_couple_tensors_and_freeze_division_by_a_tensor() -> None:
+    from edgesparse.train.channels.graph import build_graph
+
+    graph = build_graph(tf_ops_model())
+    # x * relu6(x + 3) / 6, the gate and 0.5 - x keep c1's channels; tf.math.multiply couples c1 with se
+    assert {"c1", "se"} <= set(_group_of(graph, "c1").layers)
+    np.testing.assert_array_equal(graph.node("num").inputs[0], graph.node("c1").output)
+    # y / (|z| + 1): a removed channel of z would be divided by, so both operands are frozen
+    assert not any("num" in g.layers or "den" in g.layers for g in graph.groups)
+    assert any("divides by a tensor" in why for why in graph.frozen_layers.values())
+
+
+def test_graph_refuses_a_sequential_model_without_input_shape() -> None:
+    from edgesparse.errors import ModelError
+    from edgesparse.train.channels.graph import build_graph
+
+    keras = _keras()
+    with pytest.raises(ModelError, match="no input shape yet"):
+        build_graph(keras.Sequential([keras.layers.Dense(3)]))
+
+
 # ------------------------------------------------------------------ surgery
 
 
-@pytest.mark.parametrize("builder", [tiny_resnet, separable_model, concat_model, tiny_mobilenet_v2])
+@pytest.mark.parametrize("builder", [tiny_resnet, separable_model, concat_model, tiny_mobilenet_v2, sequential_model,
+                                     tf_ops_model, nested_model])
 def test_thinned_model_computes_what_the_masked_model_computes(builder: Any) -> None:
     from edgesparse.train.channels.cost import build_cost_model
     from edgesparse.train.channels.graph import build_graph
@@ -164,6 +249,21 @@ def test_thinned_model_computes_what_the_masked_model_computes(builder: Any) -> 
     x = rng.random((16, *model.input_shape[1:]), dtype=np.float32)
     assert check_equal(mask_model(model, graph, keep), thinned, x, 1e-4) <= 1e-4
     assert thinned.output_shape == model.output_shape
+
+
+def test_plain_sequential_model_is_planned_and_thinned_to_the_same_outputs() -> None:
+    from edgesparse.recipe import ChannelsConfig
+    from edgesparse.train.channels import plan_channels, thin
+
+    model = sequential_model()
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 2)).astype(np.float32)
+    plan = plan_channels(model, ChannelsConfig(ratio=0.5), x, np.zeros(16, dtype=int))
+    thinned, diff = thin(model, plan, x)
+    assert diff <= 1e-4
+    assert [(g["channels"], g["kept"]) for g in plan.describe()["groups"]] == [(6, 3), (8, 4)]
+    assert thinned.count_params() == plan.describe()["params"] < model.count_params()
+    assert [layer.name for layer in thinned.layers[1:]] == [layer.name for layer in model.layers]
+    assert thinned.get_layer("conv2").kernel.shape == (3, 3, 3, 4)
 
 
 def test_check_equal_fails_loudly_when_outputs_differ() -> None:

@@ -1,4 +1,4 @@
-"""The fastest Keras applications of benchmarks/prunability.py, in both flavours, as tests."""
+"""The fastest Keras applications of benchmarks/prunability.py (pruning runs and channel surgery) as tests."""
 
 from __future__ import annotations
 
@@ -18,3 +18,17 @@ def test_mobilenet_v3_small_prunes_exports_and_verifies(tmp_path: Path, flavour:
     assert row["sparse_bytes"] < row["dense_bytes"]
     if flavour == "keras3":
         assert row["translation_diff"] <= 1e-5 and row["keras3_back"] <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "flavour"), [("MobileNetV3Small", "tf_keras"), ("ResNet50", "tf_keras"),
+                                               ("EfficientNetB0", "keras3")])
+def test_channel_surgery_thins_keras_applications_to_the_masked_outputs(arch: str, flavour: str) -> None:
+    """Issue 11, 7d: graph, l2 importance, uniform ratio 0.5, thinned vs masked at 1e-4 (benchmarks/prunability.py)."""
+    from benchmarks.prunability import SURGERY_TOLERANCE, surgery_one
+
+    row = surgery_one(arch, flavour, samples=2)
+    assert row["passed"], row["reason"]
+    assert row["pruned_groups"] == row["groups"] > 0
+    assert row["macs"] < 0.6 * row["dense_macs"] and row["params"] < row["dense_params"]
+    assert row["max_abs_diff"] <= SURGERY_TOLERANCE < row["masked_vs_dense"]

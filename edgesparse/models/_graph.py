@@ -121,13 +121,18 @@ def graph_keras3(model: Any) -> Graph:
 
 # ---- tf_keras ----------------------------------------------------------------------------------
 
+#: The layer name tf_keras writes for a constant (non-tensor) positional argument of an operation layer.
+_CONSTANT = "_CONSTANT_VALUE"
+
+
 def _tfk_call(node: Any) -> Call:
     """A tf_keras inbound node ``[[name, node, tensor, kwargs], ...]`` as a call."""
     if isinstance(node, dict):  # the newer serialization, written by some tf_keras versions
         return Call(list(_k3_refs(node.get("args", []))), dict(_k3_refs(node.get("kwargs", {}))))
     if node and isinstance(node[0], str):  # TFOpLambda writes a single call unwrapped
         node = [node]
-    refs = [Ref(item[0], int(item[1]), int(item[2])) for item in node]
+    # a constant first argument (``0.5 - x``) is written as ["_CONSTANT_VALUE", -1, 0.5, kwargs]: keep its value
+    refs = [item[2] if item[0] == _CONSTANT else Ref(item[0], int(item[1]), int(item[2])) for item in node]
     kwargs = dict(node[-1][3]) if node and len(node[-1]) > 3 else {}
     for key, value in list(kwargs.items()):
         # tensors passed as keyword arguments are written as {"__keras_tensor__": [...]}-like lists

@@ -1,12 +1,16 @@
-"""The channel dependency graph of a functional tf_keras model.
+"""The channel dependency graph of a functional or Sequential tf_keras model.
 
-It knows nothing of importance, allocation or training. Every tensor's last axis gets a *layout*: for each of
-its channels, the id of the prunable *unit* it belongs to. Layers that create channels (Conv1D/Conv2D, Dense,
+It knows nothing of importance, allocation or training. The model's layer graph is read by
+:mod:`edgesparse.models._graph` (the helper that flattening and Keras 3 translation use), so functional,
+Sequential and flattened models are read alike. Every tensor's last axis gets a *layout*: for each of its
+channels, the id of the prunable *unit* it belongs to. Layers that create channels (Conv1D/Conv2D, Dense,
 SeparableConv2D) open new units; pass-through layers (activations, dropout, padding, pooling, channel-preserving
-Reshape, BatchNormalization, DepthwiseConv2D — whose channels follow their input) hand the layout on;
-Add/Subtract/Multiply/Average/Maximum/Minimum couple their inputs channel by channel (a union-find over
-channels); Concatenate joins layouts at their offsets; Flatten repeats a layout once per spatial position.
-Removing a unit removes that channel from every layer that holds it, so the model stays consistent.
+Reshape, scalar Rescaling, BatchNormalization, DepthwiseConv2D — whose channels follow their input — and
+element-wise TensorFlow operations such as ``x + 3.0`` or ``tf.nn.relu6``) hand the layout on;
+Add/Subtract/Multiply/Average/Maximum/Minimum and ``tf.math.multiply(x, y)``-like operations on two tensors
+couple their inputs channel by channel (a union-find over channels); Concatenate joins layouts at their offsets;
+Flatten repeats a layout once per spatial position. Removing a unit removes that channel from every layer that
+holds it, so the model stays consistent.
 
 A *group* is a set of units coupled through their layers (a residual stage is one group). Layers the graph
 cannot reason about are *frozen*: their inputs and outputs are never pruned, and the reason is recorded.
@@ -21,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from edgesparse.errors import ModelError
+from edgesparse.models._graph import Call, Entry, Graph, Ref, graph_tf_keras
+from edgesparse.models.keras3 import is_graph_model
 
 #: Layers that hand their input layout on unchanged (element-wise or spatial-only).
 PASS_THROUGH = {
@@ -33,6 +39,30 @@ PASS_THROUGH = {
 MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 #: Layers whose output channels are new units (weights ``kernel[..., in, out]``).
 PRODUCERS = {"Conv1D", "Conv2D", "Dense", "SeparableConv1D", "SeparableConv2D"}
+#: ``Activation`` settings whose every output depends on all channels (a removed channel would still count).
+CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
+#: Layers that wrap one TensorFlow operation (tf_keras writes ``x + 3.0`` in a functional model as one).
+TF_OP_LAYERS = {"TFOpLambda"}
+#: Element-wise operations of one tensor: zero stays finite, each channel only reads itself.
+TF_UNARY = {"nn.relu", "nn.relu6", "nn.elu", "nn.selu", "nn.leaky_relu", "nn.gelu", "nn.silu", "nn.swish",
+            "math.sigmoid", "nn.sigmoid", "math.tanh", "nn.tanh", "math.negative", "math.abs", "math.square",
+            "math.sqrt", "math.exp", "math.softplus", "nn.softplus", "math.softsign", "nn.softsign", "identity",
+            "math.round", "math.floor", "math.ceil", "cast", "clip_by_value"}
+#: Element-wise operations of two operands (a tensor and a constant, or two broadcastable tensors).
+TF_BINARY = {"__operators__.add", "math.add", "math.add_v2", "math.subtract", "math.multiply", "math.maximum",
+             "math.minimum", "math.truediv", "math.divide", "math.divide_no_nan", "math.multiply_no_nan"}
+#: Of those, the ones whose second operand may only be a constant (a removed channel would be divided by).
+TF_DIVISIONS = {"math.truediv", "math.divide"}
+#: Layers the graph recognises but cannot prune through, with the reason.
+KNOWN_FROZEN = {
+    "LayerNormalization": "normalizes over the channels (every output reads all of them)",
+    "Normalization": "per-channel statistics of its input (kept whole)",
+    "Softmax": "mixes the channels",
+    "Lambda": "Python code the graph cannot read",
+    "SlicingOpLambda": "slices the tensor (channels may be selected by position)",
+    "Functional": "nested model (flatten it with edgesparse.models.flatten.flatten_nested to prune inside it)",
+    "Sequential": "nested model (flatten it with edgesparse.models.flatten.flatten_nested to prune inside it)",
+}
 
 
 @dataclass
@@ -125,64 +155,113 @@ def _last_axis(axis: Any, rank: int) -> bool:
     return int(axis) in (-1, rank - 1)
 
 
-def _model_calls(model: Any) -> tuple[list[tuple[Any, list[tuple[str, int, int]]]], dict[str, int]]:
-    """(layer, its input tensors as (layer, node, tensor) refs) in topological order; calls per layer."""
-    config = model.get_config()
-    if "layers" not in config or "input_layers" not in config:
-        raise ModelError(f"channel pruning needs a functional tf_keras model; '{model.name}' is "
-                         f"{type(model).__name__}. Build it with keras.Input(...) and keras.Model(inputs, outputs).")
-    calls, counts = [], {}
-    for lc in config["layers"]:
-        nodes = lc.get("inbound_nodes") or []
-        counts[lc["name"]] = max(1, len(nodes))
-        refs = [(str(r[0]), int(r[1]), int(r[2])) for r in (nodes[0] if nodes else [])]
-        calls.append((model.get_layer(lc["name"]), refs))
-    return calls, counts
+def _refs(value: Any) -> list[Ref]:
+    """The tensors (as refs) among a call's arguments, in argument order."""
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _refs(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    return []
+
+
+def _source_graph(model: Any) -> Graph:
+    """The model's layer graph, read by the helper that flattening and translation use too.
+
+    Raises:
+        ModelError: a subclassed model, or a Sequential model without an input shape.
+    """
+    if not is_graph_model(model):
+        raise ModelError(f"channel pruning needs a functional or Sequential tf_keras model; '{model.name}' is "
+                         f"{type(model).__name__}. Build it with keras.Input(...) and keras.Model(inputs, outputs) "
+                         "or keras.Sequential.")
+    if not getattr(model, "inputs", None):
+        raise ModelError(f"the Sequential model '{model.name}' has no input shape yet: start it with "
+                         "keras.Input(shape) or call model.build((None, ...)) before channel pruning.")
+    return graph_tf_keras(model)
+
+
+def _call_outputs(entry: Entry, call: int) -> list[tuple[int | None, ...]]:
+    """Shapes of the output tensors of call ``call`` of ``entry``'s layer."""
+    out = entry.live.get_output_at(call + entry.node_offset)
+    return [_shape(t) for t in (out if isinstance(out, (list, tuple)) else [out])]
 
 
 def build_graph(model: Any) -> ChannelGraph:
     """Walk ``model`` and build its channel dependency graph.
 
     Args:
-        model: A functional tf_keras model (not wrapped for pruning or quantization).
+        model: A functional or Sequential tf_keras model (not wrapped for pruning or quantization); nested
+            sub-models are one frozen layer (:func:`edgesparse.models.flatten.flatten_nested` inlines them).
 
     Returns:
         The graph: every layer's layouts, the prunable groups, the frozen layers with reasons.
 
     Raises:
-        ModelError: the model is not functional.
+        ModelError: the model is subclassed, or a Sequential model without an input shape.
     """
+    source = _source_graph(model)
     b = _Builder()
-    calls, counts = _model_calls(model)
-    layouts: dict[tuple[str, int], np.ndarray] = {}
+    tensors: dict[Ref, tuple[np.ndarray, tuple[int | None, ...]]] = {}
     nodes: list[LayerNode] = []
-    for layer, refs in calls:
-        ins = [layouts[(r[0], r[2])] for r in refs]
-        in_shapes = [_shape(t) for t in (layer.input if isinstance(layer.input, list) else [layer.input])] \
-            if refs else []
-        out_shape = _shape(layer.output)
-        if counts[layer.name] > 1:
-            node = _frozen(b, layer, ins, out_shape, f"shared layer (called {counts[layer.name]} times)")
-        else:
-            node = _layer_node(b, layer, ins, in_shapes, out_shape)
-        node.in_shapes, node.out_shape = in_shapes, out_shape
-        nodes.append(node)
-        layouts[(layer.name, 0)] = node.output
-    for name in model.output_names:
-        b.freeze(name, "model output (its units are the model's outputs)", [layouts[(name, 0)]])
-    for name in model.input_names:
-        b.freeze(name, "model input", [layouts[(name, 0)]])
+    for entry in source.entries:
+        if entry.input_spec is not None:
+            shape = tuple(entry.input_spec[0])
+            tensors[Ref(entry.name)] = (b.new(int(shape[-1] or 0) if shape else 0), shape)
+            continue
+        nodes.append(_entry_node(b, entry, tensors))
+    for ref in source.outputs:
+        b.freeze(ref.layer, "model output (its units are the model's outputs)", [tensors[ref][0]])
+    for ref in source.inputs:
+        b.freeze(ref.layer, "model input", [tensors[ref][0]])
     return _finish(b, nodes)
 
 
-def _frozen(b: _Builder, layer: Any, ins: list[np.ndarray], out_shape: tuple[int | None, ...],
+def _entry_node(b: _Builder, entry: Entry, tensors: dict[Ref, tuple[np.ndarray, tuple[int | None, ...]]]
+                ) -> LayerNode:
+    """The node of one layer; its output layouts are recorded in ``tensors`` for the layers after it."""
+    cls, nodes = type(entry.live).__name__, []
+    for i, call in enumerate(entry.calls):
+        refs = _refs([call.args, call.kwargs])
+        ins, in_shapes = [tensors[r][0] for r in refs], [tensors[r][1] for r in refs]
+        out_shapes = _call_outputs(entry, i)
+        if len(entry.calls) > 1 or len(out_shapes) > 1:
+            why = f"shared layer (called {len(entry.calls)} times)" if len(entry.calls) > 1 else \
+                f"{len(out_shapes)} outputs"
+            outs = [b.new(int(s[-1] or 0) if s else 0) for s in out_shapes]
+            b.freeze(entry.name, f"{cls}: {why}", [*ins, *outs])
+            node = LayerNode(entry.name, cls, ins, outs[0], "frozen")
+        else:
+            node = _layer_node(b, entry.live, call, ins, in_shapes, out_shapes[0])
+            outs = [node.output]
+        node.in_shapes, node.out_shape = in_shapes, out_shapes[0]
+        nodes.append(node)
+        for j, (lay, shape) in enumerate(zip(outs, out_shapes, strict=True)):
+            tensors[Ref(entry.name, i + entry.node_offset, j)] = (lay, shape)
+    # one node per layer (a shared layer's first call stands for all: it is frozen, its weights untouched)
+    return nodes[0] if nodes else LayerNode(entry.name, cls, [], np.zeros(0, dtype=np.int64), "frozen")
+
+
+def _frozen(b: _Builder, name: str, cls: str, ins: list[np.ndarray], out_shape: tuple[int | None, ...],
             reason: str) -> LayerNode:
     out = b.new(int(out_shape[-1] or 0) if out_shape else 0)
-    b.freeze(layer.name, reason, [*ins, out])
-    return LayerNode(layer.name, type(layer).__name__, ins, out, "frozen")
+    b.freeze(name, reason, [*ins, out])
+    return LayerNode(name, cls, ins, out, "frozen")
 
 
-def _layer_node(b: _Builder, layer: Any, ins: list[np.ndarray], in_shapes: list[tuple[int | None, ...]],
+def _passes(cls: str, cfg: dict[str, Any], rank: int) -> bool:
+    """Whether a layer of ``cls`` hands each channel on by itself (element-wise or spatial-only)."""
+    if cls in PASS_THROUGH:
+        return not (cls == "Activation" and str(cfg.get("activation")) in CHANNEL_MIXING_ACTIVATIONS)
+    if cls == "Rescaling":  # one scale and offset for every channel
+        return int(np.size(cfg.get("scale", 1.0))) == 1 and int(np.size(cfg.get("offset", 0.0))) == 1
+    if cls == "Permute":
+        return list(cfg.get("dims", []))[-1:] == [rank - 1]
+    return False
+
+
+def _layer_node(b: _Builder, layer: Any, call: Call, ins: list[np.ndarray], in_shapes: list[tuple[int | None, ...]],
                 out_shape: tuple[int | None, ...]) -> LayerNode:
     """Layout rules per layer class; anything not understood is frozen with the reason."""
     cls, name, cfg = type(layer).__name__, layer.name, layer.get_config()
@@ -191,43 +270,78 @@ def _layer_node(b: _Builder, layer: Any, ins: list[np.ndarray], in_shapes: list[
     def node(role: str, out: np.ndarray) -> LayerNode:
         return LayerNode(name, cls, ins, out, role)
 
-    if cls == "InputLayer":
-        return node("pass", b.new(int(out_shape[-1] or 0)))
     if cfg.get("data_format") == "channels_first":
-        return _frozen(b, layer, ins, out_shape, "channels_first data format")
-    if cls in PASS_THROUGH and len(ins) == 1:
+        return _frozen(b, name, cls, ins, out_shape, "channels_first data format")
+    if cls in TF_OP_LAYERS:
+        return _op_node(b, layer, call, ins, out_shape)
+    if len(ins) == 1 and _passes(cls, cfg, rank):
         return node("pass", ins[0])
     if cls in PRODUCERS and len(ins) == 1:
         if int(cfg.get("groups", 1)) != 1:
-            return _frozen(b, layer, ins, out_shape, f"grouped convolution (groups={cfg['groups']})")
+            return _frozen(b, name, cls, ins, out_shape, f"grouped convolution (groups={cfg['groups']})")
         return node("separable" if cls.startswith("Separable") else "producer", b.new(int(out_shape[-1] or 0)))
     if cls in ("DepthwiseConv1D", "DepthwiseConv2D") and len(ins) == 1:
         return node("depthwise", np.repeat(ins[0], int(cfg.get("depth_multiplier", 1))))
     if cls == "BatchNormalization" and len(ins) == 1:
         if not _last_axis(cfg.get("axis", -1), rank):
-            return _frozen(b, layer, ins, out_shape, f"normalizes axis {cfg.get('axis')}, not the channel axis")
+            return _frozen(b, name, cls, ins, out_shape, f"normalizes axis {cfg.get('axis')}, not the channel axis")
         return node("bn", ins[0])
     if cls in MERGE:
-        full = [lay for lay in ins if len(lay) == out_shape[-1]]
-        for other in full[1:]:
-            b.union(full[0], other)  # broadcast inputs (one channel) couple nothing
-        return node("merge", full[0])
+        return _merge(b, name, cls, ins, out_shape)
     if cls == "Concatenate":
         if _last_axis(cfg.get("axis", -1), rank):
             return node("concat", np.concatenate(ins))
-        for other in ins[1:]:
-            b.union(ins[0], other)
-        return node("merge", ins[0])
+        return _merge(b, name, cls, ins, out_shape)
     if cls == "Flatten" and len(ins) == 1:
         positions = int(np.prod([d or 1 for d in in_shapes[0][1:-1]], dtype=np.int64)) if len(in_shapes[0]) > 2 else 1
         return node("flatten", np.tile(ins[0], positions))
     if cls == "Reshape" and len(ins) == 1 and in_shapes[0][-1] == out_shape[-1]:
         return node("reshape", ins[0])
-    why = "not a layer the channel graph knows" if cls not in PASS_THROUGH | PRODUCERS | MERGE else \
-        f"{len(ins)} inputs"
+    return _frozen(b, name, cls, ins, out_shape, f"{cls}: {_frozen_why(cls, cfg, len(ins))}")
+
+
+def _frozen_why(cls: str, cfg: dict[str, Any], inputs: int) -> str:
+    """Why a layer of ``cls`` is frozen, for the frozen-layers list."""
+    if cls in KNOWN_FROZEN:
+        return KNOWN_FROZEN[cls]
+    if cls == "Activation":
+        return f"activation {cfg.get('activation')} mixes the channels"
     if cls == "Reshape":
-        why = "reshape that mixes the channel axis"
-    return _frozen(b, layer, ins, out_shape, f"{cls}: {why}")
+        return "reshape that mixes the channel axis"
+    if cls == "Rescaling":
+        return "per-channel scale or offset"
+    if cls == "Permute":
+        return "moves the channel axis"
+    if cls in PASS_THROUGH | PRODUCERS | MERGE:
+        return f"{inputs} inputs"
+    return "not a layer the channel graph knows"
+
+
+def _merge(b: _Builder, name: str, cls: str, ins: list[np.ndarray], out_shape: tuple[int | None, ...]) -> LayerNode:
+    """Element-wise merge: the inputs that hold all the output's channels are coupled channel by channel."""
+    full = [lay for lay in ins if len(lay) == out_shape[-1]]
+    if not full:
+        return _frozen(b, name, cls, ins, out_shape, f"{cls}: no input has the output's channels")
+    for other in full[1:]:
+        b.union(full[0], other)  # broadcast inputs (one channel) couple nothing
+    return LayerNode(name, cls, ins, full[0], "merge")
+
+
+def _op_node(b: _Builder, layer: Any, call: Call, ins: list[np.ndarray], out_shape: tuple[int | None, ...]
+             ) -> LayerNode:
+    """A TensorFlow operation as a layer (tf_keras writes ``x + 3.0`` or ``tf.nn.relu6(x)`` as TFOpLambda)."""
+    cls, name, fn = type(layer).__name__, layer.name, str(layer.get_config().get("function"))
+    if fn in TF_UNARY and len(ins) == 1:
+        return LayerNode(name, cls, ins, ins[0], "pass")
+    if fn in TF_BINARY and ins:
+        first = call.args[0] if call.args else None
+        if fn in TF_DIVISIONS and not (isinstance(first, Ref) and not isinstance(call.kwargs.get("y"), Ref)):
+            # a removed channel is zero in the masked model: dividing by it gives inf, not a removable zero
+            return _frozen(b, name, cls, ins, out_shape, f"tf.{fn}: divides by a tensor")
+        if len(ins) == 1:
+            return LayerNode(name, cls, ins, ins[0], "pass")  # the other operand is a constant
+        return _merge(b, name, f"tf.{fn}", ins, out_shape)
+    return _frozen(b, name, cls, ins, out_shape, f"tf.{fn}: not an element-wise operation the channel graph knows")
 
 
 def _finish(b: _Builder, nodes: list[LayerNode]) -> ChannelGraph:
@@ -256,7 +370,7 @@ def _groups(nodes: list[LayerNode], num_units: int, frozen: np.ndarray) -> list[
 
     owners: dict[int, list[str]] = {}
     for n in nodes:
-        if n.role in ("producer", "separable", "frozen") or (n.role == "pass" and n.cls == "InputLayer"):
+        if n.role in ("producer", "separable", "frozen"):
             units = np.unique(n.output)
             for u in units[1:].tolist():
                 ra, rb = find(int(units[0])), find(u)

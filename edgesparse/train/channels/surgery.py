@@ -1,9 +1,9 @@
 """Masking and surgery: the same keep decision applied two ways.
 
 ``mask_model`` zeroes, in a copy of the model, every weight that reads or writes a removed channel;
-``thin_model`` rebuilds a physically smaller tf_keras model from the model's config with the kept channels
-and their weights. Both use the same per-weight axis rules (:func:`weight_axes`), so the thinned model must
-compute what the masked model computes; :func:`check_equal` measures it on real inputs.
+``thin_model`` rebuilds a physically smaller tf_keras model (the model's layer graph replayed with thinner
+layers) with the kept channels and their weights. Both use the same per-weight axis rules (:func:`weight_axes`),
+so the thinned model must compute what the masked model computes; :func:`check_equal` measures it on real inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse.errors import TrainError
+from edgesparse.models._graph import Entry, graph_tf_keras, replay
 from edgesparse.train.channels.graph import ChannelGraph, LayerNode
 
 #: Which config key sets a producer's output channels.
@@ -84,25 +85,48 @@ def apply_mask(model: Any, graph: ChannelGraph, keep: np.ndarray) -> None:
             var.assign(var.numpy() * mask.astype(var.dtype.as_numpy_dtype))
 
 
+def _thinned_config(layer: Any, node: LayerNode | None, keep: np.ndarray) -> dict[str, Any]:
+    """``layer``'s config with the widths of the kept channels (producers' filters/units, Reshape targets)."""
+    cfg = copy.deepcopy(layer.get_config())
+    cfg.pop("batch_input_shape", None)  # a Sequential's first layer: the rebuilt model has its own Input
+    if node is None:
+        return cfg
+    kept = int(np.count_nonzero(keep[node.output]))
+    if node.role in ("producer", "separable"):
+        cfg[_WIDTH_KEY.get(node.cls, "filters")] = kept
+    elif node.role == "reshape":
+        cfg["target_shape"] = [*list(cfg["target_shape"])[:-1], kept]
+    return cfg
+
+
 def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
-    """Rebuild ``model`` with only the kept channels (a new tf_keras model with copied, sliced weights).
+    """Rebuild ``model`` with only the kept channels (a new functional tf_keras model, copied sliced weights).
+
+    The layer graph is replayed with :func:`edgesparse.models._graph.replay` (a Sequential model comes back
+    functional, with the same layers in the same order).
 
     Raises:
         TrainError: the rebuilt model does not accept the sliced weights (a bug in the graph rules).
     """
     keras = _tf.keras()
-    config = copy.deepcopy(model.get_config())
-    by_name = {lc["name"]: lc for lc in config["layers"]}
-    for node in graph.layers:
-        kept = int(np.count_nonzero(keep[node.output]))
-        lc = by_name[node.name]
-        if node.role in ("producer", "separable"):
-            lc["config"][_WIDTH_KEY.get(node.cls, "filters")] = kept
-        elif node.role == "reshape":
-            lc["config"]["target_shape"] = [*list(lc["config"]["target_shape"])[:-1], kept]
-    thinned = keras.Model.from_config(config)
-    for node in graph.layers:
-        old, new = model.get_layer(node.name), thinned.get_layer(node.name)
+    source = graph_tf_keras(model)
+    nodes = {n.name: n for n in graph.layers}
+    made: dict[str, Any] = {}
+
+    def make_layer(entry: Entry) -> Any:
+        return type(entry.live).from_config(_thinned_config(entry.live, nodes.get(entry.name), keep))
+
+    def make_input(entry: Entry) -> Any:
+        shape, dtype = entry.input_spec  # type: ignore[misc]
+        made[entry.name] = keras.Input(batch_shape=tuple(shape), dtype=dtype, name=entry.name)
+        return made[entry.name]
+
+    outs, pairs = replay(source, make_layer, make_input)
+    inputs = [made[r.layer] for r in source.inputs]
+    thinned = keras.Model(inputs[0] if len(inputs) == 1 else inputs,
+                          outs[0] if source.single_output and len(outs) == 1 else outs, name=model.name)
+    for new, old in pairs:
+        node = nodes[old.name]
         weights = [_slice(w, axes, keep) for w, axes in zip(old.get_weights(), weight_axes(node, old), strict=True)]
         try:
             new.set_weights(weights)
