@@ -23,7 +23,7 @@ from edgesparse.cli import main
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError, EdgesparseError, ProfileError
 from edgesparse.device.emulation import EMULATED_LABEL
-from tests.conftest import tiny_recipe
+from tests.conftest import LOGITS_HALF, tiny_recipe
 from tests.pi import PiDevice, pi_device  # noqa: F401  (fixture)
 
 # the first test also waits for the fixture, which builds the device when it is not cached (5-10 min)
@@ -44,7 +44,7 @@ def int8_block_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from edgesparse.run import train
 
     tmp = tmp_path_factory.mktemp("int8block")
-    recipe = tiny_recipe(tmp, quantization={"mode": "int8"}, sparsity={"pattern": "block:1x16"},
+    recipe = tiny_recipe(tmp, quantization={"mode": "int8"}, sparsity={"pattern": "block:1x16", "layers": [LOGITS_HALF]},
                          export={"sparse_encoding": True, "objective": "size"})  # keep the int8 block-sparse file
     return train(validate_recipe(recipe))
 
