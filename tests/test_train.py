@@ -53,7 +53,7 @@ def test_pruning_reaches_target_and_pqat_keeps_it(trained_run: Any) -> None:
     s = trained_run.summary
     assert s.sparsity is not None and s.sparsity.achieved.layers
     for layer, got in s.sparsity.achieved.layers.items():
-        assert got >= 0.75 - 0.01, layer
+        assert got >= (0.5 if layer == "logits" else 0.75) - 0.01, layer  # logits: conftest.LOGITS_HALF
     q = s.quantization
     assert q.mode == "pqat" and q.sparsity_preserved
     assert q.sparsity_before is not None and q.sparsity_after is not None
@@ -254,7 +254,7 @@ def test_headline_figures_are_read_through_the_pqat_wrappers(trained_run: Any) -
     m = trained_run.summary.to_json()["model"]
     assert m["all_params"] == trained_run.summary.to_json()["baseline"]["params"]
     assert 0.9 < m["coverage"] <= 1.0
-    assert m["sparsity_pruned_kernels"] >= 0.74
+    assert m["sparsity_pruned_kernels"] >= 0.72  # 75% everywhere but the 320 logits weights at 50%
     assert m["sparsity_all_params"] <= m["sparsity_pruned_kernels"]
 
 
