@@ -447,6 +447,29 @@ def test_latency_target_corrects_the_macs_fraction_until_measured_latency_meets_
     assert plan.describe()["params"] / dense_params <= 0.6
 
 
+def test_latency_search_extrapolates_at_most_by_half_and_stops_at_the_floor() -> None:
+    """Measured on MobileNetV2: 0.45 -> 0.601x, 0.33 -> 0.556x made the secant ask for 2% of the MACs, below what
+    any allocation reaches, and the run died on 'cannot be reached'. The search now halves at most, clamps to the
+    floor, and an unmet target fails naming the fastest model measured."""
+    from edgesparse.errors import TrainError
+    from edgesparse.recipe import ChannelsConfig
+    from edgesparse.train.channels import _next_fraction, plan_channels
+
+    trials = [{"macs_fraction": 0.45, "latency_ratio": 0.601}, {"macs_fraction": 0.33, "latency_ratio": 0.556}]
+    assert _next_fraction(trials, 0.45) == pytest.approx(0.165)  # the secant said 0.023
+    model = tiny_resnet()
+    seen: list[int] = []
+
+    def slow(m: Any) -> float:  # no allocation is fast enough: a fixed cost dominates
+        seen.append(m.count_params())
+        return 0.9
+
+    with pytest.raises(TrainError, match=r"fastest thinned model measured 0.900x"):
+        plan_channels(model, ChannelsConfig(target={"latency": 0.5}, allocation="uniform"),
+                      np.zeros((4, 8, 8, 1), dtype=np.float32), np.zeros(4, dtype=int), latency_fn=slow)
+    assert 1 < len(seen) <= 6 and min(seen) < model.count_params()
+
+
 def test_latency_target_needs_a_measurement() -> None:
     from edgesparse.errors import TrainError
     from edgesparse.recipe import ChannelsConfig

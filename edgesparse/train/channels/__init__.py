@@ -139,7 +139,11 @@ def _latency_plan(plan: ChannelPlan, model: Any, cfg: ChannelsConfig, latency_fn
     """Allocate on MACs, time the thinned model paired against the dense one, correct the MACs fraction."""
     goal = cfg.target.value if cfg.target is not None else 1.0
     fraction, best = goal, None
+    lowest = _lowest_macs(plan, cfg)
     for _ in range(LATENCY_ROUNDS):
+        fraction = max(fraction, lowest)
+        if any(abs(t["macs_fraction"] - fraction) < 1e-6 for t in plan.latency_trials):
+            break  # the search came back to a measured allocation (the floor): nothing left to try
         keep = _allocate(plan, cfg, Target("macs", fraction))
         ratio = float(latency_fn(thin_model(model, plan.graph, keep)))
         plan.latency_trials.append({"macs_fraction": fraction, "latency_ratio": ratio})
@@ -155,6 +159,16 @@ def _latency_plan(plan: ChannelPlan, model: Any, cfg: ChannelsConfig, latency_fn
                          f"{smallest:.3f}x the dense model's latency ({len(plan.latency_trials)} allocations tried). "
                          "Raise the latency target, or use a macs target.")
     plan.keep = best[1]
+
+
+def _lowest_macs(plan: ChannelPlan, cfg: ChannelsConfig) -> float:
+    """The smallest MACs fraction the recipe's allocation reaches (a hair above, so the target is reachable)."""
+    caps = None
+    if cfg.allocation == "auto":
+        caps = allocation.auto_caps(plan.graph, cfg.min_keep, sensitivity.predicted_loss(plan.graph, plan.rows))
+    multiple = cfg.channel_multiple if cfg.allocation != "global" else 1
+    return allocation.lowest_fraction(plan.graph, plan.scores, plan.cost, "macs", cfg.min_keep, caps,
+                                      multiple) + 1e-4
 
 
 def _next_fraction(trials: list[dict[str, float]], goal: float) -> float:
@@ -179,6 +193,9 @@ def _next_fraction(trials: list[dict[str, float]], goal: float) -> float:
     slope = (b["latency_ratio"] - a["latency_ratio"]) / ((b["macs_fraction"] - a["macs_fraction"]) or 1e-9)
     guess = a["macs_fraction"] + (aim - a["latency_ratio"]) / slope if slope > 0 else \
         (a["macs_fraction"] + b["macs_fraction"]) / 2
+    if lo is None or hi is None:  # extrapolating: latency is noisy and not linear, so at most halve or double
+        tried = [t["macs_fraction"] for t in trials]
+        guess = min(max(guess, 0.5 * min(tried)), 2.0 * max(tried))
     if lo is not None and hi is not None:
         width = hi["macs_fraction"] - lo["macs_fraction"]
         guess = min(max(guess, lo["macs_fraction"] + 0.1 * width), hi["macs_fraction"] - 0.1 * width)

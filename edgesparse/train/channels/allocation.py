@@ -130,6 +130,23 @@ def predicted_at(ratios: list[float], losses: list[float], r: float) -> float:
     return ys[-1] + slope * (r - xs[-1])
 
 
+def auto_caps(graph: ChannelGraph, min_keep: float, predicted: list[tuple[list[float], list[float]]]) -> list[float]:
+    """The largest ratio ``auto`` gives each group: its floor, and never past the largest ratio the sensitivity
+    analysis measured (beyond it the prediction is a guess; measured: extrapolating let auto strip late stages to
+    their 10% floor and lose 7 points)."""
+    return [min(removable(g, min_keep) / max(1, len(g.units)), max(predicted[i][0], default=1.0))
+            for i, g in enumerate(graph.groups)]
+
+
+def lowest_fraction(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, kind: str, min_keep: float,
+                    caps: list[float] | None = None, multiple: int = 1) -> float:
+    """The smallest fraction of the dense model's ``kind`` (macs, params) an allocation can reach: every group
+    at its floor, or at ``caps`` (per-group ratios, e.g. :func:`auto_caps`)."""
+    ratios = caps if caps is not None else [1.0] * len(graph.groups)
+    full = cost.cost(kind, np.ones(graph.num_units, dtype=bool))
+    return float(cost.cost(kind, keep_for_ratios(graph, scores, ratios, min_keep, multiple)) / full)
+
+
 def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Target, min_keep: float, *,
          predicted: list[tuple[list[float], list[float]]], multiple: int = 1) -> tuple[np.ndarray, list[float]]:
     """Greedy per-group ratios: each step the one with the least predicted loss per unit of cost saved.
@@ -142,10 +159,7 @@ def auto(graph: ChannelGraph, scores: np.ndarray, cost: CostModel, target: Targe
     """
     if target.kind == "ratio":
         raise TrainError("channels allocation auto needs a target (macs or params), not a fixed ratio.")
-    # never past the largest ratio the sensitivity analysis measured: beyond it the prediction is a guess
-    # (measured: extrapolating let auto strip late stages to their 10% floor and lose 7 points)
-    top = [min(removable(g, min_keep) / max(1, len(g.units)), max(predicted[i][0], default=1.0))
-           for i, g in enumerate(graph.groups)]
+    top = auto_caps(graph, min_keep, predicted)
     ratios = [0.0] * len(graph.groups)
     full = cost.cost(target.kind, np.ones(graph.num_units, dtype=bool))
     current = full
