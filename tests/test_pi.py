@@ -20,9 +20,9 @@ import pytest
 from click.testing import CliRunner
 
 from edgesparse.cli import main
+from edgesparse.device.emulation import EMULATED_LABEL
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError, EdgesparseError, ProfileError
-from edgesparse.device.emulation import EMULATED_LABEL
 from tests.conftest import LOGITS_HALF, tiny_recipe
 from tests.pi import PiDevice, pi_device  # noqa: F401  (fixture)
 
@@ -85,6 +85,21 @@ def _combos(pi: PiDevice) -> list[tuple[str, str]]:
     return combos
 
 
+def _identical_or_explained(res: dict[str, Any], output: str) -> None:
+    """Same top-1 classes; outputs bit-identical (rounded to 1e-4), or a note naming the two runtime versions.
+
+    ai-edge-litert 2.1.6 on the device and 2.3.0 here are different kernels: on the quickstart-like bundle they
+    agreed bit for bit until its classifier kept one 1x16 block per class (logits at 50%, not 75%, since 75% left
+    classes without weights), then the rounded outputs differed while every top-1 class stayed the same.
+    """
+    d, h = res["device"]["runtime"], res["host"]["runtime"]
+    if res["checksum_match"]:
+        assert not output or "outputs identical: yes" in output
+        return
+    assert d != h, f"same runtime {d} on both sides, yet outputs differ: {res['notes']}"
+    assert any("not bit-identical" in n and d["version"] in n and h["version"] in n for n in res["notes"]), res["notes"]
+
+
 def test_deploy_quickstart_like_bundle_reproduces_the_host(pi_device: PiDevice, trained_run: Any,
                                                           tmp_path: Path, record_property: Any) -> None:
     """The quickstart's shape: pruned with 1x16 blocks, PQAT, sparse int8 export with its verification batch."""
@@ -98,8 +113,7 @@ def test_deploy_quickstart_like_bundle_reproduces_the_host(pi_device: PiDevice, 
         assert res["samples"] == 100 and res["agreement"] == 1.0, res
         assert res["device_accuracy"] == res["host_accuracy"]
         if (python, resolver) in _combos(pi_device):
-            assert res["checksum_match"] is True, (python, resolver, res)
-            assert "outputs identical: yes" in r.output
+            _identical_or_explained(res, r.output)
         assert res["device"]["machine"] == "aarch64" and res["device"]["emulated"] is True
         assert res["host"]["emulated"] is False
         expected = "tflite_runtime" if python == TFLITE_RUNTIME else "ai_edge_litert"
@@ -127,8 +141,9 @@ def test_deploy_int8_block_sparse_model_reproduces_the_host(pi_device: PiDevice,
     assert "block" in json.dumps(inspect_tflite(model).to_dict()).lower(), "the export holds no block-sparse tensor"
     if (pi_device.rootfs / LITERT.lstrip("/")).exists():
         res = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=LITERT))
-        assert res.samples == 100 and res.agreement == 1.0 and res.checksum_match, (res.device, res.host)
-        assert res.device_accuracy == res.host_accuracy and res.notes == []
+        assert res.samples == 100 and res.agreement == 1.0, (res.device, res.host)
+        assert res.device_accuracy == res.host_accuracy
+        _identical_or_explained(res.to_dict(), "")
     res = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=TFLITE_RUNTIME))
     record_property("int8_block_tflite_runtime_2_14_vs_litert_agreement", res.agreement)
     assert res.device["runtime"] == {"name": "tflite_runtime", "version": "2.14.0"}
