@@ -1,9 +1,11 @@
-"""``edgesparse analyze RECIPE``: channel sensitivity of the recipe's trained dense model.
+"""``edgesparse analyze RECIPE``: channel and unstructured sensitivity of the recipe's trained dense model.
 
 Each channel group is pruned alone at several ratios (no fine-tuning), and the validation accuracy drop, loss
-increase and MACs/parameters saved are measured (:mod:`edgesparse.train.channels.sensitivity`). The dense model
-comes from a finished run directory (``run_dir``) or is trained here from the recipe's baseline section. Writes
-``sensitivity.json`` and ``sensitivity.png`` into the output folder.
+increase and MACs/parameters saved are measured (:mod:`edgesparse.train.channels.sensitivity`). For the
+``sparsity:`` section, each layer tfmot prunes has its smallest-magnitude kernel weights zeroed alone at several
+unstructured levels (:func:`edgesparse.train.sparsity.layer_sensitivity`). The dense model comes from a finished
+run directory (``run_dir``) or is trained here from the recipe's baseline section. Writes ``sensitivity.json``,
+``sensitivity.png`` and ``unstructured_sensitivity.png`` into the output folder.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from edgesparse.train.channels import build_graph, sensitivity
 from edgesparse.train.channels.cost import build_cost_model
 from edgesparse.train.channels.importance import importance
 from edgesparse.train.compile import outputs_probabilities
+from edgesparse.train.sparsity import LayerSensitivity, layer_sensitivity
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +41,16 @@ class SensitivityReport:
     dense_macs: int
     validation_accuracy: float
     frozen: dict[str, str] = field(default_factory=dict)
+    unstructured: list[LayerSensitivity] = field(default_factory=list)
     json_path: Path | None = None
     png_path: Path | None = None
+    unstructured_png_path: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return {"name": self.name, "dense_params": self.dense_params, "dense_macs": self.dense_macs,
                 "validation_accuracy": self.validation_accuracy, "frozen": self.frozen,
-                "rows": [r.to_dict() for r in self.rows]}
+                "rows": [r.to_dict() for r in self.rows], "unstructured": [r.to_dict() for r in self.unstructured]}
 
 
 def _dense_and_data(recipe: Recipe, out: Path, run_dir: Path | None, force: bool) -> tuple[Any, Any]:
@@ -95,8 +100,11 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     full = np.ones(graph.num_units, dtype=bool)
     report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),
                                validation_accuracy=fit.evaluate(dense, x, y)[0], frozen=dict(graph.frozen_layers))
+    levels = sorted({0.5, 0.75, 0.9} | ({round(recipe.sparsity.final, 4)} if recipe.sparsity is not None else set()))
+    report.unstructured = layer_sensitivity(dense, x, y, tuple(levels))
     report.json_path = _io.write_json(out / "sensitivity.json", report.to_dict())
     report.png_path = _plot(report, out / "sensitivity.png")
+    report.unstructured_png_path = _plot_unstructured(report, out / "unstructured_sensitivity.png")
     return report
 
 
@@ -110,5 +118,19 @@ def _plot(report: SensitivityReport, path: Path) -> Path:
     ax.set_xlabel("MACs saved (% of the dense model)")
     ax.set_ylabel("validation accuracy drop (points)")
     ax.set_title(f"{report.name}: each channel group pruned alone, no fine-tuning")
+    ax.legend(fontsize="small")
+    return save_png(fig, path)
+
+
+def _plot_unstructured(report: SensitivityReport, path: Path) -> Path:
+    """Accuracy drop against unstructured sparsity, one line per layer."""
+    fig, ax = figure()
+    for layer in dict.fromkeys(r.layer for r in report.unstructured):
+        mine = sorted((r for r in report.unstructured if r.layer == layer), key=lambda r: r.sparsity)
+        ax.plot([0] + [100 * r.sparsity for r in mine], [0] + [r.accuracy_drop for r in mine], marker="o",
+                label=layer)
+    ax.set_xlabel("unstructured sparsity of the layer's kernel (%)")
+    ax.set_ylabel("validation accuracy drop (points)")
+    ax.set_title(f"{report.name}: each layer's kernel pruned alone (smallest magnitudes), no fine-tuning")
     ax.legend(fontsize="small")
     return save_png(fig, path)

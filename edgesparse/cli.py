@@ -212,7 +212,7 @@ def _check_lines(rec: Any) -> list[str]:
 @_handle_errors
 def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, run_dir: Path | None,
             ratios: str | None, force: bool, as_json: bool) -> None:
-    """Channel sensitivity: prune each channel group of RECIPE's dense model alone, measure accuracy and MACs."""
+    """Sensitivity of RECIPE's dense model: each channel group, and each layer's kernel, pruned alone."""
     from edgesparse.analyze import analyze as run_analyze
     from edgesparse.recipe import load_recipe
 
@@ -230,10 +230,11 @@ def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, r
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    from edgesparse.report import sensitivity_table
+    from edgesparse.report import sensitivity_table, unstructured_sensitivity_table
 
     console.print(sensitivity_table(report))
-    console.print(f"written: {report.json_path}, {report.png_path}")
+    console.print(unstructured_sensitivity_table(report))
+    console.print(f"written: {report.json_path}, {report.png_path}, {report.unstructured_png_path}")
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

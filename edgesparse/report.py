@@ -100,3 +100,24 @@ def sensitivity_table(report: Any) -> Any:
     if report.frozen:
         t.caption = "never pruned: " + ", ".join(f"{k} ({v})" for k, v in report.frozen.items())
     return t
+
+
+def unstructured_sensitivity_table(report: Any) -> Any:
+    """Per layer tfmot prunes: validation accuracy drop at each unstructured level (that layer alone)."""
+    from rich.table import Table
+
+    levels = sorted({r.sparsity for r in report.unstructured})
+    t = Table(title=f"{report.name}: unstructured sensitivity (each layer's smallest-magnitude kernel weights zeroed "
+                    "alone, no fine-tuning; validation accuracy drop in points)")
+    t.add_column("layer")
+    t.add_column("weights", justify="right")
+    for level in levels:
+        t.add_column(f"{level:.0%}", justify="right")
+    by: dict[str, dict[float, Any]] = {}
+    for r in report.unstructured:
+        by.setdefault(r.layer, {})[r.sparsity] = r
+    for layer, rows in by.items():
+        first = next(iter(rows.values()))
+        t.add_row(f"{layer} ({first.kind})", f"{first.weights:,}",
+                  *(f"{rows[lv].accuracy_drop:+.2f}" if lv in rows else "—" for lv in levels))
+    return t

@@ -432,6 +432,13 @@ def test_analyze_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert len(report["rows"]) == 2 * 2  # groups stem (+ residual) and s1b1_conv1, two ratios each
     assert all(0 < r["macs_saved"] < 1 for r in report["rows"])
     assert (out / "sensitivity.png").stat().st_size > 1000
+    # unstructured, per layer tfmot prunes, at 50/75/90% (the recipe's sparsity.final 0.75 is one of them)
+    unstructured = report["unstructured"]
+    layers = list(dict.fromkeys(r["layer"] for r in unstructured))
+    assert layers == ["stem", "s1b1_conv1", "s1b1_conv2", "logits"], layers
+    assert sorted({r["sparsity"] for r in unstructured}) == [0.5, 0.75, 0.9] and len(unstructured) == 4 * 3
+    assert "unstructured sensitivity" in result.output
+    assert (out / "unstructured_sensitivity.png").stat().st_size > 1000
 
 
 def test_latency_target_corrects_the_macs_fraction_until_measured_latency_meets_it() -> None:
@@ -468,6 +475,28 @@ def test_latency_search_extrapolates_at_most_by_half_and_stops_at_the_floor() ->
         plan_channels(model, ChannelsConfig(target={"latency": 0.5}, allocation="uniform"),
                       np.zeros((4, 8, 8, 1), dtype=np.float32), np.zeros(4, dtype=int), latency_fn=slow)
     assert 1 < len(seen) <= 6 and min(seen) < model.count_params()
+
+
+def test_layer_sensitivity_zeroes_the_smallest_weights_of_one_layer_and_restores_them() -> None:
+    from edgesparse.train.sparsity import layer_sensitivity
+
+    model = tiny_resnet()
+    before = [w.copy() for w in model.get_weights()]
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(np.float32)
+    y = np.argmax(model.predict(x, verbose=0), axis=-1)  # the dense model is right on every sample
+    seen: dict[str, float] = {}
+    original = model.predict
+
+    def spy(*args: Any, **kwargs: Any) -> Any:  # the zeros each evaluation saw, over all kernels
+        seen[f"call{len(seen)}"] = float(np.mean([np.mean(w == 0) for w in model.get_weights() if w.ndim >= 2]))
+        return original(*args, **kwargs)
+
+    model.predict = spy
+    rows = layer_sensitivity(model, x, y, (0.5, 0.9))
+    assert rows and all(r.accuracy_drop == pytest.approx(100 * (1.0 - r.accuracy)) for r in rows)
+    assert [r.sparsity for r in rows[:2]] == [0.5, 0.9]
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    assert seen["call0"] == 0.0 and max(seen.values()) > 0  # the base evaluation is dense, later ones are not
 
 
 def test_latency_target_needs_a_measurement() -> None:
