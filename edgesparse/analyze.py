@@ -103,34 +103,27 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     levels = sorted({0.5, 0.75, 0.9} | ({round(recipe.sparsity.final, 4)} if recipe.sparsity is not None else set()))
     report.unstructured = layer_sensitivity(dense, x, y, tuple(levels))
     report.json_path = _io.write_json(out / "sensitivity.json", report.to_dict())
-    report.png_path = _plot(report, out / "sensitivity.png")
-    report.unstructured_png_path = _plot_unstructured(report, out / "unstructured_sensitivity.png")
+    report.png_path = _plot_drops(report.rows, "group", "macs_saved", "MACs saved (% of the dense model)",
+                                  f"{report.name}: each channel group pruned alone, no fine-tuning",
+                                  out / "sensitivity.png")
+    report.unstructured_png_path = _plot_drops(
+        report.unstructured, "layer", "sparsity", "unstructured sparsity of the layer's kernel (%)",
+        f"{report.name}: each layer's kernel pruned alone (smallest magnitudes), no fine-tuning",
+        out / "unstructured_sensitivity.png")
     return report
 
 
-def _plot(report: SensitivityReport, path: Path) -> Path:
-    """Accuracy drop against MACs saved, one line per group."""
+def _plot_drops(rows: list[Any], name: str, x: str, xlabel: str, title: str, path: Path) -> Path:
+    """Validation accuracy drop against ``100 * row.<x>``, one line per ``row.<name>``, each from (0, 0)."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        lines.setdefault(getattr(r, name), []).append((100 * getattr(r, x), r.accuracy_drop))
     fig, ax = figure()
-    for group in dict.fromkeys(r.group for r in report.rows):
-        mine = sorted((r for r in report.rows if r.group == group), key=lambda r: r.ratio)
-        ax.plot([0] + [100 * r.macs_saved for r in mine], [0] + [r.accuracy_drop for r in mine], marker="o",
-                label=group)
-    ax.set_xlabel("MACs saved (% of the dense model)")
+    for label, points in lines.items():
+        points = sorted(points)
+        ax.plot([0] + [p for p, _ in points], [0] + [d for _, d in points], marker="o", label=label)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("validation accuracy drop (points)")
-    ax.set_title(f"{report.name}: each channel group pruned alone, no fine-tuning")
-    ax.legend(fontsize="small")
-    return save_png(fig, path)
-
-
-def _plot_unstructured(report: SensitivityReport, path: Path) -> Path:
-    """Accuracy drop against unstructured sparsity, one line per layer."""
-    fig, ax = figure()
-    for layer in dict.fromkeys(r.layer for r in report.unstructured):
-        mine = sorted((r for r in report.unstructured if r.layer == layer), key=lambda r: r.sparsity)
-        ax.plot([0] + [100 * r.sparsity for r in mine], [0] + [r.accuracy_drop for r in mine], marker="o",
-                label=layer)
-    ax.set_xlabel("unstructured sparsity of the layer's kernel (%)")
-    ax.set_ylabel("validation accuracy drop (points)")
-    ax.set_title(f"{report.name}: each layer's kernel pruned alone (smallest magnitudes), no fine-tuning")
+    ax.set_title(title)
     ax.legend(fontsize="small")
     return save_png(fig, path)
