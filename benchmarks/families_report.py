@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse.render import figure, fmt_pct, markdown_table, save_png
-from edgesparse.sweep.report import aggregate
+from edgesparse.sweep.report import aggregate, pareto
 
 BEGIN, END = "<!-- families:begin -->", "<!-- families:end -->"
 
@@ -49,17 +49,6 @@ def label(point: dict[str, Any], axes: list[str], recipe: dict[str, Any]) -> str
     mode = get("quantization.mode")
     parts.append("float32" if mode in (None, "none") else str(mode))
     return " + ".join(parts)
-
-
-def pareto(points: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
-    """Points no other point beats on both ``cost`` (lower) and accuracy (higher)."""
-    ok = [p for p in points if p.get(cost) is not None and p.get("tflite_accuracy") is not None]
-
-    def beats(q: dict[str, Any], p: dict[str, Any]) -> bool:
-        return (q[cost] <= p[cost] and q["tflite_accuracy"] >= p["tflite_accuracy"]
-                and (q[cost] < p[cost] or q["tflite_accuracy"] > p["tflite_accuracy"]))
-
-    return sorted((p for p in ok if not any(beats(q, p) for q in ok if q is not p)), key=lambda p: p[cost])
 
 
 def load(sweeps: list[Path]) -> tuple[list[dict[str, Any]], list[float], float]:
@@ -120,11 +109,13 @@ def section(points: list[dict[str, Any]], dense: list[float], seconds: float, ti
         _plot(points, cost, xlabel, figures / f"{prefix}_accuracy_vs_{name}.png", mean_dense)
     return [
         BEGIN, f"## {title}", "",
-        f"Dense float32 baseline: {fmt_pct(mean_dense)} mean over seeds ({', '.join(fmt_pct(d) for d in dense)}), "
+        f"Dense float32 baseline: {fmt_pct(mean_dense)} mean over seeds "
+        f"({', '.join(fmt_pct(d) for d in dense)}), "
         f"{dense_bytes:,.0f} B .tflite. Accuracy: TFLite model on the held-out test split, mean ± std over seeds; "
-        "drop: points below the same seed's dense model (mean; negative: above it). Latency: the trial's model and the dense float32 "
-        "model timed alternately in one process by the device runner (median ratio over seeds, quartiles in "
-        f"brackets), 1 thread, this 2-core x86-64 machine. Recorded training and export time {seconds / 60:.0f} min.",
+        "drop: points below the same seed's dense model (mean; negative: above it). Latency: the trial's model and "
+        "the dense float32 model timed alternately in one process by the device runner (median ratio over seeds, "
+        "quartiles in brackets), 1 thread, this 2-core x86-64 machine. Recorded training and export time "
+        f"{seconds / 60:.0f} min.",
         "", f"Produced by: {commands}", "",
         *markdown_table(["model", "ok", "TFLite acc", "drop (pt)", ".tflite B", "size", "latency vs dense",
                          "kernels"], rows), "",

@@ -98,10 +98,11 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     rows = sensitivity.analyze(dense, graph, scores, cost, x=x, y=y, ratios=tuple(ratios or cfg.sensitivity_ratios),
                                min_keep=cfg.min_keep, probs=outputs_probabilities(dense))
     full = np.ones(graph.num_units, dtype=bool)
-    report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),
-                               validation_accuracy=fit.evaluate(dense, x, y)[0], frozen=dict(graph.frozen_layers))
+    base = fit.evaluate(dense, x, y)[0]
     levels = sorted({0.5, 0.75, 0.9} | ({round(recipe.sparsity.final, 4)} if recipe.sparsity is not None else set()))
-    report.unstructured = layer_sensitivity(dense, x, y, tuple(levels))
+    report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),
+                               validation_accuracy=base, frozen=dict(graph.frozen_layers),
+                               unstructured=layer_sensitivity(dense, x, y, tuple(levels), base=base))
     report.json_path = _io.write_json(out / "sensitivity.json", report.to_dict())
     report.png_path = _plot_drops(report.rows, "group", "macs_saved", "MACs saved (% of the dense model)",
                                   f"{report.name}: each channel group pruned alone, no fine-tuning",

@@ -126,10 +126,10 @@ def keras3_sequential_file(path: str, fmt: str = "keras") -> None:
     model.save(path)
 
 
-def subclassed(num_classes: int = 10) -> Any:
-    keras = _tf.keras()
+def _subclassed(keras: Any, num_classes: int) -> Any:
+    """Flatten -> Dense in a subclassed Model of ``keras`` (tf_keras or Keras 3)."""
 
-    class Net(keras.Model):
+    class Net(keras.Model):  # type: ignore[misc,name-defined]
         def __init__(self) -> None:
             super().__init__()
             self.flat = keras.layers.Flatten()
@@ -139,18 +139,11 @@ def subclassed(num_classes: int = 10) -> Any:
             return self.fc(self.flat(x))
 
     return Net()
+
+
+def subclassed(num_classes: int = 10) -> Any:
+    return _subclassed(_tf.keras(), num_classes)
 
 
 def keras3_subclassed(num_classes: int = 10) -> Any:
-    keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
-
-    class Net(keras.Model):
-        def __init__(self) -> None:
-            super().__init__()
-            self.flat = keras.layers.Flatten()
-            self.fc = keras.layers.Dense(num_classes, activation="softmax")
-
-        def call(self, x: Any) -> Any:
-            return self.fc(self.flat(x))
-
-    return Net()
+    return _subclassed(_tf.keras3(), num_classes)  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras

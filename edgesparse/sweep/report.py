@@ -64,17 +64,15 @@ def strategy(point: dict[str, Any], axes: list[str]) -> str:
     return " + ".join(parts) or "default"
 
 
-def pareto(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Points not beaten by another that is both smaller and at least as accurate."""
-    ok = [p for p in points if p.get("tflite_bytes") and p.get("tflite_accuracy") is not None]
-    front = []
-    for p in ok:
-        if not any(q is not p and q["tflite_bytes"] <= p["tflite_bytes"]
-                   and q["tflite_accuracy"] >= p["tflite_accuracy"]
-                   and (q["tflite_bytes"] < p["tflite_bytes"] or q["tflite_accuracy"] > p["tflite_accuracy"])
-                   for q in ok):
-            front.append(p)
-    return sorted(front, key=lambda p: p["tflite_bytes"])
+def pareto(points: list[dict[str, Any]], cost: str = "tflite_bytes") -> list[dict[str, Any]]:
+    """Points no other point beats: cheaper in ``cost`` (size, latency ratio...) and at least as accurate."""
+    ok = [p for p in points if p.get(cost) and p.get("tflite_accuracy") is not None]
+
+    def beats(q: dict[str, Any], p: dict[str, Any]) -> bool:
+        return (q[cost] <= p[cost] and q["tflite_accuracy"] >= p["tflite_accuracy"]
+                and (q[cost] < p[cost] or q["tflite_accuracy"] > p["tflite_accuracy"]))
+
+    return sorted((p for p in ok if not any(beats(q, p) for q in ok if q is not p)), key=lambda p: p[cost])
 
 
 def summary_lines(points: list[dict[str, Any]], axes: list[str], dense: dict[str, Any] | None) -> list[str]:

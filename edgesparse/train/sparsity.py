@@ -23,6 +23,7 @@ from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
 from edgesparse.train.coverage import kernel_variable, pruned_weight_names
+from edgesparse.train.fit import evaluate
 
 
 @dataclass
@@ -405,8 +406,8 @@ class LayerSensitivity:
         return asdict(self)
 
 
-def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray,
-                      levels: tuple[float, ...] = (0.5, 0.75, 0.9)) -> list[LayerSensitivity]:
+def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray, levels: tuple[float, ...] = (0.5, 0.75, 0.9),
+                      base: float | None = None) -> list[LayerSensitivity]:
     """Zero each prunable layer's smallest-magnitude kernel weights alone (no fine-tuning) and measure accuracy.
 
     The layers are those tfmot prunes (:func:`prunable_layers`); each kernel is restored before the next.
@@ -416,15 +417,13 @@ def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray,
         x: Validation inputs.
         y: Validation labels.
         levels: Unstructured sparsity levels, fractions of the layer's kernel zeroed.
+        base: The unpruned model's accuracy on ``(x, y)`` when the caller has it (else measured here).
 
     Returns:
         One row per layer and level, in layer order.
     """
-    def accuracy() -> float:
-        out = model.predict(x, batch_size=256, verbose=0)
-        return float(np.mean(np.argmax(out, axis=-1) == y))
-
-    base = accuracy()
+    if base is None:
+        base = evaluate(model, x, y)[0]
     rows = []
     for layer in prunable_layers(model):
         var = kernel_of(layer)
@@ -435,7 +434,7 @@ def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray,
                 pruned = original.ravel().copy()
                 pruned[order[:round(level * original.size)]] = 0
                 var.assign(pruned.reshape(original.shape))
-                acc = accuracy()
+                acc = evaluate(model, x, y)[0]
                 rows.append(LayerSensitivity(layer.name, type(layer).__name__, int(original.size), float(level), acc,
                                              100 * (base - acc)))
         finally:
