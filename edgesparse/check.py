@@ -9,6 +9,7 @@ kernels they prune). Every problem is the same typed error ``train`` would raise
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,11 @@ from edgesparse.data import load_dataset
 from edgesparse.errors import DataError
 from edgesparse.models import build_model, describe
 from edgesparse.recipe import Recipe, recipe_dir
+from edgesparse.task import Head, OutputInfo, TaskConfig, resolve_task
+from edgesparse.train.compile import input_names, output_info
 from edgesparse.train.sparsity import plan_sparsity
+
+log = logging.getLogger("edgesparse.run")
 
 
 @dataclass
@@ -28,6 +33,7 @@ class CheckReport:
     data: dict[str, Any]
     model: dict[str, Any]
     plan: list[dict[str, Any]] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         """One human line per finding (printed by ``edgesparse validate``)."""
@@ -38,6 +44,9 @@ class CheckReport:
             (f"model: {m['name']} ({m['params']:,} params), input {tuple(m['input_shape'])} -> "
              f"{m['output_shape'][-1]} outputs: fits the data"),
         ]
+        if self.task:
+            t = self.task
+            out.insert(1, f"task: {t['kind']}, metric {t['metric']} ({t['direction']} is better): {t['reason']}")
         if self.plan:
             pruned = [lp for lp in self.plan if lp["prune"]]
             groups: dict[str, list[str]] = {}
@@ -58,30 +67,127 @@ def _names(names: list[str], shown: int = 4) -> str:
     return ", ".join(names[:shown]) + more
 
 
+def _shape_ok(expected: tuple[Any, ...], got: tuple[int, ...]) -> bool:
+    return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
+
+
 def check_model_fits_data(model: Any, data: Any) -> None:
-    """Fail when the data cannot feed the model.
+    """Fail when the data cannot feed the model (inputs), or its targets do not fit the task's outputs.
 
     Args:
         model: A tf_keras model.
-        data: A :class:`~edgesparse.data.Dataset`.
+        data: A :class:`~edgesparse.data.Dataset` (bound to a task, or not yet).
 
     Raises:
-        DataError: the samples' shape differs from the model's input, or labels exceed its outputs.
+        DataError: the samples' shape differs from the model's input, an input has no array, or class labels
+            exceed the outputs.
     """
-    expected = tuple(model.input_shape[1:])
-    got = tuple(data.input_shape)
-    if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
-        raise DataError(
-            f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
-            "Resize the data (image_size/channels in the data section) or build the model for this input."
-        )
-    outputs = model.output_shape[-1]
-    for split, y in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
-        if len(y) and (int(np.max(y)) >= outputs or int(np.min(y)) < 0):
+    names = input_names(model)
+    if isinstance(data.x_train, dict):
+        missing = [n for n in names if n not in data.x_train]
+        if missing:
             raise DataError(
-                f"{split} labels range over [{int(np.min(y))}, {int(np.max(y))}] but the model '{model.name}' has "
-                f"{outputs} outputs (classes 0..{outputs - 1}). Give the model one output per class, or fix the labels."
+                f"the model '{model.name}' has inputs {', '.join(names)} but the data has no array for "
+                f"{', '.join(missing)} (found: {', '.join(data.x_train)}); store x_<input name> for every input.")
+        for n, spec in zip(names, model.inputs):
+            expected, got = tuple(spec.shape[1:]), tuple(int(d) for d in data.x_train[n].shape[1:])
+            if not _shape_ok(expected, got):
+                raise DataError(f"the data's '{n}' samples have shape {got} but the model's input '{n}' expects "
+                                f"{expected}; reshape x_{n} or build the model for this input.")
+    else:
+        if len(model.inputs) > 1:
+            raise DataError(f"the model '{model.name}' has {len(model.inputs)} inputs ({', '.join(names)}) but the "
+                            "data has one array x; store one array x_<input name> per input instead.")
+        expected = tuple(model.input_shape[1:])
+        got = tuple(data.input_shape)
+        if not _shape_ok(expected, got):
+            raise DataError(
+                f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
+                "Resize the data (image_size/channels in the data section) or build the model for this input."
             )
+    task = data.task
+    if task is None:
+        return
+    for h in task.heads:
+        if h.kind != "classification":
+            continue
+        for split, y in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
+            y = y[h.name] if isinstance(y, dict) else y
+            if len(y) and (int(np.max(y)) >= h.units or int(np.min(y)) < 0):
+                raise DataError(
+                    f"{split} labels range over [{int(np.min(y))}, {int(np.max(y))}] but the model '{model.name}' has "
+                    f"{h.units} outputs (classes 0..{h.units - 1}). Give the model one output per class, or fix the "
+                    "labels.")
+
+
+def _targets(y: Any, outputs: list[OutputInfo]) -> dict[str, np.ndarray | None]:
+    if isinstance(y, dict):
+        unknown = [k for k in y if k not in {o.name for o in outputs}]
+        if unknown:
+            raise DataError(f"the data has targets y_{', y_'.join(unknown)} but the model's outputs are "
+                            f"{', '.join(o.name for o in outputs)}; name each target array y_<output name>.")
+        return {o.name: y.get(o.name) for o in outputs}
+    if len(outputs) > 1:
+        raise DataError(f"the model has {len(outputs)} outputs ({', '.join(o.name for o in outputs)}) but the data has "
+                        "one target array y; store y_<output name> for every output.")
+    return {outputs[0].name: y}
+
+
+def _convert(head: Head, y: np.ndarray) -> np.ndarray:
+    """Targets in the form the head's loss takes: class indices, 0/1 floats, float values."""
+    y = np.asarray(y)
+    if head.kind == "classification":
+        if y.ndim == 2 and y.shape[1] > 1:
+            return y.argmax(axis=1).astype(np.int64)  # one-hot rows
+        return y.reshape(len(y)).astype(np.int64)
+    if head.kind in ("binary", "multilabel"):
+        if not np.isin(y, (0, 1)).all():
+            raise DataError(f"task {head.kind} for output '{head.name}' needs 0/1 labels, found values "
+                            f"{sorted(np.unique(y))[:5]}; use task classification for class indices.")
+        return y.reshape(len(y), head.units).astype(np.float32)
+    if head.kind == "anomaly":
+        return y.reshape(len(y)).astype(np.int64) if y.ndim <= 2 and y.size == len(y) else y.astype(np.float32)
+    return y.astype(np.float32)
+
+
+def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
+    """Resolve the recipe's ``task:`` against the model and the data; return the data bound to it.
+
+    Targets are converted to what each head trains on (one-hot rows become class indices, 0/1 labels
+    floats shaped like the output); the inferred task and its reason are logged.
+
+    Raises:
+        RecipeError: the task contradicts the model's outputs or cannot be inferred.
+        DataError: the targets fit no task, or do not match the model's outputs.
+    """
+    outputs = output_info(model)
+    y_train = data.y_train
+    anomaly_like = cfg is not None and (cfg.kind == "anomaly" or
+                                        any(h.kind == "anomaly" for h in (cfg.outputs or {}).values()))
+    unlabelled = not isinstance(y_train, dict) and np.asarray(y_train).ndim == 1 and not np.any(y_train) \
+        and len(outputs) == 1 and not data.multi_input and tuple(outputs[0].shape) == tuple(data.input_shape)
+    targets = _targets(None if unlabelled else y_train, outputs)
+    test_labels = not isinstance(data.y_test, dict) and len(np.unique(np.asarray(data.y_test))) == 2
+    if anomaly_like and not test_labels:
+        raise DataError("task anomaly needs a labelled test split: store x_test (normal and anomalous samples) and "
+                        "y_test (0 normal, 1 anomalous) in the npz, beside x (normal samples only).")
+    x_shape = None if data.multi_input else tuple(data.input_shape)
+    task = resolve_task(cfg, outputs, targets, input_names(model), x_shape, test_labels)
+    log.info("task: %s, metric %s (%s is better): %s", task.kind if not task.multi_output else
+             "several outputs (" + ", ".join(f"{h.name} {h.kind}" for h in task.heads) + ")",
+             task.metric_name, task.direction, task.reason)
+    conv: dict[str, Any] = {}
+    for split in ("y_train", "y_val", "y_test"):
+        y = getattr(data, split)
+        if task.kind == "anomaly" and not task.multi_output:
+            conv[split] = np.asarray(y).reshape(len(y)).astype(np.int64)
+            continue
+        ys = task.targets_dict(y)
+        out = {h.name: _convert(h, ys[h.name]) for h in task.heads}
+        conv[split] = out if task.multi_output else out[task.heads[0].name]
+    bound = data.with_task(task, **conv)
+    check_model_fits_data(model, bound)
+    return bound
 
 
 def check_recipe(recipe: Recipe) -> CheckReport:
@@ -101,8 +207,8 @@ def check_recipe(recipe: Recipe) -> CheckReport:
     base = recipe_dir(recipe)
     data = load_dataset(recipe.data, recipe.seed, base_dir=base)
     model = build_model(recipe.model, tuple(data.input_shape), data.num_classes, base)
-    check_model_fits_data(model, data)
-    report = CheckReport(data=data.describe(), model=describe(model))
+    data = bind_task(model, data, recipe.task)
+    report = CheckReport(data=data.describe(), model=describe(model), task=data.task.to_json())
     if recipe.sparsity is not None:
         steps = data.steps_per_epoch(recipe.data.batch_size)
         report.plan = plan_sparsity(model, recipe.sparsity, steps).to_dict()["layers"]

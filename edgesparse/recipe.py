@@ -34,6 +34,7 @@ from pydantic import (
 from edgesparse.data import DataConfig
 from edgesparse.errors import RecipeError
 from edgesparse.models import ModelConfig
+from edgesparse.task import TaskConfig, task_before
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -341,6 +342,10 @@ class Recipe(_Section):
     output_dir: str | None = Field(None, description="run directory; default runs/<name>")
     data: DataConfig
     model: ModelConfig
+    task: TaskConfig = Field(TaskConfig(), description="what the model's outputs mean: auto (inferred from the "
+                             "model and the data, and logged with the reason), a kind (classification, binary, "
+                             "multilabel, regression, anomaly), {kind, loss, metric, metrics, threshold}, or "
+                             "{outputs: {name: {...}}, primary: name}")
     baseline: BaselineConfig = BaselineConfig()
     channels: ChannelsConfig | None = Field(None, description="channel pruning between baseline and sparsity")
     sparsity: SparsityConfig | None = SparsityConfig()
@@ -353,6 +358,8 @@ class Recipe(_Section):
         None, description="grid of dotted recipe paths to values, run by `edgesparse sweep`"
     )
     _base_dir: Path | None = PrivateAttr(default=None)
+
+    _task = field_validator("task", mode="before")(task_before)
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io, _tf
-from edgesparse.check import check_model_fits_data
+from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
+from edgesparse.data.dataset import take
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.export.convert import convert
@@ -52,7 +53,6 @@ from edgesparse.summary import (
     TrainingInfo,
 )
 from edgesparse.train import channels, coverage, fit, quantize, sparsity
-from edgesparse.train.compile import outputs_probabilities
 from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ class _Run:
     data: Dataset
     history: fit.History
     warnings: list[str] = field(default_factory=list)
-    dense_validation: float = 0.0  # the dense baseline's accuracy on the validation split (the guard's reference)
+    dense_validation: float = 0.0  # the dense baseline's guard metric on the validation split (the guard's reference)
     dense: Any = None  # the dense baseline: the teacher when the recipe distils
 
     def teacher(self, phase: str) -> dict[str, Any]:
@@ -290,31 +290,38 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     """The body of :func:`train`, run inside the recipe's distribution scope."""
     _tf.set_seed(recipe.seed)
     data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
-    log.info("data: %s train/val/test = %d/%d/%d, input %s, %d classes", data.name, len(data.x_train),
-             len(data.x_val), len(data.x_test), tuple(data.input_shape), data.num_classes)
+    n_train, n_val, n_test = data.sizes()
+    classes = f", {data.num_classes} classes" if data.num_classes else ""
+    log.info("data: %s train/val/test = %d/%d/%d, input %s%s", data.name, n_train, n_val, n_test,
+             tuple(data.input_shape) if not data.multi_input else data.describe()["input_shapes"], classes)
     history = fit.History(out / "history.csv")
     if not resume:
         history.rows = []
     run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history)
 
     dense, baseline = _baseline_phase(run, dense_model)
+    data, task = run.data, run.data.task
     run.dense = dense
-    base_acc, base_out = fit.evaluate(dense, data.x_test, data.y_test)
-    baseline.accuracy = base_acc
-    baseline.validation_accuracy = run.dense_validation = _validation_accuracy(run, dense)
-    log.info("baseline: test accuracy %.2f%%", 100 * base_acc)
+    base_scores, base_out = fit.scores(dense, data.x_test, data.y_test, task)
+    _fill_metrics(baseline, task, base_scores)
+    baseline.validation_metric = run.dense_validation = _validation_metric(run, dense)
+    baseline.validation_accuracy = _as_accuracy(task, run.dense_validation)
+    log.info("baseline: test %s %s", task.metric_name, task.fmt(baseline.metric))
     thinned, channels_info = _channels_phase(run, dense)
-    # the validation accuracy of the latest model: each guard measures it, the final model's is the last one
-    final_val = channels_info.validation_accuracy if channels_info is not None else run.dense_validation
+    # the validation figure of the latest model: each guard measures it, the final model's is the last one
+    final_val = channels_info.validation_metric if channels_info is not None else run.dense_validation
     model, plan, sparsity_info = _sparsity_phase(run, thinned)
     if sparsity_info is not None:
-        final_val = sparsity_info.validation_accuracy = _accuracy_guard(run, "sparsity", model)
+        final_val = sparsity_info.validation_metric = _accuracy_guard(run, "sparsity", model)
+        sparsity_info.validation_accuracy = _as_accuracy(task, final_val)
     final, quant_info = _quantization_phase(run, model, plan)
     if quantize.trains(quant_info.mode):
-        final_val = quant_info.validation_accuracy = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
+        final_val = quant_info.validation_metric = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
+        quant_info.validation_accuracy = _as_accuracy(task, final_val)
     model_info, final_out = _final_model_info(run, final, plan, final_val)
     summary = RunSummary(
         name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
+        task=task.to_json(),
         channels=channels_info, sparsity=sparsity_info, quantization=quant_info, model=model_info,
         timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
         distillation=recipe.distillation.model_dump(mode="json") if recipe.distillation is not None else None,
@@ -340,17 +347,17 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
     done = run.state.done("baseline")
     if done:
         dense = _load_model(out / "baseline.keras")
-        check_model_fits_data(dense, run.data)
+        run.data = bind_task(dense, run.data, recipe.task)
         info = dict(done)
         log.info("baseline: reused from the interrupted run")
     else:
         if dense_model is not None:
             dense = sparsity.clone_dense(dense_model)
-            check_model_fits_data(dense, run.data)
+            run.data = bind_task(dense, run.data, recipe.task)
             info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
         else:
             dense = build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe))
-            check_model_fits_data(dense, run.data)
+            run.data = bind_task(dense, run.data, recipe.task)
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
             if recipe.channels is not None and recipe.channels.schedule == "gradual":  # a window without updates
@@ -365,7 +372,7 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
                 info.update(seconds=r.seconds, step_ms=r.step_ms)
         _save_model(dense, out / "baseline.keras")
         run.state.mark("baseline", info)
-    return dense, BaselineInfo(accuracy=0.0, params=int(dense.count_params()), **info)
+    return dense, BaselineInfo(params=int(dense.count_params()), **info)
 
 
 def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
@@ -389,7 +396,7 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
         return float(time_paired(convert(model, "none"), dense_tflite(), threads=1)["ratio_median"])
 
     plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=data.x_train, y_train=data.y_train,
-                                  latency_fn=latency, probs=outputs_probabilities(dense))
+                                  latency_fn=latency, task=data.task)
     info = ChannelsInfo(allocation=ccfg.allocation, importance=ccfg.importance, schedule=ccfg.schedule,
                         epochs=ccfg.epochs, **plan.describe())
     log.info("channels: %s params -> %s, %s MACs -> %s (%d groups); %s, %d epochs of fine-tuning",
@@ -397,7 +404,8 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
              len(info.groups), ccfg.schedule, ccfg.epochs)
     thinned = (_channels_gradual if ccfg.schedule == "gradual" else _channels_oneshot)(run, dense, plan, ccfg, info)
     log.info("channels: max |thinned - masked| %.2g", info.max_abs_diff)
-    info.validation_accuracy = _accuracy_guard(run, "channels", thinned)
+    info.validation_metric = _accuracy_guard(run, "channels", thinned)
+    info.validation_accuracy = _as_accuracy(data.task, info.validation_metric)
     if run.recipe.export is not None:
         _time_thinned(run, thinned, info, dense_tflite)
     _save_model(thinned, run.out / "channels.keras")
@@ -408,8 +416,10 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
 def _channels_oneshot(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: ChannelsConfig,
                       info: ChannelsInfo) -> Any:
     """Thin at once (checked against the masked model), then fine-tune the thinned model."""
-    thinned, info.max_abs_diff = channels.thin(dense, plan, run.data.validation()[0][:256], ccfg.tolerance)
-    info.validation_accuracy_pruned = _validation_accuracy(run, thinned)
+    thinned, info.max_abs_diff = channels.thin(dense, plan, take(run.data.validation()[0], slice(0, 256)),
+                                               ccfg.tolerance)
+    info.validation_metric_pruned = _validation_metric(run, thinned)
+    info.validation_accuracy_pruned = _as_accuracy(run.data.task, info.validation_metric_pruned)
     if ccfg.epochs:
         r = run.fit("channels", thinned, epochs=ccfg.epochs, optimizer=ccfg.optimizer, **run.teacher("channels"))
         info.seconds, info.step_ms = r.seconds, r.step_ms
@@ -424,7 +434,7 @@ def _channels_gradual(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: C
     r = run.fit("channels", masker.model, epochs=ccfg.epochs, optimizer=ccfg.optimizer,
                 extra_callbacks=[masker.callback()], **run.teacher("channels"))
     info.seconds, info.step_ms = r.seconds, r.step_ms
-    thinned, info.max_abs_diff = masker.finish(run.data.validation()[0][:256], ccfg.tolerance)
+    thinned, info.max_abs_diff = masker.finish(take(run.data.validation()[0], slice(0, 256)), ccfg.tolerance)
     return thinned
 
 
@@ -525,16 +535,20 @@ def _check_zeros_kept(run: _Run, model: Any, final: Any, plan: sparsity.Sparsity
 
 
 def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None,
-                      validation_accuracy: float | None) -> tuple[ModelInfo, Any]:
-    """Accuracy, and sparsity read back from the weights over the pruned kernels and over all parameters."""
-    final_acc, final_out = fit.evaluate(final, run.data.x_test, run.data.y_test)
+                      validation_metric: float | None) -> tuple[ModelInfo, Any]:
+    """The task's metrics, and sparsity read back from the weights over the pruned kernels and over all parameters."""
+    task = run.data.task
+    final_scores, final_out = fit.scores(final, run.data.x_test, run.data.y_test, task)
     final_sp = sparsity.measure_sparsity(final)
     pruned = sparsity.measure_sparsity(final, [lp.name for lp in plan.pruned] if plan is not None else [])
     cov = coverage.parameter_stats(final, pruned)
-    info = ModelInfo(accuracy=final_acc, sparsity=final_sp["overall"], params=int(final_sp["params"]),
-                     zeros=int(final_sp["zeros"]), validation_accuracy=validation_accuracy, **cov)
-    log.info("final Keras model: test accuracy %.2f%%, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
-             "%s parameters (coverage %.1f%%)", 100 * final_acc, 100 * cov["sparsity_pruned_kernels"],
+    info = ModelInfo(sparsity=final_sp["overall"], params=int(final_sp["params"]), zeros=int(final_sp["zeros"]),
+                     validation_metric=validation_metric,
+                     validation_accuracy=_as_accuracy(task, validation_metric), **cov)
+    _fill_metrics(info, task, final_scores)
+    log.info("final Keras model: test %s %s, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
+             "%s parameters (coverage %.1f%%)", task.metric_name, task.fmt(info.metric),
+             100 * cov["sparsity_pruned_kernels"],
              100 * cov["sparsity_all_params"], f"{cov['all_params']:,}", 100 * cov["coverage"])
     low = coverage.coverage_warning(cov, plan) if plan is not None else None
     if low:
@@ -554,42 +568,67 @@ def _keras3_back(run: _Run, model: Any) -> dict[str, Any]:
     return info
 
 
-def _validation_accuracy(run: _Run, model: Any) -> float:
-    """Accuracy on the validation split (the test split when the data has no validation split)."""
-    return fit.evaluate(model, *run.data.validation())[0]
+def _fill_metrics(section: Any, task: Any, scores: dict[str, float]) -> None:
+    """Set ``metric``, ``metrics`` and (where the task has it) ``accuracy`` of a summary section."""
+    section.metrics = scores
+    section.metric = scores.get(task.metric_key)
+    acc_key = task.metric_key.rsplit("/", 1)[0] + "/accuracy" if task.multi_output else "accuracy"
+    section.accuracy = scores.get(acc_key)
+
+
+def _as_accuracy(task: Any, value: float | None) -> float | None:
+    """``value`` when the guard metric is an accuracy (the summary's old ``validation_accuracy`` keys), else None."""
+    return value if task.guard_key.rsplit("/", 1)[-1] == "accuracy" else None
+
+
+def _validation_metric(run: _Run, model: Any) -> float:
+    """The task's guard metric on the validation split (the test split when the data has no validation split)."""
+    return fit.evaluate(model, *run.data.validation(), task=run.data.task)[0]
+
+
+_ADVICE_UNIT = {"points": "points", "%": "% (relative)"}
 
 
 def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
-    """Compare ``model`` with the dense baseline on the validation split; fail or warn past ``sparsity.max_drop``.
+    """Compare ``model`` with the dense baseline on the validation split in the task's guard metric.
+
+    Fractions (accuracy, AUC) are compared in points, errors (mae, reconstruction error) as a relative
+    increase in percent; ``max_drop`` is read in that unit.
 
     Returns:
-        The model's validation accuracy.
+        The model's validation figure.
 
     Raises:
-        TrainError: the drop exceeds ``sparsity.max_drop`` and ``sparsity.on_drop`` is fail.
+        TrainError: the degradation exceeds ``max_drop`` and ``on_drop`` is fail.
     """
-    acc = _validation_accuracy(run, model)
+    task = run.data.task
+    value = _validation_metric(run, model)
     scfg = run.recipe.sparsity
     max_drop, on_drop = (scfg.max_drop, scfg.on_drop) if scfg is not None else (2.0, "fail")
     section = "sparsity"
     if stage == "channels" and run.recipe.channels is not None:  # the channel phase has its own guard settings
         max_drop, on_drop, section = run.recipe.channels.max_drop, run.recipe.channels.on_drop, "channels"
-    drop = (run.dense_validation - acc) * 100
+    key = task.guard_key
+    drop = task.degradation(run.dense_validation, value, key)
     if drop <= max_drop:
-        return acc
-    split = "validation" if len(run.data.x_val) else "test"
+        return value
+    split = "validation" if run.data.sizes()[1] else "test"
+    unit = task.unit(key)
     advice = ("more quantization.epochs, a lower learning rate for it, or mode int8 (post-training)"
               if stage.startswith("quantization") else
               "more channels.epochs, a milder channels target, or allocation auto" if stage == "channels" else
               f"more sparsity.epochs (now {scfg.epochs}), a lower sparsity.final (now {scfg.final:g}), "
               "or distillation from the dense model" if scfg is not None else "more epochs")
-    msg = (f"after {stage} the model's {split} accuracy is {acc:.2%}, {drop:.2f} points below the dense baseline's "
-           f"{run.dense_validation:.2%} ({section}.max_drop allows {max_drop:g}). Try {advice}; or set "
+    metric = key.replace("/", " ")
+    worse = "below" if task.direction_of(key) == "higher" else "above"
+    msg = (f"after {stage} the model's {split} {metric} is {task.fmt(value, key)}, {abs(drop):.2f} "
+           f"{_ADVICE_UNIT[unit]} {worse} the dense baseline's {task.fmt(run.dense_validation, key)} "
+           f"({section}.max_drop allows {max_drop:g} {_ADVICE_UNIT[unit]}). Try {advice}; or set "
            f"{section}.on_drop: warn to keep this model anyway.")
     if on_drop == "fail":
         raise TrainError(msg)
     run.warnings.append(msg)
-    return acc
+    return value
 
 
 def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_start: float) -> TimingInfo:
@@ -610,6 +649,7 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         baseline.tflite_gzip_bytes = info["dense"]["gzip_bytes"]
         baseline.tflite_path = str(res.dense_path)
         baseline.tflite_accuracy = dv.get("accuracy")
+        baseline.tflite_metric = dv.get("metric")
     chosen: dict[str, Any] = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
     if info.get("quantization") != info.get("requested_quantization"):
         warnings.append(
@@ -628,7 +668,8 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
             "block:1x16 pattern (read natively, XNNPACK-compatible) or skip pruning them.")
     return TFLiteInfo(
         path=str(res.model_path), bytes=info["model"]["bytes"], gzip_bytes=info["model"]["gzip_bytes"],
-        accuracy=v.get("accuracy"), agreement=v.get("agreement"), max_abs_diff=v.get("max_abs_diff"),
+        accuracy=v.get("accuracy"), metric=v.get("metric"), metrics=v.get("metrics") or {},
+        agreement=v.get("agreement"), max_abs_diff=v.get("max_abs_diff"), max_rel_diff=v.get("max_rel_diff"),
         resolver=v.get("resolver"), fallback_reason=v.get("fallback_reason"), ratio_vs_dense=info.get("ratio"),
         densify_ops=info["model"].get("densify_ops"), encodings=info["model"].get("encodings"), bundle=str(res.bundle),
         quantization=info.get("quantization"), objective=info.get("objective"),
@@ -658,6 +699,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     _tf.set_seed(recipe.seed)
     data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
     dense = _load_model(run_dir / "baseline.keras")
+    data = bind_task(dense, data, recipe.task)
     before_sparsity = "channels.keras" if "channels" in done else "baseline.keras"
     final = _load_model(run_dir / ("sparse.keras" if "sparsity" in done else before_sparsity))
     mode = recipe.quantization.mode

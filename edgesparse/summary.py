@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edgesparse import _io
 from edgesparse.errors import EdgesparseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the task layer (task, metric, metrics); version-1 files still read
 SUMMARY_FILE = "summary.json"
 
 
@@ -40,10 +40,17 @@ class DataInfo(_Section):
 
 
 class BaselineInfo(_Section):
-    """The dense baseline: Keras figures, and its float32 .tflite once exported."""
+    """The dense baseline: Keras figures, and its float32 .tflite once exported.
 
-    accuracy: float
+    ``metric`` is the task's primary metric on the test split (``accuracy`` too where the task has it),
+    ``metrics`` every metric the task computes, ``validation_metric`` the figure the guards compare.
+    """
+
+    accuracy: float | None = None
     params: int
+    metric: float | None = None
+    metrics: dict[str, float] = {}
+    validation_metric: float | None = None
     epochs: int = 0
     seconds: float = 0.0
     step_ms: float | None = None
@@ -55,6 +62,7 @@ class BaselineInfo(_Section):
     tflite_gzip_bytes: int | None = None
     tflite_path: str | None = None
     tflite_accuracy: float | None = None
+    tflite_metric: float | None = None
 
 
 class ChannelGroupInfo(_Section):
@@ -86,6 +94,8 @@ class ChannelsInfo(_Section):
     max_abs_diff: float | None = None  # thinned vs masked model outputs (oneshot: before, gradual: after fine-tuning)
     validation_accuracy_pruned: float | None = None  # oneshot: right after surgery, before fine-tuning (gradual: None)
     validation_accuracy: float | None = None  # after fine-tuning
+    validation_metric_pruned: float | None = None  # the task's guard metric (accuracy for classifiers), likewise
+    validation_metric: float | None = None
     latency_ratio: float | None = None  # thinned float .tflite / dense float .tflite, paired, when measured
     latency_trials: list[dict[str, float]] = []
     dense_tflite_bytes: int | None = None
@@ -110,6 +120,7 @@ class SparsityInfo(_Section):
     plan: dict[str, Any] = {}
     achieved: SparsityMeasure = SparsityMeasure()
     validation_accuracy: float | None = None  # of the pruned model, checked against the dense baseline's
+    validation_metric: float | None = None  # the task's guard metric (the accuracy for classifiers)
 
 
 class QuantizationInfo(_Section):
@@ -123,12 +134,16 @@ class QuantizationInfo(_Section):
     sparsity_after: float | None = None
     sparsity_preserved: bool | None = None
     validation_accuracy: float | None = None  # after quantization-aware training
+    validation_metric: float | None = None
 
 
 class ModelInfo(_Section):
     """The final Keras model (before conversion)."""
 
-    accuracy: float
+    accuracy: float | None = None
+    metric: float | None = None
+    metrics: dict[str, float] = {}
+    validation_metric: float | None = None
     sparsity: float
     params: int
     zeros: int
@@ -161,8 +176,11 @@ class TFLiteInfo(_Section):
     bytes: int
     gzip_bytes: int
     accuracy: float | None = None
+    metric: float | None = None
+    metrics: dict[str, float] = {}
     agreement: float | None = None
     max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
     resolver: str | None = None
     fallback_reason: str | None = None
     ratio_vs_dense: float | None = None
@@ -189,6 +207,7 @@ class RunSummary(_Section):
     run_dir: str
     seed: int
     data: DataInfo
+    task: dict[str, Any] | None = None  # kind, metric, direction, outputs (edgesparse.task.Task.to_json)
     baseline: BaselineInfo
     channels: ChannelsInfo | None = None
     sparsity: SparsityInfo | None = None
@@ -201,6 +220,15 @@ class RunSummary(_Section):
     warnings: list[str] = []
     versions: dict[str, str | None] = {}
     training: TrainingInfo = TrainingInfo()
+
+    @property
+    def metric_name(self) -> str:
+        """The primary metric's name (``accuracy`` for summaries written before the task layer)."""
+        return str((self.task or {}).get("metric", "accuracy")).replace("/", " ")
+
+    @property
+    def metric_direction(self) -> str:
+        return str((self.task or {}).get("direction", "higher"))
 
     def to_json(self) -> dict[str, Any]:
         """The summary.json mapping: sections the run did not have (no pruning, no export) are left out."""
@@ -238,6 +266,10 @@ def read_summary(path: str | Path) -> RunSummary:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SummaryError(f"cannot read the run summary '{p}' ({exc}); re-run `edgesparse train`.") from None
     raw.setdefault("schema_version", 0)
+    if raw["schema_version"] < 2:  # before the task layer: a classifier, its metric is the accuracy
+        for section in ("baseline", "model", "tflite"):
+            if isinstance(raw.get(section), dict) and raw[section].get("metric") is None:
+                raw[section]["metric"] = raw[section].get("accuracy")
     try:
         return RunSummary.model_validate(raw)
     except ValidationError as exc:

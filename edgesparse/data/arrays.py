@@ -39,6 +39,32 @@ def as_labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def as_targets(y: np.ndarray, where: str) -> np.ndarray:
+    """Validate targets of any task and return int64 (whole numbers) or float32 (fractional values).
+
+    Class indices, one-hot or multi-hot rows, 0/1 labels and float regression targets all pass; which
+    task they serve is decided later, against the model's outputs (:mod:`edgesparse.task`).
+
+    Raises:
+        DataError: the targets are not numbers (strings, objects) or hold NaN/inf.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: targets must be numbers, got dtype {y.dtype}, which fits no task; map class names "
+                        "to 0, 1, 2 ... (class names can go in an array `class_names`), or store float targets.")
+    if y.ndim == 0:
+        raise DataError(f"{where}: targets must have a sample axis, got a scalar.")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise DataError(f"{where}: targets contain NaN or infinite values, which fit no task; drop or impute "
+                            "those samples.")
+        if not np.equal(np.mod(y, 1), 0).all():
+            return y.astype(np.float32)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    return y.astype(np.int64)
+
+
 def integer_scale(arrays: Sequence[np.ndarray], where: str) -> float:
     """Divisor taking integer inputs to [0, 1]: 1 if already 0/1, 255 up to 255, else the dtype's maximum.
 

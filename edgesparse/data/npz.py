@@ -1,7 +1,11 @@
 """``{npz: data.npz}``: arrays saved with ``numpy.savez``.
 
-Arrays: ``x`` (inputs) and ``y`` (class indices), optionally ``x_test`` and ``y_test`` (then used
-as the held-out test split, and ``test_split`` is ignored) and ``class_names`` (strings).
+Arrays: ``x`` (inputs) and ``y`` (targets: class indices, one-hot or multi-hot rows, 0/1 labels or float
+values), optionally ``x_test`` and ``y_test`` (then used as the held-out test split, and ``test_split``
+is ignored) and ``class_names`` (strings). Several model inputs: ``x_<input name>`` per input (and
+``x_test_<input name>``); several outputs: ``y_<output name>`` (and ``y_test_<output name>``). An
+anomaly-detection autoencoder: ``x`` holds normal samples only (no ``y``), ``x_test`` and ``y_test``
+(0 normal, 1 anomalous) the labelled test split.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from edgesparse.data.arrays import as_inputs, as_labels, integer_scale
+from edgesparse.data.arrays import as_inputs, as_targets, integer_scale
 from edgesparse.data.registry import Loaded, SourceConfig, data_source, path_str, resolve
 from edgesparse.errors import DataError
 
@@ -32,6 +36,41 @@ class NpzConfig(SourceConfig):
     scale: bool = True
 
     _path = field_validator("npz", mode="before")(path_str)
+
+
+def _group(raw: dict[str, np.ndarray], prefix: str, path: Path) -> Any:
+    """``raw[prefix]``, or ``{name: raw[prefix_name]}`` for the per-input/-output form, or None."""
+    others = ("x_test", "y_test") if prefix in ("x", "y") else ()
+    named = {k[len(prefix) + 1:]: v for k, v in raw.items()
+             if k.startswith(prefix + "_") and not any(k == o or k.startswith(o + "_") for o in others)}
+    if prefix in raw and named:
+        raise DataError(f"'{path}' has both {prefix} and {', '.join(prefix + '_' + n for n in named)}; store one "
+                        f"array {prefix}, or one {prefix}_<name> per model input/output, not both.")
+    if prefix in raw:
+        return raw[prefix]
+    return named or None
+
+
+def _arrays(a: Any) -> list[np.ndarray]:
+    return list(a.values()) if isinstance(a, dict) else [a]
+
+
+def _map(a: Any, fn: Any, prefix: str) -> Any:
+    if isinstance(a, dict):
+        return {k: fn(v, f"{prefix}_{k}") for k, v in a.items()}
+    return fn(a, prefix)
+
+
+def _n(a: Any) -> int:
+    return len(next(iter(a.values()))) if isinstance(a, dict) else len(a)
+
+
+def _pairs(a: Any, b: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [(f"x_{k}", a[k], b[k]) for k in a if k in b]
+    if not isinstance(a, dict) and not isinstance(b, dict):
+        return [("x", a, b)]
+    return []
 
 
 def _read(z: Any, key: str, path: Path) -> np.ndarray:
@@ -62,37 +101,38 @@ def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded:
         raise DataError(f"'{path}' holds a single array, not named arrays x and y; {_HOW}.")
     with z:
         files = set(z.files)
-        missing = [k for k in ("x", "y") if k not in files]
-        if missing:
-            raise DataError(f"'{path}' has no array {' or '.join(missing)} "
-                            f"(found: {', '.join(sorted(files)) or 'none'}); "
-                            f"{_HOW}.")
-        if ("x_test" in files) != ("y_test" in files):
-            given, absent = ("x_test", "y_test") if "x_test" in files else ("y_test", "x_test")
-            raise DataError(f"'{path}' has {given} but no {absent}; store both for a separate test set, or neither.")
-        raw = {k: _read(z, k, path) for k in ("x", "y", "x_test", "y_test", "class_names") if k in files}
+        raw = {k: _read(z, k, path) for k in files}
+    x = _group(raw, "x", path)
+    if x is None:
+        raise DataError(f"'{path}' has no array x (nor x_<input name> per model input) "
+                        f"(found: {', '.join(sorted(files)) or 'none'}); {_HOW}.")
+    y = _group(raw, "y", path)
+    x_test, y_test = _group(raw, "x_test", path), _group(raw, "y_test", path)
+    if (x_test is None) != (y_test is None):
+        given, absent = ("x_test", "y_test") if x_test is not None else ("y_test", "x_test")
+        raise DataError(f"'{path}' has {given} but no {absent}; store both for a separate test set, or neither "
+                        "(an anomaly-detection set needs both: x_test and its 0/1 labels y_test).")
+    if y is None and x_test is None:
+        raise DataError(f"'{path}' has no array y (nor y_<output name> per model output) "
+                        f"(found: {', '.join(sorted(files)) or 'none'}); {_HOW}. For an anomaly-detection "
+                        "autoencoder store x (normal samples only), x_test and y_test (0 normal, 1 anomalous).")
 
-    has_test = "x_test" in raw
-    xs = [raw["x"], raw["x_test"]] if has_test else [raw["x"]]
+    xs = _arrays(x) + (_arrays(x_test) if x_test is not None else [])
     divisor = 1.0
     if cfg.scale and all(a.dtype.kind in "iu" for a in xs):
         divisor = integer_scale(xs, f"'{path}'")
-    x = as_inputs(raw["x"], f"'{path}' (x)", divisor)
-    y = as_labels(raw["y"], f"'{path}' (y)")
-    if len(x) != len(y):
-        raise DataError(f"'{path}': x has {len(x)} samples but y has {len(y)}; they must have the same length.")
-    if len(x) == 0:
+    x = _map(x, lambda a, k: as_inputs(a, f"'{path}' ({k})", divisor), "x")
+    if y is not None:
+        y = _map(y, lambda a, k: as_targets(a, f"'{path}' ({k})"), "y")
+    if _n(x) == 0:
         raise DataError(f"'{path}': x and y are empty; store at least a few samples per class.")
-    x_test = y_test = None
-    if has_test:
-        x_test = as_inputs(raw["x_test"], f"'{path}' (x_test)", divisor)
-        y_test = as_labels(raw["y_test"], f"'{path}' (y_test)")
-        if len(x_test) != len(y_test):
-            raise DataError(f"'{path}': x_test has {len(x_test)} samples but y_test has {len(y_test)}; "
-                            "they must have the same length.")
-        if x_test.shape[1:] != x.shape[1:]:
-            raise DataError(f"'{path}': x_test samples have shape {x_test.shape[1:]} but x samples {x.shape[1:]}; "
-                            "they must match.")
+    if x_test is not None:
+        x_test = _map(x_test, lambda a, k: as_inputs(a, f"'{path}' ({k})", divisor), "x_test")
+        y_test = _map(y_test, lambda a, k: as_targets(a, f"'{path}' ({k})"), "y_test")
+        for key, a, b in _pairs(x, x_test):
+            if a.shape[1:] != b.shape[1:]:
+                raise DataError(f"'{path}': {key}_test samples have shape {b.shape[1:]} but {key} samples "
+                                f"{a.shape[1:]}; they must match.")
     names: list[str] = []
     if "class_names" in raw:
         cn = raw["class_names"]

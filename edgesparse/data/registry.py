@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, Union
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from edgesparse.errors import DataError
@@ -23,15 +22,17 @@ from edgesparse.errors import DataError
 class Loaded(NamedTuple):
     """What a loader returns; :mod:`edgesparse.data.split` turns it into a :class:`Dataset`.
 
-    ``x`` is float32 with a channel axis for images, ``y`` int64 class indices. ``x_test`` and
-    ``y_test`` are ``None`` unless the source has its own test set.
+    ``x`` is float32 with a channel axis for images (or a dict of arrays by model input name), ``y`` the
+    targets (int64 class indices or 0/1 labels, float32 values, or a dict by output name; ``None`` for an
+    autoencoder's unlabelled normal samples). ``x_test`` and ``y_test`` are ``None`` unless the source
+    has its own test set.
     """
 
     name: str
-    x: np.ndarray
-    y: np.ndarray
-    x_test: np.ndarray | None
-    y_test: np.ndarray | None
+    x: Any
+    y: Any
+    x_test: Any
+    y_test: Any
     class_names: list[str]
 
 

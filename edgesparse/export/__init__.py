@@ -22,7 +22,7 @@ from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
 from edgesparse.tflite import gzip_size, storage_facts
 
-__all__ = ["VERIFY_SAMPLES", "ExportResult", "default_bundle_dir", "export_models", "gzip_size"]
+__all__ = ["VERIFY_SAMPLES", "ExportResult", "default_bundle_dir", "export_models", "gzip_size", "verify_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +83,15 @@ def export_models(
     mode = recipe.quantization.mode
     if final_outputs is None:
         final_outputs = final_model.predict(data.x_test, batch_size=256, verbose=0)
+    if isinstance(final_outputs, (list, tuple)) and data.task is not None:
+        final_outputs = data.task.outputs_dict(final_outputs)
     dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs) if dense_model is not None else None
     src = Sources(final_model=final_model, float_model=float_model if float_model is not None else final_model,
                   x=data.x_test,
                   y=data.y_test, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
-                  max_drop=cfg.max_accuracy_drop)
+                  max_drop=cfg.max_accuracy_drop, task=data.task)
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
@@ -106,6 +108,7 @@ def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candi
                             "requested_quantization": recipe.quantization.mode, "io": cfg.io,
                             "sparse_encoding": best.sparse_encoding, "objective": cfg.objective,
                             "class_names": list(data.class_names),
+                            "task": data.task.to_json() if data.task is not None else None,
                             "candidates": [c.to_dict(c is best) for c in candidates]}
     if cfg.sparse_encoding == "auto":
         sizes = {c.sparse_encoding: len(c.data) for c in candidates if c.source == "final"}
@@ -133,17 +136,34 @@ def _convert_dense(dense_model: Any, data: Any, cfg: Any,
     if dense_outputs is None:
         dense_outputs = dense_model.predict(data.x_test, batch_size=256, verbose=0)
     return dense_bytes, verify(dense_bytes, data.x_test, data.y_test, dense_outputs, threads=cfg.threads,
-                               float_model=True, max_drop_points=cfg.max_accuracy_drop, label="dense.tflite")
+                               float_model=True, max_drop_points=cfg.max_accuracy_drop, label="dense.tflite",
+                               task=data.task)
+
+
+def verify_arrays(data: Any, outputs: Any, n: int) -> dict[str, np.ndarray]:
+    """verify.npz's arrays: ``x``/``y``/``keras_outputs``, or ``x_<input>``, ``y_<output>``, ``keras_outputs_<output>``.
+
+    One input and one output keep the plain names (what devices and older bundles read).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, value in (("x", data.x_test), ("y", data.y_test), ("keras_outputs", outputs)):
+        if isinstance(value, (list, tuple)) and data.task is not None:
+            value = data.task.outputs_dict(value)
+        if isinstance(value, dict):
+            for k, v in value.items():
+                arrays[f"{prefix}_{k}"] = np.asarray(v)[:n]
+        else:
+            arrays[prefix] = np.asarray(value)[:n]
+    return {k: (v.astype(np.float32) if v.dtype.kind == "f" or k.startswith("x") else v) for k, v in arrays.items()}
 
 
 def _write_bundle(bundle: Path, data: Any, final_outputs: np.ndarray, model_bytes: bytes, dense_bytes: bytes | None,
                   info: dict[str, Any]) -> ExportResult:
     """Write the bundle, only after everything converted and verified: a failed export leaves the old one."""
     bundle.mkdir(parents=True, exist_ok=True)
-    n = min(VERIFY_SAMPLES, len(data.x_test))
+    n = min(VERIFY_SAMPLES, data.sizes()[2])
     with _io.atomic_path(bundle / "verify.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, x=data.x_test[:n].astype(np.float32), y=data.y_test[:n],
-                            keras_outputs=final_outputs[:n].astype(np.float32))
+        np.savez_compressed(f, **verify_arrays(data, final_outputs, n))  # type: ignore[arg-type]
     model_path = _io.write_bytes(bundle / "model.tflite", model_bytes)
     dense_path = _io.write_bytes(bundle / "dense.tflite", dense_bytes) if dense_bytes is not None else None
     if (bundle / "labels.txt").exists() or data.class_names:

@@ -70,7 +70,8 @@ class Candidate:
         return {"label": self.label, "mode": self.mode, "sparse_encoding": self.sparse_encoding, "source": self.source,
                 "bytes": len(self.data), "resolver": self.resolver, "latency_ratio": self.latency_ratio,
                 "latency_ratio_q1": self.latency_ratio_q1, "latency_ratio_q3": self.latency_ratio_q3,
-                "accuracy": v.accuracy if v else None, "agreement": v.agreement if v else None,
+                "accuracy": v.accuracy if v else None, "metric": v.metric if v else None,
+                "agreement": v.agreement if v else None,
                 "rejected": self.rejected, "chosen": chosen}
 
 
@@ -80,14 +81,15 @@ class Sources:
 
     final_model: Any
     float_model: Any | None  # the pruned float model (before QAT); None: no float fallback
-    x: np.ndarray
-    y: np.ndarray
-    final_outputs: np.ndarray
+    x: Any  # test inputs (a dict by input name for several inputs)
+    y: Any
+    final_outputs: Any
     representative: Any
     io: str
     verify: bool
     threads: int
     max_drop: float
+    task: Any = None  # edgesparse.task.Task
 
 
 def _encodings(setting: bool | str) -> list[bool]:
@@ -100,7 +102,8 @@ def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs
         if src.verify:
             outputs = src.final_outputs if c.source == "final" else float_outputs()
             c.verification = verify(c.data, src.x, src.y, outputs, threads=src.threads, label=c.label,
-                                    float_model=CONVERTER_MODES.get(c.mode).float_outputs, max_drop_points=src.max_drop)
+                                    float_model=CONVERTER_MODES.get(c.mode).float_outputs, max_drop_points=src.max_drop,
+                                    task=src.task)
         if reference is None:
             return
         r = time_paired(c.data, reference, runs=TIMING_RUNS, warmup=TIMING_WARMUP, threads=src.threads)

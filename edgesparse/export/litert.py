@@ -3,10 +3,15 @@
 XNNPACK (LiteRT's default delegate) can refuse some models, for example sparse int8
 FULLY_CONNECTED layers ("failed to delegate"); the builtin resolver runs them. ``auto`` tries
 XNNPACK first and records which resolver ran and why it fell back.
+
+Several inputs and outputs: the converter orders a model's tensors by their signature names, not
+in the Keras order, so inputs are fed and outputs read by name (the signature's names are the Keras
+input and output names).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,32 +54,83 @@ def load_interpreter(model: bytes, threads: int = 1, resolver: str = "auto") -> 
     return LoadedModel(made["interpreter"], made["resolver"], made["reason"])
 
 
-def predict(loaded: LoadedModel, x: np.ndarray, chunk: int = 128) -> np.ndarray:
+def signature_names(interp: Any) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature name, for inputs and for outputs (empty when the model has no signature)."""
+    try:
+        sigs = interp.get_signature_list()
+        if not sigs:
+            return {}, {}
+        runner_ = interp.get_signature_runner(next(iter(sigs)))
+        ins = {int(d["index"]): name for name, d in runner_.get_input_details().items()}
+        outs = {int(d["index"]): name for name, d in runner_.get_output_details().items()}
+        return ins, outs
+    except (ValueError, RuntimeError, KeyError, AttributeError):
+        return {}, {}
+
+
+def _match(details: list[dict[str, Any]], names: dict[int, str], wanted: list[str] | None) -> list[dict[str, Any]]:
+    """``details`` in the order of ``wanted`` names (by signature name), else as they are."""
+    if not wanted or len(details) == 1:
+        return details
+    by_name = {names.get(int(d["index"])): d for d in details}
+    if all(w in by_name for w in wanted):
+        return [by_name[w] for w in wanted]
+    return details
+
+
+def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str] | None = None,
+            output_names: list[str] | None = None) -> Any:
     """Run every sample of ``x`` (float inputs) and return float outputs.
 
     Float inputs are quantized for integer-input models and integer outputs dequantized, with the
     tensors' own scale and zero point. A dynamic batch axis is resized to run chunks at once.
+
+    Args:
+        loaded: The interpreter.
+        x: One array, or a dict of arrays by input name (several inputs).
+        chunk: Samples per invoke when the batch axis is dynamic.
+        input_names: The Keras input names, in order (several inputs: matched by signature name).
+        output_names: The Keras output names; with several outputs the result is a dict by these names.
+
+    Returns:
+        One array for a single output, else a dict by output name.
     """
     interp = loaded.interpreter
-    inp = interp.get_input_details()[0]
-    out = interp.get_output_details()[0]
-    dynamic_batch = int(inp["shape_signature"][0]) == -1 if len(inp["shape_signature"]) else False
-    step = chunk if dynamic_batch else int(inp["shape"][0])
-    results = []
-    current = int(inp["shape"][0])
-    for start in range(0, len(x), step):
-        batch = x[start:start + step]
-        n = len(batch)
+    in_names, out_names = signature_names(interp)
+    feeds_named = isinstance(x, Mapping)
+    keys = list(x) if feeds_named else None
+    ins = _match(interp.get_input_details(), in_names, keys or input_names)
+    outs = _match(interp.get_output_details(), out_names, output_names)
+    arrays = [np.asarray(x[k]) for k in keys] if feeds_named and keys else [np.asarray(x)]
+    if len(arrays) != len(ins):
+        raise ExportError(f"the TFLite model has {len(ins)} inputs but {len(arrays)} arrays were given.")
+    n_total = len(arrays[0])
+    first = ins[0]
+    dynamic_batch = int(first["shape_signature"][0]) == -1 if len(first["shape_signature"]) else False
+    step = chunk if dynamic_batch else int(first["shape"][0])
+    results: list[list[np.ndarray]] = [[] for _ in outs]
+    current = int(first["shape"][0])
+    for start in range(0, n_total, step):
+        batches = [a[start:start + step] for a in arrays]
+        n = len(batches[0])
         if dynamic_batch and n != current:
-            interp.resize_tensor_input(inp["index"], [n, *inp["shape"][1:]])
+            for d, b in zip(ins, batches):
+                interp.resize_tensor_input(d["index"], [n, *b.shape[1:]])
             interp.allocate_tensors()
-            inp = interp.get_input_details()[0]
-            out = interp.get_output_details()[0]
+            ins = _match(interp.get_input_details(), in_names, keys or input_names)
+            outs = _match(interp.get_output_details(), out_names, output_names)
             current = n
         elif not dynamic_batch and n != current:
-            pad = np.zeros((current - n, *batch.shape[1:]), dtype=batch.dtype)
-            batch = np.concatenate([batch, pad])
-        interp.set_tensor(inp["index"], quantize_input(batch, inp))
+            batches = [np.concatenate([b, np.zeros((current - n, *b.shape[1:]), dtype=b.dtype)]) for b in batches]
+        for d, b in zip(ins, batches):
+            interp.set_tensor(d["index"], quantize_input(b, d))
         interp.invoke()
-        results.append(dequantize_output(interp.get_tensor(out["index"]), out)[:n])
-    return np.concatenate(results) if results else np.zeros((0,))
+        for i, d in enumerate(outs):
+            results[i].append(dequantize_output(interp.get_tensor(d["index"]), d)[:n])
+    arrays_out = [np.concatenate(r) if r else np.zeros((0,)) for r in results]
+    if len(arrays_out) == 1:
+        return arrays_out[0]
+    sig = [out_names.get(int(d["index"])) for d in outs]
+    names = sig if all(sig) else (output_names if output_names and len(output_names) == len(outs)
+                                  else [f"output_{i}" for i in range(len(outs))])
+    return dict(zip(names, arrays_out))

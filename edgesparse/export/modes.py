@@ -86,11 +86,19 @@ def configure_converter(
     if cm.float16:
         converter.target_spec.supported_types = [tf.float16]
     if cm.needs_calibration and representative is not None:
-        samples = list(representative)
+        if isinstance(representative, dict):  # several inputs: {input name: samples}, fed by signature name
+            named = {k: np.asarray(v) for k, v in representative.items()}
+            count = len(next(iter(named.values())))
 
-        def gen() -> Any:
-            for s in samples:
-                yield [s[None, ...].astype(np.float32)]
+            def gen() -> Any:
+                for i in range(count):
+                    yield {k: v[i:i + 1].astype(np.float32) for k, v in named.items()}
+        else:
+            samples = list(representative)
+
+            def gen() -> Any:
+                for s in samples:
+                    yield [s[None, ...].astype(np.float32)]
 
         converter.representative_dataset = gen
     if cm.integer:

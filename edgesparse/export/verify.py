@@ -1,14 +1,23 @@
-"""Verification: run the .tflite on the held-out test split and compare it with the Keras model."""
+"""Verification: run the .tflite on the held-out test split and compare it with the Keras model.
+
+What "agrees" means is the task's (:mod:`edgesparse.task`): top-1 class agreement for
+classification, thresholded agreement for binary and multilabel outputs, and for regression and
+anomaly outputs the max absolute and relative difference; every output is compared. The check that
+fails an export is the task's primary metric of the TFLite model against the Keras model's, in
+points for fractions (accuracy, AUC) or as a relative increase for errors (mae, reconstruction error).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgesparse.errors import ExportError
 from edgesparse.export.litert import load_interpreter, predict
+from edgesparse.task import Task, classification
 
 
 @dataclass
@@ -16,17 +25,27 @@ class Verification:
     """How the TFLite model compares with the Keras model on the test split."""
 
     samples: int
-    accuracy: float
-    keras_accuracy: float
-    agreement: float  # share of samples whose top-1 class matches the Keras model's
-    max_abs_diff: float  # over all outputs (probabilities or logits)
+    accuracy: float | None  # TFLite accuracy where the task has one (classification, binary, multilabel)
+    keras_accuracy: float | None
+    agreement: float | None  # share of samples (or units) whose class matches the Keras model's; None: no classes
+    max_abs_diff: float  # over all outputs (probabilities, logits or values)
     resolver: str
     fallback_reason: str | None
     float_model: bool
+    metric: float | None = None  # the task's primary metric of the TFLite model
+    keras_metric: float | None = None
+    metric_name: str = "accuracy"
+    unit: str = "points"  # points (fractions) | % (relative change of an error)
+    max_rel_diff: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    keras_metrics: dict[str, float] = field(default_factory=dict)
+    heads: dict[str, Any] | None = None
+    drop: float = 0.0  # how much worse than Keras, in ``unit`` (positive = worse)
 
     @property
     def drop_points(self) -> float:
-        return (self.keras_accuracy - self.accuracy) * 100
+        """The primary metric's loss vs Keras (points for fractions, % for errors)."""
+        return self.drop
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -36,59 +55,73 @@ class Verification:
 
 def verify(
     tflite: bytes,
-    x: np.ndarray,
-    y: np.ndarray,
-    keras_outputs: np.ndarray,
+    x: Any,
+    y: Any,
+    keras_outputs: Any,
     *,
     threads: int = 1,
     float_model: bool = True,
     max_drop_points: float | None = None,
     label: str = "model",
+    task: Task | None = None,
 ) -> Verification:
     """Run ``tflite`` on ``x`` and compare with the Keras outputs.
 
     Args:
         tflite: The flatbuffer.
-        x: Test inputs (float).
-        y: Test labels.
-        keras_outputs: The Keras model's outputs on ``x``.
+        x: Test inputs (float; a dict by input name for several inputs).
+        y: Test targets (for anomaly the 0/1 labels).
+        keras_outputs: The Keras model's outputs on ``x`` (a dict by output name for several outputs).
         threads: Interpreter threads.
         float_model: Whether the model computes in float (its output difference is meaningful).
-        max_drop_points: Fail when the TFLite accuracy is more than this many points below Keras.
+        max_drop_points: Fail when the TFLite primary metric is more than this much worse than Keras'
+            (points for fractions, percent relative for errors).
         label: Name used in messages.
+        task: The data's task; None: a classifier scored by top-1 accuracy.
 
     Raises:
-        ExportError: the model does not run, or it loses more accuracy than allowed.
+        ExportError: the model does not run, or it loses more than allowed.
     """
+    if task is None:
+        units = int(np.asarray(keras_outputs).shape[-1])
+        task = classification(units, logits=False)
     loaded = load_interpreter(tflite, threads=threads)
-    out = predict(loaded, x)
-    if out.shape != keras_outputs.shape:
-        raise ExportError(
-            f"{label}: the TFLite outputs have shape {out.shape}, the Keras outputs {keras_outputs.shape}."
-        )
-    if not np.all(np.isfinite(out)):
-        raise ExportError(
-            f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
-            "converter/runtime case: float16 with block-sparse FULLY_CONNECTED weights). Export with "
-            "`sparse_encoding: false`, or use unstructured pattern or int8 quantization for that model."
-        )
-    pred = np.argmax(out, axis=-1)
-    kpred = np.argmax(keras_outputs, axis=-1)
+    names = [h.name for h in task.heads]
+    out = predict(loaded, x, input_names=list(task.input_names) or None, output_names=names)
+    k_out, t_out = task.outputs_dict(keras_outputs), task.outputs_dict(out) if isinstance(out, dict) or \
+        not task.multi_output else None
+    if t_out is None:
+        raise ExportError(f"{label}: the TFLite model has one output but the Keras model {len(names)}.")
+    for h in task.heads:
+        if t_out[h.name].shape != k_out[h.name].shape:
+            raise ExportError(f"{label}: the TFLite output '{h.name}' has shape {t_out[h.name].shape}, the Keras "
+                              f"output {k_out[h.name].shape}.")
+        if not np.all(np.isfinite(t_out[h.name])):
+            raise ExportError(
+                f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
+                "converter/runtime case: float16 with block-sparse FULLY_CONNECTED weights). Export with "
+                "`sparse_encoding: false`, or use unstructured pattern or int8 quantization for that model.")
+    cmp = task.compare(k_out, t_out)
+    tm, km = task.evaluate(t_out, y, x), task.evaluate(k_out, y, x)
+    key = task.metric_key
+    acc_key = (task.primary + "/accuracy") if task.multi_output else "accuracy"
+    metric, keras_metric = tm.get(key), km.get(key)
+    drop = task.degradation(keras_metric, metric, key) if metric is not None and keras_metric is not None else 0.0
+    n = len(next(iter(k_out.values())))
     result = Verification(
-        samples=len(x),
-        accuracy=float(np.mean(pred == y)),
-        keras_accuracy=float(np.mean(kpred == y)),
-        agreement=float(np.mean(pred == kpred)),
-        max_abs_diff=float(np.max(np.abs(out - keras_outputs))) if len(x) else 0.0,
-        resolver=loaded.resolver,
-        fallback_reason=loaded.fallback_reason,
-        float_model=float_model,
+        samples=n, accuracy=tm.get(acc_key), keras_accuracy=km.get(acc_key), agreement=cmp["agreement"],
+        max_abs_diff=cmp["max_abs_diff"] if n else 0.0, resolver=loaded.resolver,
+        fallback_reason=loaded.fallback_reason, float_model=float_model, metric=metric, keras_metric=keras_metric,
+        metric_name=task.metric_name, unit=task.unit(key), max_rel_diff=cmp["max_rel_diff"], metrics=tm,
+        keras_metrics=km, heads=cmp["heads"], drop=0.0 if math.isnan(drop) else drop,
     )
-    if max_drop_points is not None and result.drop_points > max_drop_points:
+    if max_drop_points is not None and result.drop > max_drop_points:
+        unit = "points" if result.unit == "points" else "% (relative)"
+        worse = "below" if task.direction_of(key) == "higher" else "above"
         raise ExportError(
-            f"{label}: the TFLite model's test accuracy {result.accuracy:.2%} is {result.drop_points:.1f} "
-            f"points below the Keras model's {result.keras_accuracy:.2%} (allowed: {max_drop_points:g}). "
-            "Quantization or conversion lost accuracy: try qat/pqat instead of post-training int8, more "
-            "representative samples, or raise `export.max_accuracy_drop` to accept it."
+            f"{label}: the TFLite model's test {task.metric_name} {task.fmt(metric, key)} is {result.drop:.2f} "
+            f"{unit} {worse} the Keras model's {task.fmt(keras_metric, key)} (export.max_accuracy_drop allows "
+            f"{max_drop_points:g} {unit}). Quantization or conversion lost it: try qat/pqat instead of "
+            "post-training int8, more representative samples, or raise `export.max_accuracy_drop` to accept it."
         )
     return result

@@ -13,7 +13,11 @@ Every training step minimises::
 
 on logits (for models ending in a softmax, the log of the probabilities: softmax(log p / T) equals
 softmax(logits / T)), plus the model's own regularisation losses. The T^2 factor keeps the
-gradient scale of the soft term independent of T (Hinton et al., 2015).
+gradient scale of the soft term independent of T (Hinton et al., 2015). What the soft term is depends
+on the task (:mod:`edgesparse.task`), per output: classification the KL above; binary and multilabel the
+KL of the Bernoulli distributions ``sigmoid(z / T)``, per unit, averaged; regression and anomaly the mean
+squared difference to the teacher's outputs (no temperature). Several outputs: the heads' terms
+weighted by their loss weights.
 
 Why the student keeps its identity: tfmot's ``UpdatePruningStep`` and ``PruningSummaries``, the
 run's per-epoch sparsity column and ``BackupAndRestore`` all look at the model being fit. A wrapper
@@ -30,6 +34,7 @@ from typing import Any
 from edgesparse import _tf
 from edgesparse.errors import ModelError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
+from edgesparse.task import Head, Task
 from edgesparse.train.compile import compile_model, outputs_probabilities
 
 _EPS = 1e-7
@@ -42,13 +47,62 @@ def teacher_for(cfg: DistillationConfig | None, phase: str, dense: Any) -> Any |
     return dense
 
 
-def _logits(model: Any, outputs: Any) -> Any:
+def _logits(model: Any, outputs: Any, probabilities: bool | None = None) -> Any:
     """Logits of ``outputs`` (the log of softmax probabilities, which differs by a constant per row)."""
     tf = _tf.tf()
     outputs = tf.cast(outputs, tf.float32)
-    if outputs_probabilities(model):
+    if outputs_probabilities(model) if probabilities is None else probabilities:
         return tf.math.log(tf.clip_by_value(outputs, _EPS, 1.0))
     return outputs
+
+
+def _sigmoid_logits(outputs: Any, probabilities: bool) -> Any:
+    tf = _tf.tf()
+    outputs = tf.cast(outputs, tf.float32)
+    if probabilities:
+        p = tf.clip_by_value(outputs, _EPS, 1.0 - _EPS)
+        return tf.math.log(p) - tf.math.log(1.0 - p)
+    return outputs
+
+
+def bernoulli_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
+    """``T^2 * mean KL(Bernoulli(sigmoid(teacher/T)) || Bernoulli(sigmoid(student/T)))`` over units and batch."""
+    tf = _tf.tf()
+    t = float(temperature)
+    pt = tf.sigmoid(teacher_logits / t)
+    log_pt, log_1pt = tf.math.log_sigmoid(teacher_logits / t), tf.math.log_sigmoid(-teacher_logits / t)
+    log_ps, log_1ps = tf.math.log_sigmoid(student_logits / t), tf.math.log_sigmoid(-student_logits / t)
+    kl = pt * (log_pt - log_ps) + (1.0 - pt) * (log_1pt - log_1ps)
+    return (t * t) * tf.reduce_mean(kl)
+
+
+def head_term(head: Head, student_out: Any, teacher_out: Any, temperature: float) -> Any:
+    """The soft term of one output: KL for classes, MSE to the teacher's outputs otherwise."""
+    tf = _tf.tf()
+    if head.kind == "classification":
+        probs = not head.logits
+        return distillation_term(_logits(None, student_out, probs), _logits(None, teacher_out, probs), temperature)
+    if head.kind in ("binary", "multilabel"):
+        probs = not head.logits
+        return bernoulli_term(_sigmoid_logits(student_out, probs), _sigmoid_logits(teacher_out, probs), temperature)
+    return tf.reduce_mean(tf.square(tf.cast(student_out, tf.float32) - tf.cast(teacher_out, tf.float32)))
+
+
+def _soft_term(task: Task | None, student: Any, teacher: Any, y_pred: Any, x: Any, temperature: float) -> Any:
+    t_pred = teacher(x, training=False)
+    if task is None:
+        return distillation_term(_logits(student, y_pred), _logits(teacher, t_pred), temperature)
+    if not task.multi_output:
+        return head_term(task.heads[0], y_pred, t_pred, temperature)
+    s_out, t_out = _as_list(y_pred, task), _as_list(t_pred, task)
+    total = sum(h.weight for h in task.heads)
+    return sum(h.weight / total * head_term(h, s, t, temperature) for h, s, t in zip(task.heads, s_out, t_out))
+
+
+def _as_list(out: Any, task: Task) -> list[Any]:
+    if isinstance(out, dict):
+        return [out[h.name] for h in task.heads]
+    return list(out)
 
 
 def distillation_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
@@ -62,7 +116,8 @@ def distillation_term(student_logits: Any, teacher_logits: Any, temperature: flo
     return (t * t) * tf.reduce_mean(kl)
 
 
-def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig, optimizer: OptimizerConfig) -> None:
+def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig, optimizer: OptimizerConfig,
+                             task: Task | None = None) -> None:
     """Compile ``student`` so that ``fit`` minimises the distillation loss against ``teacher``.
 
     The reported ``loss`` (and ``val_loss``) is the whole objective; ``accuracy`` is the student's.
@@ -74,6 +129,7 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
         teacher: A trained model with the same input and number of outputs; never updated.
         cfg: Weight and temperature.
         optimizer: The phase's optimizer settings.
+        task: The data's task (picks each output's soft term); None: a softmax/logits classifier.
 
     Raises:
         ModelError: teacher and student disagree on input shape or number of outputs.
@@ -85,12 +141,11 @@ def compile_for_distillation(student: Any, teacher: Any, cfg: DistillationConfig
             f"{teacher.output_shape[-1]} outputs but the student '{student.name}' maps "
             f"{tuple(student.input_shape[1:])} to {student.output_shape[-1]}; they must match."
         )
-    compile_model(student, optimizer, loss_weight=1.0 - cfg.weight)
+    compile_model(student, optimizer, task, loss_weight=1.0 - cfg.weight)
     weight, temperature = float(cfg.weight), float(cfg.temperature)
 
     def compute_loss(x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None) -> Any:
-        soft = distillation_term(_logits(student, y_pred), _logits(teacher, teacher(x, training=False)),
-                                 temperature)
+        soft = _soft_term(task, student, teacher, y_pred, x, temperature)
         # compiled_loss adds the "regularisation" list to (1 - w) * CE and its loss tracker records
         # the sum: the logged loss is the whole objective.
         return student.compiled_loss(y, y_pred, sample_weight,

@@ -19,8 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgesparse import _io, _tf
+from edgesparse.data.dataset import n_samples
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
+from edgesparse.task import Task
 from edgesparse.train import distill
 from edgesparse.train.compile import compile_model
 
@@ -102,6 +104,7 @@ class _StepTimer:
 class History:
     """history.csv of every phase, rewritten atomically after each epoch."""
 
+    #: the columns every history has, in this order; every other compiled metric follows (``auc``, ``cls_accuracy``)
     COLUMNS: ClassVar[list[str]] = ["phase", "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "sparsity",
                                     "seconds"]
 
@@ -119,11 +122,14 @@ class History:
         same = (row["phase"], str(row["epoch"]))
         self.rows = [r for r in self.rows if (r.get("phase"), str(r.get("epoch"))) != same]
         self.rows.append(row)
+        columns = list(self.COLUMNS)
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=self.COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({k: _fmt(r.get(k)) for k in self.COLUMNS})
+            writer.writerow({k: _fmt(r.get(k)) for k in columns})
         _io.write_text(self.path, buf.getvalue())
 
 
@@ -131,12 +137,12 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
 
 
-def to_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> Any:
-    """A batched, prefetched tf.data pipeline over in-memory arrays."""
+def to_dataset(x: Any, y: Any, batch_size: int, shuffle: bool, seed: int) -> Any:
+    """A batched, prefetched tf.data pipeline over in-memory arrays (or dicts of arrays by input/output name)."""
     tf = _tf.tf()
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(n_samples(x), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -189,7 +195,7 @@ def run_phase(
         TrainError: the loss diverged.
         TypeError: a ``teacher`` without ``distillation``.
     """
-    _compile_for_phase(phase, model, optimizer, teacher, distillation)
+    _compile_for_phase(phase, model, optimizer, teacher, distillation, data.task)
     backup = run_dir / "backup" / phase
     if not resume and backup.exists():
         shutil.rmtree(backup)
@@ -207,8 +213,8 @@ def run_phase(
         _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         _recorder(phase, history, epoch_metrics),
     ]
-    train_ds = to_dataset(data.x_train, data.y_train, batch_size, shuffle, seed)
-    val = (data.x_val, data.y_val) if len(data.x_val) else None
+    train_ds = to_dataset(data.x_train, data.fit_targets(data.x_train, data.y_train), batch_size, shuffle, seed)
+    val = (data.x_val, data.fit_targets(data.x_val, data.y_val)) if n_samples(data.x_val) else None
     t0 = time.perf_counter()
     _IN_FIT.set()
     try:
@@ -243,16 +249,16 @@ def _lr_schedule(optimizer: OptimizerConfig, epochs: int) -> list[Any]:
 
 
 def _compile_for_phase(phase: str, model: Any, optimizer: OptimizerConfig, teacher: Any | None,
-                       distillation: DistillationConfig | None) -> None:
+                       distillation: DistillationConfig | None, task: Task | None) -> None:
     """Compile ``model`` for plain training, or for distillation from ``teacher``."""
     if teacher is not None and distillation is None:
         raise TypeError("run_phase: a teacher needs its distillation settings (weight, temperature)")
     if teacher is not None and distillation is not None:
-        distill.compile_for_distillation(model, teacher, distillation, optimizer)
+        distill.compile_for_distillation(model, teacher, distillation, optimizer, task)
         logger.info("%s: distilling from '%s' (weight %g, temperature %g)", phase, teacher.name,
                     distillation.weight, distillation.temperature)
     else:
-        compile_model(model, optimizer)
+        compile_model(model, optimizer, task)
 
 
 def _recorder(phase: str, history: History, epoch_metrics: Callable[[Any], dict[str, Any]] | None) -> Any:
@@ -300,7 +306,40 @@ def _check_finite(phase: str, model: Any, optimizer: OptimizerConfig) -> None:
                          f"(currently {optimizer.learning_rate:g}) or check the data for NaNs.")
 
 
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> tuple[float, np.ndarray]:
-    """Accuracy and output probabilities/logits of ``model`` on ``(x, y)``."""
+def predict(model: Any, x: Any, batch_size: int = 256) -> Any:
+    """The model's outputs on ``x``: one array, or a dict by output name for several outputs."""
     out = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(out, axis=-1) == y)), out
+    if isinstance(out, (list, tuple)):
+        names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(out))])
+        return {n: np.asarray(o) for n, o in zip(names, out)}
+    if isinstance(out, dict):
+        return {k: np.asarray(v) for k, v in out.items()}
+    return out
+
+
+def evaluate(model: Any, x: Any, y: Any, batch_size: int = 256, task: Task | None = None
+             ) -> tuple[float, Any]:
+    """The primary metric and the outputs of ``model`` on ``(x, y)``.
+
+    Args:
+        model: The model.
+        x: Inputs (array or dict by input name).
+        y: Targets (for anomaly the 0/1 labels).
+        batch_size: Prediction batch size.
+        task: The data's task; None scores top-1 accuracy (a classifier).
+
+    Returns:
+        ``(primary metric, outputs)``; for anomaly on a split without both labels the primary is the
+        reconstruction error (:attr:`~edgesparse.task.Task.guard_key`).
+    """
+    out = predict(model, x, batch_size)
+    if task is None:
+        return float(np.mean(np.argmax(out, axis=-1) == y)), out
+    scores = task.evaluate(out, y, x)
+    return float(scores.get(task.metric_key, scores.get(task.guard_key, float("nan")))), out
+
+
+def scores(model: Any, x: Any, y: Any, task: Task, batch_size: int = 256) -> tuple[dict[str, float], Any]:
+    """Every metric of the task on ``(x, y)`` and the outputs."""
+    out = predict(model, x, batch_size)
+    return task.evaluate(out, y, x), out

@@ -28,6 +28,7 @@ import numpy as np
 
 from edgesparse.errors import TrainError
 from edgesparse.recipe import ChannelsConfig
+from edgesparse.task import Task
 from edgesparse.train.channels import allocation, sensitivity
 from edgesparse.train.channels.allocation import Target
 from edgesparse.train.channels.cost import CostModel, build_cost_model
@@ -84,7 +85,7 @@ def _check_prunable(graph: ChannelGraph, model: Any) -> None:
 
 def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.ndarray, *,
                   x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
-                  latency_fn: LatencyFn | None = None, probs: bool = True) -> ChannelPlan:
+                  latency_fn: LatencyFn | None = None, probs: bool = True, task: Task | None = None) -> ChannelPlan:
     """Decide which channels of ``model`` to keep.
 
     Args:
@@ -95,7 +96,8 @@ def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.
         x_train: Training inputs (the ``taylor`` criterion; validation data when None).
         y_train: Training labels.
         latency_fn: Required for a latency target: times a thinned model against the dense one.
-        probs: Whether the model outputs probabilities (else logits).
+        probs: Whether the model outputs probabilities (else logits); used without a task.
+        task: The data's task: sensitivity measures its guard metric and loss, Taylor its loss.
 
     Returns:
         The plan (graph, scores, keep mask, sensitivity rows).
@@ -107,12 +109,13 @@ def plan_channels(model: Any, cfg: ChannelsConfig, x_val: np.ndarray, y_val: np.
     _check_prunable(graph, model)
     cost = build_cost_model(model, graph)
     xs, ys = (x_train, y_train) if x_train is not None and y_train is not None else (x_val, y_val)
-    scores = importance(cfg.importance, model, graph, x=xs, y=ys, batches=cfg.taylor_batches)
+    scores = importance(cfg.importance, model, graph, x=xs, y=ys, batches=cfg.taylor_batches, task=task)
     plan = ChannelPlan(graph=graph, cost=cost, scores=scores, keep=np.ones(graph.num_units, dtype=bool),
                        target={cfg.target.kind: cfg.target.value} if cfg.target else {"ratio": float(cfg.ratio or 0)})
     if cfg.allocation == "auto":
         plan.rows = sensitivity.analyze(model, graph, scores, cost, x=x_val, y=y_val,
-                                        ratios=tuple(cfg.sensitivity_ratios), min_keep=cfg.min_keep, probs=probs)
+                                        ratios=tuple(cfg.sensitivity_ratios), min_keep=cfg.min_keep, probs=probs,
+                                        task=task)
     if cfg.target is not None and cfg.target.kind == "latency":
         if latency_fn is None:
             raise TrainError("a channels latency target needs a latency measurement (run it through "

@@ -20,7 +20,9 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse._registry import Registry
+from edgesparse.data.dataset import n_samples, take
 from edgesparse.errors import RecipeError
+from edgesparse.task import Task
 from edgesparse.train.channels.graph import ChannelGraph, LayerNode
 from edgesparse.train.compile import outputs_probabilities
 
@@ -108,17 +110,21 @@ def bn(model: Any, graph: ChannelGraph, **_: Any) -> np.ndarray:
 
 
 @CRITERIA.register("taylor")
-def taylor(model: Any, graph: ChannelGraph, *, x: np.ndarray, y: np.ndarray, batches: int = 4,
-           batch_size: int = 64, **_: Any) -> np.ndarray:
-    """First-order Taylor (activation x gradient) over ``batches`` batches of ``(x, y)``."""
+def taylor(model: Any, graph: ChannelGraph, *, x: Any, y: Any, batches: int = 4,
+           batch_size: int = 64, task: Task | None = None, **_: Any) -> np.ndarray:
+    """First-order Taylor (activation x gradient) of the task's loss over ``batches`` batches of ``(x, y)``."""
     tf = _tf.tf()
     keras = _tf.keras()
-    probs = outputs_probabilities(model)  # a final Softmax layer and wrappers included
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=not probs)
+    if task is None:
+        probs = outputs_probabilities(model)  # a final Softmax layer and wrappers included
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=not probs)
+    else:
+        loss_fn = _task_loss(task)
+        y = task.fit_targets(x, y)
     variables = model.trainable_weights
     totals: dict[str, np.ndarray] = {}
-    for start in range(0, min(len(x), batches * batch_size), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    for start in range(0, min(n_samples(x), batches * batch_size), batch_size):
+        xb, yb = take(x, slice(start, start + batch_size)), take(y, slice(start, start + batch_size))
         with tf.GradientTape() as tape:
             loss = loss_fn(yb, model(xb, training=False))
         grads = tape.gradient(loss, variables)
@@ -127,6 +133,19 @@ def taylor(model: Any, graph: ChannelGraph, *, x: np.ndarray, y: np.ndarray, bat
         for name, s in _taylor_layer_scores(model, graph, variables, wg).items():
             totals[name] = totals.get(name, 0.0) + s
     return aggregate(graph, totals)
+
+
+def _task_loss(task: Task) -> Any:
+    """The task's training loss as one callable ``f(y, y_pred)`` (several outputs: weighted sum)."""
+    losses = task.keras_loss()
+    if not task.multi_output:
+        return losses
+
+    def total(y: Any, pred: Any) -> Any:
+        preds = pred if isinstance(pred, dict) else dict(zip([h.name for h in task.heads], pred))
+        return sum(h.weight * losses[h.name](y[h.name], preds[h.name]) for h in task.heads)
+
+    return total
 
 
 def _taylor_layer_scores(model: Any, graph: ChannelGraph, variables: list[Any],

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.data.dataset import take
+from edgesparse.task import Task
 from edgesparse.train.channels.allocation import keep_for_ratios, removable
 from edgesparse.train.channels.cost import CostModel
 from edgesparse.train.channels.graph import ChannelGraph
@@ -40,8 +42,12 @@ class SensitivityRow:
         return asdict(self)
 
 
-def _scores(model: Any, x: np.ndarray, y: np.ndarray, probs: bool) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``(x, y)``."""
+def _scores(model: Any, x: Any, y: Any, probs: bool, task: Task | None = None) -> tuple[float, float]:
+    """(primary metric, mean loss) of ``model`` on ``(x, y)``; without a task (accuracy, cross-entropy)."""
+    if task is not None:
+        out = model.predict(x, batch_size=256, verbose=0)
+        scores = task.evaluate(out, y, x)
+        return float(scores.get(task.guard_key, scores.get(task.metric_key, 0.0))), task.loss_value(out, y, x)
     out = np.asarray(model.predict(x, batch_size=256, verbose=0), dtype=np.float64)
     if not probs:
         out = np.exp(out - out.max(axis=-1, keepdims=True))
@@ -52,7 +58,7 @@ def _scores(model: Any, x: np.ndarray, y: np.ndarray, probs: bool) -> tuple[floa
 
 def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel, *, x: np.ndarray, y: np.ndarray,
             ratios: tuple[float, ...] = (0.25, 0.5, 0.75), min_keep: float = 0.1,
-            probs: bool = True) -> list[SensitivityRow]:
+            probs: bool = True, task: Task | None = None) -> list[SensitivityRow]:
     """Prune every group alone at each of ``ratios`` and measure accuracy, loss and cost saved.
 
     Args:
@@ -64,15 +70,17 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
         y: Validation labels.
         ratios: Fractions of each group's channels to remove (capped by ``min_keep``).
         min_keep: Fraction of each group's channels always kept.
-        probs: Whether the model outputs probabilities (else logits).
+        probs: Whether the model outputs probabilities (else logits); without a task.
+        task: The data's task: its guard metric and loss are measured (``accuracy`` holds that metric, and
+            ``accuracy_drop`` its degradation: points for fractions, % for errors).
 
     Returns:
         One row per (group, ratio).
     """
-    x, y = x[:MAX_SAMPLES], y[:MAX_SAMPLES]
+    x, y = take(x, slice(0, MAX_SAMPLES)), take(y, slice(0, MAX_SAMPLES))
     work = mask_model(model, graph, np.ones(graph.num_units, dtype=bool))
     original = work.get_weights()
-    base_acc, base_loss = _scores(work, x, y, probs)
+    base_acc, base_loss = _scores(work, x, y, probs, task)
     full = np.ones(graph.num_units, dtype=bool)
     dense_macs, dense_params = max(1, cost.macs(full)), max(1, cost.params(full))
     rows = []
@@ -82,12 +90,14 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
             r[i] = ratio
             keep = keep_for_ratios(graph, scores, r, min_keep)
             apply_mask(work, graph, keep)
-            acc, loss = _scores(work, x, y, probs)
+            acc, loss = _scores(work, x, y, probs, task)
             work.set_weights(original)
             rows.append(SensitivityRow(
                 group=group.name, channels=len(group.units), ratio=ratio,
                 removed=min(round(ratio * len(group.units)), removable(group, min_keep)),
-                accuracy=acc, accuracy_drop=100 * (base_acc - acc), loss_increase=loss - base_loss,
+                accuracy=acc, accuracy_drop=(100 * (base_acc - acc) if task is None else
+                                             task.degradation(base_acc, acc, task.guard_key)),
+                loss_increase=loss - base_loss,
                 macs_saved=1 - cost.macs(keep) / dense_macs, params_saved=1 - cost.params(keep) / dense_params))
     return rows
 
