@@ -172,8 +172,10 @@ class SparsityConfig(_Section):
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=5e-4)
     on_shortfall: Literal["fail", "warn"] = "fail"
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="allowed shortfall of achieved sparsity")
-    max_drop: float = Field(2.0, ge=0.0, le=100.0, description="points of validation accuracy the pruned (and "
-                            "quantization-aware trained) model may lose against the dense baseline")
+    max_drop: float | None = Field(None, ge=0.0, description="how much of the task's guard metric on validation "
+                                   "the pruned (and quantization-aware trained) model may lose against the dense "
+                                   "baseline: points for fractions (accuracy, AUC), % relative for errors (mae, "
+                                   "reconstruction error); default 2 points or 10%")
     on_drop: Literal["fail", "warn"] = Field("fail", description="when the drop exceeds max_drop: fail the run, "
                                              "or warn and keep the model")
 
@@ -260,8 +262,9 @@ class ChannelsConfig(_Section):
         [0.25, 0.5, 0.75], min_length=1, description="ratios each group is pruned at alone (auto, analyze)")
     taylor_batches: int = Field(4, ge=1, description="batches the taylor criterion averages over")
     tolerance: float = Field(1e-4, gt=0.0, description="max |thinned - masked| output difference (else an error)")
-    max_drop: float = Field(2.0, ge=0.0, le=100.0, description="points of validation accuracy the fine-tuned "
-                            "thinned model may lose against the dense baseline")
+    max_drop: float | None = Field(None, ge=0.0, description="how much of the task's guard metric the fine-tuned "
+                                   "thinned model may lose against the dense baseline: points for fractions, % "
+                                   "relative for errors; default 2 points or 10%")
     on_drop: Literal["fail", "warn"] = Field("fail", description="when the drop exceeds max_drop: fail or warn")
 
     @model_validator(mode="after")
@@ -306,8 +309,9 @@ class ExportConfig(_Section):
         "balanced", description="which verified conversion to keep: the smallest file (size), the fastest (latency), "
         "or the smallest that is not slower than the dense float model (balanced), timed paired on this machine")
     verify: bool = True
-    max_accuracy_drop: float = Field(
-        2.0, ge=0.0, le=100.0, description="points of accuracy the .tflite may lose vs Keras"
+    max_accuracy_drop: float | None = Field(
+        None, ge=0.0, description="how much of the task's primary metric the .tflite may lose vs Keras on the test "
+        "split: points for fractions (accuracy, AUC), % relative for errors (mae); default 2 points or 10%"
     )
     threads: int = Field(1, ge=1, description="interpreter threads used for verification")
 

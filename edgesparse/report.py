@@ -8,28 +8,50 @@ from edgesparse.render import fmt_int, fmt_pct
 from edgesparse.summary import RunSummary
 
 
+def _fraction(metric: str) -> bool:
+    return metric.rsplit(" ", 1)[-1] in ("accuracy", "auc", "pauc")
+
+
+def fmt_metric(summary: RunSummary, value: float | None) -> str:
+    """The primary metric for people: a percentage for fractions (accuracy, AUC), a number for errors."""
+    if value is None:
+        return "—"
+    return fmt_pct(value) if _fraction(summary.metric_name) else f"{value:.4g}"
+
+
 def comparison_table(summary: RunSummary) -> Any:
-    """Dense baseline vs final model: accuracy, sparsity, .tflite bytes, gzip bytes, ratio."""
+    """Dense baseline vs final model: the task's primary metric, sparsity, .tflite bytes, gzip bytes, ratio."""
     from rich.table import Table
 
     base, model, tfl = summary.baseline, summary.model, summary.tflite
+    metric = summary.metric_name
+    short = "acc." if metric == "accuracy" else metric
     t = Table(title=f"{summary.name}: dense vs final (test split, {summary.data.test} samples)")
-    for col in ("model", "Keras acc.", "TFLite acc.", "sparsity (pruned kernels)", "sparsity (all params)",
+    for col in ("model", f"Keras {short}", f"TFLite {short}", "sparsity (pruned kernels)", "sparsity (all params)",
                 "coverage", ".tflite bytes", "gzip bytes", "size ratio"):
         t.add_column(col, justify="right" if col != "model" else "left")
-    t.add_row("dense float32", fmt_pct(base.accuracy), fmt_pct(base.tflite_accuracy), "—", "—", "—",
+    base_tfl = base.tflite_metric if base.tflite_metric is not None else base.tflite_accuracy
+    warned = " (health: warn)" if (base.health or {}).get("status") == "warn" else ""
+    t.add_row(f"dense float32{warned}", fmt_metric(summary, base.metric), fmt_metric(summary, base_tfl), "—", "—", "—",
               fmt_int(base.tflite_bytes), fmt_int(base.tflite_gzip_bytes), "1.0x")
     ratio = tfl.ratio_vs_dense if tfl else None
     pruned = model.sparsity_pruned_kernels if model and model.sparsity_pruned_kernels is not None else (
         model.sparsity if model else None)
-    t.add_row(f"final ({summary.quantization.mode})", fmt_pct(model.accuracy if model else None),
-              fmt_pct(tfl.accuracy if tfl else None), fmt_pct(pruned),
+    t.add_row(f"final ({summary.quantization.mode})", fmt_metric(summary, model.metric if model else None),
+              fmt_metric(summary, tfl.metric if tfl else None), fmt_pct(pruned),
               fmt_pct(model.sparsity_all_params if model else None), fmt_pct(model.coverage if model else None),
               fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),
               "—" if not ratio else f"1/{ratio:.1f}")
     caption = []
     if tfl:
-        caption.append(f"TFLite vs Keras top-1 agreement {fmt_pct(tfl.agreement)}, resolver {tfl.resolver}")
+        kind = (summary.task or {}).get("kind", "classification")
+        if tfl.agreement is not None:
+            how = "top-1" if kind == "classification" else "thresholded" if kind in ("binary", "multilabel") else ""
+            caption.append(f"TFLite vs Keras {how + ' ' if how else ''}agreement {fmt_pct(tfl.agreement)}, "
+                           f"max |diff| {tfl.max_abs_diff:.3g}, resolver {tfl.resolver}")
+        else:
+            caption.append(f"TFLite vs Keras outputs: max |diff| {tfl.max_abs_diff or 0:.3g}, max relative diff "
+                           f"{tfl.max_rel_diff or 0:.3g}, resolver {tfl.resolver}")
         if tfl.latency_ratio is not None:
             caption.append(f"latency {tfl.latency_ratio:.2f}x the dense float model's (paired, on this machine, "
                            f"export.objective {tfl.objective})")

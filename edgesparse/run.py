@@ -604,11 +604,12 @@ def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
     task = run.data.task
     value = _validation_metric(run, model)
     scfg = run.recipe.sparsity
-    max_drop, on_drop = (scfg.max_drop, scfg.on_drop) if scfg is not None else (2.0, "fail")
+    max_drop, on_drop = (scfg.max_drop, scfg.on_drop) if scfg is not None else (None, "fail")
     section = "sparsity"
     if stage == "channels" and run.recipe.channels is not None:  # the channel phase has its own guard settings
         max_drop, on_drop, section = run.recipe.channels.max_drop, run.recipe.channels.on_drop, "channels"
     key = task.guard_key
+    max_drop = task.max_drop(max_drop, key)
     drop = task.degradation(run.dense_validation, value, key)
     if drop <= max_drop:
         return value

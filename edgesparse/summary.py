@@ -63,6 +63,7 @@ class BaselineInfo(_Section):
     tflite_path: str | None = None
     tflite_accuracy: float | None = None
     tflite_metric: float | None = None
+    health: dict[str, Any] | None = None  # the baseline health check: chance level, figures, findings, status
 
 
 class ChannelGroupInfo(_Section):

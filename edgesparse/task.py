@@ -73,6 +73,8 @@ _DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("mae", "mse"),
     "anomaly": ("auc", "pauc", "reconstruction_mse"),
 }
+#: a guard's default allowance by unit: 2 points of a fraction, a 10% relative increase of an error
+DEFAULT_MAX_DROP = {"points": 2.0, "%": 10.0}
 _DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "binary": "binary_crossentropy",
                  "multilabel": "binary_crossentropy", "regression": "mse", "anomaly": "mse"}
 
@@ -241,6 +243,12 @@ class Task:
         base = metric_key.rsplit("/", 1)[-1]
         found = METRICS.get(base)
         return "points" if found is not None and found[1] == "fraction" else "%"
+
+    def max_drop(self, setting: float | None, metric_key: str | None = None) -> float:
+        """A guard's allowance: the recipe's ``setting``, else 2 points (fractions) or 10% (errors)."""
+        if setting is not None:
+            return float(setting)
+        return DEFAULT_MAX_DROP[self.unit(metric_key or self.metric_key)]
 
     def direction_of(self, metric_key: str) -> str:
         base = metric_key.rsplit("/", 1)[-1]

@@ -22,8 +22,10 @@ from tests.conftest import ROOT, tiny_recipe, write_recipe
 
 def test_summary_has_the_documented_keys(trained_run: Any) -> None:
     on_disk = json.loads((trained_run.run_dir / "summary.json").read_text())
-    assert on_disk["schema_version"] == 1
-    for path in ("baseline.accuracy", "baseline.tflite_bytes", "model.accuracy", "model.sparsity", "tflite.path",
+    assert on_disk["schema_version"] == 2
+    assert on_disk["task"]["kind"] == "classification" and on_disk["task"]["metric"] == "accuracy"
+    assert on_disk["model"]["metric"] == on_disk["model"]["accuracy"] == on_disk["model"]["metrics"]["accuracy"]
+    for path in ("baseline.accuracy", "baseline.metric", "model.metric", "tflite.metric", "task.direction", "baseline.tflite_bytes", "model.accuracy", "model.sparsity", "tflite.path",
                  "tflite.bytes", "tflite.gzip_bytes", "tflite.accuracy", "tflite.agreement", "versions.tensorflow",
                  "versions.tfmot", "sparsity.plan", "sparsity.achieved.layers", "quantization.mode", "timing.train_seconds",
                  "data.test", "training.replicas", "warnings"):

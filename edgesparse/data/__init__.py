@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 # Importing the source modules registers them; DataConfig is built from the registries afterwards.
-from edgesparse.data import digits, image_folder, keras_datasets, npz, shapes  # noqa: F401
+from edgesparse.data import digits, image_folder, keras_datasets, machine_sound, npz, shapes, wake_word  # noqa: F401
 from edgesparse.data.dataset import Dataset
 from edgesparse.data.digits import DigitsConfig
 from edgesparse.data.image_folder import ImageFolderConfig

@@ -91,7 +91,7 @@ def export_models(
                   y=data.y_test, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
-                  max_drop=cfg.max_accuracy_drop, task=data.task)
+                  max_drop=_max_drop(cfg, data), task=data.task)
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
@@ -136,8 +136,15 @@ def _convert_dense(dense_model: Any, data: Any, cfg: Any,
     if dense_outputs is None:
         dense_outputs = dense_model.predict(data.x_test, batch_size=256, verbose=0)
     return dense_bytes, verify(dense_bytes, data.x_test, data.y_test, dense_outputs, threads=cfg.threads,
-                               float_model=True, max_drop_points=cfg.max_accuracy_drop, label="dense.tflite",
+                               float_model=True, max_drop_points=_max_drop(cfg, data), label="dense.tflite",
                                task=data.task)
+
+
+def _max_drop(cfg: Any, data: Any) -> float:
+    """``export.max_accuracy_drop``, or the task's default (2 points, or 10% for an error metric)."""
+    if data.task is not None:
+        return float(data.task.max_drop(cfg.max_accuracy_drop))
+    return 2.0 if cfg.max_accuracy_drop is None else float(cfg.max_accuracy_drop)
 
 
 def verify_arrays(data: Any, outputs: Any, n: int) -> dict[str, np.ndarray]:

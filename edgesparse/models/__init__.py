@@ -20,7 +20,15 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from edgesparse import _tf
 from edgesparse.errors import ModelError
-from edgesparse.models.zoo import ZOO, DSCNNConfig, MLPConfig, MobileNetV2Config, ResNetConfig, SmallCNNConfig
+from edgesparse.models.zoo import (
+    ZOO,
+    AutoencoderConfig,
+    DSCNNConfig,
+    MLPConfig,
+    MobileNetV2Config,
+    ResNetConfig,
+    SmallCNNConfig,
+)
 
 __all__ = ["ZOO", "ModelConfig", "build_model", "describe", "import_object", "prepare_model"]
 
@@ -56,6 +64,7 @@ BuiltinModelConfig = Annotated[
         Annotated[MobileNetV2Config, Tag("mobilenet_v2")],
         Annotated[DSCNNConfig, Tag("ds_cnn")],
         Annotated[ResNetConfig, Tag("resnet")],
+        Annotated[AutoencoderConfig, Tag("autoencoder")],
     ],
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
 ]

@@ -150,6 +150,8 @@ class DSCNNConfig(_ZooEntry):
     filters: int = Field(64, gt=0)
     blocks: int = Field(4, ge=1, le=8)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    head: Literal["softmax", "sigmoid"] = Field(
+        "softmax", description="softmax over the classes, or one sigmoid unit (binary: a wake-word detector)")
 
 
 @register("ds_cnn", DSCNNConfig)
@@ -173,7 +175,13 @@ def ds_cnn(cfg: DSCNNConfig, input_shape: tuple[int, ...], num_classes: int) -> 
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if cfg.dropout:
         x = layers.Dropout(cfg.dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
+    if cfg.head == "sigmoid":
+        if num_classes > 2:
+            raise ModelError(f"ds_cnn head sigmoid is one unit for two classes (0/1); the data has {num_classes} "
+                             "classes. Use head softmax, or 0/1 labels.")
+        outputs = layers.Dense(1, activation="sigmoid", name="logits")(x)
+    else:
+        outputs = layers.Dense(num_classes, activation="softmax", name="logits")(x)
     model = keras.Model(inputs, outputs, name="ds_cnn")
     _fast_batchnorm(model, cfg.bn_momentum)
     return model
@@ -235,3 +243,46 @@ def resnet(cfg: ResNetConfig, input_shape: tuple[int, ...], num_classes: int) ->
     model = keras.Model(inputs, outputs, name="resnet")
     _fast_batchnorm(model, cfg.bn_momentum)
     return model
+
+
+class AutoencoderConfig(_ZooEntry):
+    """``model: {builtin: autoencoder, units: 128, layers: 4, bottleneck: 8}``.
+
+    MLPerf Tiny's anomaly-detection autoencoder (the ToyADMOS/DCASE baseline): the input flattened,
+    ``layers`` x (Dense ``units``, BatchNorm, ReLU), a Dense ``bottleneck`` (BatchNorm, ReLU), ``layers``
+    x (Dense ``units``, BatchNorm, ReLU) and a linear Dense back to the input's size, reshaped like the
+    input. Trained to reconstruct normal samples (``task: anomaly``): a sample's score is its mean squared
+    reconstruction error. The number of classes is not used.
+    """
+
+    builtin: Literal["autoencoder"]
+    units: int = Field(128, gt=0)
+    layers: int = Field(4, ge=1, le=8)
+    bottleneck: int = Field(8, gt=0)
+    bn_momentum: float = Field(0.9, gt=0.0, lt=1.0, description="BatchNorm momentum")
+
+
+@register("autoencoder", AutoencoderConfig)
+def autoencoder(cfg: AutoencoderConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
+    keras = _tf.keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape, name="input")
+    size = 1
+    for d in input_shape:
+        size *= int(d)
+    x = layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+
+    def block(x: Any, units: int, name: str) -> Any:
+        x = layers.Dense(units, name=name)(x)
+        x = layers.BatchNormalization(momentum=cfg.bn_momentum, name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x)
+
+    for i in range(cfg.layers):
+        x = block(x, cfg.units, f"enc{i + 1}")
+    x = block(x, cfg.bottleneck, "bottleneck")
+    for i in range(cfg.layers):
+        x = block(x, cfg.units, f"dec{i + 1}")
+    x = layers.Dense(size, name="reconstruction")(x)
+    if len(input_shape) > 1:
+        x = layers.Reshape(tuple(input_shape), name="reshape")(x)
+    return keras.Model(inputs, x, name="autoencoder")
