@@ -10,7 +10,7 @@ kernels they prune). Every problem is the same typed error ``train`` would raise
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,27 @@ def _convert(head: Head, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def _fit_rank(model: Any, data: Any) -> Any:
+    """Drop the channel axis that loading gave 3-D arrays (grey images) when the model takes sequences.
+
+    ``(N, T, C)`` arrays are read as grey images and get a channel axis, ``(N, T, C, 1)``; a Conv1D model
+    takes ``(T, C)``: that axis is removed again, for every split.
+    """
+    def squeeze(x: Any, rank: int) -> Any:
+        return x[..., 0] if x.ndim == rank + 2 and x.shape[-1] == 1 else x
+
+    if isinstance(data.x_train, dict):
+        ranks = {n: len(spec.shape) - 1 for n, spec in zip(input_names(model), model.inputs)}
+        fix = {s: {k: squeeze(v, ranks[k]) if k in ranks else v for k, v in getattr(data, s).items()}
+               for s in ("x_train", "x_val", "x_test")}
+    else:
+        if len(model.inputs) != 1:
+            return data
+        rank = len(model.inputs[0].shape) - 1
+        fix = {s: squeeze(getattr(data, s), rank) for s in ("x_train", "x_val", "x_test")}
+    return replace(data, **fix)
+
+
 def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
     """Resolve the recipe's ``task:`` against the model and the data; return the data bound to it.
 
@@ -160,6 +181,7 @@ def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
         RecipeError: the task contradicts the model's outputs or cannot be inferred.
         DataError: the targets fit no task, or do not match the model's outputs.
     """
+    data = _fit_rank(model, data)
     outputs = output_info(model)
     y_train = data.y_train
     anomaly_like = cfg is not None and (cfg.kind == "anomaly" or

@@ -258,10 +258,11 @@ class Task:
 
     # ---- data ------------------------------------------------------------------------------
     def fit_targets(self, x: Any, y: Any) -> Any:
-        """What the model is trained towards: ``y``, or the inputs for an autoencoder."""
+        """What the model is trained towards: ``y`` (a tuple in output order for several outputs), or the inputs
+        for an autoencoder."""
         if self.kind == "anomaly" and not self.multi_output:
             return x
-        return y
+        return self.keras_targets(y)
 
     # ---- scoring ---------------------------------------------------------------------------
     def outputs_dict(self, outputs: Any) -> dict[str, np.ndarray]:
@@ -371,21 +372,30 @@ class Task:
         return total / sum(h.weight for h in self.heads)
 
     # ---- Keras -----------------------------------------------------------------------------
+    # Several outputs go to Keras as lists in output order, not dicts by name: tfmot's pruning wrappers rename
+    # the output layers (``prune_low_magnitude_cls``), and a dict keyed by the original names no longer matches.
     def keras_loss(self) -> Any:
-        """The compile ``loss`` (one loss, or a dict by output name) with ``from_logits`` decided per head."""
-        losses = {h.name: _keras_loss(h) for h in self.heads}
-        return losses if self.multi_output else losses[self.heads[0].name]
+        """The compile ``loss`` (one loss, or a list in output order) with ``from_logits`` decided per head."""
+        losses = [_keras_loss(h) for h in self.heads]
+        return losses if self.multi_output else losses[0]
 
     def loss_weights(self, scale: float | None = None) -> Any:
         s = 1.0 if scale is None else scale
         if self.multi_output:
-            return {h.name: h.weight * s for h in self.heads}
+            return [h.weight * s for h in self.heads]
         return None if scale is None else [s]
 
     def keras_metrics(self) -> Any:
-        """Compile ``metrics`` named like ours (``accuracy``, ``auc``, ``mae`` ...), per output when several."""
-        per = {h.name: _keras_metrics(h) for h in self.heads}
-        return per if self.multi_output else per[self.heads[0].name]
+        """Compile ``metrics`` named like ours (``accuracy``, ``auc``, ``mae`` ...), a list per output when several."""
+        per = [_keras_metrics(h) for h in self.heads]
+        return per if self.multi_output else per[0]
+
+    def keras_targets(self, y: Any) -> Any:
+        """Targets as Keras takes them for this task: one array, or a tuple in output order."""
+        if self.multi_output:
+            ys = self.targets_dict(y)
+            return tuple(ys[h.name] for h in self.heads)
+        return y
 
     # ---- persistence -----------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:

@@ -147,3 +147,71 @@ def subclassed(num_classes: int = 10) -> Any:
 
 def keras3_subclassed(num_classes: int = 10) -> Any:
     return _subclassed(_tf.keras3(), num_classes)  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
+
+
+# ---- models of every task kind (tests/test_task.py) -------------------------------------------
+
+
+def binary_sigmoid(input_shape: tuple[int, ...] = (12,)) -> Any:
+    """One sigmoid unit: a detector (wake word, person / no person)."""
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))
+
+
+def five_class(input_shape: tuple[int, ...] = (12,)) -> Any:
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(5, activation="softmax", name="probs")(x))
+
+
+def multilabel_sigmoid(input_shape: tuple[int, ...] = (12,)) -> Any:
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid", name="tags")(x))
+
+
+def conv1d_regressor() -> Any:
+    """A sensor regressor: Conv1D over a window of 32 steps x 3 channels, two continuous outputs.
+
+    Its input is fixed, like a pretrained model's: the npz's (N, 32, 3) arrays are read with a channel axis
+    (as grey images would be), which binding the data to this model removes again.
+    """
+    keras = _tf.keras()
+    inputs = keras.Input((32, 3), name="window")
+    x = keras.layers.Conv1D(16, 5, activation="relu", name="conv1")(inputs)
+    x = keras.layers.GlobalAveragePooling1D(name="gap")(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="targets")(x))
+
+
+def detector_two_heads(input_shape: tuple[int, ...] = (12,)) -> Any:
+    """A one-object detector: `cls` softmax over 4 and `box` 4 coordinates."""
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(48, activation="relu", name="fc1")(inputs)
+    cls = keras.layers.Dense(4, activation="softmax", name="cls")(x)
+    box = keras.layers.Dense(4, name="box")(keras.layers.Dense(32, activation="relu", name="fc_box")(x))
+    return keras.Model(inputs, [cls, box], name="detector")
+
+
+def two_inputs() -> Any:
+    """An image and a metadata vector (Keras order img, meta; the converter sorts them meta, img)."""
+    keras = _tf.keras()
+    img = keras.Input((8, 8, 1), name="img")
+    meta = keras.Input((3,), name="meta")
+    x = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(img))
+    x = keras.layers.Concatenate(name="join")([keras.layers.Dense(32, activation="relu", name="fc_img")(x), meta])
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(x)
+    return keras.Model([img, meta], keras.layers.Dense(3, activation="softmax", name="probs")(x), name="two_in")
+
+
+def keras3_binary(input_shape: tuple[int, ...] = (12,)) -> Any:
+    """A Keras 3 detector ending in Dense(1, sigmoid) (the visual-wake-words shape, small)."""
+    keras = _tf.keras3()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))

@@ -134,6 +134,26 @@ def test_no_private_names_of_other_modules() -> None:
     assert bad == []
 
 
+def _private_module(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].startswith("_") and not name.rsplit(".", 1)[-1].startswith("__")
+
+
+def test_no_private_module_of_another_package() -> None:
+    """``pkg._mod`` is private to ``pkg``: a module outside ``pkg`` importing it should use a public one."""
+    bad = []
+    for module, deps in _edges().items():
+        for source in deps:
+            parent = source.rsplit(".", 1)[0]
+            if _private_module(source) and not (module == parent or module.startswith(parent + ".")):
+                bad.append(f"{module} imports {source}")
+    assert bad == []
+
+
+def test_the_private_module_check_sees_a_violation() -> None:
+    assert _private_module("edgesparse.models._graph") and not _private_module("edgesparse.models.graph")
+    assert not _private_module("edgesparse.__init__")
+
+
 @pytest.mark.parametrize(("stage", "forbidden"), [
     ("edgesparse.train", ("edgesparse.export", "edgesparse.run", "edgesparse.sweep", "edgesparse.profile")),
     ("edgesparse.export", ("edgesparse.train", "edgesparse.run", "edgesparse.sweep", "edgesparse.profile")),

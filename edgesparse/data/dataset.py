@@ -20,13 +20,17 @@ def n_samples(a: Arrays) -> int:
         return 0
     if isinstance(a, Mapping):
         return len(next(iter(a.values()))) if a else 0
+    if isinstance(a, (tuple, list)):
+        return len(a[0]) if a else 0
     return len(a)
 
 
 def take(a: Arrays, idx: Any) -> Arrays:
-    """``a[idx]`` for an array or every array of a dict (``idx``: indices or a slice)."""
+    """``a[idx]`` for an array or every array of a dict or tuple (``idx``: indices or a slice)."""
     if isinstance(a, Mapping):
         return {k: v[idx] for k, v in a.items()}
+    if isinstance(a, (tuple, list)):
+        return tuple(v[idx] for v in a)
     return a[idx]
 
 

@@ -86,21 +86,8 @@ def verify(
         units = int(np.asarray(keras_outputs).shape[-1])
         task = classification(units, logits=False)
     loaded = load_interpreter(tflite, threads=threads)
-    names = [h.name for h in task.heads]
-    out = predict(loaded, x, input_names=list(task.input_names) or None, output_names=names)
-    k_out, t_out = task.outputs_dict(keras_outputs), task.outputs_dict(out) if isinstance(out, dict) or \
-        not task.multi_output else None
-    if t_out is None:
-        raise ExportError(f"{label}: the TFLite model has one output but the Keras model {len(names)}.")
-    for h in task.heads:
-        if t_out[h.name].shape != k_out[h.name].shape:
-            raise ExportError(f"{label}: the TFLite output '{h.name}' has shape {t_out[h.name].shape}, the Keras "
-                              f"output {k_out[h.name].shape}.")
-        if not np.all(np.isfinite(t_out[h.name])):
-            raise ExportError(
-                f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
-                "converter/runtime case: float16 with block-sparse FULLY_CONNECTED weights). Export with "
-                "`sparse_encoding: false`, or use unstructured pattern or int8 quantization for that model.")
+    out = predict(loaded, x, input_names=list(task.input_names) or None, output_names=[h.name for h in task.heads])
+    k_out, t_out = _outputs(task, keras_outputs, out, label)
     cmp = task.compare(k_out, t_out)
     tm, km = task.evaluate(t_out, y, x), task.evaluate(k_out, y, x)
     key = task.metric_key
@@ -116,12 +103,33 @@ def verify(
         keras_metrics=km, heads=cmp["heads"], drop=0.0 if math.isnan(drop) else drop,
     )
     if max_drop_points is not None and result.drop > max_drop_points:
-        unit = "points" if result.unit == "points" else "% (relative)"
-        worse = "below" if task.direction_of(key) == "higher" else "above"
-        raise ExportError(
-            f"{label}: the TFLite model's test {task.metric_name} {task.fmt(metric, key)} is {result.drop:.2f} "
-            f"{unit} {worse} the Keras model's {task.fmt(keras_metric, key)} (export.max_accuracy_drop allows "
-            f"{max_drop_points:g} {unit}). Quantization or conversion lost it: try qat/pqat instead of "
-            "post-training int8, more representative samples, or raise `export.max_accuracy_drop` to accept it."
-        )
+        raise ExportError(_drop_message(task, result, max_drop_points, label))
     return result
+
+
+def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keras and TFLite outputs keyed by head, checked for shape and finiteness."""
+    names = [h.name for h in task.heads]
+    if task.multi_output and not isinstance(out, dict):
+        raise ExportError(f"{label}: the TFLite model has one output but the Keras model {len(names)}.")
+    k_out, t_out = task.outputs_dict(keras_outputs), task.outputs_dict(out)
+    for h in task.heads:
+        if t_out[h.name].shape != k_out[h.name].shape:
+            raise ExportError(f"{label}: the TFLite output '{h.name}' has shape {t_out[h.name].shape}, the Keras "
+                              f"output {k_out[h.name].shape}.")
+        if not np.all(np.isfinite(t_out[h.name])):
+            raise ExportError(
+                f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
+                "converter/runtime case: float16 with block-sparse FULLY_CONNECTED weights). Export with "
+                "`sparse_encoding: false`, or use unstructured pattern or int8 quantization for that model.")
+    return k_out, t_out
+
+
+def _drop_message(task: Task, result: Verification, allowed: float, label: str) -> str:
+    key = task.metric_key
+    unit = "points" if result.unit == "points" else "% (relative)"
+    worse = "below" if task.direction_of(key) == "higher" else "above"
+    return (f"{label}: the TFLite model's test {task.metric_name} {task.fmt(result.metric, key)} is {result.drop:.2f} "
+            f"{unit} {worse} the Keras model's {task.fmt(result.keras_metric, key)} (export.max_accuracy_drop allows "
+            f"{allowed:g} {unit}). Quantization or conversion lost it: try qat/pqat instead of post-training int8, "
+            "more representative samples, or raise `export.max_accuracy_drop` to accept it.")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgesparse import _tf
-from edgesparse.models import _graph
+from edgesparse.models import graph as _graph
 from edgesparse.models.keras3 import KERAS3_TAG, check_same, is_graph_model
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from edgesparse import _io, _tf
 from edgesparse._activations import KERAS3_TO_TF_KERAS, TF_KERAS_TO_KERAS3
 from edgesparse.errors import ModelError
-from edgesparse.models import _graph
+from edgesparse.models import graph as _graph
 
 __all__ = ["TOLERANCE", "from_keras3", "is_keras3_file", "is_keras3_model", "max_output_diff", "to_keras3"]
 

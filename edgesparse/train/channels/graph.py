@@ -1,7 +1,7 @@
 """The channel dependency graph of a functional or Sequential tf_keras model.
 
 It knows nothing of importance, allocation or training. The model's layer graph is read by
-:mod:`edgesparse.models._graph` (the helper that flattening and Keras 3 translation use), so functional,
+:mod:`edgesparse.models.graph` (the helper that flattening and Keras 3 translation use), so functional,
 Sequential and flattened models are read alike. Every tensor's last axis gets a *layout*: for each of its
 channels, the id of the prunable *unit* it belongs to. Layers that create channels (Conv1D/Conv2D, Dense,
 SeparableConv2D) open new units; pass-through layers (activations, dropout, padding, pooling, channel-preserving
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.errors import ModelError
-from edgesparse.models._graph import Call, Entry, Graph, Ref, graph_tf_keras
+from edgesparse.models.graph import Call, Entry, Graph, Ref, graph_tf_keras
 from edgesparse.models.keras3 import is_graph_model
 
 #: Layers that hand their input layout on unchanged (element-wise or spatial-only).

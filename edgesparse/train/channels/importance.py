@@ -142,8 +142,8 @@ def _task_loss(task: Task) -> Any:
         return losses
 
     def total(y: Any, pred: Any) -> Any:
-        preds = pred if isinstance(pred, dict) else dict(zip([h.name for h in task.heads], pred))
-        return sum(h.weight * losses[h.name](y[h.name], preds[h.name]) for h in task.heads)
+        preds = list(pred.values()) if isinstance(pred, dict) else list(pred)
+        return sum(h.weight * fn(t, p) for h, fn, t, p in zip(task.heads, losses, y, preds))
 
     return total
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse.errors import TrainError
-from edgesparse.models._graph import Entry, graph_tf_keras, replay
+from edgesparse.models.graph import Entry, graph_tf_keras, replay
 from edgesparse.train.channels.graph import ChannelGraph, LayerNode
 
 #: Which config key sets a producer's output channels.
@@ -102,7 +102,7 @@ def _thinned_config(layer: Any, node: LayerNode | None, keep: np.ndarray) -> dic
 def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
     """Rebuild ``model`` with only the kept channels (a new functional tf_keras model, copied sliced weights).
 
-    The layer graph is replayed with :func:`edgesparse.models._graph.replay` (a Sequential model comes back
+    The layer graph is replayed with :func:`edgesparse.models.graph.replay` (a Sequential model comes back
     functional, with the same layers in the same order).
 
     Raises:

@@ -1,0 +1,331 @@
+"""The task layer (edgesparse/task.py): kinds, metrics, directions, inference, and every kind end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgesparse.errors import DataError, RecipeError
+from edgesparse.task import Head, OutputInfo, Task, TaskConfig, metric_value, resolve_task, roc_auc
+from tests.conftest import tiny_recipe
+
+
+def _head(kind: str, **kw: Any) -> Head:
+    defaults = {"classification": ("sparse_categorical_crossentropy", "accuracy", ("accuracy",), "higher"),
+                "binary": ("binary_crossentropy", "accuracy", ("accuracy", "auc"), "higher"),
+                "multilabel": ("binary_crossentropy", "accuracy", ("accuracy", "auc"), "higher"),
+                "regression": ("mse", "mae", ("mae", "mse"), "lower"),
+                "anomaly": ("mse", "auc", ("auc", "pauc", "reconstruction_mse"), "higher")}[kind]
+    args = {"name": "out", "kind": kind, "loss": defaults[0], "metric": defaults[1], "metrics": defaults[2],
+            "direction": defaults[3], **kw}
+    return Head(**args)
+
+
+def _task(*heads: Head) -> Task:
+    return Task(heads=heads, primary=heads[0].name)
+
+
+# ---- metrics and directions ----------------------------------------------------------------------------------
+
+
+def test_binary_accuracy_thresholds_probabilities_and_logits_alike() -> None:
+    y = np.array([0, 1, 1, 0])
+    probs = np.array([[0.2], [0.7], [0.4], [0.6]])
+    logits = np.log(probs / (1 - probs))
+    assert metric_value(_head("binary"), "accuracy", probs, y) == 0.5
+    assert metric_value(_head("binary", logits=True), "accuracy", logits, y) == 0.5
+    assert metric_value(_head("binary", threshold=0.35), "accuracy", probs, y) == 0.75
+
+
+def test_auc_matches_a_hand_count_and_is_none_without_both_labels() -> None:
+    y = np.array([0, 0, 1, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8])  # 3 of the 4 positive/negative pairs are ordered right
+    assert roc_auc(y, s) == pytest.approx(0.75)
+    assert roc_auc(np.zeros(4), s) is None
+
+
+def test_anomaly_scores_by_reconstruction_error_auc_and_pauc() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 16)).astype(np.float32)
+    y = np.r_[np.zeros(100), np.ones(100)].astype(np.int64)
+    recon = x.copy()
+    recon[100:] += rng.normal(0, 1.0, size=(100, 16))  # anomalies are reconstructed badly
+    task = _task(_head("anomaly"))
+    scores = task.evaluate(recon, y, x)
+    assert scores["auc"] > 0.99 and scores["pauc"] > 0.9
+    assert scores["reconstruction_mse"] == pytest.approx(np.mean((recon - x) ** 2), rel=1e-5)
+    # a split of normal samples only (validation) has no AUC: the guard reads the reconstruction error
+    normal = task.evaluate(recon[:100], y[:100], x[:100])
+    assert "auc" not in normal and task.guard_key == "reconstruction_mse"
+
+
+def test_degradation_is_points_for_fractions_and_relative_for_errors() -> None:
+    cls = _task(_head("classification"))
+    assert cls.degradation(0.90, 0.87) == pytest.approx(3.0)  # 3 points worse
+    assert cls.degradation(0.90, 0.95) == pytest.approx(-5.0)
+    reg = _task(_head("regression"))
+    assert reg.degradation(0.20, 0.22) == pytest.approx(10.0)  # mae up by 10% is worse
+    assert reg.degradation(0.20, 0.18) == pytest.approx(-10.0)
+    assert reg.unit("mae") == "%" and cls.unit("accuracy") == "points"
+    assert reg.max_drop(None) == 10.0 and cls.max_drop(None) == 2.0 and cls.max_drop(0.5) == 0.5
+    assert math.isinf(reg.degradation(0.0, 0.1))
+
+
+def test_compare_agreement_for_classes_and_errors_for_values() -> None:
+    t = Task(heads=(_head("classification", name="cls", units=3), _head("regression", name="box", units=2)),
+             primary="cls")
+    k = {"cls": np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]]), "box": np.array([[1.0, 2.0], [3.0, 4.0]])}
+    tl = {"cls": np.array([[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]]), "box": np.array([[1.0, 2.1], [3.0, 4.0]])}
+    c = t.compare(k, tl)
+    assert c["heads"]["cls"]["agreement"] == 0.5
+    assert c["heads"]["box"]["agreement"] is None
+    assert c["heads"]["box"]["max_abs_diff"] == pytest.approx(0.1)
+    assert c["heads"]["box"]["max_rel_diff"] == pytest.approx(0.1 / 4.0)
+    assert c["agreement"] == 0.5
+
+
+def test_task_round_trips_through_json() -> None:
+    t = Task(heads=(_head("classification", name="cls", units=4), _head("regression", name="box", weight=10.0)),
+             primary="cls", reason="test", input_names=("img",))
+    back = Task.from_json(json.loads(json.dumps(t.to_json())))
+    assert back.heads == t.heads and back.primary == "cls" and back.input_names == ("img",)
+    assert t.to_json()["kind"] == "multi" and t.metric_key == "cls/accuracy"
+
+
+# ---- inference from the model and the data -------------------------------------------------------------------
+
+
+def _infer(outputs: list[OutputInfo], targets: dict[str, Any], **kw: Any) -> Task:
+    return resolve_task(None, outputs, targets, **kw)
+
+
+def test_auto_infers_each_kind_users_ship() -> None:
+    rng = np.random.default_rng(0)
+    binary = _infer([OutputInfo("score", (1,), "sigmoid")], {"score": rng.integers(0, 2, 50)})
+    assert binary.kind == "binary" and "sigmoid" in binary.reason
+    onehot = np.eye(5, dtype=np.int64)[rng.integers(0, 5, 50)]
+    assert _infer([OutputInfo("p", (5,), "softmax")], {"p": onehot}).kind == "classification"
+    multi = (rng.random((50, 3)) > 0.5).astype(np.int64)
+    assert _infer([OutputInfo("t", (3,), "sigmoid")], {"t": multi}).kind == "multilabel"
+    reg = _infer([OutputInfo("r", (2,), "linear")], {"r": rng.normal(size=(50, 2)).astype(np.float32)})
+    assert reg.kind == "regression" and reg.metric_key == "mae" and reg.direction == "lower"
+    heads = _infer([OutputInfo("cls", (4,), "softmax"), OutputInfo("box", (4,), "linear")],
+                   {"cls": rng.integers(0, 4, 50), "box": rng.normal(size=(50, 4)).astype(np.float32)})
+    assert [h.kind for h in heads.heads] == ["classification", "regression"] and heads.primary == "cls"
+    ae = _infer([OutputInfo("recon", (640,), "linear")], {"recon": None}, x_shape=(640,), has_test_labels=True)
+    assert ae.kind == "anomaly" and ae.metric_key == "auc"
+
+
+def test_auto_asks_for_a_task_when_an_autoencoder_has_no_labelled_test_split() -> None:
+    with pytest.raises(RecipeError, match="anomaly"):
+        _infer([OutputInfo("recon", (64,), "linear")], {"recon": None}, x_shape=(64,), has_test_labels=False)
+
+
+@pytest.mark.parametrize("cfg, outputs, match", [
+    ({"kind": "binary"}, [OutputInfo("p", (5,), "softmax")], "one sigmoid"),
+    ({"kind": "classification"}, [OutputInfo("s", (1,), "sigmoid")], "task binary"),
+    ({"outputs": {"clss": {"kind": "classification"}}}, [OutputInfo("cls", (4,), "softmax")], "did you mean 'cls'"),
+    ({"kind": "regression", "loss": "nosuch.module:fn"}, [OutputInfo("r", (1,), "linear")], "does not import"),
+    ({"kind": "regression", "metric": "auc"}, [OutputInfo("r", (1,), "linear")], "does not apply"),
+])
+def test_a_task_the_model_contradicts_is_an_error_naming_the_fix(cfg: dict[str, Any], outputs: list[OutputInfo],
+                                                                  match: str) -> None:
+    with pytest.raises((RecipeError, ValueError), match=match):
+        resolve_task(TaskConfig(**cfg), outputs, {o.name: np.zeros(10, np.int64) for o in outputs})
+
+
+def test_targets_that_fit_no_task_are_refused() -> None:
+    with pytest.raises(DataError, match="NaN"):
+        _infer([OutputInfo("r", (1,), "linear")], {"r": np.array([0.5, np.nan])})
+
+
+def test_recipe_task_forms_validate_and_typos_get_did_you_mean() -> None:
+    from edgesparse.recipe import validate_recipe
+
+    base = {"name": "t", "data": {"builtin": "digits"}, "model": {"builtin": "mlp"}}
+    assert validate_recipe({**base, "task": "regression"}).task.kind == "regression"
+    assert validate_recipe(base).task.kind == "auto"
+    two = validate_recipe({**base, "task": {"outputs": {"cls": {"kind": "classification"},
+                                                         "box": {"kind": "regression", "loss": "huber", "weight": 10}},
+                                             "primary": "cls"}})
+    assert two.task.outputs is not None and two.task.outputs["box"].weight == 10
+    with pytest.raises(RecipeError, match="did you mean 'binary'"):
+        validate_recipe({**base, "task": "binery"})
+    with pytest.raises(RecipeError, match="did you mean 'auc'"):
+        validate_recipe({**base, "task": {"kind": "binary", "metric": "acu"}})
+    with pytest.raises(RecipeError, match="direction"):
+        validate_recipe({**base, "task": {"kind": "regression", "metric": "tests.test_task:my_metric"}})
+
+
+def my_metric(y: Any, out: Any) -> float:
+    """A custom metric for the tests (median absolute error)."""
+    return float(np.median(np.abs(np.asarray(out).reshape(len(y), -1) - np.asarray(y).reshape(len(y), -1))))
+
+
+# ---- every kind end to end: train -> prune -> int8 -> export -> verify ------------------------------------------
+
+
+def _features(rng: np.random.Generator, n: int, d: int = 12) -> np.ndarray:
+    return rng.normal(size=(n, d)).astype(np.float32)
+
+
+def _npz(tmp: Path, **arrays: np.ndarray) -> str:
+    path = tmp / "data.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _run(tmp: Path, data: dict[str, Any], model: dict[str, Any], **sections: Any) -> Any:
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.run import train
+
+    sparsity = {"final": 0.8, "end": 2, "epochs": 3, "frequency": 5, "on_drop": "warn", **sections.pop("sparsity", {})}
+    recipe = tiny_recipe(tmp, data={"batch_size": 64, **data}, model=model,
+                         baseline={"epochs": 12, "optimizer": {"learning_rate": 0.01}}, sparsity=sparsity,
+                         quantization={"mode": "int8"}, export={"objective": "size"}, **sections)
+    return train(validate_recipe(recipe))
+
+
+def _check_export(result: Any, kind: str, metric: str) -> dict[str, Any]:
+    s = result.summary
+    assert s.task is not None and s.task["kind"] == kind and s.task["metric"] == metric, s.task
+    assert s.tflite is not None and s.tflite.quantization == "int8"
+    assert s.model is not None and s.model.sparsity_pruned_kernels == pytest.approx(0.8, abs=0.02)
+    export = json.loads((Path(s.tflite.bundle) / "export.json").read_text())
+    assert export["task"]["kind"] == kind
+    v = export["verification"]
+    assert v["metric_name"] == metric.replace("/", " ")
+    return v
+
+
+def test_binary_detector_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = _features(rng, 800)
+    y = (x @ rng.normal(size=12) > 0).astype(np.int64)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=y)}, {"factory": "tests.factories:binary_sigmoid"})
+    v = _check_export(r, "binary", "accuracy")
+    assert r.summary.baseline.metric > 0.85 and r.summary.baseline.metrics["auc"] > 0.9
+    assert v["agreement"] >= 0.95 and v["metric"] > 0.8 and v["metrics"]["auc"] > 0.85
+
+
+def test_one_hot_labels_train_a_classifier_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = _features(rng, 800)
+    labels = np.argmax(x @ rng.normal(size=(12, 5)), axis=1)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=np.eye(5, dtype=np.int64)[labels])},
+             {"factory": "tests.factories:five_class"})
+    v = _check_export(r, "classification", "accuracy")
+    assert r.summary.baseline.accuracy > 0.7  # chance is about 0.2
+    assert v["agreement"] >= 0.9 and v["accuracy"] > 0.6
+
+
+def test_multilabel_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    x = _features(rng, 800)
+    y = (x @ rng.normal(size=(12, 3)) > 0).astype(np.int64)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=y)}, {"factory": "tests.factories:multilabel_sigmoid"})
+    v = _check_export(r, "multilabel", "accuracy")
+    assert r.summary.baseline.metric > 0.85 and v["agreement"] >= 0.9 and v["metric"] > 0.8
+
+
+def test_conv1d_regressor_with_two_continuous_outputs_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(800, 32, 3)).astype(np.float32)
+    y = np.stack([x[:, :, 0].mean(axis=1) * 3, (x[:, :, 1] - x[:, :, 2]).mean(axis=1) * 3], axis=1)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=y.astype(np.float32))},
+             {"factory": "tests.factories:conv1d_regressor"})
+    v = _check_export(r, "regression", "mae")
+    s = r.summary
+    predict_mean = float(np.mean(np.abs(y - y.mean(axis=0))))  # the mae of predicting the mean
+    assert s.baseline.metric < 0.5 * predict_mean, (s.baseline.metric, predict_mean)
+    assert s.task["direction"] == "lower" and v["agreement"] is None and v["unit"] == "%"
+    # the int8 model's mae within export.max_accuracy_drop's default 10% of the Keras model's
+    assert v["metric"] <= v["keras_metric"] * 1.10 and v["max_abs_diff"] > 0
+
+
+def test_detector_with_two_heads_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    x = _features(rng, 800)
+    cls = np.argmax(x @ rng.normal(size=(12, 4)), axis=1)
+    box = (x[:, :4] * 0.5).astype(np.float32)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y_cls=cls, y_box=box)},
+             {"factory": "tests.factories:detector_two_heads"},
+             task={"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression", "weight": 2.0}},
+                   "primary": "cls"})
+    v = _check_export(r, "multi", "cls/accuracy")
+    s = r.summary
+    assert s.baseline.metrics["cls/accuracy"] > 0.7 and s.baseline.metrics["box/mae"] < 0.3
+    assert v["heads"]["cls"]["agreement"] >= 0.9 and v["heads"]["box"]["agreement"] is None
+    assert v["metrics"]["box/mae"] <= v["keras_metrics"]["box/mae"] * 1.3
+
+
+def test_model_with_two_inputs_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    img = rng.random((800, 8, 8, 1)).astype(np.float32)
+    meta = rng.normal(size=(800, 3)).astype(np.float32)
+    regions = np.stack([img[:, 0:3].mean(axis=(1, 2, 3)), img[:, 3:6].mean(axis=(1, 2, 3)),
+                        img[:, 6:8].mean(axis=(1, 2, 3))], axis=1)
+    y = np.argmax(meta + 8 * (regions - 0.5), axis=1)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x_img=img, x_meta=meta, y=y)}, {"factory": "tests.factories:two_inputs"})
+    v = _check_export(r, "classification", "accuracy")
+    assert r.summary.baseline.accuracy > 0.7
+    # the converter orders the TFLite inputs meta, img: fed by name, the int8 model agrees with Keras
+    assert v["agreement"] >= 0.9
+    bundle = Path(r.summary.tflite.bundle)
+    with np.load(bundle / "verify.npz") as z:
+        assert {"x_img", "x_meta", "y", "keras_outputs"} <= set(z.files)
+
+
+def test_anomaly_autoencoder_end_to_end_and_the_guard_reads_the_reconstruction_error(tmp_path: Path) -> None:
+    data = {"builtin": "machine_sound", "normal": 600, "test_normal": 100, "test_anomalous": 100, "mels": 32,
+            "frames": 2}
+    model = {"builtin": "autoencoder", "units": 32, "layers": 2, "bottleneck": 4}
+    r = _run(tmp_path, data, model)
+    v = _check_export(r, "anomaly", "auc")
+    s = r.summary
+    assert s.task["guard_metric"] == "reconstruction_mse"
+    assert s.baseline.metric > 0.75 and s.baseline.metrics["pauc"] > 0.5
+    assert s.sparsity.validation_metric is not None and s.baseline.validation_metric is not None
+    assert abs(v["metric"] - v["keras_metric"]) <= 0.02
+
+
+def test_the_anomaly_guard_catches_a_ruined_autoencoder(tmp_path: Path) -> None:
+    from edgesparse.errors import TrainError
+
+    data = {"builtin": "machine_sound", "normal": 300, "test_normal": 50, "test_anomalous": 50, "mels": 16,
+            "frames": 2}
+    model = {"builtin": "autoencoder", "units": 16, "layers": 1, "bottleneck": 4}
+    # 99% of the weights removed in one step, no recovery epochs: the reconstruction error explodes
+    with pytest.raises(TrainError, match=r"validation reconstruction_mse .* above the dense baseline"):
+        _run(tmp_path, data, model, sparsity={"final": 0.99, "schedule": "constant", "start": 0, "end": 1,
+                                              "epochs": 1, "frequency": 1, "on_drop": "fail",
+                                              "optimizer": {"learning_rate": 1e-6}})
+
+
+def test_an_npz_missing_an_input_array_names_it(tmp_path: Path) -> None:
+    from edgesparse.check import check_recipe
+    from edgesparse.recipe import validate_recipe
+
+    rng = np.random.default_rng(0)
+    path = _npz(tmp_path, x_img=rng.random((40, 8, 8, 1)).astype(np.float32), y=rng.integers(0, 3, 40))
+    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": path}, model={"factory": "tests.factories:two_inputs"}))
+    with pytest.raises(DataError, match="no array for meta"):
+        check_recipe(recipe)
+
+
+def test_anomaly_without_a_labelled_test_split_is_an_error(tmp_path: Path) -> None:
+    from edgesparse.check import check_recipe
+    from edgesparse.recipe import validate_recipe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 64)).astype(np.float32)
+    path = _npz(tmp_path, x=x, y=np.zeros(60, np.int64))
+    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": path}, task="anomaly",
+                                         model={"builtin": "autoencoder", "units": 8, "layers": 1}))
+    with pytest.raises(DataError, match="x_test"):
+        check_recipe(recipe)
