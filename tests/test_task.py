@@ -329,3 +329,26 @@ def test_anomaly_without_a_labelled_test_split_is_an_error(tmp_path: Path) -> No
                                          model={"builtin": "autoencoder", "units": 8, "layers": 1}))
     with pytest.raises(DataError, match="x_test"):
         check_recipe(recipe)
+
+
+@pytest.mark.parametrize("recipe, overrides, kind", [
+    ("wake_word.yaml", ["data.samples=600", "model.filters=8", "model.blocks=1", "baseline.epochs=6",
+                        "sparsity.epochs=2", "sparsity.end=1"], "binary"),
+    ("anomaly_autoencoder.yaml", ["data.normal=500", "data.test_normal=100", "data.test_anomalous=100",
+                                  "model.units=32", "model.layers=2", "baseline.epochs=8", "sparsity.epochs=2",
+                                  "sparsity.end=1", "sparsity.on_drop=warn"], "anomaly"),
+])
+def test_shipped_task_recipes_run_end_to_end(tmp_path: Path, recipe: str, overrides: list[str], kind: str) -> None:
+    """The shipped binary and anomaly recipes, shrunk: train -> prune -> int8 -> export -> verify."""
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import train
+    from tests.conftest import ROOT
+
+    r = load_recipe(ROOT / "recipes" / recipe, [*overrides, f"output_dir={tmp_path / 'run'}",
+                                                 f"export.dir={tmp_path / 'bundle'}"])
+    s = train(r).summary
+    assert s.task is not None and s.task["kind"] == kind
+    assert s.tflite is not None and s.tflite.quantization == "int8" and s.tflite.metric is not None
+    better_than_chance = 0.7 if kind == "binary" else 0.65  # accuracy vs 60% majority; AUC vs 0.5
+    assert s.baseline.metric is not None and s.baseline.metric > better_than_chance, s.baseline.metrics
+    assert s.tflite.metric > better_than_chance - 0.05
