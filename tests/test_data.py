@@ -263,11 +263,10 @@ Y = np.arange(12) % 2
 
 @pytest.mark.parametrize(("arrays", "match"), [
     ({"x": X}, "no array y"),
-    ({"x": X, "y": Y[:10]}, "12 samples but y has 10"),
-    ({"x": X, "y": Y + 0.5}, "whole class indices"),
-    ({"x": X, "y": np.array(["cat", "dog"] * 6)}, "integer class indices"),
-    ({"x": X, "y": Y - 1}, ">= 0"),
-    ({"x": X, "y": np.eye(2, dtype=int)[Y]}, "one-hot"),
+    ({"x": X, "y": Y[:10]}, r"different numbers of samples \(x 12, y 10\)"),
+    ({"x": X, "y": np.array(["cat", "dog"] * 6)}, "fits no task"),
+    ({"x": X, "y": np.where(Y > 0, np.nan, 0.5)}, "NaN or infinite"),
+    ({"x_a": X, "x": X, "y": Y}, "not both"),
     ({"x": X, "y": Y, "x_test": X}, "no y_test"),
     ({"x": np.where(X > 0.5, np.nan, X), "y": Y}, "NaN"),
     ({"x": X, "y": Y, "x_test": X[:, :3], "y_test": Y}, "must match"),
@@ -279,6 +278,35 @@ def test_bad_npz_contents_are_explained(tmp_path: Path, arrays: dict[str, Any], 
     with pytest.raises(DataError, match=match) as info:
         load_dataset(validate({"npz": "bad.npz"}), seed=0, base_dir=tmp_path)
     assert "bad" in str(info.value)
+
+
+def test_npz_targets_of_any_task_load_and_wait_for_the_model(tmp_path: Path) -> None:
+    """Float, one-hot, negative and multi-output targets load; which task they fit is decided with the model."""
+    _save(tmp_path / "reg.npz", x=X, y=(Y + 0.5).astype(np.float32))
+    assert load_dataset(validate({"npz": "reg.npz"}), seed=0, base_dir=tmp_path).y_train.dtype == np.float32
+    _save(tmp_path / "onehot.npz", x=X, y=np.eye(2, dtype=int)[Y])
+    ds = load_dataset(validate({"npz": "onehot.npz"}), seed=0, base_dir=tmp_path)
+    assert ds.y_train.shape[1:] == (2,) and ds.num_classes == 2  # stratified by the rows' classes
+    _save(tmp_path / "heads.npz", x=X, y_cls=Y, y_box=np.ones((12, 4), np.float32))
+    heads = load_dataset(validate({"npz": "heads.npz"}), seed=0, base_dir=tmp_path)
+    assert set(heads.y_train) == {"cls", "box"} and heads.sizes()[0] == len(heads.y_train["box"])
+
+
+def test_labels_a_classifier_cannot_take_are_refused_with_the_model(tmp_path: Path) -> None:
+    from edgesparse.check import check_recipe
+    from edgesparse.errors import ModelError
+    from edgesparse.recipe import validate_recipe
+    from tests.conftest import tiny_recipe
+
+    x = np.random.default_rng(0).random((60, 8, 8, 1)).astype(np.float32)
+    _save(tmp_path / "neg.npz", x=x, y=(np.arange(60) % 10) - 1)
+    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": str(tmp_path / "neg.npz")}, task="classification"))
+    with pytest.raises(DataError, match=r"range over \[-1, 8\]"):
+        check_recipe(recipe)
+    _save(tmp_path / "frac.npz", x=x, y=(np.arange(60) % 10) + 0.5)
+    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": str(tmp_path / "frac.npz")}, task="classification"))
+    with pytest.raises(ModelError, match="not class labels"):
+        check_recipe(recipe)
 
 
 def test_bad_npz_files_are_explained(tmp_path: Path) -> None:

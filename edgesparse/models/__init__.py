@@ -141,6 +141,11 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_d
         model = _from_factory(cfg, input_shape, num_classes)
     else:
         _config_cls, builder = ZOO.get(cfg.builtin)
+        if num_classes < 2 and cfg.builtin != "autoencoder":
+            raise ModelError(
+                f"the built-in model '{cfg.builtin}' is a classifier (an output per class) but the data's targets are "
+                "not class labels (fractional or continuous values, or a single class). Store class indices, or "
+                "bring your own model for regression (model: {path: ...} or {factory: ...}).")
         model = builder(cfg, tuple(input_shape), num_classes)
     return prepare_model(model, trust_code=bool(getattr(cfg, "trust_code", False)))
 
