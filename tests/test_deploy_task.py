@@ -140,7 +140,9 @@ def test_runner_feeds_and_reads_two_inputs_and_outputs_by_name(bundles: dict[str
     # verify.npz's own names (x_img, x_meta) are read too, and timing alone fills every input with random values
     verify_names = _runner(str(model), "--runs", "1", "--input", str(bundles["multi"] / "verify.npz"))
     assert verify_names["outputs"]["checksum"] == outs["checksum"]
-    assert _runner(str(model), "--runs", "2", "--api", "compiled")["outputs"] is None
+    assert _runner(str(model), "--runs", "2")["outputs"] is None
+    compiled = _runner(str(model), "--runs", "1", "--api", "compiled", "--input", str(batch))["outputs"]["by_name"]
+    assert {n: e["checksum"] for n, e in compiled.items()} == {n: e["checksum"] for n, e in outs["by_name"].items()}
 
 
 def test_runner_refuses_a_npy_batch_for_two_inputs_and_a_npy_path_for_two_outputs(bundles: dict[str, Any],
