@@ -1054,7 +1054,7 @@ def _describe_device() -> dict:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """Refuse a missing model and out-of-range --threads, --runs, --min-seconds or --warmup."""
+    """Refuse a missing model, out-of-range --threads, --runs, --min-seconds or --warmup, and --return-outputs alone."""
     if not args.model:
         raise bad_argument("give the .tflite model to run (or --describe)")
     if args.threads < 1:
@@ -1065,6 +1065,8 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise bad_argument("--min-seconds must be >= 0, got " + str(args.min_seconds))
     if args.warmup < 0:
         raise bad_argument("--warmup must be >= 0, got " + str(args.warmup))
+    if args.return_outputs and not args.input:
+        raise bad_argument("--return-outputs returns the outputs of the --input batch; give --input too")
 
 
 def _input_batch(path: str | None, engine: Any) -> list | None:
@@ -1137,6 +1139,16 @@ def _check_save_path(path: str | None, engine: Any) -> None:
                            "give a path ending in .npz")
 
 
+def _io_facts(engine: Any) -> dict:
+    """``input`` (the first, as before), ``inputs`` (every one: name, shape, dtype) and ``output_names``."""
+    import numpy as np
+
+    inputs = [{"name": n, "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+              for n, d in zip(engine.input_names, engine.inputs)]
+    return {"input": {k: inputs[0][k] for k in ("shape", "dtype")}, "inputs": inputs,
+            "output_names": list(engine.output_names)}
+
+
 def _run_notes(paired: dict | None, made: dict) -> list:
     """Statements about what the peak RSS includes."""
     notes = []
@@ -1152,6 +1164,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.describe:
         return _describe_device()
     _check_counts(args)
+    if args.api == "compiled" and args.resolver != "auto":
+        raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
     shape = parse_shape(args.input_shape)
     if not os.path.isfile(args.model):
         raise load_failed("model file not found: " + args.model)
@@ -1160,10 +1174,6 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     runtime_rss = rss_bytes()
-    if args.return_outputs and not args.input:
-        raise bad_argument("--return-outputs returns the outputs of the --input batch; give --input too")
-    if args.api == "compiled" and args.resolver != "auto":
-        raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
     try:
         made = make_engine(runtime, args.model, args, shape)
     except RunnerError as exc:  # say which runtime refused the model (an old one lacks newer op versions)
@@ -1180,7 +1190,6 @@ def run(args: argparse.Namespace) -> dict:
     paired = _paired_run(runtime, args, shape, engine=engine, feeds=feeds, rng=rng)  # the reference is freed on return
     outputs = _batch_outputs(engine, batch, args.save_outputs, args.return_outputs)
     peak = rss_bytes()
-    inp = details[0]
     out = describe(runtime)
     out.update({
         "model": os.path.basename(args.model),
@@ -1204,10 +1213,7 @@ def run(args: argparse.Namespace) -> dict:
         "runtime_rss_bytes": runtime_rss,
         "peak_rss_bytes": peak,
         "model_rss_bytes": (peak - runtime_rss) if (peak is not None and runtime_rss is not None) else None,
-        "input": {"shape": [int(s) for s in inp["shape"]], "dtype": str(np.dtype(inp["dtype"]))},
-        "inputs": [{"name": n, "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
-                   for n, d in zip(engine.input_names, details)],
-        "output_names": list(engine.output_names),
+        **_io_facts(engine),
         "outputs": outputs,
         "notes": _run_notes(paired, made),
     })
