@@ -76,6 +76,11 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert [hd.kind for hd in task.heads] == ["classification", "regression"]
     out["multi"] = _bundle(tmp / "multi", multi, x, y, task, {"cls": k_cls, "box": k_box})
     out["multi_keras"] = {"cls": k_cls, "box": k_box, "x": x}
+    # quantization-aware: tfmot names the output layers quant_cls / quant_box, and the signature keeps those names
+    qat = _tf.tfmot().quantization.keras.quantize_model(multi)
+    q_cls, q_box = qat.predict([x["img"], x["meta"]], verbose=0)
+    out["qat"] = _bundle(tmp / "qat", qat, x, {"cls": q_cls.argmax(axis=1), "box": q_box}, task,
+                         {"cls": q_cls, "box": q_box})
 
     inp = keras.Input((5,), name="features")
     reg = keras.Model(inp, keras.layers.Dense(2, name="value")(keras.layers.Dense(8, activation="relu")(inp)))
@@ -188,6 +193,15 @@ def test_deploy_two_inputs_two_outputs_compares_each_head_by_name(bundles: dict[
     line = res.summary_line()
     assert "top-1 agreement with host 100.00%" in line and "max abs diff with host 0" in line
     assert "cls accuracy on device 100.00% (host 100.00%)" in line
+
+
+def test_deploy_maps_a_qat_models_wrapper_names_to_its_heads(bundles: dict[str, Any], tmp_path: Path) -> None:
+    names = _runner(str(bundles["qat"] / "model.tflite"), "--runs", "1")["output_names"]
+    assert sorted(names) == ["quant_box", "quant_cls"]  # what the task calls box and cls
+    res = deploy(bundles["qat"], "local", dest=str(tmp_path / "device"))
+    assert sorted(res.device["runtime"]) == ["name", "version"] and sorted(res.outputs) == ["box", "cls"]
+    assert res.device_metrics["cls/accuracy"] == 1.0 and res.device_metrics["box/mae"] < 0.05
+    assert res.outputs["cls"]["agreement"] == 1.0 and res.checksum_match
 
 
 def test_deploy_regression_names_its_metric_and_has_no_agreement(bundles: dict[str, Any], tmp_path: Path) -> None:

@@ -268,32 +268,51 @@ def _decode_outputs(result: dict[str, Any], side: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _task_for(task: Task | None, names: list[str], outputs: dict[str, np.ndarray]) -> Task:
-    """The bundle's task, or a classifier over the single output for bundles without one.
+#: Prefixes tfmot's wrappers give output layers (a QAT model keeps ``quant_cls`` in its signature).
+WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
+
+
+def head_names(task: Task | None, names: list[str]) -> dict[str, str]:
+    """The runner's output names -> the task's head names.
+
+    Exact names first; a name with a tfmot wrapper's prefix (``quant_cls``) is the head without it
+    (``cls``); a single output is the single head whatever its name.
 
     Raises:
         DeviceError: the model's outputs are not the outputs the task names.
     """
-    if task is None:
-        if len(names) != 1:
-            raise DeviceError(f"export.json has no task, and the model has {len(names)} outputs ({', '.join(names)}); "
-                              "a bundle without a task is read as a single-output classifier. Re-export the bundle "
-                              "with `edgesparse export RUN_DIR` so export.json records the task.")
-        units = int(outputs[names[0]].shape[-1]) if outputs[names[0]].ndim > 1 else 1
-        return classification(max(units, 2), name=names[0])
+    if task is None or (len(task.heads) == 1 and len(names) == 1):
+        return {n: (task.heads[0].name if task else n) for n in names}
     heads = [h.name for h in task.heads]
-    if sorted(heads) != sorted(names):
+    mapping = {}
+    for n in names:
+        base = n
+        for prefix in WRAPPER_PREFIXES:
+            if base not in heads and base.startswith(prefix):
+                base = base[len(prefix):]
+        mapping[n] = base
+    if sorted(mapping.values()) != sorted(heads):
         raise DeviceError(f"the model's outputs are named {', '.join(sorted(names))} but export.json's task names "
                           f"{', '.join(heads)}; the bundle's model.tflite and export.json do not belong together. "
                           "Re-export the bundle with `edgesparse export RUN_DIR`.")
-    return task
+    return mapping
 
 
-def _named_outputs(arrays: dict[str, np.ndarray], task: Task | None) -> dict[str, np.ndarray]:
-    """A single output keyed by the task's head name (the runner names it from the model's signature)."""
-    if task is not None and len(arrays) == 1 and len(task.heads) == 1:
-        return {task.heads[0].name: next(iter(arrays.values()))}
-    return arrays
+def _task_for(task: Task | None, outputs: dict[str, np.ndarray]) -> Task:
+    """The bundle's task, or a classifier over the single output for bundles without one.
+
+    Raises:
+        DeviceError: a bundle without a task whose model has several outputs.
+    """
+    if task is not None:
+        return task
+    names = list(outputs)
+    if len(names) != 1:
+        raise DeviceError(f"export.json has no task, and the model has {len(names)} outputs ({', '.join(names)}); "
+                          "a bundle without a task is read as a single-output classifier. Re-export the bundle "
+                          "with `edgesparse export RUN_DIR` so export.json records the task.")
+    out = outputs[names[0]]
+    return classification(max(int(out.shape[-1]) if out.ndim > 1 else 1, 2), name=names[0])
 
 
 def _scores(task: Task, outputs: dict[str, np.ndarray], batch: _Batch) -> dict[str, float]:
@@ -319,8 +338,10 @@ def _compare(target: dict[str, Any], remote_dir: str, files: list[Path], batch: 
     if sorted(d_raw) != sorted(h_raw):
         raise DeviceError(f"the device named the model's outputs {', '.join(sorted(d_raw))} but the host "
                           f"{', '.join(sorted(h_raw))}; the two runners read different models.")
-    d_out, h_out = _named_outputs(d_raw, task), _named_outputs(h_raw, task)
-    task = _task_for(task, list(d_out), d_out)
+    names = head_names(task, list(d_raw))
+    d_out = {names[n]: a for n, a in d_raw.items()}
+    h_out = {names[n]: a for n, a in h_raw.items()}
+    task = _task_for(task, d_out)
     n_batch = len(next(iter(batch.inputs.values())))
     n_dev = {len(v) for v in d_out.values()}
     if n_dev != {n_batch} or any(len(v) != n_batch for v in h_out.values()):
@@ -329,13 +350,11 @@ def _compare(target: dict[str, Any], remote_dir: str, files: list[Path], batch: 
             "did not run the verification batch. Re-run with --debug and check the device's Python and runtime."
         )
     cmp = task.compare(h_out, d_out)
-    d_checks = {n: e["checksum"] for n, e in (device["outputs"].get("by_name") or {}).items()}
-    h_checks = {n: e["checksum"] for n, e in (host["outputs"].get("by_name") or {}).items()}
+    d_checks = {names[n]: e["checksum"] for n, e in (device["outputs"].get("by_name") or {}).items()}
+    h_checks = {names[n]: e["checksum"] for n, e in (host["outputs"].get("by_name") or {}).items()}
     per_head = cmp["heads"] or {task.heads[0].name: {k: cmp[k] for k in ("agreement", "max_abs_diff",
                                                                             "max_rel_diff")}}
-    by_raw = dict(zip(d_out, d_raw)) if len(d_raw) == 1 else {n: n for n in d_out}
-    outputs = {h.name: {"kind": h.kind, **per_head[h.name],
-                        "checksum_match": d_checks.get(by_raw[h.name]) == h_checks.get(by_raw[h.name])}
+    outputs = {h.name: {"kind": h.kind, **per_head[h.name], "checksum_match": d_checks[h.name] == h_checks[h.name]}
                for h in task.heads}
     d_metrics, h_metrics = _scores(task, d_out, batch), _scores(task, h_out, batch)
     single_classes = not task.multi_output and task.kind in ("classification", "binary")
