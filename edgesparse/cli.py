@@ -348,15 +348,12 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
               host_python=host_python,
               target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
     console = _console()
-    acc = ("" if res.device_accuracy is None
-           else f", accuracy on device {res.device_accuracy:.2%} (host {res.host_accuracy:.2%})")
     console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
     if res.target.get("machine"):
         cpu = res.target.get("cpu_model") or "CPU model unknown"
         console.print(f"device: {res.target['machine']}, {cpu}, Python {res.target.get('python')}"
                       + (" (EMULATED CPU)" if res.target.get("emulated") else ""))
-    console.print(f"verification batch: {res.samples} samples, top-1 agreement with host {res.agreement:.2%}, "
-                  f"outputs identical: {'yes' if res.checksum_match else 'no'}{acc}; device runtime "
+    console.print(f"{res.summary_line()}; device runtime "
                   f"{(res.device.get('runtime') or {}).get('name')} "
                   f"{(res.device.get('runtime') or {}).get('version')}, "
                   f"resolver {res.device.get('resolver')}")

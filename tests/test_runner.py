@@ -110,6 +110,11 @@ def test_int8_io_model_quantizes_the_float_batch_and_dequantizes_outputs(extra_m
     np.testing.assert_allclose(outputs, expected, atol=0.05)
     summary = out["outputs"]
     assert summary["count"] == 7 and summary["argmax"] == [int(i) for i in outputs.argmax(axis=1)]
+    # one output: the single-output keys stay at the top, and the same figures are under its name
+    assert out["inputs"] == [{"name": out["inputs"][0]["name"], **out["input"]}] and len(summary["names"]) == 1
+    assert summary["by_name"][summary["names"][0]]["checksum"] == summary["checksum"]
+    assert summary["by_name"][summary["names"][0]]["shape"] == [7, 5] and out["output_names"] == summary["names"]
+    assert "float32_base64" not in summary["by_name"][summary["names"][0]]  # values only with --return-outputs
     rounded = (np.round(outputs, 4) + np.float32(0.0)).astype(np.float32)
     assert summary["checksum"] == hashlib.sha256(rounded.tobytes()).hexdigest()
     assert summary["sum"] == pytest.approx(float(outputs.sum()), rel=1e-6)

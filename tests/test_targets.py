@@ -401,3 +401,8 @@ def test_benchmark_command_min_secs_and_runner_args() -> None:
     assert "--api" not in args and "--min-seconds" not in args  # defaults stay implicit (older runners)
     args = runner_args("m.tflite", threads=2, runs=50, warmup=5, resolver="auto", api="compiled", min_seconds=2)
     assert args[args.index("--api") + 1] == "compiled" and args[args.index("--min-seconds") + 1] == "2.0"
+    assert "--return-outputs" not in args and "--return-outputs" not in runner_args(
+        "m.tflite", threads=1, runs=1, warmup=0, resolver="auto", return_outputs=True)  # only with a batch
+    args = runner_args("m.tflite", threads=1, runs=1, warmup=0, resolver="auto", input_batch="b.npz",
+                       return_outputs=True)
+    assert args[-3:] == ["--input", "b.npz", "--return-outputs"]

@@ -11,8 +11,8 @@ Usage::
 
     python3 runner.py MODEL.tflite [--threads N] [--runs N] [--min-seconds S] [--warmup N]
                       [--resolver auto|builtin] [--api interpreter|compiled]
-                      [--paired REF.tflite] [--input BATCH.npy] [--input-shape 1,96,96,3]
-                      [--save-outputs OUT.npy]
+                      [--paired REF.tflite] [--input BATCH.npy|BATCH.npz] [--input-shape 1,96,96,3]
+                      [--save-outputs OUT.npy|OUT.npz] [--return-outputs]
     python3 runner.py --describe
 
 What is measured:
@@ -38,6 +38,24 @@ What is measured:
   to LiteRT's builtin kernels; ``{"unavailable": reason}`` where the runtime does not list its nodes.
   ``resolver`` "xnnpack" means the default resolver ran, not that XNNPACK took every op (the x86-64
   tflite-runtime 2.14 wheel's XNNPACK takes no int8 op, measured).
+
+Inputs and outputs: the converter orders a model's tensors by their signature names (the Keras
+names), not in the Keras order, so inputs are fed and outputs read by name (the signature runner's
+details, in tflite-runtime 2.14 and ai-edge-litert alike; tensor names where a model has no
+signature). Timing feeds every input random values. ``inputs`` lists each input's ``name``, ``shape``
+and ``dtype`` (``input`` is the first, as before); ``output_names`` the outputs.
+
+With ``--input`` (a .npy array for one input, or a .npz archive with an array per input named after
+it — ``img`` or ``x_img`` as verify.npz stores it) every sample is run and ``outputs`` reports::
+
+    {"count": N, "checksum": ..., "sum": ..., "names": [...],
+     "by_name": {NAME: {"shape": [N, ...], "count": N, "checksum": ..., "sum": ...,
+                        ["float32_base64": ... with --return-outputs]}},
+     ["argmax": [...] for a single output]}
+
+``checksum`` is the sha256 of the float32 outputs rounded to 4 decimals (for several outputs, of the
+``name:checksum`` lines in name order). ``argmax`` is kept for single-output models (a class only
+for a classifier: what to compare is the host's decision, which knows the task).
 
 Where it ran (every result, ``--describe`` too): ``machine``, ``cpu_model`` (Raspberry Pi's board
 and core from /proc/cpuinfo), ``cpu_features`` (the SIMD features that pick int8 and float kernels),
@@ -251,6 +269,11 @@ def check_static_shapes(interp: Any, input_shape: list | None) -> None:
                 raise bad_argument("--input-shape " + ",".join(str(s) for s in input_shape) + " does not fit input "
                                    + str(d["name"]) + " of signature " + str(signature))
             continue
+        if i > 0:  # --input-shape sets the first input only
+            raise RunnerError("dynamic_shape", "the model's input " + str(d["name"]) + " (input " + str(i + 1)
+                              + " of " + str(len(details)) + ") has dynamic dimensions " + str(signature)
+                              + "; --input-shape sets the first input only, so export the model with fixed input "
+                              "shapes (keras.Input(shape=...) without None) to run it here", EXIT_BAD_ARGUMENT)
         raise RunnerError("dynamic_shape", "the model's input " + str(d["name"]) + " has dynamic dimensions "
                           + str(signature) + "; give a concrete shape with --input-shape (for example "
                           + ",".join(str(s if s > 0 else 1) for s in signature) + ")", EXIT_BAD_ARGUMENT)
@@ -404,8 +427,53 @@ def op_delegation(interp: Any) -> dict:
             "builtin": dict(sorted(builtin.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
+def _plain_name(tensor_name: str) -> str:
+    """``serving_default_img:0`` -> ``img``: a tensor's name without the converter's prefix and suffix."""
+    name = re.sub(r":\d+$", "", str(tensor_name))
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def _fallback_names(details: list, prefix: str) -> list:
+    """Names from the tensors themselves (models without a signature), else ``output_0``, ``output_1`` ..."""
+    names = [_plain_name(d["name"]) for d in details]
+    if len(set(names)) == len(names) and not any(n.startswith("StatefulPartitionedCall") for n in names):
+        return names
+    return [prefix + "_" + str(i) for i in range(len(details))]
+
+
+def signature_io(interp: Any) -> tuple:
+    """Tensor index -> signature name, for inputs and for outputs (two empty dicts without a signature).
+
+    The converter orders a model's input and output tensors by their signature names (the Keras input
+    and output names), not in the Keras order, so the runner feeds and reads them by name. The
+    signature runner's details are public in tflite-runtime 2.14 and ai-edge-litert alike.
+    """
+    try:
+        signatures = interp.get_signature_list()
+        if not signatures:
+            return {}, {}
+        sig = interp.get_signature_runner(next(iter(signatures)))
+        ins = {int(d["index"]): str(name) for name, d in sig.get_input_details().items()}
+        outs = {int(d["index"]): str(name) for name, d in sig.get_output_details().items()}
+        return ins, outs
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError):
+        return {}, {}
+
+
+def io_names(interp: Any, inputs: list, outputs: list) -> tuple:
+    """The names of ``inputs`` and ``outputs`` (interpreter details), in their order: signature names where known."""
+    ins, outs = signature_io(interp)
+    in_names = [ins.get(int(d["index"])) for d in inputs]
+    out_names = [outs.get(int(d["index"])) for d in outputs]
+    if not all(in_names) or len(set(in_names)) != len(in_names):
+        in_names = _fallback_names(inputs, "input")
+    if not all(out_names) or len(set(out_names)) != len(out_names):
+        out_names = _fallback_names(outputs, "output")
+    return in_names, out_names
+
+
 class InterpreterEngine:
-    """The classic ``Interpreter`` API: set_tensor, invoke, get_tensor."""
+    """The classic ``Interpreter`` API: set_tensor, invoke, get_tensor; inputs and outputs named by signature."""
 
     api = "interpreter"
 
@@ -413,16 +481,19 @@ class InterpreterEngine:
         self.interp = interp
         self.inputs = interp.get_input_details()
         self.outputs = interp.get_output_details()
+        self.input_names, self.output_names = io_names(interp, self.inputs, self.outputs)
 
     def set_inputs(self, values: list) -> None:
+        """Set every input; ``values`` in the order of ``self.inputs``."""
         for d, v in zip(self.inputs, values):
             self.interp.set_tensor(d["index"], v)
 
     def run(self) -> None:
         self.interp.invoke()
 
-    def output(self) -> Any:
-        return self.interp.get_tensor(self.outputs[0]["index"])
+    def output(self, i: int = 0) -> Any:
+        """Output ``i`` (in the order of ``self.outputs``) of the last run."""
+        return self.interp.get_tensor(self.outputs[i]["index"])
 
 
 class CompiledEngine:
@@ -430,30 +501,38 @@ class CompiledEngine:
 
     api = "compiled"
 
-    def __init__(self, model: Any, inputs: list, outputs: list) -> None:
+    def __init__(self, model: Any, inputs: list, outputs: list, input_names: list, output_names: list) -> None:
         self.model = model
-        self.inputs = inputs  # Interpreter-style details (name, dtype, shape, quantization)
+        self.inputs = inputs  # Interpreter-style details (name, dtype, shape, quantization), in buffer order
         self.outputs = outputs
+        self.input_names = input_names  # the signature's names, in the same order
+        self.output_names = output_names
         self.in_buffers = model.create_input_buffers(0)
         self.out_buffers = model.create_output_buffers(0)
 
     def set_inputs(self, values: list) -> None:
+        """Write every input buffer; ``values`` in the order of ``self.inputs``."""
         for buf, v in zip(self.in_buffers, values):
             buf.write(v)
 
     def run(self) -> None:
         self.model.run_by_index(0, self.in_buffers, self.out_buffers)
 
-    def output(self) -> Any:
+    def output(self, i: int = 0) -> Any:
+        """Output ``i`` (in the order of ``self.outputs``) of the last run."""
         import numpy as np
 
-        d = self.outputs[0]
+        d = self.outputs[i]
         shape = tuple(int(x) for x in d["shape"])
-        return self.out_buffers[0].read(int(np.prod(shape)), np.dtype(d["dtype"])).reshape(shape)
+        return self.out_buffers[i].read(int(np.prod(shape)), np.dtype(d["dtype"])).reshape(shape)
 
 
-def _ordered_details(signature_details: dict, interp_details: list) -> list:
-    """The Interpreter's details (with quantization) in the CompiledModel signature's order, by tensor name."""
+def _ordered_details(signature_details: dict, interp_details: list) -> tuple:
+    """The Interpreter's details (with quantization) in the CompiledModel signature's order, by tensor name.
+
+    Returns:
+        ``(details, signature names)``, both in the signature's (buffer) order.
+    """
     by_name = {d["name"]: d for d in interp_details}
     ordered = []
     for i, (key, detail) in enumerate(signature_details.items()):
@@ -463,7 +542,7 @@ def _ordered_details(signature_details: dict, interp_details: list) -> list:
         match = dict(match)
         match["shape"] = [int(x) for x in detail.get("shape", match["shape"])]
         ordered.append(match)
-    return ordered
+    return ordered, [str(k) for k in signature_details]
 
 
 def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: list | None) -> dict:
@@ -498,10 +577,10 @@ def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: 
         model = CompiledModel.from_file(model_path, options=Options(
             hardware_accelerators=HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads)))
         signature = list(model.get_signature_list())[0]
-        engine = CompiledEngine(model, _ordered_details(model.get_input_tensor_details(signature),
-                                                        plain.get_input_details()),
-                                _ordered_details(model.get_output_tensor_details(signature),
-                                                 plain.get_output_details()))
+        inputs, input_names = _ordered_details(model.get_input_tensor_details(signature), plain.get_input_details())
+        outputs, output_names = _ordered_details(model.get_output_tensor_details(signature),
+                                                 plain.get_output_details())
+        engine = CompiledEngine(model, inputs, outputs, input_names, output_names)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise load_failed("LiteRT's CompiledModel cannot load the model: " + _first_line(exc)
                           + " (try --api interpreter)")
@@ -626,57 +705,163 @@ def paired_ratio(engine: Any, feeds: list, reference: Any, ref_feeds: list, bloc
             "median_ms": float(np.median(mine)), "reference_median_ms": float(np.median(theirs))}
 
 
-def load_batch(path: str, detail: dict) -> Any:
-    """Read ``--input``: an array of samples shaped like the model's input without its batch dim.
+def _check_samples(batch: Any, detail: dict, what: str) -> Any:
+    """``batch`` if it holds samples shaped like the input ``detail`` (without its batch axis).
 
     Raises:
-        RunnerError: (bad_argument) unreadable file or samples of the wrong shape.
+        RunnerError: (bad_argument) samples of the wrong shape or not numbers.
+    """
+    sample = tuple(int(s) for s in detail["shape"][1:])
+    if batch.ndim != len(sample) + 1 or tuple(batch.shape[1:]) != sample:
+        raise bad_argument(what + " holds an array of shape " + str(tuple(batch.shape))
+                           + " but the model takes samples of shape " + str(sample) + " (array shape (N,) + "
+                           + str(sample) + " expected)")
+    if batch.dtype.kind not in "fiub":
+        raise bad_argument(what + " has dtype " + str(batch.dtype) + "; give numbers")
+    return batch
+
+
+def _npz_key(keys: list, name: str, detail: dict, single: bool) -> str | None:
+    """The archive's array for the input ``name``: ``name``, ``x_<name>``, its tensor name, or ``x`` (one input)."""
+    for key in (name, "x_" + name, str(detail.get("name", "")), _plain_name(detail.get("name", ""))):
+        if key in keys:
+            return key
+    if single and "x" in keys:
+        return "x"
+    if single and len(keys) == 1:
+        return keys[0]
+    return None
+
+
+def load_inputs(path: str, details: list, names: list) -> list:
+    """Read ``--input``: one array per model input, in the order of ``details``.
+
+    A ``.npy`` file feeds a single-input model; a ``.npz`` archive names its arrays after the
+    inputs (the signature name ``img``, or ``x_img`` as verify.npz stores them, or the tensor name;
+    ``x`` for a single input). Every array holds the same number of samples.
+
+    Raises:
+        RunnerError: (bad_argument) unreadable file, an input without its array, wrong shapes or counts.
     """
     import numpy as np
 
     try:
-        batch = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise bad_argument("cannot read --input " + path + " as a .npy array: " + _first_line(exc))
-    sample = tuple(int(s) for s in detail["shape"][1:])
-    if batch.ndim != len(sample) + 1 or tuple(batch.shape[1:]) != sample:
-        raise bad_argument("--input " + path + " holds an array of shape " + str(tuple(batch.shape))
-                           + " but the model takes samples of shape " + str(sample) + " (array shape (N,) + "
-                           + str(sample) + " expected)")
-    if batch.dtype.kind not in "fiub":
-        raise bad_argument("--input " + path + " has dtype " + str(batch.dtype) + "; give numbers")
-    return batch
+        raise bad_argument("cannot read --input " + path + " as a .npy array or .npz archive: " + _first_line(exc))
+    if isinstance(loaded, np.ndarray):
+        if len(details) != 1:
+            raise bad_argument("--input " + path + " is one .npy array but the model has " + str(len(details))
+                               + " inputs (" + ", ".join(names) + "); give a .npz archive with one array per "
+                               "input, named after it (np.savez(path, " + ", ".join(n + "=..." for n in names) + "))")
+        return [_check_samples(loaded, details[0], "--input " + path)]
+    try:
+        keys = list(loaded.files)
+        arrays = []
+        for d, name in zip(details, names):
+            key = _npz_key(keys, name, d, len(details) == 1)
+            if key is None:
+                raise bad_argument("--input " + path + " has no array for the model's input " + name + " (it holds "
+                                   + ", ".join(keys) + "); name the arrays after the inputs: " + ", ".join(names))
+            arrays.append(_check_samples(loaded[key], d, "--input " + path + " array " + key))
+    finally:
+        loaded.close()
+    counts = sorted({len(a) for a in arrays})
+    if len(counts) > 1:
+        raise bad_argument("--input " + path + " holds different numbers of samples per input ("
+                           + ", ".join(n + ": " + str(len(a)) for n, a in zip(names, arrays)) + "); give every input "
+                           "the same samples")
+    return arrays
 
 
-def run_batch(engine: Any, batch: Any) -> Any:
-    """Run every sample of ``batch`` (one run per model batch); return float32 outputs of output 0."""
+def run_batch(engine: Any, batch: Any) -> list:
+    """Run every sample (one run per model batch); return the float32 outputs, one array per model output.
+
+    Args:
+        engine: An engine (its ``inputs`` and ``outputs`` details).
+        batch: One array per model input (in the order of ``engine.inputs``); a bare array for a
+            single-input model.
+
+    Returns:
+        One float32 array per output, in the order of ``engine.outputs``.
+    """
     import numpy as np
 
-    inp = engine.inputs[0]
-    out = engine.outputs[0]
-    per = max(int(inp["shape"][0]), 1)
-    results = []
-    for start in range(0, len(batch), per):
-        chunk = batch[start:start + per]
-        n = len(chunk)
+    batches = list(batch) if isinstance(batch, (list, tuple)) else [batch]
+    per = max(int(engine.inputs[0]["shape"][0]), 1)
+    total = len(batches[0]) if batches else 0
+    results: list = [[] for _ in engine.outputs]
+    for start in range(0, total, per):
+        chunks = [b[start:start + per] for b in batches]
+        n = len(chunks[0])
         if n < per:  # pad the last model batch; padded rows are dropped below
-            chunk = np.concatenate([chunk, np.zeros((per - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-        engine.set_inputs([quantize(chunk, inp)])
+            chunks = [np.concatenate([c, np.zeros((per - n,) + c.shape[1:], dtype=c.dtype)]) for c in chunks]
+        engine.set_inputs([quantize(c, d) for c, d in zip(chunks, engine.inputs)])
         engine.run()
-        results.append(dequantize(engine.output(), out)[:n])
-    return np.concatenate(results) if results else np.zeros((0,), dtype=np.float32)
+        for i, d in enumerate(engine.outputs):
+            results[i].append(dequantize(engine.output(i), d)[:n])
+    return [np.concatenate(r) if r else np.zeros((0,), dtype=np.float32) for r in results]
+
+
+def _checksum(a: Any) -> str:
+    """sha256 of float32 values rounded to 4 decimals (stable across runs; -0.0 counts as 0.0)."""
+    import numpy as np
+
+    rounded = (np.round(np.asarray(a, dtype=np.float32), 4) + np.float32(0.0)).astype(np.float32)
+    return hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest()
 
 
 def output_summary(outputs: Any) -> dict:
-    """Count, a stable checksum (sha256 of float32 outputs rounded to 4 decimals), argmax and sum."""
+    """One output's count, a stable checksum (sha256 of float32 outputs rounded to 4 decimals), argmax and sum.
+
+    ``argmax`` (the index of the largest value of each sample) is a class only for a classifier; it is
+    kept for single-output models, whose consumers read it. What to compare is the host's decision.
+    """
     import numpy as np
 
     a = np.asarray(outputs, dtype=np.float32)
-    rounded = (np.round(a, 4) + np.float32(0.0)).astype(np.float32)  # + 0.0 folds -0.0 into 0.0
     flat = a.reshape(len(a), -1) if len(a) else a.reshape(0, 1)
-    return {"count": len(a), "checksum": hashlib.sha256(np.ascontiguousarray(rounded).tobytes()).hexdigest(),
+    return {"count": len(a), "checksum": _checksum(a),
             "argmax": [int(i) for i in np.argmax(flat, axis=-1)] if len(a) else [],
             "sum": float(a.astype(np.float64).sum())}
+
+
+def encode_values(a: Any) -> str:
+    """float32 values, little-endian, C order, as base64 (exact and a third the size of JSON numbers)."""
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
+
+
+def outputs_report(names: list, arrays: list, values: bool = False) -> dict:
+    """Every output of the batch, by name; one output keeps the single-output keys at the top.
+
+    Returns:
+        ``{"count", "checksum", "sum", "names", "by_name": {name: {"shape", "count", "checksum", "sum"
+        [, "float32_base64"]}}}`` plus ``argmax`` for a single output. ``checksum`` is the single output's,
+        or for several the sha256 of ``name:checksum`` lines in name order.
+    """
+    import numpy as np
+
+    by_name = {}
+    for name, a in zip(names, arrays):
+        a = np.asarray(a, dtype=np.float32)
+        entry: dict = {"shape": [int(s) for s in a.shape], "count": len(a), "checksum": _checksum(a),
+                       "sum": float(a.astype(np.float64).sum())}
+        if values:
+            entry["float32_base64"] = encode_values(a)
+        by_name[name] = entry
+    if len(arrays) == 1:
+        out = output_summary(arrays[0])
+    else:
+        lines = "".join(n + ":" + by_name[n]["checksum"] + "\n" for n in sorted(by_name))
+        out = {"count": len(arrays[0]) if arrays else 0, "checksum": hashlib.sha256(lines.encode()).hexdigest(),
+               "sum": float(sum(e["sum"] for e in by_name.values()))}
+    out["names"] = list(names)
+    out["by_name"] = by_name
+    return out
 
 
 #: ``cpu implementer:cpu part`` of /proc/cpuinfo -> core name (Raspberry Pi and common Android cores)
@@ -869,7 +1054,7 @@ def _describe_device() -> dict:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """Refuse a missing model and out-of-range --threads, --runs, --min-seconds or --warmup."""
+    """Refuse a missing model, out-of-range --threads, --runs, --min-seconds or --warmup, and --return-outputs alone."""
     if not args.model:
         raise bad_argument("give the .tflite model to run (or --describe)")
     if args.threads < 1:
@@ -880,15 +1065,15 @@ def _check_counts(args: argparse.Namespace) -> None:
         raise bad_argument("--min-seconds must be >= 0, got " + str(args.min_seconds))
     if args.warmup < 0:
         raise bad_argument("--warmup must be >= 0, got " + str(args.warmup))
+    if args.return_outputs and not args.input:
+        raise bad_argument("--return-outputs returns the outputs of the --input batch; give --input too")
 
 
-def _input_batch(path: str | None, details: list) -> Any:
-    """The ``--input`` batch for a single-input model, or None without ``--input``."""
+def _input_batch(path: str | None, engine: Any) -> list | None:
+    """The ``--input`` batch, one array per model input, or None without ``--input``."""
     if not path:
         return None
-    if len(details) != 1:
-        raise bad_argument("--input runs single-input models only; this model has " + str(len(details)) + " inputs")
-    return load_batch(path, details[0])
+    return load_inputs(path, engine.inputs, engine.input_names)
 
 
 def _warm_up(engine: Any, feeds: list, count: int) -> None:
@@ -927,17 +1112,41 @@ def _paired_run(runtime: Runtime, args: argparse.Namespace, shape: list | None, 
     return paired
 
 
-def _batch_outputs(engine: Any, batch: Any, save_path: str | None) -> dict | None:
-    """Run the ``--input`` batch and summarize its outputs (saved to ``save_path`` if given)."""
+def _batch_outputs(engine: Any, batch: list | None, save_path: str | None, values: bool) -> dict | None:
+    """Run the ``--input`` batch and report every output (saved to ``save_path`` if given).
+
+    One output is saved as a .npy array; several as a .npz archive keyed by output name.
+    """
     if batch is None:
         return None
     import numpy as np
 
     result = run_batch(engine, batch)
-    outputs = output_summary(result)
     if save_path:
-        np.save(save_path, result)
-    return outputs
+        if len(result) == 1:
+            np.save(save_path, result[0])
+        else:
+            with open(save_path, "wb") as f:  # a file object: np.savez would append .npz to a path
+                np.savez(f, **dict(zip(engine.output_names, result)))
+    return outputs_report(engine.output_names, result, values)
+
+
+def _check_save_path(path: str | None, engine: Any) -> None:
+    """Several outputs are saved as one .npz archive; refuse a .npy name before anything runs."""
+    if path and len(engine.outputs) > 1 and not path.endswith(".npz"):
+        raise bad_argument("--save-outputs " + path + ": the model has " + str(len(engine.outputs)) + " outputs ("
+                           + ", ".join(engine.output_names) + "), saved as one .npz archive keyed by output name; "
+                           "give a path ending in .npz")
+
+
+def _io_facts(engine: Any) -> dict:
+    """``input`` (the first, as before), ``inputs`` (every one: name, shape, dtype) and ``output_names``."""
+    import numpy as np
+
+    inputs = [{"name": n, "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
+              for n, d in zip(engine.input_names, engine.inputs)]
+    return {"input": {k: inputs[0][k] for k in ("shape", "dtype")}, "inputs": inputs,
+            "output_names": list(engine.output_names)}
 
 
 def _run_notes(paired: dict | None, made: dict) -> list:
@@ -955,6 +1164,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.describe:
         return _describe_device()
     _check_counts(args)
+    if args.api == "compiled" and args.resolver != "auto":
+        raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
     shape = parse_shape(args.input_shape)
     if not os.path.isfile(args.model):
         raise load_failed("model file not found: " + args.model)
@@ -963,8 +1174,6 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     runtime_rss = rss_bytes()
-    if args.api == "compiled" and args.resolver != "auto":
-        raise bad_argument("--resolver " + args.resolver + " applies to --api interpreter only")
     try:
         made = make_engine(runtime, args.model, args, shape)
     except RunnerError as exc:  # say which runtime refused the model (an old one lacks newer op versions)
@@ -972,15 +1181,15 @@ def run(args: argparse.Namespace) -> dict:
         raise
     engine = made["engine"]
     details = engine.inputs
-    batch = _input_batch(args.input, details)
+    batch = _input_batch(args.input, engine)
+    _check_save_path(args.save_outputs, engine)
     rng = np.random.default_rng(0)
     feeds = [random_input(d, rng) for d in details]
     _warm_up(engine, feeds, args.warmup)
     samples = _time_runs(engine, feeds, args.runs, args.min_seconds)
     paired = _paired_run(runtime, args, shape, engine=engine, feeds=feeds, rng=rng)  # the reference is freed on return
-    outputs = _batch_outputs(engine, batch, args.save_outputs)
+    outputs = _batch_outputs(engine, batch, args.save_outputs, args.return_outputs)
     peak = rss_bytes()
-    inp = details[0]
     out = describe(runtime)
     out.update({
         "model": os.path.basename(args.model),
@@ -1004,7 +1213,7 @@ def run(args: argparse.Namespace) -> dict:
         "runtime_rss_bytes": runtime_rss,
         "peak_rss_bytes": peak,
         "model_rss_bytes": (peak - runtime_rss) if (peak is not None and runtime_rss is not None) else None,
-        "input": {"shape": [int(s) for s in inp["shape"]], "dtype": str(np.dtype(inp["dtype"]))},
+        **_io_facts(engine),
         "outputs": outputs,
         "notes": _run_notes(paired, made),
     })
@@ -1025,9 +1234,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: XNNPACK, falling back to the builtin kernels; builtin: builtin kernels only")
     p.add_argument("--paired", metavar="REF.tflite",
                    help="also time this reference model alternately with MODEL in one process; report the ratio")
-    p.add_argument("--input", help="a .npy batch of samples to run; their outputs are summarized")
-    p.add_argument("--input-shape", help="concrete input shape for dynamic models, e.g. 1,96,96,3")
-    p.add_argument("--save-outputs", help="write the batch's float32 outputs to this .npy")
+    p.add_argument("--input", help="samples to run, their outputs reported: a .npy array (one input) or a .npz "
+                   "archive with one array per input, named after it")
+    p.add_argument("--input-shape", help="concrete shape of the first input for dynamic models, e.g. 1,96,96,3")
+    p.add_argument("--save-outputs", help="write the batch's float32 outputs to this .npy (one output) or .npz "
+                   "(several, keyed by output name)")
+    p.add_argument("--return-outputs", action="store_true",
+                   help="with --input: also put every output's float32 values (base64) in the JSON")
     p.add_argument("--describe", action="store_true", help="print host, Python and runtime, run nothing")
     return p
 

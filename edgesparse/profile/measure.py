@@ -196,6 +196,13 @@ def _add_footprints(report: ProfileReport, paths: list[Path], input_shape: tuple
     for p in paths:
         fp = footprint(p).to_dict()
         dyn = _dynamic_dims(fp)
+        later = _dynamic_dims({"inputs": fp.get("inputs", [])[1:]})
+        if later:  # --input-shape sets the first input only (the runner's and benchmark_model's rule here)
+            raise ProfileError(
+                f"{p} has dynamic dimensions in an input other than the first ({'; '.join(later)}); --input-shape "
+                "sets the first input only, so export the model with fixed input shapes (keras.Input(shape=...) "
+                "without None) to profile it."
+            )
         if dyn and input_shape is None:
             raise ProfileError(
                 f"{p} has dynamic input dimensions ({'; '.join(dyn)}); give a concrete shape with "

@@ -135,14 +135,14 @@ class ADBTarget:
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
                    timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
-                   paired: Path | None = None) -> dict[str, Any]:
+                   paired: Path | None = None, return_outputs: bool = False) -> dict[str, Any]:
         """Run the runner (or benchmark_model) on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
         folder = remote_dir or self.push(measured_files(model, input_batch, paired))
         python = self._device_python()
         if python:
             args = folder_runner_args(model, input_batch=input_batch, paired=paired, threads=threads, runs=runs,
                                       warmup=warmup, resolver=resolver, input_shape=input_shape, api=api,
-                                      min_seconds=min_seconds)
+                                      min_seconds=min_seconds, return_outputs=return_outputs)
             cmd = (f"cd {shlex.quote(folder)} && {shlex.quote(python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
             proc = self._shell(cmd, timeout=timeout)

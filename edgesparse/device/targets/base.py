@@ -33,13 +33,14 @@ class Target(Protocol):
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
                    timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
-                   paired: Path | None = None) -> dict[str, Any]:
+                   paired: Path | None = None, return_outputs: bool = False) -> dict[str, Any]:
         """Run the runner on ``model`` there; return its parsed JSON.
 
         ``api`` is the runner's ``--api`` (``interpreter`` or ``compiled``); ``min_seconds`` its
         ``--min-seconds``; ``paired`` a reference model timed alternately with ``model`` in the
-        same process (``--paired``). ``remote_dir`` names a folder :meth:`push` already filled (model, batch and
-        runner); without it the files are copied first.
+        same process (``--paired``); ``return_outputs`` puts the ``input_batch``'s output values in the
+        JSON (``--return-outputs``: every output by name, float32 as base64). ``remote_dir`` names a
+        folder :meth:`push` already filled (model, batch and runner); without it the files are copied first.
 
         Raises:
             DeviceError: the target cannot be reached or has no Python/runtime.
@@ -84,7 +85,8 @@ def check_options(kind: str, options: dict[str, Any], known: Sequence[str]) -> d
 
 def runner_args(model: str, *, threads: int, runs: int, warmup: int, resolver: str,
                 input_batch: str | None = None, input_shape: Sequence[int] | None = None,
-                api: str = "interpreter", min_seconds: float = 0.0, paired: str | None = None) -> list[str]:
+                api: str = "interpreter", min_seconds: float = 0.0, paired: str | None = None,
+                return_outputs: bool = False) -> list[str]:
     """The runner's command-line arguments (without the interpreter and script)."""
     args = [model, "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup), "--resolver", resolver]
     if api != "interpreter":
@@ -95,6 +97,8 @@ def runner_args(model: str, *, threads: int, runs: int, warmup: int, resolver: s
         args += ["--paired", paired]
     if input_batch:
         args += ["--input", input_batch]
+        if return_outputs:
+            args.append("--return-outputs")
     if input_shape:
         args += ["--input-shape", ",".join(str(int(d)) for d in input_shape)]
     return args

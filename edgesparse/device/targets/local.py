@@ -55,7 +55,7 @@ class LocalTarget:
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
                    timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
-                   paired: Path | None = None) -> dict[str, Any]:
+                   paired: Path | None = None, return_outputs: bool = False) -> dict[str, Any]:
         """Run the runner here (see :class:`~edgesparse.device.targets.base.Target`)."""
         base = Path(remote_dir) if remote_dir else None
         model_path = str(base / Path(model).name) if base else str(model)
@@ -68,7 +68,8 @@ class LocalTarget:
         script = base / RUNNER.name if base and (base / RUNNER.name).exists() else RUNNER
         cmd = [self.python, str(script), *runner_args(model_path, threads=threads, runs=runs, warmup=warmup,
                                                       resolver=resolver, input_batch=batch, input_shape=input_shape,
-                                                      api=api, min_seconds=min_seconds, paired=ref)]
+                                                      api=api, min_seconds=min_seconds, paired=ref,
+                                                      return_outputs=return_outputs)]
         proc = run_process(cmd, what="the runner on this machine", timeout=timeout)
         self.last = interpret_runner_output(proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"),
                                             proc.returncode, "this machine", self.python)

@@ -178,13 +178,13 @@ class SSHTarget:
                    resolver: str = "auto", input_batch: Path | None = None,
                    input_shape: Sequence[int] | None = None, remote_dir: str | None = None,
                    timeout: float = 600, api: str = "interpreter", min_seconds: float = 0.0,
-                   paired: Path | None = None) -> dict[str, Any]:
+                   paired: Path | None = None, return_outputs: bool = False) -> dict[str, Any]:
         """Run the runner on the device (see :class:`~edgesparse.device.targets.base.Target`)."""
         if remote_dir is None:
             remote_dir = self._ensure_pushed(measured_files(model, input_batch, paired))
         args = folder_runner_args(model, input_batch=input_batch, paired=paired, threads=threads, runs=runs,
                                   warmup=warmup, resolver=resolver, input_shape=input_shape, api=api,
-                                  min_seconds=min_seconds)
+                                  min_seconds=min_seconds, return_outputs=return_outputs)
         command = (f"cd -- {remote_path(remote_dir)} && exec {remote_path(self.python)} runner.py "
                    + " ".join(shlex.quote(a) for a in args))
         proc = self._ssh(remote_deadline(command, timeout), timeout=timeout + 30, what="the runner")
