@@ -36,17 +36,31 @@ class CheckReport:
     task: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
-        """One human line per finding (printed by ``edgesparse validate``)."""
+        """One human line per finding (printed by ``edgesparse validate``).
+
+        The data line names classes only when an output predicts classes (else the targets' shapes); the
+        model line lists every input and output (name, units, kind) when the model has several.
+        """
         d, m = self.data, self.model
+        heads = list(self.task.get("outputs") or []) if self.task else []
+        inputs = _shapes_text(d.get("input_shapes")) or str(tuple(d["input_shape"]))
+        if not heads or any(h.get("kind") == "classification" for h in heads):
+            targets = f"{d['num_classes']} classes"
+        else:
+            targets = "targets " + (_shapes_text(d.get("target_shapes")) or "(none)")
+        # several inputs: the model's describe() keeps the first only; the data's shapes were checked against it
+        model_inputs = inputs if d.get("input_shapes") else str(tuple(m["input_shape"]))
         out = [
-            (f"data: {d['name']} train/val/test = {d['train']}/{d['validation']}/{d['test']}, input "
-             f"{tuple(d['input_shape'])}, {d['num_classes']} classes"),
-            (f"model: {m['name']} ({m['params']:,} params), input {tuple(m['input_shape'])} -> "
-             f"{m['output_shape'][-1]} outputs: fits the data"),
+            f"data: {d['name']} train/val/test = {d['train']}/{d['validation']}/{d['test']}, input {inputs}, {targets}",
+            (f"model: {m['name']} ({m['params']:,} params), input {model_inputs} -> "
+             f"{_outputs_text(m, heads)}: fits the data"),
         ]
         if self.task:
             t = self.task
-            out.insert(1, f"task: {t['kind']}, metric {t['metric']} ({t['direction']} is better): {t['reason']}")
+            kind = t["kind"] if t["kind"] != "multi" else "several outputs (" + ", ".join(
+                f"{h['name']} {h['kind']}" for h in heads) + f"; primary {t.get('primary')})"
+            out.insert(1, f"task: {kind}, metric {str(t['metric']).replace('/', ' ')} ({t['direction']} is better): "
+                          f"{t['reason']}")
         if self.plan:
             pruned = [lp for lp in self.plan if lp["prune"]]
             groups: dict[str, list[str]] = {}
@@ -60,6 +74,32 @@ class CheckReport:
                     notes.setdefault(lp["note"], []).append(lp["name"])
             out += [f"  {_names(names)}: {note}" for note, names in notes.items()]
         return out
+
+
+def _shapes_text(shapes: Any) -> str:
+    """``{"img": [8, 8, 1], "meta": [3]}`` -> ``img (8, 8, 1), meta (3,)``; a list -> its tuple (``[]``: scalar)."""
+    def one(shape: Any) -> str:
+        return str(tuple(shape)) if len(shape) else "scalar"
+
+    if isinstance(shapes, dict):
+        return ", ".join(f"{k} {one(v)}" for k, v in shapes.items())
+    return one(shapes) if shapes is not None else ""
+
+
+def _outputs_text(model: dict[str, Any], heads: list[dict[str, Any]]) -> str:
+    """What the model outputs: ``10 outputs``, ``1 output (regression)``, ``2 outputs: cls (4 classes), box (4)``."""
+    def one(h: dict[str, Any]) -> str:
+        units = int(h.get("units") or 1)
+        if h.get("kind") == "classification":
+            return f"{units} classes"
+        return f"{units} {h.get('kind')} unit{'s' if units != 1 else ''}"
+
+    if len(heads) > 1:
+        return f"{len(heads)} outputs: " + ", ".join(f"{h['name']} ({one(h)})" for h in heads)
+    if heads and heads[0].get("kind") != "classification":
+        return one(heads[0])
+    shape = model.get("output_shape") or [0]
+    return f"{shape[-1]} outputs"
 
 
 def _names(names: list[str], shown: int = 4) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgesparse.render import fmt_int, fmt_pct
+from edgesparse.render import MetricLabel, fmt_int, fmt_pct
 from edgesparse.summary import RunSummary
 
 
@@ -84,22 +84,31 @@ def inspection_table(info: dict[str, Any]) -> Any:
 
 
 def channels_table(summary: RunSummary) -> Any:
-    """Dense vs thinned (channel pruning): parameters, MACs, float .tflite bytes and paired latency."""
+    """Dense vs thinned (channel pruning): parameters, MACs, float .tflite bytes, paired latency, guard metric.
+
+    The last column is the task's guard metric on validation (accuracy for classifiers, e.g. mae for a
+    regressor; summaries from before the task layer show their accuracy).
+    """
     from rich.table import Table
 
     ch = summary.channels
     if ch is None:
         return None
+    guard = MetricLabel.of(summary.task, "guard_metric")
     t = Table(title=f"{summary.name}: channel pruning ({ch.allocation}, {ch.importance}, {ch.schedule}, target "
                     + ", ".join(f"{k} {v:g}" for k, v in ch.target.items()) + ")")
-    for col in ("model", "params", "MACs", "float .tflite bytes", "paired latency", "val. acc."):
+    short = "acc." if guard.key == "accuracy" else guard.name
+    for col in ("model", "params", "MACs", "float .tflite bytes", "paired latency", f"val. {short}"):
         t.add_column(col, justify="right" if col != "model" else "left")
+    base = summary.baseline
+    dense_val = base.validation_metric if base.validation_metric is not None else base.validation_accuracy
+    thinned_val = ch.validation_metric if ch.validation_metric is not None else ch.validation_accuracy
     t.add_row("dense", fmt_int(ch.dense_params), fmt_int(ch.dense_macs), fmt_int(ch.dense_tflite_bytes), "1.00x",
-              fmt_pct(summary.baseline.validation_accuracy))
+              guard.fmt(dense_val))
     lat = "not measured" if ch.latency_ratio is None else f"{ch.latency_ratio:.2f}x"
     t.add_row("thinned", f"{fmt_int(ch.params)} ({ch.params / max(1, ch.dense_params):.0%})",
               f"{fmt_int(ch.macs)} ({ch.macs / max(1, ch.dense_macs):.0%})", fmt_int(ch.tflite_bytes), lat,
-              fmt_pct(ch.validation_accuracy))
+              guard.fmt(thinned_val))
     kept = ", ".join(f"{g.name} {g.kept}/{g.channels}" for g in ch.groups)
     frozen = ", ".join(f"{k} ({v})" for k, v in ch.frozen.items())
     diff = "" if ch.max_abs_diff is None else f" Thinned vs masked outputs: max |diff| {ch.max_abs_diff:.1e}"
@@ -107,17 +116,35 @@ def channels_table(summary: RunSummary) -> Any:
     return t
 
 
+def _report_label(report: Any) -> MetricLabel:
+    """The metric an ``analyze`` report measured (accuracy for reports made before the task layer)."""
+    label = getattr(report, "label", None)
+    return label if isinstance(label, MetricLabel) else MetricLabel()
+
+
+def _validation_value(report: Any) -> float | None:
+    value = getattr(report, "validation_metric", None)
+    return value if value is not None else getattr(report, "validation_accuracy", None)
+
+
 def sensitivity_table(report: Any) -> Any:
-    """Per channel group and ratio: channels removed, accuracy drop, loss increase, MACs and parameters saved."""
+    """Per channel group and ratio: channels removed, the guard metric and its drop, loss increase, cost saved.
+
+    The metric is the task's guard metric on validation (``report.metric``); its drop is in points for
+    fractions (accuracy, AUC) and a relative % for errors (mae, reconstruction error), positive = worse.
+    """
     from rich.table import Table
 
+    m = _report_label(report)
+    short = "acc." if m.key == "accuracy" else m.name
+    drop = "acc. drop (points)" if m.key == "accuracy" else m.drop_label
     t = Table(title=f"{report.name}: channel sensitivity (each group pruned alone, no fine-tuning; dense "
-                    f"{report.dense_macs:,} MACs, {report.dense_params:,} params, validation accuracy "
-                    f"{fmt_pct(report.validation_accuracy)})")
-    for col in ("group", "removed", "val. acc.", "acc. drop (points)", "loss increase", "MACs saved", "params saved"):
+                    f"{report.dense_macs:,} MACs, {report.dense_params:,} params, validation {m.name} "
+                    f"{m.fmt(_validation_value(report))})")
+    for col in ("group", "removed", f"val. {short}", drop, "loss increase", "MACs saved", "params saved"):
         t.add_column(col, justify="left" if col == "group" else "right")
     for r in report.rows:
-        t.add_row(r.group, f"{r.removed}/{r.channels}", fmt_pct(r.accuracy), f"{r.accuracy_drop:+.2f}",
+        t.add_row(r.group, f"{r.removed}/{r.channels}", m.fmt(r.accuracy), m.fmt_drop(r.accuracy_drop),
                   f"{r.loss_increase:+.3f}", fmt_pct(r.macs_saved, 1), fmt_pct(r.params_saved, 1))
     if report.frozen:
         t.caption = "never pruned: " + ", ".join(f"{k} ({v})" for k, v in report.frozen.items())
@@ -125,12 +152,14 @@ def sensitivity_table(report: Any) -> Any:
 
 
 def unstructured_sensitivity_table(report: Any) -> Any:
-    """Per layer tfmot prunes: validation accuracy drop at each unstructured level (that layer alone)."""
+    """Per layer tfmot prunes: the drop of the guard metric at each unstructured level (that layer alone)."""
     from rich.table import Table
 
+    m = _report_label(report)
     levels = sorted({r.sparsity for r in report.unstructured})
+    unit = "in points" if m.fraction else "in % (relative), positive = worse"
     t = Table(title=f"{report.name}: unstructured sensitivity (each layer's smallest-magnitude kernel weights zeroed "
-                    "alone, no fine-tuning; validation accuracy drop in points)")
+                    f"alone, no fine-tuning; validation {m.name} {'drop' if m.fraction else 'change'} {unit})")
     t.add_column("layer")
     t.add_column("weights", justify="right")
     for level in levels:
@@ -141,5 +170,5 @@ def unstructured_sensitivity_table(report: Any) -> Any:
     for layer, rows in by.items():
         first = next(iter(rows.values()))
         t.add_row(f"{layer} ({first.kind})", f"{first.weights:,}",
-                  *(f"{rows[lv].accuracy_drop:+.2f}" if lv in rows else "—" for lv in levels))
+                  *(m.fmt_drop(rows[lv].accuracy_drop) if lv in rows else "—" for lv in levels))
     return t

@@ -29,6 +29,14 @@ def no_prunable_layer() -> Any:
     return keras.Model(inputs, x)
 
 
+def tiny_regressor(input_shape: tuple[int, ...] = (12,)) -> Any:
+    """A regressor: 12 features -> Dense(16, relu) -> one linear unit (the hidden layer is a channel group)."""
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="features")
+    x = keras.layers.Dense(16, activation="relu", name="fc1")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, name="value")(x), name="tiny_regressor")
+
+
 def keras3_model() -> Any:
     keras = _tf.keras3()  # Keras 3, imported after TensorFlow got Keras 2 as tf.keras
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from edgesparse import _io
 from edgesparse.recipe import Recipe, override, recipe_dir
+from edgesparse.render import MetricLabel
 from edgesparse.summary import read_summary
 from edgesparse.sweep.cluster import check_ray
 from edgesparse.sweep.grid import SweepError, Trial, parse_grid, plan
@@ -107,9 +108,9 @@ def sweep(
 
 
 def _study_guard(base: Recipe, grid: dict[str, list[Any]]) -> Recipe:
-    """Trials record an accuracy loss against dense instead of failing on it, unless the recipe or grid says.
+    """Trials record a loss of the metric against dense instead of failing on it, unless the recipe or grid says.
 
-    A study exists to measure how much accuracy each level of sparsity costs; the accuracy guard's default
+    A study exists to measure how much of the task's metric each level of sparsity costs; the guard's default
     (``sparsity.on_drop: fail``) would turn the interesting rows into failed trials without figures.
     """
     if base.sparsity is None or "on_drop" in base.sparsity.model_fields_set or "sparsity.on_drop" in grid:
@@ -171,8 +172,9 @@ def _run_trials(args: list[tuple[str, str, str, str, int]], ray: Any, workers: i
         return rows
     for i, a in enumerate(args):
         row = run_trial(*a)
+        label = MetricLabel(row.get("metric") or "accuracy", row.get("direction") or "higher")
         detail = (f" ({row.get('error')})" if row["status"] != "ok" else
-                  f", TFLite acc {row.get('tflite_accuracy', float('nan')):.2%}, {row.get('tflite_bytes')} B")
+                  f", TFLite {label.name} {label.fmt(row.get('tflite_metric'))}, {row.get('tflite_bytes')} B")
         log.info("trial %d/%d %s: %s%s", i + 1, len(args), row["trial"], row["status"], detail)
         rows.append(row)
     return rows
@@ -195,7 +197,7 @@ def _baselines_of(trials: list[Trial]) -> set[str]:
 
 
 def _baselines(out: Path, trials: list[Trial]) -> dict[str, dict[str, Any]]:
-    """The shared baselines' records (accuracy, seconds, seed) by key."""
+    """The shared baselines' records (primary metric and its name, accuracy, seconds, seed) by key."""
     paths = {key: out / "baselines" / key / "baseline.json" for key in {t.baseline_key for t in trials}}
     return {key: json.loads(p.read_text()) for key, p in paths.items() if p.exists()}
 

@@ -36,7 +36,9 @@ def train_baseline(base: Recipe, trial: Trial, root: Path) -> Path:
     log.info("baseline %s (seed %d): training once, shared by its trials", trial.baseline_key, trial.seed)
     t0 = time.perf_counter()
     res = train(recipe, run_dir=folder / "run", export=False, force=True)  # the sweep owns its folders
-    _io.write_json(folder / "baseline.json", {"accuracy": res.summary.baseline.accuracy,
+    s = res.summary
+    _io.write_json(folder / "baseline.json", {"accuracy": s.baseline.accuracy, "metric": s.baseline.metric,
+                                              "metric_name": (s.task or {}).get("metric", "accuracy"),
                                               "seconds": time.perf_counter() - t0, "seed": trial.seed})
     return folder
 
@@ -89,10 +91,21 @@ def finished_run(out: Path, recipe: Recipe) -> RunSummary | None:
 
 
 def row_figures(s: RunSummary) -> dict[str, Any]:
-    """The result-row columns a run's summary gives."""
+    """The result-row columns a run's summary gives.
+
+    ``metric`` names the task's primary metric (its key: ``accuracy``, ``mae``, ``cls/accuracy``) and
+    ``direction`` whether higher or lower is better; ``*_metric`` hold it on the test split. The
+    ``*_accuracy`` columns stay for tasks that have an accuracy (None otherwise), so older readers still work.
+    """
     tfl = s.tflite
     model = s.model
+    task = s.task or {}
     return {
+        "metric": task.get("metric", "accuracy"),
+        "direction": task.get("direction", "higher"),
+        "baseline_metric": s.baseline.metric,
+        "keras_metric": model.metric if model else None,
+        "tflite_metric": tfl.metric if tfl else None,
         "baseline_accuracy": s.baseline.accuracy,
         "keras_accuracy": model.accuracy if model else None,
         "tflite_accuracy": tfl.accuracy if tfl else None,

@@ -22,8 +22,9 @@ from edgesparse import _tf
 from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
+from edgesparse.task import Task
 from edgesparse.train.coverage import kernel_variable, pruned_weight_names
-from edgesparse.train.fit import evaluate
+from edgesparse.train.fit import evaluate, scores
 
 
 @dataclass
@@ -392,38 +393,54 @@ def check_sparsity(measured: dict[str, Any], plan: SparsityPlan, tolerance: floa
 
 @dataclass
 class LayerSensitivity:
-    """One prunable layer's kernel at one unstructured sparsity level, every other weight unchanged."""
+    """One prunable layer's kernel at one unstructured sparsity level, every other weight unchanged.
+
+    ``accuracy`` holds the measured metric (the task's guard metric on validation: the accuracy for a
+    classifier, the mae for a regressor ...) and ``accuracy_drop`` its degradation against the unpruned model
+    in the metric's unit (points for fractions, relative % for errors; positive = worse), the names the
+    channel sensitivity rows use too.
+    """
 
     layer: str
     kind: str
     weights: int
     sparsity: float
     accuracy: float
-    accuracy_drop: float  # points of validation accuracy lost against the unpruned model
+    accuracy_drop: float
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
 
 
-def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray, levels: tuple[float, ...] = (0.5, 0.75, 0.9),
-                      base: float | None = None) -> list[LayerSensitivity]:
-    """Zero each prunable layer's smallest-magnitude kernel weights alone (no fine-tuning) and measure accuracy.
+def _guard_value(model: Any, x: Any, y: Any, task: Task | None) -> float:
+    """The task's guard metric of ``model`` on ``(x, y)`` (top-1 accuracy without a task)."""
+    if task is None:
+        return evaluate(model, x, y)[0]
+    found = scores(model, x, y, task)[0]
+    return float(found.get(task.guard_key, found.get(task.metric_key, float("nan"))))
+
+
+def layer_sensitivity(model: Any, x: Any, y: Any, levels: tuple[float, ...] = (0.5, 0.75, 0.9),
+                      base: float | None = None, task: Task | None = None) -> list[LayerSensitivity]:
+    """Zero each prunable layer's smallest-magnitude kernel weights alone (no fine-tuning) and measure the metric.
 
     The layers are those tfmot prunes (:func:`prunable_layers`); each kernel is restored before the next.
 
     Args:
         model: A trained dense tf_keras model (its weights are restored on return).
-        x: Validation inputs.
-        y: Validation labels.
+        x: Validation inputs (an array, or a dict by input name).
+        y: Validation targets.
         levels: Unstructured sparsity levels, fractions of the layer's kernel zeroed.
-        base: The unpruned model's accuracy on ``(x, y)`` when the caller has it (else measured here).
+        base: The unpruned model's metric on ``(x, y)`` when the caller has it (else measured here).
+        task: The data's task: its guard metric (:attr:`~edgesparse.task.Task.guard_key`) is measured and
+            degraded in its unit; None measures top-1 accuracy and drops in points.
 
     Returns:
         One row per layer and level, in layer order.
     """
     if base is None:
-        base = evaluate(model, x, y)[0]
+        base = _guard_value(model, x, y, task)
     rows = []
     for layer in prunable_layers(model):
         var = kernel_of(layer)
@@ -434,9 +451,10 @@ def layer_sensitivity(model: Any, x: np.ndarray, y: np.ndarray, levels: tuple[fl
                 pruned = original.ravel().copy()
                 pruned[order[:round(level * original.size)]] = 0
                 var.assign(pruned.reshape(original.shape))
-                acc = evaluate(model, x, y)[0]
-                rows.append(LayerSensitivity(layer.name, type(layer).__name__, int(original.size), float(level), acc,
-                                             100 * (base - acc)))
+                value = _guard_value(model, x, y, task)
+                drop = 100 * (base - value) if task is None else task.degradation(base, value, task.guard_key)
+                rows.append(LayerSensitivity(layer.name, type(layer).__name__, int(original.size), float(level), value,
+                                             drop))
         finally:
             var.assign(original)
     return rows
