@@ -75,6 +75,19 @@ _DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
 }
 #: a guard's default allowance by unit: 2 points of a fraction, a 10% relative increase of an error
 DEFAULT_MAX_DROP = {"points": 2.0, "%": 10.0}
+#: prefixes tfmot's wrappers give layer (and so output) names: QAT's remain in the converted model's signature
+WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
+
+
+def unwrapped_name(name: str, wanted: list[str] | tuple[str, ...]) -> str:
+    """``name`` as one of ``wanted``: itself, or without a tfmot wrapper's prefix (``quant_cls`` -> ``cls``)."""
+    base = name
+    for prefix in WRAPPER_PREFIXES:
+        if base not in wanted and base.startswith(prefix):
+            base = base[len(prefix):]
+    return base
+
+
 _DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "binary": "binary_crossentropy",
                  "multilabel": "binary_crossentropy", "regression": "mse", "anomaly": "mse"}
 
@@ -704,6 +717,7 @@ def _make_head(out: OutputInfo, kind: str, hc: HeadConfig, y: np.ndarray | None)
 
 
 __all__ = [
-    "KINDS", "METRICS", "Head", "HeadConfig", "OutputInfo", "Task", "TaskConfig", "anomaly_scores", "classification",
-    "import_path", "metric_value", "predicted_classes", "resolve_task", "roc_auc", "task_before",
+    "KINDS", "METRICS", "WRAPPER_PREFIXES", "Head", "HeadConfig", "OutputInfo", "Task", "TaskConfig",
+    "anomaly_scores", "classification", "import_path", "metric_value", "predicted_classes", "resolve_task",
+    "roc_auc", "task_before", "unwrapped_name",
 ]

@@ -27,7 +27,7 @@ from edgesparse.device.emulation import latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError
 from edgesparse.summary import SUMMARY_FILE, read_summary
-from edgesparse.task import Task, classification
+from edgesparse.task import Task, classification, unwrapped_name
 from edgesparse.tflite import inspect_tflite
 
 #: How the task was found, when export.json has none.
@@ -269,9 +269,6 @@ def _decode_outputs(result: dict[str, Any], side: str) -> dict[str, np.ndarray]:
 
 
 #: Prefixes tfmot's wrappers give output layers (a QAT model keeps ``quant_cls`` in its signature).
-WRAPPER_PREFIXES = ("quant_", "prune_low_magnitude_")
-
-
 def head_names(task: Task | None, names: list[str]) -> dict[str, str]:
     """The runner's output names -> the task's head names.
 
@@ -284,13 +281,7 @@ def head_names(task: Task | None, names: list[str]) -> dict[str, str]:
     if task is None or (len(task.heads) == 1 and len(names) == 1):
         return {n: (task.heads[0].name if task else n) for n in names}
     heads = [h.name for h in task.heads]
-    mapping = {}
-    for n in names:
-        base = n
-        for prefix in WRAPPER_PREFIXES:
-            if base not in heads and base.startswith(prefix):
-                base = base[len(prefix):]
-        mapping[n] = base
+    mapping = {n: unwrapped_name(n, heads) for n in names}
     if sorted(mapping.values()) != sorted(heads):
         raise DeviceError(f"the model's outputs are named {', '.join(sorted(names))} but export.json's task names "
                           f"{', '.join(heads)}; the bundle's model.tflite and export.json do not belong together. "

@@ -21,6 +21,7 @@ from edgesparse.device import runner
 from edgesparse.device.runner import dequantize as dequantize_output
 from edgesparse.device.runner import quantize as quantize_input
 from edgesparse.errors import ExportError
+from edgesparse.task import unwrapped_name
 
 
 @dataclass
@@ -69,10 +70,11 @@ def signature_names(interp: Any) -> tuple[dict[int, str], dict[int, str]]:
 
 
 def _match(details: list[dict[str, Any]], names: dict[int, str], wanted: list[str] | None) -> list[dict[str, Any]]:
-    """``details`` in the order of ``wanted`` names (by signature name), else as they are."""
+    """``details`` in the order of ``wanted`` names (by signature name, tfmot's ``quant_`` prefix ignored), else as
+    they are."""
     if not wanted or len(details) == 1:
         return details
-    by_name = {names.get(int(d["index"])): d for d in details}
+    by_name = {unwrapped_name(names.get(int(d["index"]), ""), wanted): d for d in details}
     if all(w in by_name for w in wanted):
         return [by_name[w] for w in wanted]
     return details
@@ -131,6 +133,11 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
     if len(arrays_out) == 1:
         return arrays_out[0]
     sig = [out_names.get(int(d["index"])) for d in outs]
-    names = sig if all(sig) else (output_names if output_names and len(output_names) == len(outs)
-                                  else [f"output_{i}" for i in range(len(outs))])
+    if output_names and all(sig) and sorted(unwrapped_name(str(n), output_names) for n in sig) == sorted(output_names):
+        names = [unwrapped_name(str(n), output_names) for n in sig]
+    elif all(sig):
+        names = [str(n) for n in sig]
+    else:
+        names = output_names if output_names and len(output_names) == len(outs) else \
+            [f"output_{i}" for i in range(len(outs))]
     return dict(zip(names, arrays_out))
