@@ -41,7 +41,7 @@ def digits() -> Dataset:
 
 def test_registries_list_every_source_and_builtin() -> None:
     assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras"}
-    assert set(BUILTINS) == {"digits", "shapes"}
+    assert set(BUILTINS) == {"digits", "shapes", "wake_word", "machine_sound"}
     for cls in [*DATA_SOURCES.values(), *BUILTINS.values()]:
         assert issubclass(cls, BaseModel) and cls.model_config.get("extra") == "forbid"
 
@@ -70,7 +70,8 @@ def test_no_source_key_lists_the_allowed_keys() -> None:
 def test_unknown_builtin_lists_known_names() -> None:
     err = error_of({"builtin": "digts"})
     assert err["type"] == "union_tag_invalid"
-    assert err["ctx"]["tag"] == "digts" and "'digits', 'shapes'" in err["ctx"]["expected_tags"]
+    assert err["ctx"]["tag"] == "digts" and "'digits'" in err["ctx"]["expected_tags"]
+    assert "'shapes'" in err["ctx"]["expected_tags"]
     assert error_of({"builtin": None})["type"] == "union_tag_invalid"
 
 
@@ -107,7 +108,7 @@ def test_keras_names_are_checked() -> None:
 def test_load_dataset_takes_a_raw_mapping_and_explains_a_bad_one() -> None:
     ds = load_dataset({"builtin": "shapes", "image_size": 16, "samples_per_class": 10}, seed=0)
     assert ds.name == "shapes"
-    with pytest.raises(DataError, match="digits, shapes"):
+    with pytest.raises(DataError, match="digits, machine_sound, shapes, wake_word"):
         load_dataset({"builtin": "digts"}, seed=0)
 
 

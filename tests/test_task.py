@@ -344,11 +344,49 @@ def test_shipped_task_recipes_run_end_to_end(tmp_path: Path, recipe: str, overri
     from edgesparse.run import train
     from tests.conftest import ROOT
 
+    # objective size: keep the int8 conversion whatever its speed here (balanced may keep float on this CPU)
     r = load_recipe(ROOT / "recipes" / recipe, [*overrides, f"output_dir={tmp_path / 'run'}",
-                                                 f"export.dir={tmp_path / 'bundle'}"])
+                                                 f"export.dir={tmp_path / 'bundle'}", "export.objective=size"])
     s = train(r).summary
     assert s.task is not None and s.task["kind"] == kind
-    assert s.tflite is not None and s.tflite.quantization == "int8" and s.tflite.metric is not None
+    assert s.tflite is not None and s.tflite.metric is not None
+    candidates = json.loads((tmp_path / "bundle" / "export.json").read_text())["candidates"]
+    assert s.tflite.quantization == "int8", candidates
     better_than_chance = 0.7 if kind == "binary" else 0.65  # accuracy vs 60% majority; AUC vs 0.5
     assert s.baseline.metric is not None and s.baseline.metric > better_than_chance, s.baseline.metrics
     assert s.tflite.metric > better_than_chance - 0.05
+
+
+def test_distillation_term_follows_the_kind() -> None:
+    """KL for classes (zero when student equals teacher), Bernoulli KL for sigmoid units, MSE for values."""
+    from edgesparse.train.distill import head_term
+
+    t = np.array([[0.2, 0.8], [0.6, 0.4]], np.float32)
+    s = np.array([[0.5, 0.5], [0.5, 0.5]], np.float32)
+    cls = _head("classification", units=2)
+    assert float(head_term(cls, t, t, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(head_term(cls, s, t, 4.0)) > 0
+    binary = _head("binary")
+    p = np.array([[0.9], [0.1]], np.float32)
+    assert float(head_term(binary, p, p, 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(head_term(binary, 1 - p, p, 2.0)) > 0
+    reg = _head("regression")
+    assert float(head_term(reg, np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32), 4.0)) == pytest.approx(1.0)
+
+
+def test_distillation_trains_a_regressor(tmp_path: Path) -> None:
+    """Distillation on a regression task: the soft term is the MSE to the dense model, and the run completes."""
+    rng = np.random.default_rng(6)
+    x = _features(rng, 300)
+    y = (x[:, 0] * 0.5 + 0.1).astype(np.float32)
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.run import train
+
+    recipe = tiny_recipe(tmp_path, data={"npz": _npz(tmp_path, x=x, y=y)},
+                         model={"factory": "tests.factories:tiny_regressor"},
+                         baseline={"epochs": 4, "optimizer": {"learning_rate": 0.01}},
+                         sparsity={"final": 0.5, "end": 1, "epochs": 2, "on_drop": "warn"},
+                         distillation={"weight": 0.5}, export=None)
+    s = train(validate_recipe(recipe)).summary
+    assert s.task is not None and s.task["kind"] == "regression" and s.distillation is not None
+    assert s.model is not None and s.model.metric is not None and np.isfinite(s.model.metric)

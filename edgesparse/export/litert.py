@@ -132,6 +132,11 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
     arrays_out = [np.concatenate(r) if r else np.zeros((0,)) for r in results]
     if len(arrays_out) == 1:
         return arrays_out[0]
+    return dict(zip(_output_keys(outs, out_names, output_names), arrays_out))
+
+
+def _output_keys(outs: list[dict[str, Any]], out_names: dict[int, str], output_names: list[str] | None) -> list[str]:
+    """The names of several outputs: the Keras names they are (wrapper prefixes ignored), else as signed."""
     sig = [out_names.get(int(d["index"])) for d in outs]
     if output_names and all(sig) and sorted(unwrapped_name(str(n), output_names) for n in sig) == sorted(output_names):
         names = [unwrapped_name(str(n), output_names) for n in sig]
@@ -140,4 +145,4 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
     else:
         names = output_names if output_names and len(output_names) == len(outs) else \
             [f"output_{i}" for i in range(len(outs))]
-    return dict(zip(names, arrays_out))
+    return names
