@@ -102,10 +102,11 @@ def _balanced_pick(cands: list[dict[str, Any]]) -> dict[str, Any]:
 
 def test_int8_export_never_slower_than_dense_by_default(tmp_path: Path) -> None:
     """A ResNet with BatchNorm and residual Adds, 80% unstructured, int8: every candidate is listed with its
-    bytes, resolver and paired latency ratio; XNNPACK refuses the smaller int8 CSR file (slower than dense,
-    measured 1.36-1.38x), so balanced keeps the int8 file without the sparse encoding, which is faster."""
+    bytes, resolver and paired latency ratio; XNNPACK refuses the int8 CSR file (so it runs slower than dense);
+    the one kept follows the balanced rule exactly and is not slower than dense, and it verified."""
     recipe = _recipe(tmp_path, model={"builtin": "resnet", "width": 8, "blocks": [1, 1]},
-                     sparsity={"final": 0.8, "epochs": 2}, quantization={"mode": "int8"})
+                     sparsity={"final": 0.8, "epochs": 3, "end": 1.5, "optimizer": {"learning_rate": 0.003}},
+                     quantization={"mode": "int8"})
     s = train(recipe).summary
     info = json.loads((Path(s.tflite.path).parent / "export.json").read_text())
     assert info["objective"] == "balanced" and info["requested_quantization"] == "int8"
@@ -114,12 +115,14 @@ def test_int8_export_never_slower_than_dense_by_default(tmp_path: Path) -> None:
     kept = next(c for c in info["candidates"] if c["chosen"])
     assert kept["bytes"] == s.tflite.bytes and s.tflite.latency_ratio == kept["latency_ratio"]
     assert kept == _balanced_pick(info["candidates"])
-    by_encoding = {c["sparse_encoding"]: c for c in info["candidates"] if c["mode"] == "int8"}
-    csr, plain = by_encoding[True], by_encoding[False]
-    assert csr["bytes"] < plain["bytes"] and csr["resolver"] == "builtin" and csr["latency_ratio"] > NOT_SLOWER, csr
-    assert kept == plain and plain["resolver"] == "xnnpack"
+    csr = next(c for c in info["candidates"] if c["mode"] == "int8" and c["sparse_encoding"])
+    assert csr["resolver"] == "builtin" and csr["latency_ratio"] > NOT_SLOWER and not csr["chosen"], csr
+    # a float32 conversion of the pruned model runs as fast as dense, so something always qualifies
     assert s.tflite.latency_ratio is not None and s.tflite.latency_ratio <= NOT_SLOWER
-    assert s.tflite.accuracy is not None and s.tflite.accuracy >= s.model.accuracy - 0.02
+    # the pruned model still knows digits (measured: dense 95%, 80% pruned in 3 epochs 72%; it fell to chance
+    # with the 2 epochs at 5e-4 this test used before), and what was kept computes what it computes
+    assert s.baseline.accuracy > 0.9 and s.model.accuracy > 0.5, (s.baseline, s.model)
+    assert s.tflite.accuracy is not None and s.tflite.accuracy >= s.model.accuracy - 0.02, s.tflite
 
 
 @pytest.fixture(scope="module")
