@@ -223,3 +223,19 @@ def keras3_binary(input_shape: tuple[int, ...] = (12,)) -> Any:
     inputs = keras.Input(input_shape, name="features")
     x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
     return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))
+
+
+def xnnpack_mobile(input_shape: tuple[int, ...] = (16, 16, 3), num_classes: int = 4) -> Any:
+    """What tfmot's PruneForLatencyOnXNNPack accepts: a 3x3 stride-2 stem on RGB (valid padding after
+    ZeroPadding2D(1)), 1x1 convolutions around a depthwise one, global average pooling."""
+    keras = _tf.keras()
+    layers = keras.layers
+    inputs = keras.Input(input_shape)
+    x = layers.ZeroPadding2D(1)(inputs)
+    x = layers.Conv2D(8, 3, strides=2, activation="relu", name="stem")(x)
+    y = layers.Conv2D(32, 1, activation="relu", name="expand")(x)
+    z = layers.DepthwiseConv2D(3, padding="same", activation="relu", name="depthwise")(y)
+    z = layers.Conv2D(32, 1, name="project")(z)
+    x = layers.Add()([y, z])
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="logits")(x))

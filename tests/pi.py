@@ -19,6 +19,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -71,6 +72,49 @@ class PiDevice:
         return out
 
 
+def required() -> bool:
+    """In CI as root (``.ci/run`` sets ``EDGESPARSE_PI_REQUIRED=1``) what the device tests need must be there."""
+    return os.environ.get("EDGESPARSE_PI_REQUIRED") == "1"
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip with ``reason``; fail with it where the tests are required to run (CI as root)."""
+    if required():
+        pytest.fail(f"EDGESPARSE_PI_REQUIRED=1 and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+#: Written into the rootfs by .ci/pi-emulator.sh when ai-edge-litert did not install on the device (pip's log).
+LITERT_MISSING = "etc/edgesparse/litert-missing.log"
+
+
+def litert_python(pi: PiDevice, python: str) -> str:
+    """``python`` (the device's ai-edge-litert venv) if the build made it; else skip, or fail in CI, with why."""
+    if (pi.rootfs / python.lstrip("/")).exists():
+        return python
+    log = pi.rootfs / LITERT_MISSING
+    why = log.read_text()[-3000:] if log.exists() else "no log (the rootfs was built by an older script?)"
+    skip_or_fail(f"the emulated Pi has no {python} (ai-edge-litert did not install when .ci/pi-emulator.sh built "
+                 f"{pi.rootfs}; delete it to rebuild): {why}")
+
+
+def device_python() -> str:
+    """A Python on this machine shaped like Raspberry Pi OS's: tflite-runtime 2.14 with numpy<2.
+
+    ``EDGESPARSE_DEVICE_PYTHON``, else the venv ``.ci/system-deps.sh`` makes (``EDGESPARSE_DEVICE_VENV``, default
+    ~/.cache/edgesparse/device-venv). Missing: skip, or fail in CI as root, with the script's install log.
+    """
+    explicit = os.environ.get("EDGESPARSE_DEVICE_PYTHON")
+    venv = Path(os.environ.get("EDGESPARSE_DEVICE_VENV") or Path.home() / ".cache/edgesparse/device-venv")
+    path = explicit or str(venv / "bin" / "python")
+    if os.access(path, os.X_OK):
+        return path
+    log = Path(f"{venv}.install.log")
+    why = log.read_text()[-3000:] if log.exists() else "no install log: run `bash .ci/system-deps.sh`"
+    skip_or_fail(f"no tflite-runtime 2.14 device Python at {path} (set EDGESPARSE_DEVICE_PYTHON, or run "
+                 f"`bash .ci/system-deps.sh`): {why}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,7 +129,6 @@ def _script(command: str, env: dict[str, str], timeout: float) -> subprocess.Com
 @pytest.fixture(scope="session")
 def pi_device() -> Iterator[PiDevice]:
     """The emulated Pi, started for the session (skips where it cannot run, fails where it must)."""
-    required = os.environ.get("EDGESPARSE_PI_REQUIRED") == "1"
     env = dict(os.environ)
     rootfs = Path(env.get("EDGESPARSE_PI_ROOTFS", Path.home() / ".cache/edgesparse/pi-rootfs"))
     running = _script("status", env, 60).returncode == 0
@@ -94,7 +137,7 @@ def pi_device() -> Iterator[PiDevice]:
     proc = _script("start", env, 1500)
     if proc.returncode != 0:
         reason = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-        if proc.returncode == 3 and not required:
+        if proc.returncode == 3 and not required():
             pytest.skip(f"no emulated Raspberry Pi on this machine: {reason}")
         pytest.fail(f".ci/pi-emulator.sh start failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}",
                     pytrace=False)

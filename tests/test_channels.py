@@ -515,3 +515,33 @@ def test_auto_predicted_loss_keeps_rising_past_the_largest_measured_ratio() -> N
     assert predicted_at([0.25, 0.5, 0.75], [0.1, 0.3, 0.9], 0.4) == pytest.approx(0.22)
     assert predicted_at([0.25, 0.5, 0.75], [0.1, 0.3, 0.9], 0.9) == pytest.approx(1.26)  # not clamped at 0.9
     assert predicted_at([0.5], [-0.1], 0.8) == 0.0  # a measured gain counts as no loss
+
+
+def test_latency_target_times_real_tflite_files_and_the_thinned_model_keeps_its_accuracy(tmp_path: Path) -> None:
+    """The real path of run.py: each allocation is converted to float32 .tflite and timed paired against the dense
+    file by the device runner; the thinned, fine-tuned model is faster than dense and within a few points of it."""
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.run import train
+
+    # a CNN whose convolutions dominate its latency (a few us of fixed cost per inference would otherwise hide
+    # the MACs removed); sparsity off so that the thinned model is the one exported
+    recipe = validate_recipe(tiny_recipe(
+        tmp_path, model={"builtin": "small_cnn", "filters": [32, 64], "dense": 32},
+        baseline={"epochs": 4},
+        channels={"target": {"latency": 0.7}, "allocation": "uniform", "epochs": 2, "on_drop": "warn",
+                  "optimizer": {"learning_rate": 0.003}},
+        sparsity=None))
+    s = train(recipe).summary
+    ch = s.channels
+    assert ch is not None and ch.latency_trials, "the latency target never timed an allocation"
+    assert all(t["latency_ratio"] > 0 for t in ch.latency_trials)
+    # the plan kept an allocation measured at or under the target, and the thinned model was timed again
+    assert min(t["latency_ratio"] for t in ch.latency_trials) <= 0.7
+    assert ch.latency_ratio is not None and ch.latency_ratio < 1.0
+    assert ch.tflite_bytes is not None and ch.dense_tflite_bytes is not None and ch.tflite_bytes < ch.dense_tflite_bytes
+    assert ch.macs < ch.dense_macs
+    dense_acc = s.baseline.validation_accuracy
+    assert dense_acc is not None and dense_acc > 0.8, f"the dense baseline did not learn digits: {dense_acc}"
+    assert ch.validation_accuracy is not None and ch.validation_accuracy >= dense_acc - 0.05, (ch, dense_acc)
+    # export ran on the thinned model and verified it
+    assert s.tflite is not None and s.tflite.accuracy is not None and s.tflite.accuracy >= dense_acc - 0.05

@@ -29,6 +29,14 @@ def _load_sparse(result: Any) -> Any:
     return _load_model(result.run_dir / "sparse.keras")
 
 
+def _learned_and_verified(s: dict[str, Any]) -> None:
+    """Agreement alone passes a model collapsed to one class (it agrees with itself): the model must also have
+    learned (10 digit classes, chance 10%) and the .tflite must score what the Keras model scores."""
+    assert s["baseline"]["accuracy"] > 0.6 and s["model"]["accuracy"] > 0.5, (s["baseline"], s["model"])
+    t = s["tflite"]
+    assert t["agreement"] >= 0.95 and abs(t["accuracy"] - s["model"]["accuracy"]) <= 0.03, t
+
+
 def test_functional_with_batchnorm_and_residual_adds_is_pruned_and_exported(tmp_path: Path) -> None:
     result = _run(tmp_path, model={"factory": "tests.factories:residual_bn"}, sparsity={"final": 0.5})
     plan = _plan(result)
@@ -37,7 +45,7 @@ def test_functional_with_batchnorm_and_residual_adds_is_pruned_and_exported(tmp_
     m = result.summary.to_json()["model"]
     assert m["sparsity_pruned_kernels"] >= 0.49
     assert m["coverage"] > 0.9 and m["sparsity_all_params"] <= m["sparsity_pruned_kernels"]
-    assert result.summary.to_json()["tflite"]["agreement"] > 0.9
+    _learned_and_verified(result.summary.to_json())
 
 
 def test_nested_backbone_is_pruned_inside_at_any_depth(tmp_path: Path) -> None:
@@ -105,7 +113,7 @@ def test_keras3_file_runs_end_to_end_and_comes_back_as_keras3(tmp_path: Path) ->
     result = _run(tmp_path, model={"path": str(path)})
     s = result.summary.to_json()
     assert s["baseline"]["keras3_input"] is True
-    assert s["tflite"]["agreement"] > 0.9
+    _learned_and_verified(s)
     back = s["keras3"]
     assert back["max_abs_diff"] <= 1e-5 and Path(back["path"]).exists()
     k3 = _tf.keras3()

@@ -3,7 +3,8 @@
 
 The device runs the runner with tflite-runtime 2.14 + numpy<2 (what Raspberry Pi OS users install)
 and, in a second venv, ai-edge-litert 2.1 (the newest LiteRT that loads under qemu: 2.2/2.3 crash
-reading the host's /proc/cpuinfo). Its outputs must match this machine's exactly: top-1 agreement
+reading the host's /proc/cpuinfo; when it does not install, the litert tests skip saying why, and in CI as root
+the build fails with pip's log). Its outputs must match this machine's exactly: top-1 agreement
 100% and equal output checksums. Models are tiny real ones trained here.
 """
 
@@ -24,7 +25,7 @@ from edgesparse.device.emulation import EMULATED_LABEL
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError, EdgesparseError, ProfileError
 from tests.conftest import LOGITS_HALF, tiny_recipe
-from tests.pi import PiDevice, pi_device  # noqa: F401  (fixture)
+from tests.pi import PiDevice, device_python, litert_python, pi_device  # noqa: F401  (fixture)
 
 # the first test also waits for the fixture, which builds the device when it is not cached (5-10 min)
 pytestmark = [pytest.mark.pi, pytest.mark.timeout(2400)]
@@ -71,20 +72,6 @@ def test_pi_is_an_emulated_aarch64_with_the_raspberry_pi_os_stack(pi_device: PiD
     _no_runner_left(pi_device)
 
 
-def _combos(pi: PiDevice) -> list[tuple[str, str]]:
-    """(device Python, resolver) pairs whose int8 outputs must equal this machine's bit for bit.
-
-    Bit-identical needs the same kernels on both sides. Builtin kernels: tflite-runtime 2.14 on the
-    device = ai-edge-litert 2.3 here. XNNPACK: ai-edge-litert 2.1 on the device = 2.3 here; but
-    tflite-runtime 2.14's default path differs from litert 2.3's XNNPACK by one int8 quantization
-    step on some outputs, on x86 as well, so that pair is held to 100% top-1 agreement only.
-    """
-    combos = [(TFLITE_RUNTIME, "builtin")]
-    if (pi.rootfs / LITERT.lstrip("/")).exists():
-        combos.append((LITERT, "auto"))
-    return combos
-
-
 def _identical_or_explained(res: dict[str, Any], output: str) -> None:
     """Same top-1 classes; outputs bit-identical (rounded to 1e-4), or a note naming the two runtime versions.
 
@@ -100,58 +87,75 @@ def _identical_or_explained(res: dict[str, Any], output: str) -> None:
     assert any("not bit-identical" in n and d["version"] in n and h["version"] in n for n in res["notes"]), res["notes"]
 
 
-def test_deploy_quickstart_like_bundle_reproduces_the_host(pi_device: PiDevice, trained_run: Any,
-                                                          tmp_path: Path, record_property: Any) -> None:
+# (device Python, resolver, bit-identical to this machine). Bit-identical needs the same kernels on both sides.
+# Builtin kernels: tflite-runtime 2.14 on the device = ai-edge-litert 2.3 here. XNNPACK: ai-edge-litert 2.1 on
+# the device = 2.3 here; but tflite-runtime 2.14's default path differs from litert 2.3's XNNPACK by one int8
+# quantization step on some outputs, on x86 as well, so that pair is held to 100% top-1 agreement only.
+DEPLOYS = [(TFLITE_RUNTIME, "builtin", True), (LITERT, "auto", True), (TFLITE_RUNTIME, "auto", False)]
+
+
+@pytest.mark.parametrize(("python", "resolver", "identical"), DEPLOYS,
+                         ids=["tflite_runtime-builtin", "litert-auto", "tflite_runtime-auto"])
+def test_deploy_quickstart_like_bundle_reproduces_the_host(pi_device: PiDevice, trained_run: Any, tmp_path: Path,
+                                                          record_property: Any, python: str, resolver: str,
+                                                          identical: bool) -> None:
     """The quickstart's shape: pruned with 1x16 blocks, PQAT, sparse int8 export with its verification batch."""
-    for python, resolver in [*_combos(pi_device), (TFLITE_RUNTIME, "auto")]:
-        t0 = time.perf_counter()
-        r = _cli("deploy", trained_run.run_dir, *pi_device.cli_args(python), "--resolver", resolver, "--profile",
-                 "--runs", "5", "--json", tmp_path / "deploy.json")
-        record_property(f"deploy_{Path(python).parts[2]}_{resolver}_s", round(time.perf_counter() - t0, 1))
-        assert r.exit_code == 0, r.output
-        res = json.loads((tmp_path / "deploy.json").read_text())
-        assert res["samples"] == 100 and res["agreement"] == 1.0, res
-        assert res["device_accuracy"] == res["host_accuracy"]
-        if (python, resolver) in _combos(pi_device):
-            _identical_or_explained(res, r.output)
-        assert res["device"]["machine"] == "aarch64" and res["device"]["emulated"] is True
-        assert res["host"]["emulated"] is False
-        expected = "tflite_runtime" if python == TFLITE_RUNTIME else "ai_edge_litert"
-        assert res["device"]["runtime"]["name"] == expected
-        assert res["profile"]["latency_label"] == EMULATED_LABEL and res["profile"]["latency_ms"]["median"] > 0
-        assert "agreement with host 100.00%" in r.output
-        assert EMULATED_LABEL in r.output and "EMULATED CPU" in r.output
+    if python == LITERT:
+        litert_python(pi_device, LITERT)  # skips, or fails in CI as root, with the device's pip log
+    t0 = time.perf_counter()
+    r = _cli("deploy", trained_run.run_dir, *pi_device.cli_args(python), "--resolver", resolver, "--profile",
+             "--runs", "5", "--json", tmp_path / "deploy.json")
+    record_property(f"deploy_{Path(python).parts[2]}_{resolver}_s", round(time.perf_counter() - t0, 1))
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "deploy.json").read_text())
+    assert res["samples"] == 100 and res["agreement"] == 1.0, res
+    assert res["device_accuracy"] == res["host_accuracy"]
+    if identical:
+        _identical_or_explained(res, r.output)
+    assert res["device"]["machine"] == "aarch64" and res["device"]["emulated"] is True
+    assert res["host"]["emulated"] is False
+    expected = "tflite_runtime" if python == TFLITE_RUNTIME else "ai_edge_litert"
+    assert res["device"]["runtime"]["name"] == expected
+    assert res["profile"]["latency_label"] == EMULATED_LABEL and res["profile"]["latency_ms"]["median"] > 0
+    assert "agreement with host 100.00%" in r.output
+    assert EMULATED_LABEL in r.output and "EMULATED CPU" in r.output
+    _no_runner_left(pi_device)
+
+
+def test_deploy_int8_block_sparse_model_with_litert_on_the_device_reproduces_the_host(
+        pi_device: PiDevice, int8_block_run: Any) -> None:
+    """Post-training int8 with 1x16 blocks: ai-edge-litert on the device reproduces this machine bit for bit."""
+    from edgesparse.device.deploy import deploy
+    from edgesparse.tflite import inspect_tflite
+
+    model = Path(int8_block_run.summary.tflite.path)
+    assert "block" in json.dumps(inspect_tflite(model).to_dict()).lower(), "the export holds no block-sparse tensor"
+    python = litert_python(pi_device, LITERT)  # skips, or fails in CI as root, with the device's pip log
+    res = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=python))
+    assert res.samples == 100 and res.agreement == 1.0, (res.device, res.host)
+    assert res.device["runtime"]["name"] == "ai_edge_litert"
+    assert res.device_accuracy == res.host_accuracy
+    _identical_or_explained(res.to_dict(), "")
     _no_runner_left(pi_device)
 
 
 def test_deploy_int8_block_sparse_model_reproduces_the_host(pi_device: PiDevice, int8_block_run: Any,
                                                            record_property: Any) -> None:
-    """Post-training int8 with 1x16 blocks: ai-edge-litert on the device reproduces this machine bit for bit;
-    tflite-runtime 2.14 reproduces tflite-runtime 2.14 on this machine bit for bit.
+    """Post-training int8 with 1x16 blocks: tflite-runtime 2.14 on the device reproduces tflite-runtime 2.14 on
+    this machine bit for bit.
 
     Measured here: tflite-runtime 2.14 computes this model differently from ai-edge-litert 2.3 (16%
     top-1 agreement on x86-64 as on aarch64, so it is the runtime version, not the Pi); deploy then
     says so in its notes and how to compare like for like (--host-python).
     """
     from edgesparse.device.deploy import deploy
-    from edgesparse.tflite import inspect_tflite
-    from tests.test_runner import device_python
 
-    model = Path(int8_block_run.summary.tflite.path)
-    assert "block" in json.dumps(inspect_tflite(model).to_dict()).lower(), "the export holds no block-sparse tensor"
-    if (pi_device.rootfs / LITERT.lstrip("/")).exists():
-        res = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=LITERT))
-        assert res.samples == 100 and res.agreement == 1.0, (res.device, res.host)
-        assert res.device_accuracy == res.host_accuracy
-        _identical_or_explained(res.to_dict(), "")
     res = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=TFLITE_RUNTIME))
     record_property("int8_block_tflite_runtime_2_14_vs_litert_agreement", res.agreement)
     assert res.device["runtime"] == {"name": "tflite_runtime", "version": "2.14.0"}
     if res.agreement < 1.0 or not res.checksum_match:
         assert len(res.notes) == 1 and "tflite_runtime 2.14.0" in res.notes[0] and "--host-python" in res.notes[0]
-    host_214 = device_python()  # tflite-runtime 2.14 + numpy<2 on this machine (.ci/system-deps.sh)
-    if host_214 is None:
-        pytest.skip("no x86 tflite-runtime 2.14 Python to compare like for like: run `bash .ci/system-deps.sh`")
+    host_214 = device_python()  # x86 tflite-runtime 2.14 + numpy<2 (.ci/system-deps.sh); skips or fails with why
     same = deploy(int8_block_run.run_dir, pi_device.target, target_options=pi_device.options(python=TFLITE_RUNTIME),
                   host_python=host_214)
     assert same.host["runtime"] == same.device["runtime"] and same.host["machine"] == "x86_64"

@@ -62,7 +62,10 @@ def test_profile_side_by_side_and_reports(tiny_tflite: dict[str, Path], tmp_path
         assert len(note) == 1 and "XNNPACK refused the model" in note[0] and "DENSIFY x2" in note[0]
     md = (tmp_path / "p.md").read_text()
     assert "paired)" in md and "| XNNPACK ops |" in md
-    assert "| model |" in md and "densified" in md or "DENSIFY" in md
+    assert "| model | thr |" in md  # the table, one row per model and thread count
+    assert md.count("| dense.tflite | ") == 2 and md.count("| model int8.tflite | ") == 2
+    # the sparse file's note: its weights are densified at load (2 DENSIFY ops, for the conv and the FC)
+    assert "runtime densifies the weights at load (2 DENSIFY op(s))" in md
     assert (tmp_path / "p_latency.png").stat().st_size > 1000 and (tmp_path / "p_size.png").stat().st_size > 1000
 
 

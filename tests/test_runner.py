@@ -274,17 +274,10 @@ def test_runner_runs_under_python37(tiny_tflite: dict[str, Path]) -> None:
     assert (code, out.get("kind")) in ((0, None), (3, "no_runtime"))  # a bare 3.7 has no numpy: still JSON
 
 
-def device_python() -> str | None:
-    """A Python shaped like Raspberry Pi OS's: tflite-runtime 2.14 with numpy<2 (made by .ci/system-deps.sh)."""
-    path = os.environ.get("EDGESPARSE_DEVICE_PYTHON") or os.path.expanduser(
-        "~/.cache/edgesparse/device-venv/bin/python")
-    return path if os.access(path, os.X_OK) else None
-
-
 def test_tflite_runtime_with_numpy1_gives_the_same_outputs(tiny_tflite: dict[str, Path]) -> None:
-    python = device_python()
-    if python is None:
-        pytest.skip("no tflite-runtime device Python: run `bash .ci/system-deps.sh` or set EDGESPARSE_DEVICE_PYTHON")
+    from tests.pi import device_python
+
+    python = device_python()  # skips (or fails in CI as root) with why
     code, device = run(str(tiny_tflite["int8"]), "--runs", "5", "--input", str(tiny_tflite["batch"]), python=python)
     assert code == 0, device
     assert device["runtime"]["name"] == "tflite_runtime" and int(device["numpy"].split(".")[0]) < 2
@@ -369,9 +362,13 @@ def test_paired_timing_compares_two_models_in_one_process(tiny_tflite: dict[str,
     assert 0 < p["ratio_q1"] <= p["ratio_median"] <= p["ratio_q3"]
     assert p["median_ms"] > 0 and p["reference_median_ms"] > 0
     assert any("--paired" in n for n in out["notes"])
-    # a model against itself: the per-block ratios centre on 1
-    same = run(str(tiny_tflite["dense"]), "--paired", str(tiny_tflite["dense"]), "--runs", "200")[1]["paired"]
-    assert 0.7 < same["ratio_median"] < 1.4
+    # a model against itself lands inside the band export's balanced rule calls "not slower" (NOT_SLOWER, 1.03):
+    # otherwise a conversion as fast as dense would be judged slower. Pairing cancels the machine's drift (measured
+    # here: 0.989-1.008 over 12 repeats while unpaired latency drifted 15-30%), so the band holds without retries.
+    from edgesparse.export.candidates import NOT_SLOWER
+
+    same = run(str(tiny_tflite["dense"]), "--paired", str(tiny_tflite["dense"]), "--runs", "400")[1]["paired"]
+    assert 1 / NOT_SLOWER <= same["ratio_median"] <= NOT_SLOWER, same
     code, out = run(str(tiny_tflite["dense"]), "--paired", str(tmp_path / "missing.tflite"))
     assert code == 4 and "--paired" in out["error"]
     assert run(str(tiny_tflite["dense"]), "--runs", "5")[1]["paired"] is None

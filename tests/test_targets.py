@@ -273,11 +273,9 @@ def test_ssh_model_errors_are_profile_errors(sshd_server: SSHServer, tmp_path: P
 
 def test_ssh_to_a_raspberry_pi_os_like_python(sshd_server: SSHServer, tiny_tflite: dict[str, Path]) -> None:
     """Python 3.9 + tflite-runtime 2.14 + numpy<2, the stack Raspberry Pi OS users have, through ssh."""
-    from tests.test_runner import device_python
+    from tests.pi import device_python
 
-    python = device_python()
-    if python is None:
-        pytest.skip("no tflite-runtime device Python: run `bash .ci/system-deps.sh` or set EDGESPARSE_DEVICE_PYTHON")
+    python = device_python()  # skips (or fails in CI as root) with why
     res = _ssh(sshd_server, python=python).run_runner(tiny_tflite["int8"], runs=5, warmup=1,
                                                       input_batch=tiny_tflite["batch"])
     assert res["runtime"]["name"] == "tflite_runtime" and res["outputs"]["count"] == 12

@@ -112,6 +112,10 @@ def _m_by_n(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
     layers = _tf.keras().layers
     if not isinstance(layer, (layers.Conv2D, layers.Dense)) or isinstance(layer, layers.DepthwiseConv2D):
         return {}, f"{pattern} applies to Conv2D and Dense layers only; pruned unstructured"
+    # tfmot groups N consecutive inputs (TFLite's last axis); with fewer, or a remainder, it prunes nothing at all
+    n_in = int(kernel_of(layer).shape[-2])
+    if n_in % pattern.shape[1]:
+        return {}, f"{pattern} needs inputs in whole groups of {pattern.shape[1]} ({n_in} here); pruned unstructured"
     return {"sparsity_m_by_n": tuple(pattern.shape)}, ""
 
 
