@@ -37,7 +37,11 @@ def comparison_table(summary: RunSummary) -> Any:
     ratio = tfl.ratio_vs_dense if tfl else None
     pruned = model.sparsity_pruned_kernels if model and model.sparsity_pruned_kernels is not None else (
         model.sparsity if model else None)
-    t.add_row(f"final ({summary.quantization.mode})", fmt_metric(summary, model.metric if model else None),
+    kept = tfl.quantization if tfl and tfl.quantization else summary.quantization.mode
+    label = "float32" if kept == "none" else kept
+    if kept != summary.quantization.mode:
+        label += f", not {summary.quantization.mode}"
+    t.add_row(f"final ({label})", fmt_metric(summary, model.metric if model else None),
               fmt_metric(summary, tfl.metric if tfl else None), fmt_pct(pruned),
               fmt_pct(model.sparsity_all_params if model else None), fmt_pct(model.coverage if model else None),
               fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),

@@ -653,8 +653,9 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         baseline.tflite_metric = dv.get("metric")
     chosen: dict[str, Any] = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
     if info.get("quantization") != info.get("requested_quantization"):
+        kept = "float32" if info.get("quantization") == "none" else info.get("quantization")
         warnings.append(
-            f"export kept the {info.get('quantization')} conversion of the pruned model, not "
+            f"export kept the {kept} conversion of the pruned model, not "
             f"{info.get('requested_quantization')}: no {info.get('requested_quantization')} conversion ran as fast as "
             "the dense float model here (export.json lists every candidate; set export.objective: size to keep the "
             "smallest file regardless).")

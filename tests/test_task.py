@@ -332,8 +332,8 @@ def test_anomaly_without_a_labelled_test_split_is_an_error(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("recipe, overrides, kind", [
-    ("wake_word.yaml", ["data.samples=600", "model.filters=8", "model.blocks=1", "baseline.epochs=6",
-                        "sparsity.epochs=2", "sparsity.end=1"], "binary"),
+    ("wake_word.yaml", ["data.samples=800", "model.filters=16", "model.blocks=2", "baseline.epochs=10",
+                        "sparsity.epochs=3", "sparsity.end=1", "sparsity.on_drop=warn"], "binary"),
     ("anomaly_autoencoder.yaml", ["data.normal=500", "data.test_normal=100", "data.test_anomalous=100",
                                   "model.units=32", "model.layers=2", "baseline.epochs=8", "sparsity.epochs=2",
                                   "sparsity.end=1", "sparsity.on_drop=warn"], "anomaly"),
