@@ -160,14 +160,6 @@ def keras3_subclassed(num_classes: int = 10) -> Any:
 # ---- models of every task kind (tests/test_task.py) -------------------------------------------
 
 
-def binary_sigmoid(input_shape: tuple[int, ...] = (12,)) -> Any:
-    """One sigmoid unit: a detector (wake word, person / no person)."""
-    keras = _tf.keras()
-    inputs = keras.Input(input_shape, name="features")
-    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))
-
-
 def five_class(input_shape: tuple[int, ...] = (12,)) -> Any:
     keras = _tf.keras()
     inputs = keras.Input(input_shape, name="features")
@@ -196,14 +188,17 @@ def conv1d_regressor() -> Any:
     return keras.Model(inputs, keras.layers.Dense(2, name="targets")(x))
 
 
-def detector_two_heads(input_shape: tuple[int, ...] = (12,)) -> Any:
-    """A one-object detector: `cls` softmax over 4 and `box` 4 coordinates."""
+def two_in_two_out() -> Any:
+    """An image and a metadata vector in (Keras order img, meta), `cls` softmax-4 and `box` linear-4 out."""
     keras = _tf.keras()
-    inputs = keras.Input(input_shape, name="features")
-    x = keras.layers.Dense(48, activation="relu", name="fc1")(inputs)
+    img = keras.Input((8, 8, 1), name="img")
+    meta = keras.Input((3,), name="meta")
+    x = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(img))
+    x = keras.layers.Concatenate(name="join")([keras.layers.Dense(32, activation="relu", name="fc_img")(x), meta])
+    x = keras.layers.Dense(48, activation="relu", name="fc1")(x)
     cls = keras.layers.Dense(4, activation="softmax", name="cls")(x)
-    box = keras.layers.Dense(4, name="box")(keras.layers.Dense(32, activation="relu", name="fc_box")(x))
-    return keras.Model(inputs, [cls, box], name="detector")
+    box = keras.layers.Dense(4, name="box")(x)
+    return keras.Model([img, meta], [cls, box], name="two_in_two_out")
 
 
 def two_inputs() -> Any:
