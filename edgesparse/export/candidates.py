@@ -28,6 +28,7 @@ import numpy as np
 from edgesparse.errors import EdgesparseError, ExportError
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
+from edgesparse.export.litert import fc_shape_mismatches
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
 
@@ -99,6 +100,13 @@ def _encodings(setting: bool | str) -> list[bool]:
 def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> None:
     """Verify ``c`` on the test split and time it against the dense model; record a failure as rejection."""
     try:
+        broken = fc_shape_mismatches(c.data) if c.sparse_encoding else []
+        if broken:
+            raise ExportError(
+                f"{c.label}: the converter stored int8 FULLY_CONNECTED weights in 16-wide sparse blocks although "
+                f"their input depth is no multiple of 16 ({'; '.join(broken)}), which the kernel misreads (a converter "
+                "defect): its outputs would be wrong. Skip pruning those layers (sparsity.layers: [{match: "
+                "'^NAME$', skip: true}]) to keep the sparse encoding, or export without it.")
         if src.verify:
             outputs = src.final_outputs if c.source == "final" else float_outputs()
             c.verification = verify(c.data, src.x, src.y, outputs, threads=src.threads, label=c.label,

@@ -146,3 +146,40 @@ def _output_keys(outs: list[dict[str, Any]], out_names: dict[int, str], output_n
         names = output_names if output_names and len(output_names) == len(outs) else \
             [f"output_{i}" for i in range(len(outs))]
     return names
+
+
+def fc_shape_mismatches(model: bytes) -> list[str]:
+    """FULLY_CONNECTED ops reading block-sparse int8 weights whose input depth is no multiple of the 16-wide block.
+
+    Measured here (TF 2.21 converter, ai-edge-litert 2.3): with the sparse encoding and int8, a Dense layer with
+    8 inputs was stored in 1x16 blocks (read by the FC kernel directly, no DENSIFY), which misreads them: an
+    autoencoder whose decoder starts from an 8-unit bottleneck went from test AUC 86.8% to 65.1%.
+
+    Returns:
+        ``name (N inputs)`` for each such op.
+    """
+    from edgesparse.device.runner import import_runtime
+
+    try:
+        interp = import_runtime().interpreter_cls(model_content=model)
+        interp.allocate_tensors()
+        details = {int(t["index"]): t for t in interp.get_tensor_details()}
+        ops = interp._get_ops_details()  # noqa: SLF001 - the only API listing ops and their tensors
+    except (ValueError, RuntimeError, AttributeError):
+        return []
+    found = []
+    for op in ops:
+        if op.get("op_name") != "FULLY_CONNECTED" or len(op.get("inputs", [])) < 2:
+            continue
+        inp, weights = details.get(int(op["inputs"][0])), details.get(int(op["inputs"][1]))
+        if inp is None or weights is None or len(weights["shape"]) != 2 or not len(inp["shape"]):
+            continue
+        try:
+            stored = int(np.asarray(interp.get_tensor(int(weights["index"]))).size)
+        except ValueError:
+            continue
+        depth = int(inp["shape"][-1])
+        if stored != int(np.prod(weights["shape"])) and depth % 16:
+            name = details[int(op["outputs"][0])]["name"] if op.get("outputs") else "?"
+            found.append(f"{name.split(';')[0]} ({depth} inputs)")
+    return found
