@@ -6,12 +6,14 @@ the converter's sparse encoding allowed (``export.objective: size``, the size ta
 the held-out test split, through ``edgesparse.train`` like any recipe:
 
 * classification: a 5-class MLP on one-hot labels (as MLPerf Tiny's IC training stores them);
-* binary: the shipped wake-word recipe (DS-CNN, one sigmoid unit, 0/1 labels; metric accuracy, AUC too);
+* binary: an MLP detector with one sigmoid unit on 0/1 labels (metric accuracy, AUC too);
 * multilabel: 4 sigmoid units over multi-hot labels;
 * regression: a Conv1D sensor regressor with two continuous outputs (metric mae, lower is better);
 * anomaly: the shipped MLPerf-Tiny-shaped autoencoder recipe (ROC AUC of the reconstruction error);
 * two outputs: a detector with `cls` (softmax over 4) and `box` (4 coordinates) heads;
-* two inputs: an image and a metadata vector.
+* two inputs: an image and a metadata vector;
+* wake_word: the shipped wake-word recipe (DS-CNN, 5k parameters, one sigmoid unit), at 80% as well: a model
+  this small is mostly non-weight bytes, so the size target is out of its reach (reported, not hidden).
 
 Targets: the final .tflite keeps the dense Keras model's primary metric within 1 point (accuracy, AUC)
 or 10% relative (mae); the anomaly AUC within 0.02; model.tflite <= 1/6 of the dense float32 .tflite.
@@ -39,7 +41,7 @@ from edgesparse import _tf  # noqa: E402
 from edgesparse.recipe import load_recipe, validate_recipe  # noqa: E402
 from edgesparse.run import train  # noqa: E402
 
-KINDS = ("classification", "binary", "multilabel", "regression", "anomaly", "two_outputs", "two_inputs")
+KINDS = ("classification", "binary", "multilabel", "regression", "anomaly", "two_outputs", "two_inputs", "wake_word")
 
 
 # ---- models (factories: "benchmarks.tasks:NAME") -------------------------------------------------------------
@@ -51,6 +53,10 @@ def mlp(input_shape: tuple[int, ...] = (32,), units: int = 5, activation: str = 
     x = keras.layers.Dense(256, activation="relu", name="fc1")(inputs)
     x = keras.layers.Dense(256, activation="relu", name="fc2")(x)
     return keras.Model(inputs, keras.layers.Dense(units, activation=activation, name="out")(x))
+
+
+def detector_binary() -> Any:
+    return mlp(units=1, activation="sigmoid")
 
 
 def multilabel() -> Any:
@@ -99,7 +105,9 @@ def _data(kind: str, seed: int, folder: Path) -> dict[str, Any]:
     x = rng.normal(size=(n, 32)).astype(np.float32)
     hidden = np.tanh(x @ rng.normal(size=(32, 16)) / 3)
     arrays: dict[str, np.ndarray]
-    if kind == "classification":
+    if kind == "binary":
+        arrays = {"x": x, "y": (hidden @ rng.normal(size=16) + 0.3 * rng.normal(size=n) > 0).astype(np.int64)}
+    elif kind == "classification":
         labels = np.argmax(hidden @ rng.normal(size=(16, 5)) + 0.3 * rng.normal(size=(n, 5)), axis=1)
         arrays = {"x": x, "y": np.eye(5, dtype=np.int64)[labels]}
     elif kind == "multilabel":
@@ -125,6 +133,7 @@ def _data(kind: str, seed: int, folder: Path) -> dict[str, Any]:
 
 
 _FACTORY = {"classification": "benchmarks.tasks:mlp", "multilabel": "benchmarks.tasks:multilabel",
+            "binary": "benchmarks.tasks:detector_binary",
             "regression": "benchmarks.tasks:conv1d_regressor", "two_outputs": "benchmarks.tasks:detector",
             "two_inputs": "benchmarks.tasks:two_inputs"}
 
@@ -134,8 +143,8 @@ def recipe_for(kind: str, seed: int, folder: Path) -> Any:
     common = {"sparsity.final": 0.8, "quantization.mode": "int8", "export.objective": "size",
               "export.dir": str(folder / f"{kind}-{seed}-bundle"), "output_dir": str(folder / f"{kind}-{seed}"),
               "seed": seed, "sparsity.on_drop": "warn"}  # measured, not refused: the table shows every loss
-    if kind in ("binary", "anomaly"):
-        path = ROOT / "recipes" / ("wake_word.yaml" if kind == "binary" else "anomaly_autoencoder.yaml")
+    if kind in ("wake_word", "anomaly"):
+        path = ROOT / "recipes" / ("wake_word.yaml" if kind == "wake_word" else "anomaly_autoencoder.yaml")
         return load_recipe(path, [f"{k}={v}" for k, v in common.items()])
     raw: dict[str, Any] = {
         "name": f"tasks-{kind}", "data": _data(kind, seed, folder), "model": {"factory": _FACTORY[kind]},
@@ -148,8 +157,9 @@ def recipe_for(kind: str, seed: int, folder: Path) -> Any:
         "export": {"objective": "size", "dir": common["export.dir"]},
         "output_dir": common["output_dir"], "seed": seed,
     }
-    if kind == "two_inputs":  # the joined features (128 + 4) are no multiple of 16: that layer unstructured
-        raw["sparsity"]["layers"] = [{"match": "^fc1$", "pattern": "unstructured"}]
+    # fc1's rows are 2-4 blocks of 16 wide (32 or 64 inputs; 132 joined features in two_inputs): 1x16 blocks at
+    # 80% would empty some of its outputs, which the plan refuses, so fc1 is pruned unstructured
+    raw["sparsity"]["layers"] = [{"match": "^fc1$", "pattern": "unstructured"}]
     if kind == "two_outputs":
         raw["task"] = {"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression"}},
                        "primary": "cls"}

@@ -50,6 +50,42 @@ def int8_block_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return train(validate_recipe(recipe))
 
 
+@pytest.fixture(scope="module")
+def two_io_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Two inputs (img, meta) and two heads (cls softmax, box linear), pruned to 80% and exported int8."""
+    import numpy as np
+
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.run import train
+
+    tmp = tmp_path_factory.mktemp("two_io")
+    rng = np.random.default_rng(7)
+    img, meta = rng.random((400, 8, 8, 1)).astype(np.float32), rng.normal(size=(400, 3)).astype(np.float32)
+    cls = np.argmax(np.c_[meta, img[:, :4].mean(axis=(1, 2, 3)) * 4 - 2], axis=1)
+    np.savez(tmp / "two.npz", x_img=img, x_meta=meta, y_cls=cls, y_box=(meta * 0.5).astype(np.float32)[:, [0, 1, 2, 0]])
+    recipe = tiny_recipe(tmp, data={"npz": str(tmp / "two.npz")}, model={"factory": "tests.factories:two_in_two_out"},
+                         task={"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression"}}},
+                         baseline={"epochs": 6, "optimizer": {"learning_rate": 0.01}},
+                         sparsity={"final": 0.8, "end": 1, "epochs": 2}, quantization={"mode": "int8"},
+                         export={"objective": "size", "sparse_encoding": False})
+    return train(validate_recipe(recipe))
+
+
+def test_deploy_two_inputs_two_outputs_on_the_pi_compares_every_head(pi_device: PiDevice, two_io_run: Any,
+                                                                      tmp_path: Path) -> None:
+    """tflite-runtime 2.14 on the device feeds both inputs and returns both outputs by name, like the host."""
+    r = _cli("deploy", two_io_run.run_dir, *pi_device.cli_args(TFLITE_RUNTIME), "--json", tmp_path / "deploy.json")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "deploy.json").read_text())
+    assert set(res["outputs"]) == {"cls", "box"}, res["outputs"]
+    assert res["outputs"]["cls"]["agreement"] >= 0.98 and res["outputs"]["box"]["agreement"] is None
+    assert res["outputs"]["box"]["max_abs_diff"] < 0.05  # int8 kernels of two runtimes, same model
+    assert res["metric_key"] == "cls/accuracy"
+    assert abs(res["device_metrics"]["cls/accuracy"] - res["host_metrics"]["cls/accuracy"]) <= 0.02
+    assert res["device"]["machine"] == "aarch64" and res["device"]["runtime"]["name"] == "tflite_runtime"
+    _no_runner_left(pi_device)
+
+
 def _no_runner_left(pi: PiDevice) -> None:
     leftover = []
     for _ in range(20):  # the session's processes need a moment to exit after ssh returns
