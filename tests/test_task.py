@@ -202,7 +202,20 @@ def _check_export(result: Any, kind: str, metric: str) -> dict[str, Any]:
     assert export["task"]["kind"] == kind
     v = export["verification"]
     assert v["metric_name"] == metric.replace("/", " ")
+    _deploy_locally(result)
     return v
+
+
+def _deploy_locally(result: Any) -> None:
+    """Deploy the run to this machine (the runner in a subprocess): every head matches the host's outputs."""
+    from edgesparse.device.deploy import deploy
+
+    res = deploy(result.run_dir, "local", dest=str(Path(result.run_dir) / "device"))
+    assert set(res.outputs) == {h["name"] for h in result.summary.task["outputs"]}, res.outputs
+    for name, head in res.outputs.items():
+        assert head["max_abs_diff"] <= 1e-5, (name, head)  # same runtime, same kernels on both sides
+        assert head["agreement"] is None or head["agreement"] == 1.0, (name, head)
+    assert res.metric_key == result.summary.task["metric"] and res.device_metric == pytest.approx(res.host_metric)
 
 
 def test_keras3_binary_detector_end_to_end(tmp_path: Path) -> None:
@@ -331,9 +344,11 @@ def test_shipped_task_recipes_run_end_to_end(tmp_path: Path, recipe: str, overri
     # objective size: keep the int8 conversion whatever its speed here (balanced may keep float on this CPU)
     r = load_recipe(ROOT / "recipes" / recipe, [*overrides, f"output_dir={tmp_path / 'run'}",
                                                  f"export.dir={tmp_path / 'bundle'}", "export.objective=size"])
-    s = train(r).summary
+    result = train(r)
+    s = result.summary
     assert s.task is not None and s.task["kind"] == kind
     assert s.tflite is not None and s.tflite.metric is not None
+    _deploy_locally(result)
     candidates = json.loads((tmp_path / "bundle" / "export.json").read_text())["candidates"]
     assert s.tflite.quantization == "int8", candidates
     better_than_chance = 0.7 if kind == "binary" else 0.65  # accuracy vs 60% majority; AUC vs 0.5
