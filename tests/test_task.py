@@ -394,3 +394,24 @@ def test_distillation_trains_a_regressor(tmp_path: Path) -> None:
     s = train(validate_recipe(recipe)).summary
     assert s.task is not None and s.task["kind"] == "regression" and s.distillation is not None
     assert s.model is not None and s.model.metric is not None and np.isfinite(s.model.metric)
+
+
+def test_a_one_output_head_pruned_in_blocks_falls_back_to_unstructured_and_trains() -> None:
+    """tfmot's block pooling fails on a (N, 1) kernel mid-training; the plan prunes that head unstructured."""
+    from edgesparse import _tf
+    from edgesparse.recipe import SparsityConfig
+    from edgesparse.train import sparsity
+
+    keras = _tf.keras()
+    inputs = keras.Input((32,))
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))
+    cfg = SparsityConfig(final=0.5, end=1, epochs=1, pattern="block:1x16")
+    plan = sparsity.plan_sparsity(model, cfg, steps_per_epoch=2)
+    head = next(lp for lp in plan.pruned if lp.name == "score")
+    assert head.pattern == "unstructured" and "one output" in head.note
+    pruned = sparsity.apply_pruning(model, cfg, plan)
+    pruned.compile(optimizer="adam", loss="binary_crossentropy")
+    rng = np.random.default_rng(0)
+    pruned.fit(rng.normal(size=(64, 32)), rng.integers(0, 2, 64), epochs=1, batch_size=32, verbose=0,
+               callbacks=[_tf.tfmot().sparsity.keras.UpdatePruningStep()])

@@ -94,6 +94,11 @@ def _block(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
     rows, cols = pattern.shape
     # Recipe blocks are in TFLite's layout (out x in); a Keras Dense kernel is (in x out).
     n_in, n_out = (int(d) for d in kernel_of(layer).shape)
+    if n_out == 1 and rows == 1:
+        # tfmot's block pooling squeezes a one-output kernel to rank 1 and fails mid-training ("factorized_pool()
+        # accepts tensors of rank 2 only"), measured on a Dense(1, sigmoid) detector head
+        return {}, (f"{pattern} cannot prune a layer with one output (tfmot's block pooling fails on it); "
+                    "pruned unstructured")
     if n_out % rows or n_in % cols:
         # tfmot would silently pad the edge blocks; the converter's block encoding needs whole blocks.
         raise RecipeError(
