@@ -64,6 +64,13 @@ class BaselineConfig(_Section):
 
     epochs: int = Field(15, ge=0)
     optimizer: OptimizerConfig = OptimizerConfig()
+    on_broken: Literal["fail", "warn"] = Field(
+        "fail", description="what to do when the dense baseline scores at or near chance on the validation split "
+        "(the health check before any compression): fail stops the run with the causes it found, warn goes on")
+    bn_momentum: float | None = Field(
+        None, gt=0.0, lt=1.0, description="set the momentum of every BatchNormalization layer before the baseline "
+        "trains (and for the later phases); e.g. 0.99 where a model built with 0.999 (keras.applications) trains too "
+        "few steps for its moving statistics to converge; null keeps the model's")
 
 
 _PATTERN_RE = re.compile(r"^\s*(block|m_by_n)\s*[:= ]\s*(\d+)\s*[x,:]\s*(\d+)\s*$")

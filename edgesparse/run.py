@@ -52,7 +52,7 @@ from edgesparse.summary import (
     TimingInfo,
     TrainingInfo,
 )
-from edgesparse.train import channels, coverage, fit, quantize, sparsity
+from edgesparse.train import channels, coverage, fit, health, quantize, sparsity
 from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
@@ -307,6 +307,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     baseline.validation_metric = run.dense_validation = _validation_metric(run, dense)
     baseline.validation_accuracy = _as_accuracy(task, run.dense_validation)
     log.info("baseline: test %s %s", task.metric_name, task.fmt(baseline.metric))
+    baseline.health = _baseline_health(run, dense, baseline)
     thinned, channels_info = _channels_phase(run, dense)
     # the validation figure of the latest model: each guard measures it, the final model's is the last one
     final_val = channels_info.validation_metric if channels_info is not None else run.dense_validation
@@ -365,6 +366,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
                     "keras3_input": bool(getattr(dense, KERAS3_TAG, False)),
                     "keras3_translation_diff": getattr(dense, "_edgesparse_translation_diff", None)}
+            if recipe.baseline.bn_momentum is not None:
+                log.info("baseline: BatchNormalization momentum %g in %d layers (baseline.bn_momentum)",
+                         recipe.baseline.bn_momentum, health.set_bn_momentum(dense, recipe.baseline.bn_momentum))
             if recipe.baseline.epochs:
                 log.info("baseline: training %s (%s params) for %d epochs", dense.name, f"{dense.count_params():,}",
                          recipe.baseline.epochs)
@@ -373,6 +377,20 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
         _save_model(dense, out / "baseline.keras")
         run.state.mark("baseline", info)
     return dense, BaselineInfo(params=int(dense.count_params()), **info)
+
+
+def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo) -> dict[str, Any]:
+    """The dense baseline against chance before any compression (``baseline.on_broken``: fail raises TrainError)."""
+    rows = [r for r in run.history.rows if r.get("phase") == "baseline"]
+    steps = 0 if baseline.shared else baseline.epochs * run.steps_per_epoch
+    report = health.check_baseline(dense, run.data, history=rows, steps=steps, batch_size=run.recipe.data.batch_size,
+                                   value=run.dense_validation)
+    warning = health.enforce(report, run.recipe.baseline.on_broken)
+    if warning:
+        run.warnings.append(warning)
+    log.info("baseline health: %s %s %s vs chance %s: %s", report.split, report.metric.replace("/", " "),
+             report.fmt_value, report.fmt_chance, report.status)
+    return report.to_dict()
 
 
 def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
@@ -651,6 +669,8 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         baseline.tflite_path = str(res.dense_path)
         baseline.tflite_accuracy = dv.get("accuracy")
         baseline.tflite_metric = dv.get("metric")
+        if baseline.health is not None and dv:
+            baseline.health["tflite"] = health.tflite_figures(dv)
     chosen: dict[str, Any] = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
     if info.get("quantization") != info.get("requested_quantization"):
         kept = "float32" if info.get("quantization") == "none" else info.get("quantization")

@@ -117,6 +117,13 @@ def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict
         if t_out[h.name].shape != k_out[h.name].shape:
             raise ExportError(f"{label}: the TFLite output '{h.name}' has shape {t_out[h.name].shape}, the Keras "
                               f"output {k_out[h.name].shape}.")
+        if not np.all(np.isfinite(t_out[h.name])) and label == _DENSE_LABEL:
+            raise ExportError(
+                f"{label}: the float32 conversion of the dense baseline (no sparsity, no quantization) outputs NaN/inf "
+                "on the test split where the Keras model does not, so the TFLite converter or the LiteRT runtime "
+                "breaks this model, not compression. Check its ops (`edgesparse inspect` on the bundle's "
+                "dense.tflite), try another ai-edge-litert/TensorFlow version, and report the model; "
+                "`export.verify: false` skips the check.")
         if not np.all(np.isfinite(t_out[h.name])):
             raise ExportError(
                 f"{label}: the TFLite model outputs NaN/inf on the test split, so this conversion is broken (known "
@@ -125,11 +132,24 @@ def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict
     return k_out, t_out
 
 
+#: the label export gives the dense baseline's float32 conversion (its failures are the converter's, not compression's)
+_DENSE_LABEL = "dense.tflite"
+
+
 def _drop_message(task: Task, result: Verification, allowed: float, label: str) -> str:
     key = task.metric_key
     unit = "points" if result.unit == "points" else "% (relative)"
     worse = "below" if task.direction_of(key) == "higher" else "above"
-    return (f"{label}: the TFLite model's test {task.metric_name} {task.fmt(result.metric, key)} is {result.drop:.2f} "
-            f"{unit} {worse} the Keras model's {task.fmt(result.keras_metric, key)} (export.max_accuracy_drop allows "
-            f"{allowed:g} {unit}). Quantization or conversion lost it: try qat/pqat instead of post-training int8, "
+    figures = (f"{label}: the TFLite model's test {task.metric_name} {task.fmt(result.metric, key)} is "
+               f"{result.drop:.2f} {unit} {worse} the Keras model's {task.fmt(result.keras_metric, key)} "
+               f"(export.max_accuracy_drop allows {allowed:g} {unit}, agreement "
+               f"{'—' if result.agreement is None else f'{result.agreement:.1%}'}, max abs diff "
+               f"{result.max_abs_diff:.3g}).")
+    if label == _DENSE_LABEL and result.float_model:
+        return (figures + " This is the float32 conversion of the dense baseline — no sparsity, no quantization — "
+                "so the TFLite converter or the LiteRT runtime changes this model, not compression. Check its ops "
+                "(`edgesparse inspect` on dense.tflite) for a layer that converts differently (custom layers, "
+                "training-only behaviour), try another ai-edge-litert/TensorFlow version, and report the model; "
+                "raise `export.max_accuracy_drop` (or set `export.verify: false`) to ship anyway.")
+    return (figures + " Quantization or conversion lost it: try qat/pqat instead of post-training int8, "
             "more representative samples, or raise `export.max_accuracy_drop` to accept it.")
