@@ -36,6 +36,7 @@ from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, Reci
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
+from edgesparse.export.verify import verify
 from edgesparse.models import build_model
 from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
 from edgesparse.recipe import ChannelsConfig, ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
@@ -307,7 +308,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     baseline.validation_metric = run.dense_validation = _validation_metric(run, dense)
     baseline.validation_accuracy = _as_accuracy(task, run.dense_validation)
     log.info("baseline: test %s %s", task.metric_name, task.fmt(baseline.metric))
-    baseline.health = _baseline_health(run, dense, baseline)
+    baseline.health = _baseline_health(run, dense, baseline, export)
     thinned, channels_info = _channels_phase(run, dense)
     # the validation figure of the latest model: each guard measures it, the final model's is the last one
     final_val = channels_info.validation_metric if channels_info is not None else run.dense_validation
@@ -379,8 +380,10 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
     return dense, BaselineInfo(params=int(dense.count_params()), **info)
 
 
-def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo) -> dict[str, Any]:
-    """The dense baseline against chance before any compression (``baseline.on_broken``: fail raises TrainError)."""
+def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo, export: bool) -> dict[str, Any]:
+    """The dense baseline against chance before any compression (``baseline.on_broken``: fail raises TrainError),
+    then, when the run exports and verifies, its float32 .tflite against it on the validation split (a converter or
+    runtime that breaks the dense model fails here, as such, before hours of compression; ExportError)."""
     rows = [r for r in run.history.rows if r.get("phase") == "baseline"]
     steps = 0 if baseline.shared else baseline.epochs * run.steps_per_epoch
     report = health.check_baseline(dense, run.data, history=rows, steps=steps, batch_size=run.recipe.data.batch_size,
@@ -390,7 +393,15 @@ def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo) -> dict[str,
         run.warnings.append(warning)
     log.info("baseline health: %s %s %s vs chance %s: %s", report.split, report.metric.replace("/", " "),
              report.fmt_value, report.fmt_chance, report.status)
-    return report.to_dict()
+    record = report.to_dict()
+    ecfg = run.recipe.export
+    if export and ecfg is not None and ecfg.verify:
+        x, y = run.data.validation()
+        v = verify(convert(dense, "none", sparse_encoding=False), x, y, fit.predict(dense, x), threads=ecfg.threads,
+                   float_model=True, max_drop_points=run.data.task.max_drop(ecfg.max_accuracy_drop),
+                   label="dense.tflite", task=run.data.task)
+        record["tflite_validation"] = health.tflite_figures(v.to_dict(), split=report.split)
+    return record
 
 
 def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:

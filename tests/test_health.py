@@ -82,7 +82,8 @@ def test_inference_mode_collapse_fails_with_its_causes_and_bn_momentum_fixes_it(
     msg = str(err.value)
     assert "the dense baseline is at chance before any compression: its validation accuracy is" in msg
     assert "chance level" in msg and "inference-mode collapse: in baseline epoch 3 the training accuracy" in msg
-    assert "Run in training mode (BatchNormalization on batch statistics)" in msg  # weights fine, statistics not
+    assert "Run in training mode (BatchNormalization on batch statistics)" in msg
+    assert "what fails at inference is the BatchNormalization moving statistics, not the weights" in msg
     assert "1 of 1 BatchNormalization layers (conv_bn) have momentum 0.999: after 60 training steps" in msg
     assert "0.999^60 = 94%" in msg and "baseline.bn_momentum: 0.95" in msg and "2,995 steps" in msg
     assert not (tmp_path / "a" / "run" / "channels.keras").exists()  # stopped before compression
@@ -119,8 +120,8 @@ def test_nan_model_fails_and_names_the_nan(tmp_path: Path) -> None:
     assert "baseline.on_broken: warn" in str(err.value)
 
 
-def test_nan_and_flat_loss_in_the_history_are_named() -> None:
-    """The history's loss (a diverged or stalled baseline) is read: NaN in epoch 2; a loss that did not fall."""
+def test_nan_flat_loss_and_underfit_in_the_history_are_named() -> None:
+    """The history is read: NaN loss in epoch 2; a loss that did not fall; a training metric near chance too."""
     from edgesparse.train import health
 
     task = _task(_head("classification", units=3))
@@ -130,6 +131,10 @@ def test_nan_and_flat_loss_in_the_history_are_named() -> None:
     flat = health._loss_flat(task, out, [{"loss": 1.10}, {"loss": 1.09}, {"loss": 1.12}])
     assert flat is not None and "did not fall (1.1 in the first baseline epoch, 1.12 in the last of 3)" in flat.message
     assert health._loss_flat(task, out, [{"loss": 1.1}, {"loss": 0.4}]) is None
+    # the real MobileNetV2 case at momentum 0.95: no collapse any more, but 46% training accuracy (chance 25%)
+    under = health._underfit(task, "accuracy", [{"accuracy": "0.30"}, {"accuracy": "0.464286"}], 0.25, 140)
+    assert under is not None and "training accuracy reached only 46.43% in the last baseline epoch" in under.message
+    assert health._underfit(task, "accuracy", [{"accuracy": 0.9}], 0.25, 140) is None
 
 
 def test_healthy_baseline_is_untouched(trained_run: Any) -> None:
@@ -138,8 +143,10 @@ def test_healthy_baseline_is_untouched(trained_run: Any) -> None:
     assert h is not None and h["status"] == "ok" and not h["broken"] and h["findings"] == []
     assert h["chance"] == pytest.approx(0.1, abs=0.01) and h["value"] > h["threshold"]
     assert not any("at chance" in w for w in trained_run.warnings)
-    tfl = h["tflite"]
-    assert tfl["keras_metric"] is not None and abs(tfl["drop"]) <= 1.0 and tfl["agreement"] >= 0.99
+    for section, split in (("tflite_validation", "validation"), ("tflite", "test")):  # before compression; at export
+        tfl = h[section]
+        assert tfl["split"] == split and tfl["keras_metric"] is not None and tfl["metric"] is not None, tfl
+        assert abs(tfl["drop"]) <= 1.0 and tfl["agreement"] >= 0.99 and tfl["max_abs_diff"] < 1e-3, tfl
 
 
 # ---- chance levels, diagnoses and messages without training ----------------------------------------------------
@@ -188,6 +195,9 @@ def test_near_chance_margins() -> None:
     assert health._verdict(acc, "accuracy", 0.25, 0.1)[1] is False
     assert health._verdict(mae, "mae", 0.95, 1.0)[1] is True and health._verdict(mae, "mae", 0.8, 1.0)[1] is False
     assert health._verdict(acc, "accuracy", float("nan"), 0.1)[1] is True
+    anomaly = _task(_head("anomaly"))  # noise dominates normal frames: 1% below the mean sample's error is learning
+    assert health._verdict(anomaly, "reconstruction_mse", 0.985, 1.0)[1] is False
+    assert health._verdict(anomaly, "reconstruction_mse", 0.995, 1.0)[1] is True
 
 
 def test_bn_momentum_of_the_issue_is_named_with_its_figures() -> None:

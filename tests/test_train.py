@@ -380,7 +380,8 @@ def test_policy_xnnpack_prunes_only_what_xnnpack_runs_sparse_and_the_export_qual
 
     result = _run(tmp_path, data={"builtin": "shapes", "image_size": 16, "num_classes": 4, "samples_per_class": 60,
                                   "batch_size": 32},
-                  model={"factory": "tests.factories:xnnpack_mobile"}, baseline={"epochs": 1},
+                  model={"factory": "tests.factories:xnnpack_mobile"},
+                  baseline={"epochs": 1, "on_broken": "warn"},  # at chance after 1 epoch: the health check warns
                   sparsity={"policy": "xnnpack", "final": 0.8}, export={"sparse_encoding": True, "objective": "size"})
     s = result.summary
     plan = {lp["name"]: lp for lp in s.to_json()["sparsity"]["plan"]["layers"]}
