@@ -388,7 +388,8 @@ def test_distillation_trains_a_regressor(tmp_path: Path) -> None:
 
     recipe = tiny_recipe(tmp_path, data={"npz": _npz(tmp_path, x=x, y=y)},
                          model={"factory": "tests.factories:tiny_regressor"},
-                         baseline={"epochs": 4, "optimizer": {"learning_rate": 0.01}},
+                         # 16 steps leave it worse than predicting the mean (health check): the run is the point
+                         baseline={"epochs": 4, "optimizer": {"learning_rate": 0.01}, "on_broken": "warn"},
                          sparsity={"final": 0.5, "end": 1, "epochs": 2, "on_drop": "warn"},
                          distillation={"weight": 0.5}, export=None)
     s = train(validate_recipe(recipe)).summary
