@@ -269,7 +269,7 @@ def _diagnose(model: Any, data: Any, task: Task, key: str, out: Any, x_val: Any,
         found = check(task, out, history)
         if found is not None:
             findings.append(found)
-    collapse = _collapse(model, task, key, x_val, y_val, history, batch_size, threshold)
+    collapse = _collapse(model, task, key, x_val, y_val, history, batch_size, threshold, steps)
     if collapse is not None:
         findings.append(collapse)
     else:
@@ -360,7 +360,7 @@ def _log_name(task: Task, key: str) -> str:
 
 
 def _collapse(model: Any, task: Task, key: str, x_val: Any, y_val: Any, history: list[dict[str, Any]],
-              batch_size: int, threshold: float | None) -> Finding | None:
+              batch_size: int, threshold: float | None, steps: int) -> Finding | None:
     """Training metric far above validation in the same epoch; confirmed by a training-mode pass when it can be."""
     col = _log_name(task, key)
     higher = task.direction_of(key) == "higher"
@@ -391,6 +391,12 @@ def _collapse(model: Any, task: Task, key: str, x_val: Any, y_val: Any, history:
             text += (f" Run in training mode (BatchNormalization on batch statistics), the same validation samples "
                      f"score {task.fmt(trained, key)} instead of {task.fmt(va, key)}: what fails at inference is the "
                      "BatchNormalization moving statistics, not the weights.")
+            if not _unconverged(model, steps):
+                momentum = max(float(layer.momentum) for layer in bn_layers(model))
+                text += (f" They have left their initial values (momentum {momentum:g} over {steps:,} steps) but "
+                         "trail weights that still changed fast at the end of training: a lower "
+                         "baseline.bn_momentum (0.9), or more epochs with a decaying learning rate "
+                         "(baseline.optimizer.schedule: cosine), let them catch up.")
         elif not good:
             text += (f" In training mode the validation samples score {task.fmt(trained, key)} too, so this is "
                      "overfitting (the training split memorised), not a BatchNormalization problem: more data, "
@@ -456,6 +462,12 @@ def _training_mode_score(model: Any, task: Task, key: str, x_val: Any, y_val: An
     return task.evaluate(out, y_n, x_n).get(key)
 
 
+def _unconverged(model: Any, steps: int) -> list[tuple[str, float]]:
+    """``(name, momentum)`` of the BN layers whose moving statistics keep more than :data:`BN_RESIDUAL` of init."""
+    return [(layer.name, float(layer.momentum)) for layer in bn_layers(model)
+            if steps > 0 and float(layer.momentum) ** steps > BN_RESIDUAL]
+
+
 def _bn_unconverged(model: Any, steps: int, steps_per_epoch: int) -> Finding | None:
     """BN layers whose moving statistics keep more than :data:`BN_RESIDUAL` of their initial values."""
     layers = bn_layers(model)
@@ -469,14 +481,17 @@ def _bn_unconverged(model: Any, steps: int, steps_per_epoch: int) -> Finding | N
                        f"({_names(untouched)}) hold their initial moving statistics (mean 0, variance 1): the "
                        "model was never trained (weights=None?), yet baseline.epochs is 0. Train the baseline "
                        "(baseline.epochs) or load trained weights.", {"layers": untouched})
-    stuck = [(layer.name, float(layer.momentum)) for layer in layers if float(layer.momentum) ** steps > BN_RESIDUAL]
+    stuck = _unconverged(model, steps)
     if not stuck:
         return None
     momentum = max(m for _, m in stuck)
     residual = momentum ** steps
     need = math.ceil(math.log(BN_RESIDUAL) / math.log(momentum))
-    fits = [m for m in _MOMENTA if m < momentum and m ** steps <= BN_RESIDUAL]
-    fix = (f"set baseline.bn_momentum: {fits[0]:g} ({fits[0]:g}^{steps} = {fits[0] ** steps:.1%})" if fits
+    # converged within the last half of training, so the statistics also follow weights that still change
+    fits = [m for m in _MOMENTA if m < momentum and m ** (steps / 2) <= BN_RESIDUAL]
+    left = fits[0] ** steps if fits else 1.0
+    fix = (f"set baseline.bn_momentum: {fits[0]:g} ({fits[0]:g}^{steps} = {left:.1%})".replace("= 0.0%", "< 0.1%")
+           if fits
            else "set a lower baseline.bn_momentum")
     epochs = math.ceil(need / max(1, steps_per_epoch))
     return Finding("bn_unconverged", (
