@@ -74,7 +74,10 @@ def test_nested_backbone_is_pruned_inside_at_any_depth(tmp_path: Path) -> None:
 
 
 def test_depthwise_not_claimed_and_separable_pointwise_only(tmp_path: Path) -> None:
-    result = _run(tmp_path, model={"factory": "tests.factories:depthwise_separable"}, export=None)
+    # what is pruned is the point, not accuracy: 3 epochs leave this model near chance (17.9% vs 10%), which the
+    # baseline health check would refuse
+    result = _run(tmp_path, model={"factory": "tests.factories:depthwise_separable"}, export=None,
+                  baseline={"on_broken": "warn"})
     plan = _plan(result)
     assert not plan["dw"]["prune"] and "DepthwiseConv2D" in plan["dw"]["note"]
     assert plan["sep"]["prune"] and "pointwise_kernel only" in plan["sep"]["note"]
