@@ -165,7 +165,7 @@ def test_runner_refuses_a_npy_batch_for_two_inputs_and_a_npy_path_for_two_output
 
 def test_runner_tflite_runtime_214_reads_the_same_names(bundles: dict[str, Any]) -> None:
     """tflite-runtime 2.14 (Raspberry Pi OS's runtime) has signature runners: the same names, the same outputs."""
-    from tests.test_runner import device_python
+    from tests.pi import device_python
 
     python = device_python()
     if python is None:
