@@ -201,17 +201,6 @@ def two_in_two_out() -> Any:
     return keras.Model([img, meta], [cls, box], name="two_in_two_out")
 
 
-def two_inputs() -> Any:
-    """An image and a metadata vector (Keras order img, meta; the converter sorts them meta, img)."""
-    keras = _tf.keras()
-    img = keras.Input((8, 8, 1), name="img")
-    meta = keras.Input((3,), name="meta")
-    x = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(8, 3, activation="relu", name="conv1")(img))
-    x = keras.layers.Concatenate(name="join")([keras.layers.Dense(32, activation="relu", name="fc_img")(x), meta])
-    x = keras.layers.Dense(32, activation="relu", name="fc1")(x)
-    return keras.Model([img, meta], keras.layers.Dense(3, activation="softmax", name="probs")(x), name="two_in")
-
-
 def keras3_binary(input_shape: tuple[int, ...] = (12,)) -> Any:
     """A Keras 3 detector ending in Dense(1, sigmoid) (the visual-wake-words shape, small)."""
     keras = _tf.keras3()

@@ -309,8 +309,10 @@ def test_an_npz_missing_an_input_array_names_it(tmp_path: Path) -> None:
     from edgesparse.recipe import validate_recipe
 
     rng = np.random.default_rng(0)
-    path = _npz(tmp_path, x_img=rng.random((40, 8, 8, 1)).astype(np.float32), y=rng.integers(0, 3, 40))
-    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": path}, model={"factory": "tests.factories:two_inputs"}))
+    path = _npz(tmp_path, x_img=rng.random((40, 8, 8, 1)).astype(np.float32), y_cls=rng.integers(0, 4, 40),
+                y_box=rng.random((40, 4)).astype(np.float32))
+    recipe = validate_recipe(tiny_recipe(tmp_path, data={"npz": path},
+                                         model={"factory": "tests.factories:two_in_two_out"}))
     with pytest.raises(DataError, match="no array for meta"):
         check_recipe(recipe)
 
