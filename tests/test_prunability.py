@@ -18,9 +18,11 @@ def test_mobilenet_v3_small_prunes_exports_and_verifies(tmp_path: Path, flavour:
     assert row["sparse_bytes"] < row["dense_bytes"]
     # The recipe exports with max_accuracy_drop 100 (random weights: accuracy means nothing), so the TFLite file
     # is held to the Keras model's outputs instead: measured 1.7e-3 (tf_keras; softmax over 4 classes, int8 output
-    # step 1/256), a wrong conversion is off by tenths; and the same top-1 class on (nearly) all 12 test samples.
+    # step 1/256), a wrong conversion is off by tenths. Top-1 agreement is no check here: with random weights the 4
+    # probabilities are nearly equal, int8 rounds them to ties, and agreement was measured at 0/12 in one suite run
+    # with outputs within 0.01 of Keras (and 12/12 alone) - the output bound is what holds the conversion.
     assert row["tflite_max_abs_diff"] is not None and row["tflite_max_abs_diff"] <= 0.01, row
-    assert row["agreement"] is not None and row["agreement"] >= 11 / 12, row
+    assert row["agreement"] is not None, row
     if flavour == "keras3":
         assert row["translation_diff"] <= 1e-5 and row["keras3_back"] <= 1e-5
 
