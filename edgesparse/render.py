@@ -127,13 +127,10 @@ class MetricLabel:
         return value if self.higher else -value
 
     def degradation(self, reference: float, candidate: float) -> float:
-        """How much worse ``candidate`` is (positive = worse), as :meth:`edgesparse.task.Task.degradation`."""
-        from edgesparse.task import Head, Task
+        """How much worse ``candidate`` is (positive = worse), as :func:`edgesparse.task.degradation`."""
+        from edgesparse.task import degradation
 
-        # a one-head task carrying only this metric's direction: degradation reads nothing else
-        head = Head(name="output", kind="regression", loss="mse", metric=self.key.rsplit("/", 1)[-1], metrics=(),
-                    direction=self.direction)
-        return Task(heads=(head,), primary="output").degradation(reference, candidate, self.key)
+        return degradation(reference, candidate, self.unit, self.direction)
 
     def fmt(self, value: float | None) -> str:
         """``98.61%`` for fractions, ``0.0412`` for values; None or NaN -> an em dash."""

@@ -8,23 +8,14 @@ from edgesparse.render import MetricLabel, fmt_int, fmt_pct
 from edgesparse.summary import RunSummary
 
 
-def _fraction(metric: str) -> bool:
-    return metric.rsplit(" ", 1)[-1] in ("accuracy", "auc", "pauc")
-
-
-def fmt_metric(summary: RunSummary, value: float | None) -> str:
-    """The primary metric for people: a percentage for fractions (accuracy, AUC), a number for errors."""
-    if value is None:
-        return "—"
-    return fmt_pct(value) if _fraction(summary.metric_name) else f"{value:.4g}"
-
-
 def comparison_table(summary: RunSummary) -> Any:
     """Dense baseline vs final model: the task's primary metric, sparsity, .tflite bytes, gzip bytes, ratio."""
     from rich.table import Table
 
     base, model, tfl = summary.baseline, summary.model, summary.tflite
-    metric = summary.metric_name
+    metric_label = MetricLabel.of(summary.task)
+    fmt_metric = metric_label.fmt
+    metric = metric_label.name
     short = "acc." if metric == "accuracy" else metric
     t = Table(title=f"{summary.name}: dense vs final (test split, {summary.data.test} samples)")
     for col in ("model", f"Keras {short}", f"TFLite {short}", "sparsity (pruned kernels)", "sparsity (all params)",
@@ -32,7 +23,7 @@ def comparison_table(summary: RunSummary) -> Any:
         t.add_column(col, justify="right" if col != "model" else "left")
     base_tfl = base.tflite_metric if base.tflite_metric is not None else base.tflite_accuracy
     warned = " (health: warn)" if (base.health or {}).get("status") == "warn" else ""
-    t.add_row(f"dense float32{warned}", fmt_metric(summary, base.metric), fmt_metric(summary, base_tfl), "—", "—", "—",
+    t.add_row(f"dense float32{warned}", fmt_metric(base.metric), fmt_metric(base_tfl), "—", "—", "—",
               fmt_int(base.tflite_bytes), fmt_int(base.tflite_gzip_bytes), "1.0x")
     ratio = tfl.ratio_vs_dense if tfl else None
     pruned = model.sparsity_pruned_kernels if model and model.sparsity_pruned_kernels is not None else (
@@ -41,8 +32,8 @@ def comparison_table(summary: RunSummary) -> Any:
     label = "float32" if kept == "none" else kept
     if kept != summary.quantization.mode:
         label += f", not {summary.quantization.mode}"
-    t.add_row(f"final ({label})", fmt_metric(summary, model.metric if model else None),
-              fmt_metric(summary, tfl.metric if tfl else None), fmt_pct(pruned),
+    t.add_row(f"final ({label})", fmt_metric(model.metric if model else None),
+              fmt_metric(tfl.metric if tfl else None), fmt_pct(pruned),
               fmt_pct(model.sparsity_all_params if model else None), fmt_pct(model.coverage if model else None),
               fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),
               "—" if not ratio else f"1/{ratio:.1f}")

@@ -312,18 +312,10 @@ class Task:
         return result
 
     def degradation(self, reference: float, candidate: float, metric_key: str | None = None) -> float:
-        """How much worse ``candidate`` is than ``reference`` (positive = worse), in the metric's unit.
-
-        Points (x100) for fractions; a relative change in percent for values (for a zero reference
-        any increase counts as ``inf``).
-        """
+        """How much worse ``candidate`` is than ``reference`` (positive = worse), in the metric's unit (see
+        :func:`degradation`)."""
         key = metric_key or self.metric_key
-        sign = 1.0 if self.direction_of(key) == "higher" else -1.0
-        if self.unit(key) == "points":
-            return sign * (reference - candidate) * 100.0
-        if reference == 0:
-            return 0.0 if candidate == reference else (math.inf if sign * (reference - candidate) > 0 else -math.inf)
-        return sign * (reference - candidate) / abs(reference) * 100.0
+        return degradation(reference, candidate, self.unit(key), self.direction_of(key))
 
     def fmt(self, value: float | None, metric_key: str | None = None) -> str:
         """A metric value for people: ``98.61%`` for fractions, ``0.0412`` for values."""
@@ -515,6 +507,20 @@ def metric_value(head: Head, metric: str, out: np.ndarray, y: np.ndarray, inputs
     if metric == "reconstruction_mse":
         return float(scores.mean())
     return roc_auc(y, scores, max_fpr=0.1 if metric == "pauc" else None)
+
+
+def degradation(reference: float, candidate: float, unit: str, direction: str) -> float:
+    """How much worse ``candidate`` is than ``reference`` (positive = worse).
+
+    Points (x100) for fractions (``unit`` "points"); a relative change in percent for values (``unit`` "%"; for
+    a zero reference any worsening counts as ``inf``).
+    """
+    sign = 1.0 if direction == "higher" else -1.0
+    if unit == "points":
+        return sign * (reference - candidate) * 100.0
+    if reference == 0:
+        return 0.0 if candidate == reference else (math.inf if sign * (reference - candidate) > 0 else -math.inf)
+    return sign * (reference - candidate) / abs(reference) * 100.0
 
 
 def import_path(path: str, what: str) -> Callable[..., Any]:
@@ -718,6 +724,6 @@ def _make_head(out: OutputInfo, kind: str, hc: HeadConfig, y: np.ndarray | None)
 
 __all__ = [
     "KINDS", "METRICS", "WRAPPER_PREFIXES", "Head", "HeadConfig", "OutputInfo", "Task", "TaskConfig",
-    "anomaly_scores", "classification", "import_path", "metric_value", "predicted_classes", "resolve_task",
-    "roc_auc", "task_before", "unwrapped_name",
+    "anomaly_scores", "classification", "degradation", "import_path", "metric_value", "predicted_classes",
+    "resolve_task", "roc_auc", "task_before", "unwrapped_name",
 ]
