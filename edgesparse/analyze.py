@@ -75,24 +75,27 @@ class SensitivityReport:
                 "unstructured": [r.to_dict() for r in self.unstructured]}
 
 
-def _dense_and_data(recipe: Recipe, out: Path, run_dir: Path | None, force: bool) -> tuple[Any, Any]:
+def _dense_and_data(recipe: Recipe, out: Path, run_dir: Path | None, force: bool, model: Any = None,
+                    data: Any = None) -> tuple[Any, Any]:
     """The trained dense model and the data bound to its task: from ``run_dir``, or a baseline-only run in ``out``."""
     if run_dir is not None:
-        loaded = load_run(run_dir)
+        loaded = load_run(run_dir, data=data)
         dense, data = loaded.dense_model, loaded.data
     else:
         base = override(recipe, {"channels": None, "sparsity": None, "export": None, "quantization": {"mode": "none"}})
         target = out / "baseline-run"
         resume = (target / "state.json").exists() and not force
-        result = train(base, run_dir=target, export=False, force=force or resume, resume=resume)
-        dense, data = load_model(result.run_dir / "baseline.keras"), load_run(result.run_dir).data
+        result = train(base, model=model, data=data, run_dir=target, export=False, force=force or resume,
+                       resume=resume)
+        dense, data = load_model(result.run_dir / "baseline.keras"), load_run(result.run_dir, data=data).data
     if data.task is None:  # load_run binds it; a Dataset from elsewhere may not be
         data = bind_task(dense, data, recipe.task)
     return dense, data
 
 
 def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str | Path | None = None,
-            ratios: list[float] | None = None, force: bool = False) -> SensitivityReport:
+            ratios: list[float] | None = None, force: bool = False, model: Any = None,
+            data: Any = None) -> SensitivityReport:
     """Prune every channel group of the recipe's dense model alone at ``ratios`` and measure the cost.
 
     The cost is measured on the task's guard metric (:attr:`~edgesparse.task.Task.guard_key`) of the
@@ -104,6 +107,8 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
         run_dir: A finished run whose ``baseline.keras`` is analysed instead of training one.
         ratios: Fractions of each group removed (default: ``channels.sensitivity_ratios`` or 0.25, 0.5, 0.75).
         force: Retrain the baseline even if ``out_dir`` holds one.
+        model: A model object instead of the recipe's model section (as in :func:`edgesparse.train`).
+        data: Data objects instead of the recipe's data section (as in :func:`edgesparse.train`).
 
     Returns:
         The rows, the dense model's figures, and the JSON and PNG paths.
@@ -113,23 +118,24 @@ def analyze(recipe: Recipe, *, out_dir: str | Path | None = None, run_dir: str |
     """
     cfg = recipe.channels or ChannelsConfig(ratio=0.5)
     out = Path(out_dir) if out_dir is not None else Path("runs") / f"{recipe.name}-analyze"
-    dense, data = _dense_and_data(recipe, out, Path(run_dir) if run_dir is not None else None, force)
+    dense, data = _dense_and_data(recipe, out, Path(run_dir) if run_dir is not None else None, force, model, data)
     task = data.task
-    x, y = data.validation()
+    x, y = data.validation().in_memory()
+    x_train, y_train = data.train.in_memory()
     graph = build_graph(dense)
     if not graph.groups:
         from edgesparse.train.channels import plan_channels
 
         plan_channels(dense, cfg, x, y, task=task)  # raises the no-prunable-group error with the frozen layers
     cost = build_cost_model(dense, graph)
-    scores = importance(cfg.importance, dense, graph, x=data.x_train, y=data.y_train, batches=cfg.taylor_batches,
+    scores = importance(cfg.importance, dense, graph, x=x_train, y=y_train, batches=cfg.taylor_batches,
                         task=task)
     log.info("analyze: %d channel groups x %d ratios on %d validation samples, measuring %s", len(graph.groups),
              len(ratios or cfg.sensitivity_ratios), n_samples(x), task.guard_key.replace("/", " "))
     rows = sensitivity.analyze(dense, graph, scores, cost, x=x, y=y, ratios=tuple(ratios or cfg.sensitivity_ratios),
                                min_keep=cfg.min_keep, task=task)
     full = np.ones(graph.num_units, dtype=bool)
-    found = fit.scores(dense, x, y, task)[0]
+    found = fit.scores(dense, x, y, task=task)[0]
     base = float(found.get(task.guard_key, found.get(task.metric_key, float("nan"))))
     levels = sorted({0.5, 0.75, 0.9} | ({round(recipe.sparsity.final, 4)} if recipe.sparsity is not None else set()))
     report = SensitivityReport(name=recipe.name, rows=rows, dense_params=cost.params(full), dense_macs=cost.macs(full),

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse import _tf
 from edgesparse.data import load_dataset
 from edgesparse.errors import DataError
 from edgesparse.models import build_model, describe
@@ -111,6 +112,26 @@ def _shape_ok(expected: tuple[Any, ...], got: tuple[int, ...]) -> bool:
     return len(expected) == len(got) and all(e is None or e == g for e, g in zip(expected, got))
 
 
+#: samples of a streamed split read to infer the task and check the labels (the whole split when in memory)
+PROBE_SAMPLES = 4096
+
+
+def _probe(split: Any) -> tuple[Any, Any]:
+    """A split's arrays, or the first :data:`PROBE_SAMPLES` samples of a stream."""
+    return split.head(PROBE_SAMPLES) if split.is_stream else (split.x, split.y)
+
+
+def _check_dtypes(data: Any) -> None:
+    """Streamed inputs must be numbers (a string or variant element cannot feed a model)."""
+    if not data.train.is_stream:
+        return
+    specs = data.train.element_spec[0]
+    for name, spec in (specs.items() if isinstance(specs, dict) else [("x", specs)]):
+        if not (spec.dtype.is_floating or spec.dtype.is_integer or spec.dtype.is_bool):
+            raise DataError(f"the training stream's input {name} has dtype {spec.dtype.name}; the model takes numbers: "
+                            "decode and cast the elements to float32 in the factory (e.g. with Dataset.map).")
+
+
 def check_model_fits_data(model: Any, data: Any) -> None:
     """Fail when the data cannot feed the model (inputs), or its targets do not fit the task's outputs.
 
@@ -123,23 +144,27 @@ def check_model_fits_data(model: Any, data: Any) -> None:
             exceed the outputs.
     """
     names = input_names(model)
-    if isinstance(data.x_train, dict):
-        missing = [n for n in names if n not in data.x_train]
+    got_shapes = data.train.input_shapes()
+    _check_dtypes(data)
+    if isinstance(got_shapes, dict):
+        missing = [n for n in names if n not in got_shapes]
         if missing:
             raise DataError(
                 f"the model '{model.name}' has inputs {', '.join(names)} but the data has no array for "
-                f"{', '.join(missing)} (found: {', '.join(data.x_train)}); store x_<input name> for every input.")
+                f"{', '.join(missing)} (found: {', '.join(got_shapes)}); store x_<input name> for every input "
+                "(a stream's x: a dict keyed by input name).")
         for n, spec in zip(names, model.inputs):
-            expected, got = tuple(spec.shape[1:]), tuple(int(d) for d in data.x_train[n].shape[1:])
+            expected, got = tuple(spec.shape[1:]), tuple(got_shapes[n])
             if not _shape_ok(expected, got):
                 raise DataError(f"the data's '{n}' samples have shape {got} but the model's input '{n}' expects "
                                 f"{expected}; reshape x_{n} or build the model for this input.")
     else:
         if len(model.inputs) > 1:
             raise DataError(f"the model '{model.name}' has {len(model.inputs)} inputs ({', '.join(names)}) but the "
-                            "data has one array x; store one array x_<input name> per input instead.")
+                            "data has one array x; store one array x_<input name> per input instead (a stream's x: a "
+                            "dict keyed by input name).")
         expected = tuple(model.input_shape[1:])
-        got = tuple(data.input_shape)
+        got = tuple(got_shapes)
         if not _shape_ok(expected, got):
             raise DataError(
                 f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
@@ -151,13 +176,17 @@ def check_model_fits_data(model: Any, data: Any) -> None:
     for h in task.heads:
         if h.kind != "classification":
             continue
-        for split, y in (("train", data.y_train), ("validation", data.y_val), ("test", data.y_test)):
+        for split in (data.train, data.val, data.test):
+            if not split.n:
+                continue
+            y = _probe(split)[1]
             y = y[h.name] if isinstance(y, dict) else y
             if len(y) and (int(np.max(y)) >= h.units or int(np.min(y)) < 0):
+                seen = f" (in its first {len(y)} samples)" if split.is_stream else ""
                 raise DataError(
-                    f"{split} labels range over [{int(np.min(y))}, {int(np.max(y))}] but the model '{model.name}' has "
-                    f"{h.units} outputs (classes 0..{h.units - 1}). Give the model one output per class, or fix the "
-                    "labels.")
+                    f"{split.name} labels range over [{int(np.min(y))}, {int(np.max(y))}]{seen} but the model "
+                    f"'{model.name}' has {h.units} outputs (classes 0..{h.units - 1}). Give the model one output per "
+                    "class, or fix the labels.")
 
 
 def _targets(y: Any, outputs: list[OutputInfo]) -> dict[str, np.ndarray | None]:
@@ -190,46 +219,83 @@ def _convert(head: Head, y: np.ndarray) -> np.ndarray:
     return y.astype(np.float32)
 
 
+def _convert_tf(head: Head, y: Any) -> Any:
+    """:func:`_convert` of one streamed sample, in tf ops."""
+    tf = _tf.tf()
+    if head.kind == "classification":
+        if y.shape.rank == 1 and (y.shape[0] or 0) > 1:
+            return tf.argmax(y, output_type=tf.int64)
+        return tf.cast(tf.reshape(y, []), tf.int64)
+    if head.kind in ("binary", "multilabel"):
+        return tf.reshape(tf.cast(y, tf.float32), [head.units])
+    if head.kind == "anomaly":
+        return tf.cast(tf.reshape(y, []), tf.int64) if y.shape.num_elements() == 1 else tf.cast(y, tf.float32)
+    return tf.cast(y, tf.float32)
+
+
 def _fit_rank(model: Any, data: Any) -> Any:
     """Drop the channel axis that loading gave 3-D arrays (grey images) when the model takes sequences.
 
     ``(N, T, C)`` arrays are read as grey images and get a channel axis, ``(N, T, C, 1)``; a Conv1D model
-    takes ``(T, C)``: that axis is removed again, for every split.
+    takes ``(T, C)``: that axis is removed again, for every split (a stream's samples too).
     """
-    def squeeze(x: Any, rank: int) -> Any:
-        return x[..., 0] if x.ndim == rank + 2 and x.shape[-1] == 1 else x
-
-    if isinstance(data.x_train, dict):
-        ranks = {n: len(spec.shape) - 1 for n, spec in zip(input_names(model), model.inputs)}
-        fix = {s: {k: squeeze(v, ranks[k]) if k in ranks else v for k, v in getattr(data, s).items()}
-               for s in ("x_train", "x_val", "x_test")}
+    shapes_ = data.train.input_shapes()
+    names = input_names(model)
+    ranks: dict[str | None, int]
+    if isinstance(shapes_, dict):
+        ranks = {n: len(spec.shape) - 1 for n, spec in zip(names, model.inputs)}
+    elif len(model.inputs) == 1:
+        ranks = {None: len(model.inputs[0].shape) - 1}
     else:
-        if len(model.inputs) != 1:
-            return data
-        rank = len(model.inputs[0].shape) - 1
-        fix = {s: squeeze(getattr(data, s), rank) for s in ("x_train", "x_val", "x_test")}
-    return replace(data, **fix)
+        return data
+
+    def drop(shape: list[Any], rank: int) -> bool:
+        return len(shape) == rank + 1 and shape[-1] == 1
+
+    todo = {k for k, r in ranks.items()
+            if drop(list(shapes_[k] if k is not None else shapes_), r) and (k is None or k in shapes_)}
+    if not todo:
+        return data
+
+    def fix_np(x: Any, y: Any) -> tuple[Any, Any]:
+        if isinstance(x, dict):
+            return {k: v[..., 0] if k in todo and np.ndim(v) > 1 else v for k, v in x.items()}, y
+        return (x[..., 0] if np.ndim(x) > 1 else x), y
+
+    def fix_tf(x: Any, y: Any) -> tuple[Any, Any]:
+        if isinstance(x, dict):
+            return {k: v[..., 0] if k in todo else v for k, v in x.items()}, y
+        return x[..., 0], y
+
+    return replace(data, train=data.train.map(fix_np, fix_tf), val=data.val.map(fix_np, fix_tf),
+                   test=data.test.map(fix_np, fix_tf))
 
 
 def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
     """Resolve the recipe's ``task:`` against the model and the data; return the data bound to it.
 
     Targets are converted to what each head trains on (one-hot rows become class indices, 0/1 labels
-    floats shaped like the output); the inferred task and its reason are logged.
+    floats shaped like the output); the inferred task and its reason are logged. A streamed split is
+    inferred from its first :data:`PROBE_SAMPLES` samples and converted sample by sample as it is read.
 
     Raises:
         RecipeError: the task contradicts the model's outputs or cannot be inferred.
         DataError: the targets fit no task, or do not match the model's outputs.
     """
+    if data.train.n == 0:
+        raise DataError("the training split is empty; give the data at least one training sample.")
+    if data.test.n == 0:
+        raise DataError("the test split is empty; the reported figures come from it, so give it samples.")
     data = _fit_rank(model, data)
     outputs = output_info(model)
-    y_train = data.y_train
+    y_train = _probe(data.train)[1]
+    y_test = _probe(data.test)[1]
     anomaly_like = cfg is not None and (cfg.kind == "anomaly" or
                                         any(h.kind == "anomaly" for h in (cfg.outputs or {}).values()))
     unlabelled = not isinstance(y_train, dict) and np.asarray(y_train).ndim == 1 and not np.any(y_train) \
         and len(outputs) == 1 and not data.multi_input and tuple(outputs[0].shape) == tuple(data.input_shape)
     targets = _targets(None if unlabelled else y_train, outputs)
-    test_labels = not isinstance(data.y_test, dict) and len(np.unique(np.asarray(data.y_test))) == 2
+    test_labels = not isinstance(y_test, dict) and len(np.unique(np.asarray(y_test))) == 2
     if anomaly_like and not test_labels:
         raise DataError("task anomaly needs a labelled test split: store x_test (normal and anomalous samples) and "
                         "y_test (0 normal, 1 anomalous) in the npz, beside x (normal samples only).")
@@ -238,16 +304,26 @@ def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
     log.info("task: %s, metric %s (%s is better): %s", task.kind if not task.multi_output else
              "several outputs (" + ", ".join(f"{h.name} {h.kind}" for h in task.heads) + ")",
              task.metric_name, task.direction, task.reason)
-    conv: dict[str, Any] = {}
-    for split in ("y_train", "y_val", "y_test"):
-        y = getattr(data, split)
-        if task.kind == "anomaly" and not task.multi_output:
-            conv[split] = np.asarray(y).reshape(len(y)).astype(np.int64)
-            continue
+    single_anomaly = task.kind == "anomaly" and not task.multi_output
+
+    def conv_np(x: Any, y: Any) -> tuple[Any, Any]:
+        if single_anomaly:
+            return x, np.asarray(y).reshape(len(y)).astype(np.int64)
         ys = task.targets_dict(y)
         out = {h.name: _convert(h, ys[h.name]) for h in task.heads}
-        conv[split] = out if task.multi_output else out[task.heads[0].name]
-    bound = data.with_task(task, **conv)
+        return x, out if task.multi_output else out[task.heads[0].name]
+
+    def conv_tf(x: Any, y: Any) -> tuple[Any, Any]:
+        if single_anomaly:
+            return x, _tf.tf().cast(_tf.tf().reshape(y, []), _tf.tf().int64)
+        ys = y if isinstance(y, dict) else {task.heads[0].name: y}
+        out = {h.name: _convert_tf(h, ys[h.name]) for h in task.heads}
+        return x, out if task.multi_output else out[task.heads[0].name]
+
+    if data.train.is_stream:  # the probe's labels must already be what the task needs (0/1 for binary ...)
+        conv_np(*_probe(data.train))
+    bound = data.with_task(task, train=data.train.map(conv_np, conv_tf), val=data.val.map(conv_np, conv_tf),
+                           test=data.test.map(conv_np, conv_tf))
     check_model_fits_data(model, bound)
     return bound
 

@@ -32,8 +32,9 @@ from pydantic import (
 )
 
 from edgesparse.data import DataConfig
+from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import RecipeError
-from edgesparse.models import ModelConfig
+from edgesparse.models import ModelConfig, PythonModelConfig
 from edgesparse.task import TaskConfig, task_before
 
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -351,8 +352,10 @@ class Recipe(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
     output_dir: str | None = Field(None, description="run directory; default runs/<name>")
-    data: DataConfig
-    model: ModelConfig
+    data: DataConfig = Field(default_factory=PythonDataConfig,
+                             description="where the data comes from; none: given to train(..., data=...) in Python")
+    model: ModelConfig = Field(default_factory=PythonModelConfig,
+                               description="the model to compress; none: given to train(..., model=...) in Python")
     task: TaskConfig = Field(TaskConfig(), description="what the model's outputs mean: auto (inferred from the "
                              "model and the data, and logged with the reason), a kind (classification, binary, "
                              "multilabel, regression, anomaly), {kind, loss, metric, metrics, threshold}, or "

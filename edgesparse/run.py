@@ -31,14 +31,15 @@ from typing import Any
 from edgesparse import _io, _tf
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
-from edgesparse.data.dataset import take
+from edgesparse.data.objects import dataset_from_objects
+from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
 from edgesparse.export.verify import verify
-from edgesparse.models import build_model
-from edgesparse.models.keras3 import KERAS3_TAG, to_keras3
+from edgesparse.models import PythonModelConfig, build_model, prepare_model
+from edgesparse.models.keras3 import KERAS3_TAG, is_keras3_model, to_keras3
 from edgesparse.recipe import ChannelsConfig, ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
 from edgesparse.summary import (
     BaselineInfo,
@@ -222,6 +223,7 @@ class _Run:
     warnings: list[str] = field(default_factory=list)
     dense_validation: float = 0.0  # the dense baseline's guard metric on the validation split (the guard's reference)
     dense: Any = None  # the dense baseline: the teacher when the recipe distils
+    model_object: Any = None  # the model given to train(model=...), never modified (a copy is trained)
 
     def teacher(self, phase: str) -> dict[str, Any]:
         """``run.fit`` arguments for distillation from the dense model in ``phase`` (none when not configured)."""
@@ -236,12 +238,15 @@ class _Run:
         """Train ``model`` for one phase with the run's data, seed, history and checkpoints."""
         r = self.recipe
         return fit.run_phase(phase, model, self.data, batch_size=r.data.batch_size, seed=r.seed, run_dir=self.out,
-                             history=self.history, resume=self.resume, shuffle=r.training.shuffle, **kwargs)
+                             history=self.history, resume=self.resume, shuffle=r.training.shuffle,
+                             shuffle_buffer=r.data.shuffle_buffer, **kwargs)
 
 
 def train(
     recipe: Recipe,
     *,
+    model: Any | None = None,
+    data: Any | None = None,
     resume: bool = False,
     run_dir: str | Path | None = None,
     export: bool = True,
@@ -250,8 +255,19 @@ def train(
 ) -> RunResult:
     """Run a recipe end to end.
 
+    Example, from a notebook (the recipe has no model or data section)::
+
+        recipe = Recipe(name="mine", baseline={"epochs": 0}, sparsity={"final": 0.8}, quantization={"mode": "int8"})
+        result = train(recipe, model=keras_model, data={"train": (x, y), "validation": (xv, yv),
+                                                         "test": (xt, yt)}, run_dir="runs/mine")
+
     Args:
         recipe: The validated recipe.
+        model: A tf_keras or Keras 3 model object (compiled or not) instead of the recipe's ``model:`` section;
+            it is copied (Keras 3 translated, as a Keras 3 file is), never trained in place.
+        data: ``{"train": ..., "validation": ..., "test": ...}``, each a ``tf.data.Dataset`` of unbatched
+            ``(x, y)`` elements (streamed) or an ``(x, y)`` tuple of arrays, instead of the recipe's ``data:``
+            section (see :mod:`edgesparse.data.objects`). Batch size: ``data: {python: name, batch_size: 32}``.
         resume: Continue an interrupted run in ``run_dir`` from its last checkpoint.
         run_dir: Where to write; default ``recipe.output_dir`` or ``runs/<name>``.
         export: Export and verify the .tflite when the recipe has an export section.
@@ -264,8 +280,11 @@ def train(
 
     Raises:
         RunDirError: the run directory or the bundle folder holds another run's results (before any work).
+        RecipeError: ``model=``/``data=`` given together with the recipe's own section, or neither given.
+        DataError: ``data`` is not the splits mapping (see :mod:`edgesparse.data.objects`).
         EdgesparseError: any stage failed; InterruptedRun on Ctrl-C.
     """
+    objects = python_objects(recipe, model, data)
     t_start = time.perf_counter()
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
     _claim_run_dir(out, resume=resume, force=force)
@@ -278,7 +297,7 @@ def train(
     _io.write_text(out / "recipe.lock.yaml", lock)
     try:
         with fit.graceful_interrupt(), _tf.strategy_scope(recipe.training.distribution):
-            return _train(recipe, out, state, resume, export, dense_model, t_start)
+            return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
     except KeyboardInterrupt:
         raise InterruptedRun(
             f"interrupted during a training phase. Finished phases and per-epoch checkpoints are in '{out}'; "
@@ -287,10 +306,10 @@ def train(
 
 
 def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, dense_model: Any,
-           t_start: float) -> RunResult:
+           t_start: float, objects: PythonObjects) -> RunResult:
     """The body of :func:`train`, run inside the recipe's distribution scope."""
     _tf.set_seed(recipe.seed)
-    data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    data = objects.dataset() or load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
     n_train, n_val, n_test = data.sizes()
     classes = f", {data.num_classes} classes" if data.num_classes else ""
     log.info("data: %s train/val/test = %d/%d/%d, input %s%s", data.name, n_train, n_val, n_test,
@@ -298,12 +317,13 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     history = fit.History(out / "history.csv")
     if not resume:
         history.rows = []
-    run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history)
+    run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history,
+               model_object=objects.model)
 
     dense, baseline = _baseline_phase(run, dense_model)
     data, task = run.data, run.data.task
     run.dense = dense
-    base_scores, base_out = fit.scores(dense, data.x_test, data.y_test, task)
+    base_scores, base_out = fit.scores(dense, data.test, task=task)
     _fill_metrics(baseline, task, base_scores)
     baseline.validation_metric = run.dense_validation = _validation_metric(run, dense)
     baseline.validation_accuracy = _as_accuracy(task, run.dense_validation)
@@ -343,6 +363,64 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     return RunResult(run_dir=out, summary=summary, warnings=run.warnings)
 
 
+@dataclass
+class PythonObjects:
+    """The model and data a caller gave as objects (``train(model=..., data=...)``), checked against the recipe."""
+
+    model: Any = None
+    data: Any = None
+    data_name: str = "data"
+
+    def dataset(self) -> Dataset | None:
+        """The data as a :class:`Dataset` (None when the recipe's data section is used)."""
+        if self.data is None:
+            return None
+        if isinstance(self.data, Dataset):
+            return self.data
+        return dataset_from_objects(self.data, self.data_name, "train(data=...)", {"python": self.data_name})
+
+
+def python_objects(recipe: Recipe, model: Any | None, data: Any | None) -> PythonObjects:
+    """Check that each of model and data comes from exactly one place: the recipe, or the call.
+
+    Raises:
+        RecipeError: an object given together with the recipe's section, or neither.
+    """
+    has_model = not isinstance(recipe.model, PythonModelConfig)
+    has_data = not isinstance(recipe.data, PythonDataConfig)
+    for what, obj, has in (("model", model, has_model), ("data", data, has_data)):
+        if obj is not None and has:
+            raise RecipeError(f"{what}= was given together with the recipe's own {what}: section; use one of them: "
+                              f"drop {what}= from the call, or the {what} section from the recipe.")
+        if obj is None and not has:
+            example = "model: {path: model.keras}" if what == "model" else "data: {npz: data.npz}"
+            raise RecipeError(f"the recipe has no {what} section and the call gives no {what}=; add a {what} section "
+                              f"to the recipe (e.g. {example}) or pass {what}= to train() / analyze().")
+    name = recipe.data.python if isinstance(recipe.data, PythonDataConfig) else "data"
+    return PythonObjects(model=model, data=data, data_name=name)
+
+
+def model_from_object(model: Any) -> Any:
+    """A trainable copy of a model object: Keras 3 translated to tf_keras, tf_keras cloned (the object is not
+    modified), nested models inlined.
+
+    Raises:
+        ModelError: not a Keras model, or a subclassed one.
+    """
+    prepared = prepare_model(model)
+    return sparsity.clone_dense(prepared) if prepared is model else prepared
+
+
+def describe_object(model: Any) -> dict[str, Any]:
+    """What summary.json records of a model object: its class, Keras flavour, name and input/output shapes."""
+    def shape(t: Any) -> list[int | None]:
+        return [None if d is None else int(d) for d in tuple(t.shape)[1:]]
+
+    return {"python": f"{type(model).__module__}.{type(model).__qualname__}", "name": str(getattr(model, "name", "")),
+            "keras": "3" if is_keras3_model(model) else "tf_keras",
+            "inputs": [shape(t) for t in model.inputs], "outputs": [shape(t) for t in model.outputs]}
+
+
 def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineInfo]:
     """Train, reuse (``--resume``) or clone (a sweep's shared model) the dense baseline."""
     recipe, out = run.recipe, run.out
@@ -358,7 +436,8 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             run.data = bind_task(dense, run.data, recipe.task)
             info = {"epochs": 0, "seconds": 0.0, "step_ms": None, "shared": True}
         else:
-            dense = build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe))
+            dense = (model_from_object(run.model_object) if run.model_object is not None else
+                     build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe)))
             run.data = bind_task(dense, run.data, recipe.task)
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
@@ -367,6 +446,8 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
                     "keras3_input": bool(getattr(dense, KERAS3_TAG, False)),
                     "keras3_translation_diff": getattr(dense, "_edgesparse_translation_diff", None)}
+            if run.model_object is not None:
+                info["model_source"] = describe_object(run.model_object)
             if recipe.baseline.bn_momentum is not None:
                 log.info("baseline: BatchNormalization momentum %g in %d layers (baseline.bn_momentum)",
                          recipe.baseline.bn_momentum, health.set_bn_momentum(dense, recipe.baseline.bn_momentum))
@@ -396,8 +477,9 @@ def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo, export: bool
     record = report.to_dict()
     ecfg = run.recipe.export
     if export and ecfg is not None and ecfg.verify:
-        x, y = run.data.validation()
-        v = verify(convert(dense, "none", sparse_encoding=False), x, y, fit.predict(dense, x), threads=ecfg.threads,
+        split = run.data.validation()
+        v = verify(convert(dense, "none", sparse_encoding=False), split, None, fit.predict(dense, split),
+                   threads=ecfg.threads,
                    float_model=True, max_drop_points=run.data.task.max_drop(ecfg.max_accuracy_drop),
                    label="dense.tflite", task=run.data.task)
         record["tflite_validation"] = health.tflite_figures(v.to_dict(), split=report.split)
@@ -414,7 +496,8 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
         log.info("channels: reused from the interrupted run")
         return _load_model(run.out / "channels.keras"), ChannelsInfo(**done)
     data = run.data
-    x_val, y_val = data.validation()
+    x_val, y_val = data.validation().in_memory()
+    x_train, y_train = data.train.in_memory()
 
     @functools.cache
     def dense_tflite() -> bytes:
@@ -424,7 +507,7 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
     def latency(model: Any) -> float:
         return float(time_paired(convert(model, "none"), dense_tflite(), threads=1)["ratio_median"])
 
-    plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=data.x_train, y_train=data.y_train,
+    plan = channels.plan_channels(dense, ccfg, x_val, y_val, x_train=x_train, y_train=y_train,
                                   latency_fn=latency, task=data.task)
     info = ChannelsInfo(allocation=ccfg.allocation, importance=ccfg.importance, schedule=ccfg.schedule,
                         epochs=ccfg.epochs, **plan.describe())
@@ -445,7 +528,7 @@ def _channels_phase(run: _Run, dense: Any) -> tuple[Any, ChannelsInfo | None]:
 def _channels_oneshot(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: ChannelsConfig,
                       info: ChannelsInfo) -> Any:
     """Thin at once (checked against the masked model), then fine-tune the thinned model."""
-    thinned, info.max_abs_diff = channels.thin(dense, plan, take(run.data.validation()[0], slice(0, 256)),
+    thinned, info.max_abs_diff = channels.thin(dense, plan, run.data.validation().head(256)[0],
                                                ccfg.tolerance)
     info.validation_metric_pruned = _validation_metric(run, thinned)
     info.validation_accuracy_pruned = _as_accuracy(run.data.task, info.validation_metric_pruned)
@@ -463,7 +546,7 @@ def _channels_gradual(run: _Run, dense: Any, plan: channels.ChannelPlan, ccfg: C
     r = run.fit("channels", masker.model, epochs=ccfg.epochs, optimizer=ccfg.optimizer,
                 extra_callbacks=[masker.callback()], **run.teacher("channels"))
     info.seconds, info.step_ms = r.seconds, r.step_ms
-    thinned, info.max_abs_diff = masker.finish(take(run.data.validation()[0], slice(0, 256)), ccfg.tolerance)
+    thinned, info.max_abs_diff = masker.finish(run.data.validation().head(256)[0], ccfg.tolerance)
     return thinned
 
 
@@ -567,7 +650,7 @@ def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None,
                       validation_metric: float | None) -> tuple[ModelInfo, Any]:
     """The task's metrics, and sparsity read back from the weights over the pruned kernels and over all parameters."""
     task = run.data.task
-    final_scores, final_out = fit.scores(final, run.data.x_test, run.data.y_test, task)
+    final_scores, final_out = fit.scores(final, run.data.test, task=task)
     final_sp = sparsity.measure_sparsity(final)
     pruned = sparsity.measure_sparsity(final, [lp.name for lp in plan.pruned] if plan is not None else [])
     cov = coverage.parameter_stats(final, pruned)
@@ -612,7 +695,7 @@ def _as_accuracy(task: Any, value: float | None) -> float | None:
 
 def _validation_metric(run: _Run, model: Any) -> float:
     """The task's guard metric on the validation split (the test split when the data has no validation split)."""
-    return fit.evaluate(model, *run.data.validation(), task=run.data.task)[0]
+    return fit.evaluate(model, run.data.validation(), task=run.data.task)[0]
 
 
 _ADVICE_UNIT = {"points": "points", "%": "% (relative)"}
@@ -710,8 +793,12 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
     )
 
 
-def load_run(run_dir: str | Path) -> LoadedRun:
+def load_run(run_dir: str | Path, *, data: Any | None = None) -> LoadedRun:
     """Re-create the data and the saved models of a run directory.
+
+    Args:
+        run_dir: The run directory.
+        data: The data objects the run was trained on, when it had them from Python (``train(data=...)``).
 
     Raises:
         ExportError: the folder is not a finished run directory.
@@ -730,9 +817,13 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if recipe.sparsity is not None and "sparsity" not in done:
         raise ExportError(f"the run in '{run_dir}' has not finished its sparsity phase; run train --resume first.")
     _tf.set_seed(recipe.seed)
-    data = load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    if data is not None and not isinstance(recipe.data, PythonDataConfig):
+        raise RecipeError(f"data= was given but the run in '{run_dir}' read its data from the recipe's data section; "
+                          "drop data=.")
+    dataset = (PythonObjects(data=data, data_name=getattr(recipe.data, "python", "data")).dataset()
+               if data is not None else load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe)))
     dense = _load_model(run_dir / "baseline.keras")
-    data = bind_task(dense, data, recipe.task)
+    dataset = bind_task(dense, dataset, recipe.task)
     before_sparsity = "channels.keras" if "channels" in done else "baseline.keras"
     final = _load_model(run_dir / ("sparse.keras" if "sparsity" in done else before_sparsity))
     mode = recipe.quantization.mode
@@ -740,7 +831,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         final = _load_quantized(final, mode, run_dir / "final.weights.h5")
     elif quantize.trains(mode):
         final = quantize.prepare(final, mode)
-    return LoadedRun(recipe=recipe, data=data, dense_model=dense, final_model=final)
+    return LoadedRun(recipe=recipe, data=dataset, dense_model=dense, final_model=final)
 
 
 def export(run_dir: str | Path, bundle: str | Path | None = None, *, force: bool = False) -> ExportResult:

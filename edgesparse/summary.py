@@ -34,9 +34,14 @@ class DataInfo(_Section):
     train: int = 0
     validation: int = 0
     test: int = 0
-    input_shape: list[int] = []
+    input_shape: list[int | None] = []
     num_classes: int = 0
     class_names: list[str] = []
+    input_shapes: dict[str, list[int | None]] | None = None
+    target_shapes: Any = None
+    #: where the data came from: the recipe's source, or ``{"python": ...}`` for objects given to the API, and
+    #: for streamed data each split's length and element spec (shapes and dtypes, never the contents)
+    source: dict[str, Any] | None = None
 
 
 class BaselineInfo(_Section):

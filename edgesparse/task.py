@@ -397,7 +397,9 @@ class Task:
 
     def keras_targets(self, y: Any) -> Any:
         """Targets as Keras takes them for this task: one array, or a tuple in output order."""
-        if self.multi_output:
+        if self.multi_output:  # no numpy conversion: also called with the tensors of a tf.data batch
+            if isinstance(y, Mapping):
+                return tuple(y[h.name] for h in self.heads)
             ys = self.targets_dict(y)
             return tuple(ys[h.name] for h in self.heads)
         return y

@@ -223,3 +223,98 @@ def xnnpack_mobile(input_shape: tuple[int, ...] = (16, 16, 3), num_classes: int 
     x = layers.Add()([y, z])
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="logits")(x))
+
+
+# ---------------------------------------------------------------------------------------------- data factories
+# ``data: {factory: "tests.factories:NAME"}`` and train(data=...) return {"train", "validation", "test"} splits.
+
+
+def _two_in_two_out_arrays(n: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, 4, n)
+    img = rng.normal(0.0, 0.3, (n, 8, 8, 1)).astype(np.float32)
+    for k in range(4):  # class k: a bright 4x4 quadrant
+        r, c = divmod(k, 2)
+        img[cls == k, 4 * r:4 * r + 4, 4 * c:4 * c + 4, 0] += 1.0
+    meta = rng.normal(0.0, 1.0, (n, 3)).astype(np.float32)
+    box = np.stack([meta[:, 0], meta[:, 1], meta[:, 0] - meta[:, 2], cls / 3.0], axis=1).astype(np.float32)
+    return {"img": img, "meta": meta}, {"cls": cls.astype(np.int64), "box": box}
+
+
+def stream_two_in_two_out(n: int = 600, seed: int = 0) -> dict[str, Any]:
+    """tf.data splits (60/20/20) of dict elements: x {img, meta}, y {cls, box} (the two_in_two_out model's)."""
+    tf = _tf.tf()
+    x, y = _two_in_two_out_arrays(n, seed)
+    cut = [int(n * 0.6), int(n * 0.8)]
+
+    def part(a: int, b: int) -> Any:
+        return tf.data.Dataset.from_tensor_slices(({k: v[a:b] for k, v in x.items()}, {k: v[a:b] for k, v in y.items()}))
+
+    return {"train": part(0, cut[0]), "validation": part(cut[0], cut[1]), "test": part(cut[1], n)}
+
+
+def generated_stream(n: int = 600, seed: int = 0, image_size: int = 8) -> dict[str, Any]:
+    """A generator-backed stream (unknown length, nothing in memory) of 4-class images, one channel."""
+    import numpy as np
+
+    tf = _tf.tf()
+
+    def split(count: int, offset: int) -> Any:
+        def gen() -> Any:
+            for i in range(offset, offset + count):
+                rng = np.random.default_rng([seed, i])
+                k = i % 4
+                img = rng.normal(0.0, 0.3, (image_size, image_size, 1)).astype(np.float32)
+                h = image_size // 2
+                r, c = divmod(k, 2)
+                img[h * r:h * r + h, h * c:h * c + h, 0] += 1.0
+                yield img, np.int64(k)
+
+        spec = (tf.TensorSpec((image_size, image_size, 1), tf.float32), tf.TensorSpec((), tf.int64))
+        return tf.data.Dataset.from_generator(gen, output_signature=spec)
+
+    n_val = n_test = max(4, n // 5)
+    return {"train": split(n - n_val - n_test, 0), "validation": split(n_val, 10**6), "test": split(n_test, 2 * 10**6)}
+
+
+def digits_arrays(limit: int | None = None) -> dict[str, Any]:
+    """scikit-learn's digits as (x, y) array tuples, 70/15/15."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images[..., None] / 16.0).astype(np.float32)[:limit]
+    y = d.target.astype(np.int64)[:limit]
+    n = len(x)
+    a, b = int(n * 0.7), int(n * 0.85)
+    return {"train": (x[:a], y[:a]), "validation": (x[a:b], y[a:b]), "test": (x[b:], y[b:])}
+
+
+def not_a_mapping() -> Any:
+    return [1, 2, 3]
+
+
+def no_validation() -> dict[str, Any]:
+    d = digits_arrays(200)
+    return {"train": d["train"], "test": d["test"]}
+
+
+def batched_stream() -> dict[str, Any]:
+    d = generated_stream(60)
+    return {**d, "train": d["train"].batch(8)}
+
+
+def wrong_shape_stream() -> dict[str, Any]:
+    return generated_stream(60, image_size=6)
+
+
+def empty_test() -> dict[str, Any]:
+    tf = _tf.tf()
+    d = digits_arrays(200)
+    x, y = d["test"]
+    return {**d, "test": tf.data.Dataset.from_tensor_slices((x[:0], y[:0]))}
+
+
+NOT_CALLABLE = 3

@@ -80,7 +80,7 @@ def _phase(tmp_path: Path, model: Any, teacher: Any, x: np.ndarray, y: np.ndarra
            callbacks: list[Any] = ()) -> fit.PhaseResult:  # type: ignore[assignment]
     from edgesparse.data import Dataset
 
-    data = Dataset("toy", x, y, x[:32], y[:32], x[:32], y[:32], 3, [])
+    data = Dataset.from_arrays("toy", x, y, x[:32], y[:32], x[:32], y[:32], 3, [])
     return fit.run_phase(phase, model, data, epochs=epochs, optimizer=OptimizerConfig(learning_rate=5e-3),
                          batch_size=32, seed=0, run_dir=tmp_path, history=fit.History(tmp_path / "h.csv"),
                          resume=False, extra_callbacks=list(callbacks), teacher=teacher,

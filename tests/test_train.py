@@ -282,7 +282,7 @@ def test_cosine_schedule_decays_the_learning_rate_per_epoch(tmp_path: Path) -> N
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 2, 64)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-    data = Dataset("toy", x, y, x[:16], y[:16], x[:16], y[:16], 2, [])
+    data = Dataset.from_arrays("toy", x, y, x[:16], y[:16], x[:16], y[:16], 2, [])
     seen: list[float] = []
 
     class Lr(keras.callbacks.Callback):  # type: ignore[misc]

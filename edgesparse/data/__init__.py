@@ -7,6 +7,8 @@ Recipe forms (one source key each, plus the common fields)::
     data: {npz: data.npz}                                     # arrays x, y (optional x_test, y_test)
     data: {image_folder: photos/, image_size: [64, 64]}       # one sub-folder per class
     data: {keras: mnist}                                      # downloaded by Keras (needs internet)
+    data: {factory: "pkg.module:fn", kwargs: {n: 20000}}      # your function returns tf.data/array splits
+    data: {python: mine, batch_size: 32}                      # objects given to train(..., data=...)
 
 Common fields: ``validation_split`` (0.1), ``test_split`` (0.2), ``batch_size`` (64), ``limit``
 (none). Splits are stratified and fixed by the recipe's seed; the test split is held out and is the
@@ -25,7 +27,17 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 # Importing the source modules registers them; DataConfig is built from the registries afterwards.
-from edgesparse.data import digits, image_folder, keras_datasets, machine_sound, npz, shapes, wake_word  # noqa: F401
+from edgesparse.data import (  # noqa: F401
+    digits,
+    factory,
+    image_folder,
+    keras_datasets,
+    machine_sound,
+    npz,
+    python,
+    shapes,
+    wake_word,
+)
 from edgesparse.data.dataset import Dataset
 from edgesparse.data.digits import DigitsConfig
 from edgesparse.data.image_folder import ImageFolderConfig
@@ -81,4 +93,6 @@ def load_dataset(cfg: BaseModel | dict[str, Any], seed: int, base_dir: Path | No
     """
     config = validate_data_config(cfg) if isinstance(cfg, dict) else cfg
     loaded = loader_for(config)(config, seed, None if base_dir is None else Path(base_dir))
+    if isinstance(loaded, Dataset):  # the source made its own splits (a factory, a streamed folder)
+        return loaded
     return split_dataset(loaded, config, seed)  # type: ignore[arg-type]

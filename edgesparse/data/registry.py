@@ -36,7 +36,8 @@ class Loaded(NamedTuple):
     class_names: list[str]
 
 
-Loader = Callable[[Any, int, Path | None], Loaded]
+#: a source's loader: arrays to split (:class:`Loaded`), or a finished :class:`~edgesparse.data.Dataset`
+Loader = Callable[[Any, int, Path | None], Any]
 
 
 class SourceConfig(BaseModel):
@@ -48,6 +49,8 @@ class SourceConfig(BaseModel):
     test_split: float = Field(0.2, ge=0.0, lt=1.0, description="fraction held out as the test split (ignored "
                                                                 "when the source has its own test set)")
     batch_size: int = Field(64, gt=0)
+    shuffle_buffer: int | None = Field(None, gt=0, description="samples in a streamed training split's shuffle "
+                                                                 "buffer (default: what 64 MB holds, at least a batch)")
     limit: int | None = Field(None, gt=0, description="cap on the total number of samples, taken stratified")
 
     @model_validator(mode="after")

@@ -155,5 +155,5 @@ def split_dataset(loaded: Loaded, cfg: SourceConfig, seed: int) -> Dataset:
     x_train, y_train = _shuffled(x, y, train, _rng(seed, _ORDER_TRAIN))
     x_val, y_val = _shuffled(x, y, val, _rng(seed, _ORDER_VAL))
     x_test, y_test = _shuffled(x_test, y_test, np.arange(n_samples(x_test)), _rng(seed, _ORDER_TEST))
-    return Dataset(name=name, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+    return Dataset.from_arrays(name=name, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
                    y_test=y_test, num_classes=num_classes, class_names=names)

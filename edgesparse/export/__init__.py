@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io
+from edgesparse.data.stream import model_outputs
 from edgesparse.export.candidates import Candidate, Sources, select
 from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
@@ -82,13 +83,13 @@ def export_models(
     cfg = recipe.export
     mode = recipe.quantization.mode
     if final_outputs is None:
-        final_outputs = final_model.predict(data.x_test, batch_size=256, verbose=0)
+        final_outputs = model_outputs(final_model, data.test)
     if isinstance(final_outputs, (list, tuple)) and data.task is not None:
         final_outputs = data.task.outputs_dict(final_outputs)
     dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs) if dense_model is not None else None
     src = Sources(final_model=final_model, float_model=float_model if float_model is not None else final_model,
-                  x=data.x_test,
-                  y=data.y_test, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
+                  x=data.test,
+                  y=None, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
                   max_drop=_max_drop(cfg, data), task=data.task)
@@ -134,8 +135,8 @@ def _convert_dense(dense_model: Any, data: Any, cfg: Any,
     if not cfg.verify:
         return dense_bytes, None
     if dense_outputs is None:
-        dense_outputs = dense_model.predict(data.x_test, batch_size=256, verbose=0)
-    return dense_bytes, verify(dense_bytes, data.x_test, data.y_test, dense_outputs, threads=cfg.threads,
+        dense_outputs = model_outputs(dense_model, data.test)
+    return dense_bytes, verify(dense_bytes, data.test, None, dense_outputs, threads=cfg.threads,
                                float_model=True, max_drop_points=_max_drop(cfg, data), label="dense.tflite",
                                task=data.task)
 
@@ -153,7 +154,8 @@ def verify_arrays(data: Any, outputs: Any, n: int) -> dict[str, np.ndarray]:
     One input and one output keep the plain names (what devices and older bundles read).
     """
     arrays: dict[str, np.ndarray] = {}
-    for prefix, value in (("x", data.x_test), ("y", data.y_test), ("keras_outputs", outputs)):
+    x_test, y_test = data.test.head(n)
+    for prefix, value in (("x", x_test), ("y", y_test), ("keras_outputs", outputs)):
         if isinstance(value, (list, tuple)) and data.task is not None:
             value = data.task.outputs_dict(value)
         if isinstance(value, dict):

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.data.stream import model_outputs
 from edgesparse.errors import EdgesparseError, ExportError
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
@@ -82,8 +83,8 @@ class Sources:
 
     final_model: Any
     float_model: Any | None  # the pruned float model (before QAT); None: no float fallback
-    x: Any  # test inputs (a dict by input name for several inputs)
-    y: Any
+    x: Any  # the test split (a Split), or test inputs (a dict by input name for several inputs)
+    y: Any  # test targets (None with a Split)
     final_outputs: Any
     representative: Any
     io: str
@@ -169,7 +170,7 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     def float_outputs() -> np.ndarray:
         if not float_cache:
             model = src.float_model if src.float_model is not None else src.final_model
-            float_cache.append(model.predict(src.x, batch_size=256, verbose=0))
+            float_cache.append(model_outputs(model, src.x))
         return float_cache[0]
 
     if dense_bytes is None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.data.stream import Split
 from edgesparse.errors import ExportError
 from edgesparse.export.litert import load_interpreter, predict
 from edgesparse.task import Task, classification
@@ -53,6 +54,10 @@ class Verification:
         return d
 
 
+#: samples per batch when verification reads a streamed split
+_VERIFY_BATCH = 512
+
+
 def verify(
     tflite: bytes,
     x: Any,
@@ -69,7 +74,8 @@ def verify(
 
     Args:
         tflite: The flatbuffer.
-        x: Test inputs (float; a dict by input name for several inputs).
+        x: Test inputs (float; a dict by input name for several inputs), or a
+            :class:`~edgesparse.data.stream.Split` read batch by batch (``y`` is then unused).
         y: Test targets (for anomaly the 0/1 labels).
         keras_outputs: The Keras model's outputs on ``x`` (a dict by output name for several outputs).
         threads: Interpreter threads.
@@ -86,7 +92,15 @@ def verify(
         units = int(np.asarray(keras_outputs).shape[-1])
         task = classification(units, logits=False)
     loaded = load_interpreter(tflite, threads=threads)
-    out = predict(loaded, x, input_names=list(task.input_names) or None, output_names=[h.name for h in task.heads])
+
+    def run(xb: Any) -> Any:
+        return predict(loaded, xb, input_names=list(task.input_names) or None,
+                       output_names=[h.name for h in task.heads])
+
+    if isinstance(x, Split):  # streamed or not: read batch by batch, keep outputs and targets
+        out, y, x = x.apply(run, _VERIFY_BATCH, inputs=any(h.kind == "anomaly" for h in task.heads))
+    else:
+        out = run(x)
     k_out, t_out = _outputs(task, keras_outputs, out, label)
     cmp = task.compare(k_out, t_out)
     tm, km = task.evaluate(t_out, y, x), task.evaluate(k_out, y, x)

@@ -30,7 +30,7 @@ from edgesparse.models.zoo import (
     SmallCNNConfig,
 )
 
-__all__ = ["ZOO", "ModelConfig", "build_model", "describe", "import_object", "prepare_model"]
+__all__ = ["ZOO", "ModelConfig", "PythonModelConfig", "build_model", "describe", "import_object", "prepare_model"]
 
 
 class PathModelConfig(BaseModel):
@@ -57,6 +57,14 @@ class FactoryModelConfig(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class PythonModelConfig(BaseModel):
+    """``model: {python: name}`` — the model object given to ``train(..., model=...)`` (a recipe without a model
+    section gets this when the call supplies the model). Building it without the object is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    python: str = Field("model", min_length=1)
+
+
 BuiltinModelConfig = Annotated[
     Union[
         Annotated[SmallCNNConfig, Tag("small_cnn")],
@@ -69,7 +77,7 @@ BuiltinModelConfig = Annotated[
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
 ]
 
-_SOURCE_KEYS = ("builtin", "path", "factory")
+_SOURCE_KEYS = ("builtin", "path", "factory", "python")
 
 
 def _model_source(value: Any) -> str | None:
@@ -78,7 +86,7 @@ def _model_source(value: Any) -> str | None:
             if key in value:
                 return key
         return None
-    for key, cls in (("path", PathModelConfig), ("factory", FactoryModelConfig)):
+    for key, cls in (("path", PathModelConfig), ("factory", FactoryModelConfig), ("python", PythonModelConfig)):
         if isinstance(value, cls):
             return key
     return "builtin"
@@ -89,6 +97,7 @@ ModelConfig = Annotated[
         Annotated[BuiltinModelConfig, Tag("builtin")],
         Annotated[PathModelConfig, Tag("path")],
         Annotated[FactoryModelConfig, Tag("factory")],
+        Annotated[PythonModelConfig, Tag("python")],
     ],
     Discriminator(_model_source, custom_error_type="model_source",
                   custom_error_message="the model section needs one of the keys builtin, path or factory"),
@@ -135,6 +144,10 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_d
     Raises:
         ModelError: the model cannot be built or loaded.
     """
+    if isinstance(cfg, PythonModelConfig):
+        raise ModelError(f"the recipe's model '{cfg.python}' is a Python object (model: {{python: ...}}), which only "
+                         "exists in the process that has it: pass it as edgesparse.train(recipe, model=...), or give "
+                         "the recipe a model section such as {path: model.keras} or {builtin: small_cnn}.")
     if isinstance(cfg, PathModelConfig):
         model = _load_file(cfg, base_dir)
     elif isinstance(cfg, FactoryModelConfig):

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgesparse import _io, _tf
-from edgesparse.data.dataset import n_samples
+from edgesparse.data.stream import Split
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
 from edgesparse.task import Task
@@ -137,15 +137,6 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)
 
 
-def to_dataset(x: Any, y: Any, batch_size: int, shuffle: bool, seed: int) -> Any:
-    """A batched, prefetched tf.data pipeline over in-memory arrays (or dicts of arrays by input/output name)."""
-    tf = _tf.tf()
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(n_samples(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
 # long: about 35 lines of code; the rest is the docstring of its fifteen keyword arguments
 def run_phase(
     phase: str,
@@ -164,6 +155,7 @@ def run_phase(
     shuffle: bool = True,
     teacher: Any | None = None,
     distillation: DistillationConfig | None = None,
+    shuffle_buffer: int | None = None,
 ) -> PhaseResult:
     """Compile and fit ``model`` for one phase.
 
@@ -187,6 +179,7 @@ def run_phase(
         teacher: A trained model to distil from (see :mod:`edgesparse.train.distill`); needs
             ``distillation``. None trains on the labels only.
         distillation: Weight and temperature of the distillation loss (ignored without ``teacher``).
+        shuffle_buffer: Samples in a streamed training split's shuffle buffer (default: what 64 MB holds).
 
     Returns:
         The phase's timing and history.
@@ -213,8 +206,9 @@ def run_phase(
         _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         _recorder(phase, history, epoch_metrics),
     ]
-    train_ds = to_dataset(data.x_train, data.fit_targets(data.x_train, data.y_train), batch_size, shuffle, seed)
-    val = (data.x_val, data.fit_targets(data.x_val, data.y_val)) if n_samples(data.x_val) else None
+    train_ds = data.train.dataset(batch_size, shuffle=shuffle, seed=seed, targets=data.fit_targets,
+                                  shuffle_buffer=shuffle_buffer)
+    val = data.val.dataset(batch_size, targets=data.fit_targets) if data.val.n else None
     t0 = time.perf_counter()
     _IN_FIT.set()
     try:
@@ -306,24 +300,41 @@ def _check_finite(phase: str, model: Any, optimizer: OptimizerConfig) -> None:
                          f"(currently {optimizer.learning_rate:g}) or check the data for NaNs.")
 
 
-def predict(model: Any, x: Any, batch_size: int = 256) -> Any:
-    """The model's outputs on ``x``: one array, or a dict by output name for several outputs."""
-    out = model.predict(x, batch_size=batch_size, verbose=0)
+def _named(model: Any, out: Any) -> Any:
     if isinstance(out, (list, tuple)):
         names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(out))])
         return {n: np.asarray(o) for n, o in zip(names, out)}
     if isinstance(out, dict):
         return {k: np.asarray(v) for k, v in out.items()}
-    return out
+    return np.asarray(out)
 
 
-def evaluate(model: Any, x: Any, y: Any, batch_size: int = 256, task: Task | None = None
+def predict(model: Any, x: Any, batch_size: int = 256) -> Any:
+    """The model's outputs on ``x`` (arrays, or a :class:`~edgesparse.data.stream.Split` read batch by batch):
+    one array, or a dict by output name for several outputs."""
+    if isinstance(x, Split):
+        return collect(model, x, batch_size)[0]
+    return _named(model, model.predict(x, batch_size=batch_size, verbose=0))
+
+
+def collect(model: Any, split: Split, batch_size: int = 256, inputs: bool = False) -> tuple[Any, Any, Any]:
+    """Run ``model`` over a split batch by batch: ``(outputs, targets, inputs or None)`` (see :meth:`Split.apply`)."""
+    if not split.is_stream:
+        return split.apply(lambda x: predict(model, x, batch_size), batch_size, inputs)
+    return split.apply(lambda x: _named(model, model.predict_on_batch(x)), batch_size, inputs)
+
+
+def _needs_inputs(task: Task | None) -> bool:
+    return task is not None and any(h.kind == "anomaly" for h in task.heads)
+
+
+def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, task: Task | None = None
              ) -> tuple[float, Any]:
-    """The primary metric and the outputs of ``model`` on ``(x, y)``.
+    """The primary metric and the outputs of ``model`` on ``(x, y)`` or on a split.
 
     Args:
         model: The model.
-        x: Inputs (array or dict by input name).
+        x: Inputs (array or dict by input name), or a :class:`~edgesparse.data.stream.Split` (``y`` unused).
         y: Targets (for anomaly the 0/1 labels).
         batch_size: Prediction batch size.
         task: The data's task; None scores top-1 accuracy (a classifier).
@@ -332,14 +343,23 @@ def evaluate(model: Any, x: Any, y: Any, batch_size: int = 256, task: Task | Non
         ``(primary metric, outputs)``; for anomaly on a split without both labels the primary is the
         reconstruction error (:attr:`~edgesparse.task.Task.guard_key`).
     """
-    out = predict(model, x, batch_size)
+    if isinstance(x, Split):
+        out, y, x = collect(model, x, batch_size, _needs_inputs(task))
+    else:
+        out = predict(model, x, batch_size)
     if task is None:
         return float(np.mean(np.argmax(out, axis=-1) == y)), out
     scores = task.evaluate(out, y, x)
     return float(scores.get(task.metric_key, scores.get(task.guard_key, float("nan")))), out
 
 
-def scores(model: Any, x: Any, y: Any, task: Task, batch_size: int = 256) -> tuple[dict[str, float], Any]:
-    """Every metric of the task on ``(x, y)`` and the outputs."""
-    out = predict(model, x, batch_size)
+def scores(model: Any, x: Any, y: Any = None, task: Task | None = None, batch_size: int = 256
+           ) -> tuple[dict[str, float], Any]:
+    """Every metric of the task on ``(x, y)`` or on a :class:`~edgesparse.data.stream.Split`, and the outputs."""
+    if task is None:
+        raise TypeError("fit.scores needs the task")
+    if isinstance(x, Split):
+        out, y, x = collect(model, x, batch_size, _needs_inputs(task))
+    else:
+        out = predict(model, x, batch_size)
     return task.evaluate(out, y, x), out

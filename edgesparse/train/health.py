@@ -170,8 +170,8 @@ def check_baseline(
     """
     task: Task = data.task
     key = task.guard_key
-    x_val, y_val = data.validation()
-    split = "validation" if n_samples(data.x_val) else "test"
+    x_val, y_val = data.validation().in_memory()
+    split = "validation" if data.val.n else "test"
     out = fit.predict(model, x_val)
     scores = task.evaluate(out, y_val, x_val)
     if value is None:
@@ -208,11 +208,12 @@ def enforce(report: HealthReport, on_broken: str) -> str | None:
 
 def trivial_outputs(task: Task, data: Any, n: int) -> Any:
     """What a model that ignores its input outputs for ``n`` samples, from the training split alone."""
-    ys = task.targets_dict(data.y_train)
+    x_train, y_train = data.train.in_memory()
+    ys = task.targets_dict(y_train)
     outs: dict[str, np.ndarray] = {}
     for h in task.heads:
         if h.kind == "anomaly":
-            x = data.x_train
+            x = x_train
             if isinstance(x, Mapping):
                 x = x[h.name] if h.name in x else next(iter(x.values()))
             const = np.asarray(x, dtype=np.float64).mean(axis=0)
@@ -521,12 +522,13 @@ _RANGES = {"sigmoid": (0.0, 1.0), "softmax": (0.0, 1.0), "tanh": (-1.0, 1.0), "r
 
 def _labels_out_of_range(model: Any, task: Task, data: Any) -> list[Finding]:
     found: list[Finding] = []
-    ys = task.targets_dict(data.y_train)
+    x_train, y_train = data.train.in_memory()
+    ys = task.targets_dict(y_train)
     acts = {o.name: o.activation for o in output_info(model)}
     for h in task.heads:
         y = np.asarray(ys[h.name])
         if h.kind == "anomaly":
-            x = data.x_train
+            x = x_train
             y = np.asarray(next(iter(x.values())) if isinstance(x, Mapping) else x)
         if not len(y) or y.dtype.kind not in "biuf":
             continue
