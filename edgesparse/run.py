@@ -319,6 +319,10 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         history.rows = []
     run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history,
                model_object=objects.model)
+    skipped = data.source.get("skipped_images") or []
+    if skipped:
+        run.warnings.append(f"data: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['file']} "
+                            "(all listed in summary.json under data.source.skipped_images)")
 
     dense, baseline = _baseline_phase(run, dense_model)
     data, task = run.data, run.data.task

@@ -40,7 +40,7 @@ def digits() -> Dataset:
 
 
 def test_registries_list_every_source_and_builtin() -> None:
-    assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras"}
+    assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras", "factory", "python"}
     assert set(BUILTINS) == {"digits", "shapes", "wake_word", "machine_sound"}
     for cls in [*DATA_SOURCES.values(), *BUILTINS.values()]:
         assert issubclass(cls, BaseModel) and cls.model_config.get("extra") == "forbid"
@@ -347,11 +347,13 @@ def test_image_folder_reads_resizes_and_names_classes(tmp_path: Path) -> None:
     ds = load_dataset(validate({"image_folder": "photos", "image_size": [6, 5], "test_split": 0.25}), seed=0,
                       base_dir=tmp_path)
     assert ds.name == "photos" and ds.class_names == ["cat", "dog", "eel"] and ds.input_shape == (6, 5, 3)
-    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 12
-    assert set(np.unique(ds.y_test)) == {0, 1, 2}
-    assert ds.x_train.dtype == np.float32 and 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert ds.streamed and sum(ds.sizes()) == 12
+    assert set(np.unique(ds.test.head()[1])) == {0, 1, 2}
+    x_train, _ = ds.train.head()
+    assert x_train.shape[1:] == (6, 5, 3) and x_train.dtype == np.float32
+    assert 0.0 <= x_train.min() and x_train.max() <= 1.0
     grey = load_dataset(validate({"image_folder": str(root), "image_size": 4, "channels": 1}), seed=0)
-    assert grey.input_shape == (4, 4, 1)
+    assert grey.input_shape == (4, 4, 1) and grey.train.head(2)[0].shape == (2, 4, 4, 1)
 
 
 def test_bad_image_folders_are_explained(tmp_path: Path) -> None:
@@ -368,8 +370,21 @@ def test_bad_image_folders_are_explained(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="fox' has no images"):
         load("photos")
     (root / "fox" / "broken.png").write_bytes(b"\x89PNG not really")
-    with pytest.raises(DataError, match="cannot read image .*broken.png"):
+    with pytest.raises(DataError, match="fox' has no readable images"):
         load("photos")
+
+
+def test_corrupt_images_are_skipped_counted_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = _image_folder(tmp_path / "photos", per_class=3)
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really")
+    good = (root / "cat" / "0.png").read_bytes()
+    (root / "eel" / "truncated.png").write_bytes(good[: len(good) // 2])
+    with caplog.at_level("WARNING", logger="edgesparse.data.image_folder"):
+        ds = load_dataset(validate({"image_folder": "photos", "image_size": 4}), seed=0, base_dir=tmp_path)
+    assert sum(ds.sizes()) == 9
+    skipped = ds.source["skipped_images"]
+    assert sorted(Path(s["file"]).name for s in skipped) == ["broken.png", "truncated.png"]
+    assert "skipped 2 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
 
 
 def test_image_folder_with_one_class_is_explained(tmp_path: Path) -> None:

@@ -180,7 +180,9 @@ def test_chance_is_what_a_model_ignoring_its_input_scores(kind: str, key: str, c
     x_val = np.array([[1., 1.], [-1., -1.], [1., -1.], [-1., 1.], [1., 1.]])
     task = _task(_head(kind, units=3 if kind == "classification" else 1,
                        metric=key if kind == "binary" else _head(kind).metric))
-    data = SimpleNamespace(y_train=y_train, x_train=x_train)
+    from edgesparse.data.stream import Split
+
+    data = SimpleNamespace(train=Split(x_train, y_train, name="train"))
     scores = task.evaluate(health.trivial_outputs(task, data, 5), y_val, x_val)
     assert scores[key] == pytest.approx(chance)
     threshold, broken = health._verdict(task, key, scores[key], scores[key])

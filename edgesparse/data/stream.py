@@ -209,7 +209,8 @@ class Split:
         if limit is not None:
             return max(1, limit)
         per = _sample_bytes(self.element_spec[0])
-        return max(batch_size, min(SHUFFLE_BYTES // max(1, per), 100_000))
+        size = max(batch_size, min(SHUFFLE_BYTES // max(1, per), 100_000))
+        return max(1, min(size, self._count)) if self._count is not None else size
 
     def dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                 targets: Callable[[Any, Any], Any] | None = None, shuffle_buffer: int | None = None) -> Any:
