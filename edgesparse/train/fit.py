@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgesparse import _io, _tf
+from edgesparse import _io, _tf, progress
 from edgesparse.data.dataset import n_samples
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
@@ -212,6 +212,8 @@ def run_phase(
         *([_resume_report(phase, epochs, backup)] if resume else []),
         _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         _recorder(phase, history, epoch_metrics),
+        # last: reads the row the recorder just wrote (its sparsity column)
+        progress.callback(phase, epochs, data.task, columns=lambda: history.rows[-1] if history.rows else {}),
     ]
     train_ds = to_dataset(data.x_train, data.fit_targets(data.x_train, data.y_train), batch_size, shuffle, seed)
     val = (data.x_val, data.fit_targets(data.x_val, data.y_val)) if n_samples(data.x_val) else None
