@@ -62,34 +62,46 @@ def main(ctx: click.Context, debug: bool) -> None:
 class _ConsoleHandler(logging.Handler):
     """Renders edgesparse's log records with rich: progress as "· line", warnings in yellow."""
 
-    def __init__(self, console: Any, status: Any = None) -> None:
+    def __init__(self, console: Any, status: Any = None, live: Any = None) -> None:
         super().__init__(logging.INFO)
         self.console = console
         self.status = status  # a rich Status: progress replaces its text instead of printing lines
+        self.live = live  # a progress.RichDisplay: while its bars show, terminal output goes above them
 
     def emit(self, record: logging.LogRecord) -> None:
         from rich.markup import escape
 
         msg = escape(record.getMessage())
+        console = self.console
+        if self.live is not None and self.live.active and console.is_terminal:
+            console = self.live.console
         if record.levelno >= logging.WARNING:
-            self.console.print(f"[yellow]warning:[/yellow] {msg}")
+            console.print(f"[yellow]warning:[/yellow] {msg}")
         elif self.status is not None:
             self.status.update(msg)
         else:
-            self.console.print(f"[dim]·[/dim] {msg}")
+            console.print(f"[dim]·[/dim] {msg}")
 
 
 @contextlib.contextmanager
 def _progress(console: Any, status: Any = None) -> Iterator[None]:
-    """Show the package's log records (logger ``edgesparse``) on ``console`` (or in ``status``) while a command runs."""
+    """Show the package's log records (logger ``edgesparse``) on ``console`` (or in ``status``) while a command runs.
+
+    On a terminal (stderr), training phases also get live bars (epochs, batches, loss, metric, ETA) on stderr;
+    elsewhere each epoch is one plain line, its log record.
+    """
+    from edgesparse import progress
+
     logger = logging.getLogger("edgesparse")
-    handler = _ConsoleHandler(console, status)
+    live = progress.RichDisplay(_console(stderr=True)) if status is None and sys.stderr.isatty() else None
+    handler = _ConsoleHandler(console, status, live)
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        yield
+        with progress.listening(live) if live is not None else contextlib.nullcontext():
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse import progress
 from edgesparse.data.stream import model_outputs
 from edgesparse.errors import EdgesparseError, ExportError
 from edgesparse.export.convert import convert
@@ -98,7 +99,8 @@ def _encodings(setting: bool | str) -> list[bool]:
     return [True, False] if setting == "auto" else [bool(setting)]
 
 
-def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> None:
+def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs: Callable[[], np.ndarray],
+              at: str = "") -> None:
     """Verify ``c`` on the test split and time it against the dense model; record a failure as rejection."""
     try:
         broken = fc_shape_mismatches(c.data) if c.sparse_encoding else []
@@ -121,19 +123,27 @@ def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs
     except EdgesparseError as exc:
         c.rejected = str(exc)
     finally:
-        log.info("candidate %s: %s B, %s", c.label, f"{len(c.data):,}",
+        log.info("candidate %s%s: %s B, %s", at, c.label, f"{len(c.data):,}",
                  f"rejected ({c.rejected})" if c.rejected else
                  "not timed" if c.latency_ratio is None else
                  f"{c.latency_ratio:.2f}x the dense model's latency, resolver {c.resolver}")
 
 
-def _convert_all(model: Any, modes: list[str], encodings: list[bool], source: str, src: Sources) -> list[Candidate]:
+def _convert_and_evaluate(model: Any, modes: list[str], encodings: list[bool], source: str, src: Sources,
+                          reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> list[Candidate]:
+    """Convert ``model`` in every mode and encoding, verifying and timing each conversion before the next."""
+    plan = [(mode, enc) for mode in modes for enc in encodings]
     out = []
-    for mode in modes:
+    for i, (mode, enc) in enumerate(plan, 1):
+        label = Candidate(mode=mode, sparse_encoding=enc, data=b"").label
+        steps = "converting" + (", verifying" if src.verify else "") + (", timing" if reference is not None else "")
+        of = "the pruned float model" if source == "float" else "the final model"
+        progress.item("export candidate", i, len(plan), f"{label} of {of}: {steps}")
         rep = src.representative if CONVERTER_MODES.get(mode).needs_calibration else None
-        for enc in encodings:
-            out.append(Candidate(mode=mode, sparse_encoding=enc, source=source,
-                                 data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io)))
+        c = Candidate(mode=mode, sparse_encoding=enc, source=source,
+                      data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io))
+        _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
+        out.append(c)
     return out
 
 
@@ -177,16 +187,12 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
         objective = "size"
     log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
              "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
-    candidates = _convert_all(src.final_model, [mode], encodings, "final", src)
-    for c in candidates:
-        _evaluate(c, src, dense_bytes, float_outputs)
+    candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes, float_outputs)
     best = choose(candidates, objective)
     if _try_float(best, mode, objective, src):
         log.info("no %s conversion runs as fast as the dense float model: trying float32 conversions too", mode)
-        extra = _convert_all(src.float_model, ["none"], encodings, "float", src)
-        for c in extra:
-            _evaluate(c, src, dense_bytes, float_outputs)
-        candidates += extra
+        candidates += _convert_and_evaluate(src.float_model, ["none"], encodings, "float", src, dense_bytes,
+                                            float_outputs)
         best = choose(candidates, objective)
     if best is None:
         raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))

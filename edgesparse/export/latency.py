@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgesparse import progress
 from edgesparse.device.targets import parse_target
 from edgesparse.export.convert import convert
 
@@ -40,6 +41,10 @@ def time_paired(model: bytes, reference: bytes, *, runs: int = 200, warmup: int 
     Raises:
         ProfileError/DeviceError: a model does not run.
     """
+    # one record per timing, not per run: the runner times all of them in one process
+    progress.logger.info("latency: timing a %s B model alternately with the %s B reference (%d warm-up + %d runs "
+                         "each, %d thread(s))", f"{len(model):,}", f"{len(reference):,}", warmup, runs, threads,
+                         extra={"event": "timing", "runs": runs, "warmup": warmup, "threads": threads})
     with tempfile.TemporaryDirectory(prefix="es-latency-") as tmp:
         a, b = Path(tmp) / "model.tflite", Path(tmp) / "reference.tflite"
         a.write_bytes(model)

@@ -7,19 +7,17 @@ the model's own) or on a device over SSH / adb.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgesparse import progress
 from edgesparse.device.emulation import emulated_note, latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import ProfileError
 from edgesparse.summary import SUMMARY_FILE, read_summary
 from edgesparse.tflite import footprint
-
-log = logging.getLogger(__name__)
 
 #: Above this drift (spread of the medians of the five fifths of the runs, % of the median) the report warns.
 DRIFT_WARN_PCT = 10.0
@@ -179,13 +177,16 @@ def _check_settings(threads: Sequence[int], runs: int, warmup: int, min_seconds:
 
 
 def _measure(tgt: Any, model: Path, reference: Path, threads: int, min_seconds: float,
-             options: dict[str, Any]) -> dict[str, Any]:
-    """Time ``model`` alone; when it is not the reference, also its ratio to it, timed alternately in one process."""
-    log.info("measuring %s on %s: %d thread(s), %d warm-up + %d runs", model.name, tgt.name, threads,
-             options["warmup"], options["runs"])
+             options: dict[str, Any], at: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """Time ``model`` alone; when it is not the reference, also its ratio to it, timed alternately in one process.
+
+    ``at`` is the measurement's ``(index, total)`` in the profile, for its progress record.
+    """
+    paired = f", then alternately with {reference.name}" if model != reference else ""
+    progress.item("latency", *at, f"{model.name} on {tgt.name}: {threads} thread(s), {options['warmup']} warm-up + "
+                                  f"{options['runs']} runs{paired}")
     result: dict[str, Any] = tgt.run_runner(model, threads=threads, min_seconds=min_seconds, **options)
     if model != reference:
-        log.info("timing %s alternately with %s (%d thread(s))", model.name, reference.name, threads)
         pair = tgt.run_runner(model, threads=threads, paired=reference, **options)
         result = {**result, "paired": pair.get("paired")}
     return result
@@ -262,13 +263,13 @@ def profile(
     _add_footprints(report, paths, input_shape)
     tgt = parse_target(target, **(target_options or {}))
     options = {"runs": runs, "warmup": warmup, "resolver": resolver, "input_shape": input_shape, "api": api}
-    for p in paths:
-        for t in threads:
-            result = _measure(tgt, p, paths[0], t, min_seconds, options)
-            report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
-            for note in (delegation_note(p.name, result), drift_note(p.name, t, result)):
-                if note and note not in report.notes:  # delegation is the same at every thread count
-                    report.notes.append(note)
+    total = len(paths) * len(threads)
+    for i, (p, t) in enumerate(((p, t) for p in paths for t in threads), 1):
+        result = _measure(tgt, p, paths[0], t, min_seconds, options, at=(i, total))
+        report.measurements.append(Measurement(path=str(p), threads=t, runner=result))
+        for note in (delegation_note(p.name, result), drift_note(p.name, t, result)):
+            if note and note not in report.notes:  # delegation is the same at every thread count
+                report.notes.append(note)
     report.target = tgt.describe()
     note = emulated_note(report.target)
     if note:

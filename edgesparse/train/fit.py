@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgesparse import _io, _tf
+from edgesparse import _io, _tf, progress
 from edgesparse.data.stream import Split
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
@@ -205,6 +205,8 @@ def run_phase(
         *([_resume_report(phase, epochs, backup)] if resume else []),
         _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
         _recorder(phase, history, epoch_metrics),
+        # last: reads the row the recorder just wrote (its sparsity column)
+        progress.callback(phase, epochs, data.task, columns=lambda: history.rows[-1] if history.rows else {}),
     ]
     train_ds = data.train.dataset(batch_size, shuffle=shuffle, seed=seed, targets=data.fit_targets,
                                   shuffle_buffer=shuffle_buffer)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse import _tf
+from edgesparse import _tf, progress
 from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
@@ -451,8 +451,12 @@ def layer_sensitivity(model: Any, x: Any, y: Any, levels: tuple[float, ...] = (0
     if base is None:
         base = _guard_value(model, x, y, task)
     rows = []
-    for layer in prunable_layers(model):
+    layers = prunable_layers(model)
+    for i, layer in enumerate(layers, 1):
         var = kernel_of(layer)
+        progress.item("unstructured sensitivity", i, len(layers),
+                      f"layer {layer.name} ({int(np.prod(var.shape)):,} weights) at sparsity "
+                      + ", ".join(f"{lv:g}" for lv in levels))
         original = np.array(var.numpy())
         order = np.argsort(np.abs(original).ravel(), kind="stable")
         try:

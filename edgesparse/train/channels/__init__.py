@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse import progress
 from edgesparse.errors import TrainError
 from edgesparse.recipe import ChannelsConfig
 from edgesparse.task import Task
@@ -143,10 +144,12 @@ def _latency_plan(plan: ChannelPlan, model: Any, cfg: ChannelsConfig, latency_fn
     goal = cfg.target.value if cfg.target is not None else 1.0
     fraction, best = goal, None
     lowest = _lowest_macs(plan, cfg)
-    for _ in range(LATENCY_ROUNDS):
+    for round_ in range(1, LATENCY_ROUNDS + 1):
         fraction = max(fraction, lowest)
         if any(abs(t["macs_fraction"] - fraction) < 1e-6 for t in plan.latency_trials):
             break  # the search came back to a measured allocation (the floor): nothing left to try
+        progress.item("channels latency search", round_, LATENCY_ROUNDS,
+                      f"MACs {fraction:.3f} of dense: thinning and timing (stops once within 5% of {goal:g}x)")
         keep = _allocate(plan, cfg, Target("macs", fraction))
         ratio = float(latency_fn(thin_model(model, plan.graph, keep)))
         plan.latency_trials.append({"macs_fraction": fraction, "latency_ratio": ratio})

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse import progress
 from edgesparse.data.dataset import take
 from edgesparse.task import Task
 from edgesparse.train.channels.allocation import keep_for_ratios, removable
@@ -85,6 +86,9 @@ def analyze(model: Any, graph: ChannelGraph, scores: np.ndarray, cost: CostModel
     dense_macs, dense_params = max(1, cost.macs(full)), max(1, cost.params(full))
     rows = []
     for i, group in enumerate(graph.groups):
+        progress.item("channel sensitivity", i + 1, len(graph.groups),
+                      f"group {group.name} ({len(group.units)} channels) at ratios "
+                      + ", ".join(f"{r:g}" for r in ratios))
         for ratio in ratios:
             r = [0.0] * len(graph.groups)
             r[i] = ratio
