@@ -253,7 +253,7 @@ def _fit_rank(model: Any, data: Any) -> Any:
         return len(shape) == rank + 1 and shape[-1] == 1
 
     todo = {k for k, r in ranks.items()
-            if drop(list(shapes_[k] if k is not None else shapes_), r) and (k is None or k in shapes_)}
+            if (k is None or k in shapes_) and drop(list(shapes_[k] if k is not None else shapes_), r)}
     if not todo:
         return data
 

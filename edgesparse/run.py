@@ -242,6 +242,7 @@ class _Run:
                              shuffle_buffer=r.data.shuffle_buffer, **kwargs)
 
 
+# long: about 25 lines of code; the rest is the docstring (an example and nine arguments)
 def train(
     recipe: Recipe,
     *,

@@ -102,7 +102,7 @@ def test_gradual_holds_removed_channels_at_zero_and_thins_to_the_plan() -> None:
     dense = tiny_resnet()
     before = [w.copy() for w in dense.get_weights()]
     cfg = ChannelsConfig(ratio=0.5, schedule="gradual", epochs=2, begin=0.1, end=0.6, frequency=2)
-    plan = plan_channels(dense, cfg, *data.validation())
+    plan = plan_channels(dense, cfg, *data.validation().in_memory())
     masker = start_gradual(dense, plan, cfg, data.steps_per_epoch(64))
     compile_model(masker.model, OptimizerConfig(learning_rate=3e-3))
     seen: list[tuple[int, int, float, float]] = []
@@ -118,7 +118,7 @@ def test_gradual_holds_removed_channels_at_zero_and_thins_to_the_plan() -> None:
     bn = masker.model.get_layer("s2b1_bn2")  # a BatchNorm inside the residual group: its removed units are zero
     gone = ~plan.keep[plan.graph.node("s2b1_bn2").output]
     assert not bn.gamma.numpy()[gone].any() and not bn.beta.numpy()[gone].any()
-    thinned, diff = masker.finish(data.validation()[0][:128])
+    thinned, diff = masker.finish(data.validation().head(128)[0])
     assert diff <= 1e-4
     widths = {g["name"]: g["kept"] for g in plan.describe()["groups"]}
     assert thinned.get_layer("s2b1_conv2").filters == widths[plan.graph.groups[-1].name]

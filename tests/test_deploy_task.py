@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgesparse.data.stream import Split
 from edgesparse.device import runner as runner_module
 from edgesparse.device.deploy import LEGACY_TASK, deploy
 from edgesparse.errors import DeviceError
@@ -44,7 +45,7 @@ def _bundle(folder: Path, model: Any, x: Any, y: Any, task: Task | None, keras_o
 
     folder.mkdir(parents=True)
     (folder / "model.tflite").write_bytes(convert(model, "none"))
-    data = SimpleNamespace(x_test=x, y_test=y, task=task)
+    data = SimpleNamespace(test=Split(x, y, name="test"), task=task)
     np.savez_compressed(folder / "verify.npz", **verify_arrays(data, keras_out, N))  # type: ignore[arg-type]
     info: dict[str, Any] = {"name": folder.name, "quantization": "none"}
     if task is not None:

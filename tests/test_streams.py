@@ -187,9 +187,12 @@ def test_api_keras3_model_object_and_arrays(tmp_path: Path) -> None:
     result = train(recipe, model=model, data=digits_arrays(), run_dir=tmp_path / "run")
     s = result.summary
     assert s.baseline.model_source["keras"] == "3" and s.baseline.model_source["inputs"] == [[8, 8, 1]]
-    assert s.data.source == {"python": "data", "splits": {
-        "train": {"samples": 1257, "kind": "arrays"}, "validation": {"samples": 270, "kind": "arrays"},
-        "test": {"samples": 270, "kind": "arrays"}}}
+    splits = s.data.source["splits"]
+    assert s.data.source["python"] == "data"
+    assert {k: (v["samples"], v["kind"]) for k, v in splits.items()} == {
+        "train": (1257, "arrays"), "validation": (270, "arrays"), "test": (270, "arrays")}
+    assert splits["test"]["element_spec"] == {"x": {"shape": [8, 8, 1], "dtype": "float32"},
+                                              "y": {"shape": [], "dtype": "int64"}}
     assert s.baseline.keras3_input and (tmp_path / "run" / "final_keras3.keras").exists()
     assert s.baseline.accuracy > 0.85 and s.model.accuracy > 0.7 and s.tflite.quantization == "int8"
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the object is not trained

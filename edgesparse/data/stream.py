@@ -193,6 +193,12 @@ class Split:
             xs, ys = self.element_spec
             d["element_spec"] = {"x": {"shape": _spec_shapes(xs), "dtype": _spec_dtypes(xs)},
                                  "y": {"shape": _spec_shapes(ys), "dtype": _spec_dtypes(ys)}}
+        else:
+            def dtypes(a: Arrays) -> Any:
+                return {k: str(v.dtype) for k, v in a.items()} if isinstance(a, Mapping) else str(np.asarray(a).dtype)
+
+            d["element_spec"] = {"x": {"shape": shapes(self._x), "dtype": dtypes(self._x)},
+                                 "y": {"shape": shapes(self._y), "dtype": dtypes(self._y)}}
         return d
 
     def pipeline(self) -> Any:

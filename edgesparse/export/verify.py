@@ -92,15 +92,7 @@ def verify(
         units = int(np.asarray(keras_outputs).shape[-1])
         task = classification(units, logits=False)
     loaded = load_interpreter(tflite, threads=threads)
-
-    def run(xb: Any) -> Any:
-        return predict(loaded, xb, input_names=list(task.input_names) or None,
-                       output_names=[h.name for h in task.heads])
-
-    if isinstance(x, Split):  # streamed or not: read batch by batch, keep outputs and targets
-        out, y, x = x.apply(run, _VERIFY_BATCH, inputs=any(h.kind == "anomaly" for h in task.heads))
-    else:
-        out = run(x)
+    out, y, x = _run_tflite(loaded, task, x, y)
     k_out, t_out = _outputs(task, keras_outputs, out, label)
     cmp = task.compare(k_out, t_out)
     tm, km = task.evaluate(t_out, y, x), task.evaluate(k_out, y, x)
@@ -119,6 +111,17 @@ def verify(
     if max_drop_points is not None and result.drop > max_drop_points:
         raise ExportError(_drop_message(task, result, max_drop_points, label))
     return result
+
+
+def _run_tflite(loaded: Any, task: Task, x: Any, y: Any) -> tuple[Any, Any, Any]:
+    """``(outputs, targets, inputs)`` of the interpreter on arrays, or on a Split read batch by batch."""
+    def run(xb: Any) -> Any:
+        return predict(loaded, xb, input_names=list(task.input_names) or None,
+                       output_names=[h.name for h in task.heads])
+
+    if isinstance(x, Split):  # streamed or not: read batch by batch, keep outputs and targets
+        return x.apply(run, _VERIFY_BATCH, inputs=any(h.kind == "anomaly" for h in task.heads))
+    return run(x), y, x
 
 
 def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict[str, Any], dict[str, Any]]:
