@@ -168,7 +168,14 @@ class SparsityConfig(_Section):
 
     schedule: Literal["polynomial", "constant"] = "polynomial"
     initial: Fraction = 0.0
-    final: Fraction = 0.9
+    final: Fraction = Field(0.9, description="the target sparsity: of every pruned layer (allocation uniform), or "
+                            "over all pruned kernels together (global, erk, auto)")
+    allocation: Literal["uniform", "global", "erk", "auto"] = Field(
+        "uniform", description="how final is shared among the pruned layers: uniform (each gets final), global (one "
+        "magnitude ranking across layers), erk (Erdos-Renyi-Kernel densities from the kernel shapes, as in RigL), "
+        "auto (from each layer's measured unstructured sensitivity on validation, least predicted loss)")
+    max_layer: float = Field(0.98, gt=0.0, lt=1.0, description="global, erk, auto: the highest sparsity any one "
+                             "layer is given, so no layer is emptied")
     start: float = Field(0.0, ge=0.0, description="epoch of this phase where pruning begins")
     end: float | None = Field(None, gt=0.0, description="epoch where the final sparsity is reached")
     frequency: int = Field(25, gt=0, description="steps between mask updates")
@@ -199,6 +206,11 @@ class SparsityConfig(_Section):
             )
         if self.schedule == "polynomial" and self.initial > self.final:
             raise ValueError(f"initial ({self.initial}) must not exceed final ({self.final})")
+        if self.max_layer < self.final and (self.allocation != "uniform" or "max_layer" in self.model_fields_set):
+            raise ValueError(
+                f"max_layer ({self.max_layer:g}) is below final ({self.final:g}): no allocation can reach an overall "
+                f"sparsity of {self.final:g} when every layer stays at or below {self.max_layer:g}; raise max_layer "
+                f"to at least {self.final:g} (e.g. 0.98) or lower final")
         return self
 
     @property

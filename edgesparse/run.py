@@ -572,7 +572,10 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
     scfg = run.recipe.sparsity
     if scfg is None:
         return dense, None, None
-    plan = sparsity.plan_sparsity(dense, scfg, run.steps_per_epoch)
+    plan = sparsity.plan_sparsity(dense, scfg, run.steps_per_epoch, sensitivity=_auto_sensitivity(run, dense))
+    if plan.allocation != "uniform":
+        log.info("sparsity: allocation %s, %.2f%% planned over the pruned kernels: %s", plan.allocation,
+                 100 * (plan.planned or 0.0), ", ".join(f"{lp.name} {lp.target:.1%}" for lp in plan.pruned))
     names = [lp.name for lp in plan.pruned]
     done = run.state.done("sparsity")
     if done:
@@ -581,8 +584,9 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         log.info("sparsity: reused from the interrupted run")
     else:
         pruned = sparsity.apply_pruning(dense, scfg, plan)
-        log.info("sparsity: pruning %d layers to %.0f%% (%s, steps %d->%d every %d) for %d epochs", len(names),
-                 100 * scfg.final, scfg.schedule, plan.begin_step, plan.end_step, plan.frequency, scfg.epochs)
+        log.info("sparsity: pruning %d layers to %.0f%%%s (%s, steps %d->%d every %d) for %d epochs", len(names),
+                 100 * scfg.final, "" if plan.allocation == "uniform" else f" overall ({plan.allocation})",
+                 scfg.schedule, plan.begin_step, plan.end_step, plan.frequency, scfg.epochs)
         tfmot_sp = _tf.tfmot().sparsity.keras
         r = run.fit(
             "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
@@ -596,6 +600,7 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         info = {"epochs": scfg.epochs, "seconds": r.seconds, "step_ms": r.step_ms}
         run.state.mark("sparsity", info)
     measured = sparsity.measure_sparsity(model, names)
+    plan.record_achieved(measured["layers"])
     run.warnings += sparsity.check_sparsity(measured, plan, scfg.tolerance, scfg.on_shortfall)
     dense_left = sparsity.measure_sparsity(dense)["overall"]
     if run.recipe.baseline.epochs and dense_left > 0.05:
@@ -605,6 +610,18 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         )
     log.info("sparsity: achieved %.2f%% over the pruned kernels", 100 * measured["overall"])
     return model, plan, SparsityInfo(plan=plan.to_dict(), achieved=SparsityMeasure(**measured), **info)
+
+
+def _auto_sensitivity(run: _Run, dense: Any) -> list[sparsity.LayerSensitivity] | None:
+    """``allocation: auto``: each prunable layer of the trained dense model pruned alone on validation."""
+    scfg = run.recipe.sparsity
+    if scfg is None or scfg.allocation != "auto":
+        return None
+    levels = sorted(lv for lv in {0.5, 0.75, 0.9, 0.95, round(scfg.final, 4), scfg.max_layer} if lv <= scfg.max_layer)
+    x, y = run.data.validation().in_memory()
+    log.info("sparsity: allocation auto measures each prunable layer alone at %s on validation",
+             ", ".join(f"{lv:g}" for lv in levels))
+    return sparsity.layer_sensitivity(dense, x, y, tuple(levels), task=run.data.task)
 
 
 def _quantization_phase(run: _Run, model: Any, plan: sparsity.SparsityPlan | None) -> tuple[Any, QuantizationInfo]:

@@ -23,6 +23,7 @@ from edgesparse._registry import Registry
 from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
 from edgesparse.task import Task
+from edgesparse.train import allocation
 from edgesparse.train.coverage import kernel_variable, pruned_weight_names
 from edgesparse.train.fit import evaluate, scores
 
@@ -38,6 +39,8 @@ class LayerPlan:
     target: float = 0.0
     pattern: str = "unstructured"
     note: str = ""
+    weights: int = 0  # of the pruned kernel (the allocation's unit of account)
+    achieved: float | None = None  # read back from the weights after the phase
 
 
 @dataclass
@@ -49,6 +52,15 @@ class SparsityPlan:
     end_step: int
     frequency: int
     layers: list[LayerPlan] = field(default_factory=list)
+    allocation: str = "uniform"
+    final: float | None = None  # the recipe's final: per layer (uniform) or over the pruned kernels (the others)
+    planned: float | None = None  # the planned overall sparsity over the pruned kernels
+
+    def record_achieved(self, layers: dict[str, float]) -> None:
+        """Set each pruned layer's achieved sparsity (from :func:`measure_sparsity`'s ``layers``)."""
+        for lp in self.layers:
+            if lp.name in layers:
+                lp.achieved = float(layers[lp.name])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,13 +166,29 @@ def check_overrides_match(model: Any, overrides: list[LayerOverride]) -> None:
         )
 
 
-def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> SparsityPlan:
+def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int,
+                  sensitivity: list[LayerSensitivity] | None = None) -> SparsityPlan:
     """Decide, per layer, whether and how it is pruned, and translate epochs to steps.
+
+    With ``cfg.allocation`` other than ``uniform``, ``cfg.final`` is the overall sparsity over the pruned kernels
+    and the per-layer targets come from :mod:`edgesparse.train.allocation` (``global`` ranks the model's current
+    weights, so plan on the trained dense model).
+
+    Args:
+        model: The dense tf_keras model.
+        cfg: The sparsity section.
+        steps_per_epoch: Training steps per epoch of the phase.
+        sensitivity: For ``allocation: auto``, the rows of :func:`layer_sensitivity` on the validation split;
+            without them the plan keeps uniform targets and says the allocation is made after the baseline.
+
+    Returns:
+        The plan (per-layer targets, the schedule's steps).
 
     Raises:
         ModelError: the model has no prunable layer, or none is left after overrides/policy.
         RecipeError: the schedule does not fit the phase (too few steps), an override matches no
-            prunable layer, or a block pattern does not divide a layer's kernel.
+            prunable layer, a block pattern does not divide a layer's kernel or cannot meet its allocated
+            target, or the allocation cannot meet ``final`` (ceiling, overrides).
     """
     begin, end, freq = _schedule_steps(cfg, steps_per_epoch)
     plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq)
@@ -174,14 +202,79 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int) -> Spar
     check_overrides_match(model, cfg.layers)
     policy_ok = _policy(model, cfg)
     prunable_ids = {id(layer) for layer in prunable}
-    plan.layers = [_layer_plan(layer, cfg, id(layer) in prunable_ids, policy_ok) for layer in model.layers
-                   if layer.weights]
+    layers = {layer.name: layer for layer in model.layers if layer.weights}
+    plan.layers = [_layer_plan(layer, cfg, id(layer) in prunable_ids, policy_ok) for layer in layers.values()]
     if not plan.pruned:
         raise ModelError(
             "no layer is left to prune after the overrides and the policy; check `sparsity.layers` "
             "(skip/match) and `sparsity.policy`."
         )
+    plan.allocation, plan.final = cfg.allocation, cfg.final
+    if cfg.allocation != "uniform":
+        _allocate(plan, layers, cfg, sensitivity)
+    for lp in plan.pruned:
+        pattern = _pattern_of(layers[lp.name], cfg)
+        if pattern.kind == "block" and lp.pattern == str(pattern) and lp.target > 0:
+            _check_blocks_reach_every_output(layers[lp.name], pattern, lp.target, cfg)
+    total = sum(lp.weights for lp in plan.pruned)
+    plan.planned = sum(lp.target * lp.weights for lp in plan.pruned) / total if total else 0.0
     return plan
+
+
+def _pattern_of(layer: Any, cfg: SparsityConfig) -> Pattern:
+    """The pattern the recipe asks for on ``layer`` (its override's, else the section's)."""
+    ov = _override_for(layer.name, cfg.layers)
+    return ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
+
+
+def _slot(layer: Any, lp: LayerPlan, cfg: SparsityConfig) -> allocation.Slot:
+    """The allocation's view of a planned layer: its kernel, its units (blocks) and whether its target is fixed."""
+    kernel = kernel_of(layer).numpy()
+    pattern = _pattern_of(layer, cfg)
+    ov = _override_for(layer.name, cfg.layers)
+    fixed = ov.final if ov is not None and ov.final is not None else None
+    if lp.pattern.startswith("m_by_n"):
+        fixed = lp.target  # M:N implies its sparsity
+    slot = allocation.Slot(name=lp.name, shape=tuple(int(d) for d in kernel.shape), fixed=fixed,
+                           scores=np.abs(kernel).ravel(), pattern=lp.pattern)
+    if pattern.kind == "block" and lp.pattern == str(pattern):
+        assert pattern.shape is not None
+        rows, cols = pattern.shape
+        n_in, n_out = kernel.shape
+        # tfmot scores a block by its mean |w| (AVG pooling over block_size=(cols, rows) of the in x out kernel)
+        slot.scores = np.abs(kernel).reshape(n_in // cols, cols, n_out // rows, rows).mean(axis=(1, 3)).ravel()
+        slot.unit, slot.min_kept = rows * cols, n_out // rows
+    return slot
+
+
+def _allocate(plan: SparsityPlan, layers: dict[str, Any], cfg: SparsityConfig,
+              sensitivity: list[LayerSensitivity] | None) -> None:
+    """Replace the pruned layers' uniform targets by the allocation's (``final`` over the pruned kernels)."""
+    pruned = plan.pruned
+    slots = [_slot(layers[lp.name], lp, cfg) for lp in pruned]
+    if cfg.allocation == "global":
+        targets = allocation.global_targets(slots, cfg.final, cfg.max_layer)
+    elif cfg.allocation == "erk":
+        targets = allocation.erk_targets(slots, cfg.final, cfg.max_layer, cfg.tolerance)
+    elif sensitivity is None:
+        for lp in pruned:
+            lp.note = "; ".join(x for x in (lp.note, "allocation auto: targets set from the sensitivity after the "
+                                            "baseline (uniform until then)") if x)
+        return
+    else:
+        curves: dict[str, allocation.Curve] = {}
+        for row in sensitivity:
+            curve = curves.setdefault(row.layer, allocation.Curve([], []))
+            curve.levels.append(row.sparsity)
+            curve.drops.append(row.accuracy_drop)
+        targets = allocation.auto_targets(slots, curves, cfg.final, cfg.max_layer)
+    for lp, slot in zip(pruned, slots):
+        lp.target = targets[lp.name]
+        if slot.fixed is None:
+            lp.note = "; ".join(x for x in (lp.note, f"target from allocation {cfg.allocation}") if x)
+        if lp.target == 0.0:
+            lp.note = "; ".join(x for x in (lp.note, "kept dense by the allocation (counted in the pruned "
+                                            "kernels, not wrapped)") if x)
 
 
 def _schedule_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int, int]:
@@ -220,6 +313,8 @@ def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Call
     """One layer's decision: pruned (pattern, target) or not, and why."""
     params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
     lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
+    if prunable:
+        lp.weights = int(np.prod(kernel_of(layer).shape))
     if not prunable:
         lp.note = "not prunable: " + pruned_weight_names(layer)[1]
         return lp
@@ -245,12 +340,10 @@ def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Call
     if lp.target == 0.0:
         lp.prune = False
         lp.note = "target sparsity 0"
-    elif pattern.kind == "block" and not reason:
-        _check_blocks_reach_every_output(layer, pattern, lp.target)
     return lp
 
 
-def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float) -> None:
+def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float, cfg: SparsityConfig) -> None:
     """Refuse a block target that keeps fewer blocks than the layer has output rows of blocks.
 
     Then at least one output (a class, for a classifier) keeps no weight at all, whatever the magnitudes
@@ -263,8 +356,9 @@ def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float
     kept = row_groups * per_row * (1.0 - target)
     if kept < row_groups:
         highest = 1.0 - 1.0 / per_row
+        by = "" if cfg.allocation == "uniform" else f" (its target from allocation {cfg.allocation})"
         raise RecipeError(
-            f"sparsity: {pattern} at {target:.0%} keeps about {kept:.1f} of the {row_groups * per_row} blocks of "
+            f"sparsity: {pattern} at {target:.0%}{by} keeps about {kept:.1f} of the {row_groups * per_row} blocks of "
             f"layer '{layer.name}' ({n_out} outputs x {n_in} inputs, {per_row} blocks per output row), fewer than "
             f"its {row_groups} output rows: at least one output would lose every weight. Give the layer a final of "
             f"at most {highest:.2f} or another pattern, e.g. layers: [{{match: \"^{re.escape(layer.name)}$\", "
@@ -330,7 +424,7 @@ def apply_pruning(dense: Any, cfg: SparsityConfig, plan: SparsityPlan) -> Any:
 
     def wrap(layer: Any) -> Any:
         lp = by_name.get(layer.name)
-        if lp is None or not lp.prune:
+        if lp is None or not lp.prune or lp.target == 0.0:  # an allocation may keep a pruned-set layer dense
             return layer
         ov = _override_for(layer.name, cfg.layers)
         pattern = ov.pattern if ov is not None and ov.pattern is not None else cfg.pattern
