@@ -30,6 +30,18 @@ class ExportError(EdgesparseError):
     """Conversion to TFLite or its verification failed."""
 
 
+class AccuracyDropError(ExportError):
+    """The converted model runs but loses more of the primary metric than ``export.max_accuracy_drop`` allows.
+
+    Attributes:
+        verification: What the check measured (an ``edgesparse.export.verify.Verification``), or None.
+    """
+
+    def __init__(self, message: str, verification: object = None) -> None:
+        super().__init__(message)
+        self.verification = verification
+
+
 class DeviceError(EdgesparseError):
     """A target device could not be reached or could not run the model."""
 

@@ -308,9 +308,14 @@ class ChannelsConfig(_Section):
 
 
 class QuantizationConfig(_Section):
-    """``mode``: none | dynamic | float16 | int8 (post-training) | qat | pqat (quantization-aware)."""
+    """``mode``: none | dynamic | float16 | int8 | int16x8 (post-training) | qat | pqat (quantization-aware).
 
-    mode: Literal["none", "dynamic", "float16", "int8", "qat", "pqat"] = "none"
+    ``int16x8`` keeps int8 weights but int16 activations (calibrated like int8): for models whose
+    activations int8's 256 levels cannot hold (features of very different scales), at a speed cost
+    (LiteRT runs it on its builtin kernels, not XNNPACK).
+    """
+
+    mode: Literal["none", "dynamic", "float16", "int8", "int16x8", "qat", "pqat"] = "none"
     epochs: int = Field(2, ge=0, description="fine-tuning epochs for qat / pqat")
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
 
@@ -322,7 +327,8 @@ class ExportConfig(_Section):
         "auto", description="the converter's sparse weight storage: true, false, or auto (convert both ways "
         "and keep the smaller file)")
     representative_samples: int = Field(200, ge=1)
-    io: Literal["float32", "int8"] = "float32"
+    io: Literal["float32", "int8", "int16"] = Field(
+        "float32", description="model input/output type: float32, int8 (int8, qat, pqat) or int16 (int16x8)")
     dir: str | None = Field(None, description="bundle folder; default export/<name>, or RUN_DIR/bundle when the "
                             "run directory is not the default runs/<name>")
     objective: Literal["size", "latency", "balanced"] = Field(
@@ -391,6 +397,19 @@ class Recipe(_Section):
     def _check(self) -> Recipe:
         if self.quantization.mode == "pqat" and self.sparsity is None:
             raise ValueError("quantization mode pqat (prune-preserving QAT) needs a sparsity section")
+        io = self.export.io if self.export is not None else "float32"
+        if io == "int8" and self.quantization.mode == "int16x8":
+            raise ValueError("export.io: int8 does not go with quantization.mode: int16x8: its activations are int16 "
+                             "and the TFLite converter takes only float32 or int16 inputs and outputs for it; use "
+                             "export.io: int16 or float32, or quantization.mode: int8 for int8 I/O")
+        if self.quantization.mode == "int16x8" and self.export is not None and self.export.sparse_encoding is True:
+            raise ValueError("export.sparse_encoding: true does not go with quantization.mode: int16x8: the TFLite "
+                             "converter's sparse encoding rewrites int16x8 biases as int32 and breaks its convolutions "
+                             "(measured: wrong outputs); use sparse_encoding: false or auto (int16x8 is then converted "
+                             "without it; its dense int8 kernels keep the pruned zeros)")
+        if io == "int16" and self.quantization.mode != "int16x8":
+            raise ValueError(f"export.io: int16 needs quantization.mode: int16x8 (int16 activations), not "
+                             f"'{self.quantization.mode}'; use export.io: int8 with int8/qat/pqat, or float32")
         if self.distillation is not None and self.distillation.phases is not None:
             trains = {"channels": self.channels is not None and self.channels.epochs > 0,
                       "sparsity": self.sparsity is not None,

@@ -790,11 +790,21 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
     chosen: dict[str, Any] = next((c for c in info.get("candidates", []) if c.get("chosen")), {})
     if info.get("quantization") != info.get("requested_quantization"):
         kept = "float32" if info.get("quantization") == "none" else info.get("quantization")
+        why = chosen.get("tried_because") or "it was the objective's choice"
+        tip = ("" if "max_accuracy_drop" in why else
+               "; set export.objective: size to keep the smallest file regardless")
         warnings.append(
-            f"export kept the {kept} conversion of the pruned model, not "
-            f"{info.get('requested_quantization')}: no {info.get('requested_quantization')} conversion ran as fast as "
-            "the dense float model here (export.json lists every candidate; set export.objective: size to keep the "
-            "smallest file regardless).")
+            f"export kept the {kept} conversion of the "
+            f"{'pruned float' if chosen.get('source') == 'float' else 'final'} model, not "
+            f"{info.get('requested_quantization')}: "
+            f"{why} (export.json lists every candidate with its accuracy, latency and why it was rejected{tip}).")
+    builtin_ops = chosen.get("builtin_ops") or {}
+    if info.get("quantization") == "int16x8" and builtin_ops and v.get("resolver") != "builtin":
+        warnings.append(
+            f"XNNPACK took {chosen.get('xnnpack_ops')} ops of the int16x8 model.tflite: LiteRT's builtin reference "
+            "kernels run its int16 ops (" + ", ".join(f"{k} x{n}" for k, n in builtin_ops.items()) + "), slower "
+            "than XNNPACK's int8 and float32 kernels; int8 with QAT/pqat, or float32, run faster where they keep "
+            "the accuracy.")
     if chosen.get("latency_ratio") is not None and chosen["latency_ratio"] > 1.0:
         warnings.append(f"model.tflite runs {chosen['latency_ratio']:.2f}x the dense float model's latency on this "
                         f"machine (paired), and no other conversion was faster (export.objective: "

@@ -318,3 +318,25 @@ def empty_test() -> dict[str, Any]:
 
 
 NOT_CALLABLE = 3
+
+
+def scaled_input_mlp(features: int = 16, classes: int = 4) -> Any:
+    """A sensor-fusion MLP (issue 19): Dense 64 -> Dense 64 -> logits, for inputs whose last feature is a raw reading
+    about 1000x the others' scale. Its first kernel row for that feature starts 1000x smaller, so the few training
+    epochs of a test reach float accuracy; the scale problem int8 has is the input tensor's, not the weights'."""
+    keras = _tf.keras()
+    inputs = keras.Input((features,), name="sensors")
+    x = keras.layers.Dense(64, activation="relu", name="fc1")(inputs)
+    x = keras.layers.Dense(64, activation="relu", name="fc2")(x)
+    model = keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x), name="scaled_input_mlp")
+    kernel = model.get_layer("fc1").kernel
+    kernel.assign(kernel.numpy() * _row_scale(features))
+    return model
+
+
+def _row_scale(features: int) -> Any:
+    import numpy as np
+
+    scale = np.ones((features, 1), dtype=np.float32)
+    scale[-1] = 1e-3
+    return scale

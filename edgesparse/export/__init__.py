@@ -112,9 +112,12 @@ def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candi
                             "task": data.task.to_json() if data.task is not None else None,
                             "candidates": [c.to_dict(c is best) for c in candidates]}
     if cfg.sparse_encoding == "auto":
-        sizes = {c.sparse_encoding: len(c.data) for c in candidates if c.source == "final"}
+        sizes = {c.sparse_encoding: len(c.data) for c in candidates
+                 if c.source == "final" and c.mode == recipe.quantization.mode}
         info["sparse_encoding_choice"] = {"requested": "auto", "sparse_bytes": sizes.get(True),
                                           "plain_bytes": sizes.get(False)}
+    if best.mode != recipe.quantization.mode:
+        info["fallback"] = {"mode": best.mode, "why": best.tried_because}
     if best.verification is not None:
         info["verification"] = best.verification.to_dict()
     if dense is not None:

@@ -14,6 +14,14 @@ picks one:
   median ratio up to ``NOT_SLOWER``, the measurement's noise); when no
   conversion in the requested mode qualifies, the float32 conversions of the pruned model are
   tried too; when none qualifies at all, the fastest.
+
+When every int8 conversion runs but loses more than ``export.max_accuracy_drop`` (int8's one
+scale per activation tensor cannot hold features of very different scales), int16x8 (int16
+activations, int8 weights) is converted, verified and timed next, with float32 I/O only; then the
+objective chooses as above (int16x8 runs on LiteRT's builtin kernels, slower than the dense float
+model here, so ``balanced`` and ``latency`` still try the float32 conversions). Every candidate
+records why it was tried (``tried_because``) and why it was rejected (``rejected_for``: accuracy or
+error), so the log and export.json give the real reason for a fallback.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import numpy as np
 
 from edgesparse import progress
 from edgesparse.data.stream import model_outputs
-from edgesparse.errors import EdgesparseError, ExportError
+from edgesparse.errors import AccuracyDropError, EdgesparseError, ExportError
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
 from edgesparse.export.litert import fc_shape_mismatches
@@ -58,11 +66,20 @@ class Candidate:
     latency_ratio_q3: float | None = None
     resolver: str | None = None
     rejected: str | None = None
+    rejected_for: str | None = None  # "accuracy" (lost more than export.max_accuracy_drop) | "error"
+    tried_because: str = "the requested mode"
+    delegation: dict[str, Any] | None = None  # ops XNNPACK took (runner.op_delegation)
 
     @property
     def label(self) -> str:
         return (f"{'float32' if self.mode == 'none' else self.mode}, "
                 f"sparse encoding {'on' if self.sparse_encoding else 'off'}")
+
+    @property
+    def delegated(self) -> str | None:
+        """``"5/7"``: ops XNNPACK took of the model's ops, None when not known."""
+        d = self.delegation or {}
+        return f"{d['delegated']}/{d['total']}" if "total" in d else None
 
     @property
     def not_slower(self) -> bool:
@@ -74,8 +91,10 @@ class Candidate:
                 "bytes": len(self.data), "resolver": self.resolver, "latency_ratio": self.latency_ratio,
                 "latency_ratio_q1": self.latency_ratio_q1, "latency_ratio_q3": self.latency_ratio_q3,
                 "accuracy": v.accuracy if v else None, "metric": v.metric if v else None,
-                "agreement": v.agreement if v else None,
-                "rejected": self.rejected, "chosen": chosen}
+                "agreement": v.agreement if v else None, "drop": v.drop if v else None,
+                "xnnpack_ops": self.delegated, "builtin_ops": (self.delegation or {}).get("builtin"),
+                "tried_because": self.tried_because,
+                "rejected": self.rejected, "rejected_for": self.rejected_for, "chosen": chosen}
 
 
 @dataclass
@@ -120,19 +139,48 @@ def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs
         r = time_paired(c.data, reference, runs=TIMING_RUNS, warmup=TIMING_WARMUP, threads=src.threads)
         c.latency_ratio, c.latency_ratio_q1 = r["ratio_median"], r["ratio_q1"]
         c.latency_ratio_q3, c.resolver = r["ratio_q3"], r["resolver"]
+        c.delegation = r.get("ops") if isinstance(r.get("ops"), dict) and "total" in r["ops"] else c.delegation
+    except AccuracyDropError as exc:
+        c.rejected, c.rejected_for = str(exc), "accuracy"
+        c.verification = exc.verification if isinstance(exc.verification, Verification) else None
     except EdgesparseError as exc:
-        c.rejected = str(exc)
+        c.rejected, c.rejected_for = str(exc), "error"
     finally:
+        if c.verification is not None and c.delegation is None:
+            c.delegation = c.verification.delegation
         log.info("candidate %s%s: %s B, %s", at, c.label, f"{len(c.data):,}",
                  f"rejected ({c.rejected})" if c.rejected else
                  "not timed" if c.latency_ratio is None else
-                 f"{c.latency_ratio:.2f}x the dense model's latency, resolver {c.resolver}")
+                 f"{c.latency_ratio:.2f}x the dense model's latency, resolver {c.resolver}{_ops_note(c)}")
+
+
+def _ops_note(c: Candidate) -> str:
+    """``" (XNNPACK took 0 of 7 ops; builtin kernels run CONV_2D x1, ...)"`` when XNNPACK left ops out."""
+    d = c.delegation or {}
+    if "total" not in d or d["delegated"] == d["total"]:
+        return ""
+    left = ", ".join(f"{k} x{n}" for k, n in d.get("builtin", {}).items())
+    return f" (XNNPACK took {d['delegated']} of {d['total']} ops; builtin kernels run {left})"
+
+
+def _mode_encodings(mode: str, encodings: list[bool]) -> list[bool]:
+    """``encodings`` without the sparse encoding for a mode it breaks (logged: the user asked for auto)."""
+    if CONVERTER_MODES.get(mode).sparse_encoding or encodings == [False]:
+        return encodings
+    log.info("%s: the converter's sparse encoding breaks this mode's convolutions (measured; see "
+             "edgesparse.export.modes), so it is converted without it; the pruned zeros stay in its dense int8 "
+             "kernels", mode)
+    return [False]
 
 
 def _convert_and_evaluate(model: Any, modes: list[str], encodings: list[bool], source: str, src: Sources,
-                          reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> list[Candidate]:
-    """Convert ``model`` in every mode and encoding, verifying and timing each conversion before the next."""
-    plan = [(mode, enc) for mode in modes for enc in encodings]
+                          reference: bytes | None, float_outputs: Callable[[], np.ndarray],
+                          because: str = "the requested mode") -> list[Candidate]:
+    """Convert ``model`` in every mode and encoding, verifying and timing each conversion before the next.
+
+    A mode whose conversions the sparse encoding breaks (int16x8) is converted without it only.
+    """
+    plan = [(mode, enc) for mode in modes for enc in _mode_encodings(mode, encodings)]
     out = []
     for i, (mode, enc) in enumerate(plan, 1):
         label = Candidate(mode=mode, sparse_encoding=enc, data=b"").label
@@ -140,7 +188,7 @@ def _convert_and_evaluate(model: Any, modes: list[str], encodings: list[bool], s
         of = "the pruned float model" if source == "float" else "the final model"
         progress.item("export candidate", i, len(plan), f"{label} of {of}: {steps}")
         rep = src.representative if CONVERTER_MODES.get(mode).needs_calibration else None
-        c = Candidate(mode=mode, sparse_encoding=enc, source=source,
+        c = Candidate(mode=mode, sparse_encoding=enc, source=source, tried_because=because,
                       data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io))
         _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
         out.append(c)
@@ -189,14 +237,59 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
              "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
     candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes, float_outputs)
     best = choose(candidates, objective)
+    reasons = []
+    if _try_int16x8(best, mode, candidates, src):
+        reasons.append(fallback_reason(candidates, mode))
+        log.info("%s: trying int16x8 (int16 activations, int8 weights; LiteRT's builtin kernels run it)", reasons[0])
+        candidates += _convert_and_evaluate(src.final_model, ["int16x8"], encodings, "final", src, dense_bytes,
+                                            float_outputs, because=reasons[0])
+        best = choose(candidates, objective)
     if _try_float(best, mode, objective, src):
-        log.info("no %s conversion runs as fast as the dense float model: trying float32 conversions too", mode)
+        last = fallback_reason(candidates, best.mode if best is not None else candidates[-1].mode, best)
+        why = "; ".join(reasons + [last] if last not in reasons else reasons)
+        log.info("%s: trying float32 conversions of the pruned model too", why)
         candidates += _convert_and_evaluate(src.float_model, ["none"], encodings, "float", src, dense_bytes,
-                                            float_outputs)
+                                            float_outputs, because=why)
         best = choose(candidates, objective)
     if best is None:
         raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))
     return best, candidates
+
+
+def fallback_reason(candidates: list[Candidate], mode: str, best: Candidate | None = None) -> str:
+    """Why a conversion in another mode than ``mode`` is tried (or was kept): the measured reason, in one clause.
+
+    Args:
+        candidates: The candidates so far.
+        mode: The mode whose candidates fell short.
+        best: The best of them when one passed (then it was too slow, not rejected).
+    """
+    tried = [c for c in candidates if c.mode == mode]
+    if best is not None and best.rejected is None:
+        ratio = "not timed" if best.latency_ratio is None else f"{best.latency_ratio:.2f}x"
+        return (f"no {mode} conversion runs as fast as the dense float model here (the best, {best.label}: "
+                f"{ratio} its latency)")
+    if not tried:
+        return f"no {mode} conversion was made"
+    checked = [c.verification for c in tried if c.verification is not None]
+    accuracy = [c for c in tried if c.rejected_for == "accuracy"]
+    if len(accuracy) == len(tried):
+        drops = sorted(v.drop for v in checked)
+        unit = checked[0].unit if checked else ""
+        worst = "" if not drops else (f" (lost {drops[0]:.1f} {unit})" if drops[0] == drops[-1] else
+                                      f" (lost {drops[0]:.1f} to {drops[-1]:.1f} {unit})")
+        return f"every {mode} conversion lost more than export.max_accuracy_drop on the test split{worst}"
+    if accuracy:
+        return (f"no {mode} conversion passed: {len(accuracy)} lost more than export.max_accuracy_drop, "
+                f"{len(tried) - len(accuracy)} failed to convert or run")
+    return f"every {mode} conversion failed to run ({tried[0].rejected})"
+
+
+def _try_int16x8(best: Candidate | None, mode: str, candidates: list[Candidate], src: Sources) -> bool:
+    """Whether int16x8 is worth trying: no int8 conversion passed and one lost accuracy (not a converter failure)."""
+    if mode != "int8" or best is not None or src.io != "float32" or not src.verify:
+        return False
+    return any(c.rejected_for == "accuracy" for c in candidates)
 
 
 def _try_float(best: Candidate | None, mode: str, objective: str, src: Sources) -> bool:

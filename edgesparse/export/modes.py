@@ -7,9 +7,25 @@ none        float32 weights and activations                             float32
 dynamic     int8 weights, float activations (dynamic range)             float32
 float16     float16 weights                                             float32
 int8        full integer; activations calibrated on training samples    int8
+int16x8     int16 activations, int8 weights (int64/int32 biases);       int16 x int8
+            calibrated like int8; the converter's
+            ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``
 qat         int8 export of a quantization-aware trained model           int8
 pqat        int8 export of a prune-preserving QAT model                 int8
 ==========  ==========================================================  ==================
+
+int16x8 keeps what int8's 256 activation levels lose (an input whose features span very different
+scales: one int8 scale per tensor rounds the small ones to zero), at a cost in speed measured here
+(ai-edge-litert 2.3, x86): XNNPACK takes none of its ops, so LiteRT's builtin reference kernels run
+every op, about 5x the latency of the int8 and of the dense float32 model on a small CNN. Its inputs
+and outputs are float32 or int16 (the converter refuses int8 I/O for it).
+
+The converter's sparse encoding (``Optimize.EXPERIMENTAL_SPARSITY``) is not used with int16x8: it
+rewrites the int64 biases of int16x8 CONV_2D/FULLY_CONNECTED ops as int32 (same values) and the
+CONV_2D outputs go wrong (measured, TF 2.21 / ai-edge-litert 2.3: max abs diff 0.95 vs 0.095 plain
+on a small CNN, a pruned digits CNN at 10% accuracy instead of 66%; an all-zero bias even becomes
+int8, which LiteRT refuses). The plain int16x8 conversion keeps the pruned zeros in its dense int8
+kernels (they compress with gzip), so ``sparse_encoding: auto`` converts int16x8 plain only.
 
 The training side of qat/pqat (wrapping the model for fine-tuning) is :mod:`edgesparse.train.quantize`.
 """
@@ -32,9 +48,19 @@ class ConverterMode:
     """How one quantization mode configures the TFLite converter."""
 
     name: str
-    integer: bool  # the exported model computes in int8
+    integer: bool  # the exported model computes in integers (int8, or int16 activations with int8 weights)
     needs_calibration: bool = False  # a representative dataset is given to the converter
     float16: bool = False
+    int16_activations: bool = False  # 16x8: int16 activations, int8 weights
+    #: the converter's sparse encoding gives correct models in this mode (int16x8: it does not, see the module doc)
+    sparse_encoding: bool = True
+
+    @property
+    def io_types(self) -> tuple[str, ...]:
+        """The ``export.io`` values this mode's converter accepts."""
+        if self.int16_activations:
+            return ("float32", "int16")
+        return ("float32", "int8") if self.integer else ("float32",)
 
     @property
     def float_outputs(self) -> bool:
@@ -49,6 +75,7 @@ for _mode in (
     ConverterMode("dynamic", integer=False),
     ConverterMode("float16", integer=False, float16=True),
     ConverterMode("int8", integer=True, needs_calibration=True),
+    ConverterMode("int16x8", integer=True, needs_calibration=True, int16_activations=True, sparse_encoding=False),
     ConverterMode("qat", integer=True, needs_calibration=True),
     ConverterMode("pqat", integer=True, needs_calibration=True),
 ):
@@ -70,10 +97,10 @@ def configure_converter(
         mode: A registered quantization mode.
         sparse_encoding: Store sparse weights in the converter's sparse format (CSR / blocks).
         representative: Calibration samples (from the training split) for integer modes.
-        io: "float32" or "int8" model inputs/outputs (integer modes only).
+        io: "float32", "int8" (int8, qat, pqat) or "int16" (int16x8) model inputs/outputs.
 
     Raises:
-        RecipeError: int8 I/O was asked for a float mode.
+        RecipeError: ``io`` is not one of the mode's I/O types (:attr:`ConverterMode.io_types`).
     """
     tf = _tf.tf()
     cm = CONVERTER_MODES.get(mode)
@@ -101,12 +128,27 @@ def configure_converter(
                     yield [s[None, ...].astype(np.float32)]
 
         converter.representative_dataset = gen
-    if cm.integer:
+    if cm.int16_activations:
+        ops = tf.lite.OpsSet
+        converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    elif cm.integer:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if io == "int8":
-        if not cm.integer:
-            raise RecipeError(
-                f"export.io: int8 needs an integer quantization mode (int8, qat, pqat), not '{mode}'."
-            )
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    if io not in cm.io_types:
+        raise RecipeError(io_message(mode, io))
+    if io in ("int8", "int16"):
+        converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
+
+
+def io_message(mode: str, io: str) -> str:
+    """Why ``export.io: io`` does not go with ``quantization.mode: mode``, and what does."""
+    cm = CONVERTER_MODES.get(mode)
+    if io == "int8" and cm.int16_activations:
+        return (f"export.io: int8 does not go with quantization.mode: {mode}: its activations are int16 and the "
+                "TFLite converter takes only float32 or int16 inputs and outputs for it. Use export.io: int16 "
+                "(int16 tensors in and out, with their scale and zero point) or float32, or mode int8 for int8 I/O.")
+    if io == "int16":
+        return (f"export.io: int16 needs quantization.mode: int16x8 (int16 activations), not '{mode}'; use "
+                "export.io: int8 with int8/qat/pqat, or float32.")
+    return (f"export.io: {io} needs an integer quantization mode ("
+            + ", ".join(n for n in CONVERTER_MODES.names() if io in CONVERTER_MODES.get(n).io_types)
+            + f"), not '{mode}'.")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.data.stream import Split
-from edgesparse.errors import ExportError
+from edgesparse.errors import AccuracyDropError, ExportError
 from edgesparse.export.litert import load_interpreter, predict
 from edgesparse.task import Task, classification
 
@@ -33,6 +33,7 @@ class Verification:
     resolver: str
     fallback_reason: str | None
     float_model: bool
+    delegation: dict[str, Any] | None = None  # ops XNNPACK took: {"total", "delegated", "partitions", "builtin"}
     metric: float | None = None  # the task's primary metric of the TFLite model
     keras_metric: float | None = None
     metric_name: str = "accuracy"
@@ -86,7 +87,8 @@ def verify(
         task: The data's task; None: a classifier scored by top-1 accuracy.
 
     Raises:
-        ExportError: the model does not run, or it loses more than allowed.
+        AccuracyDropError: it loses more than ``max_drop_points``.
+        ExportError: the model does not run.
     """
     if task is None:
         units = int(np.asarray(keras_outputs).shape[-1])
@@ -104,12 +106,13 @@ def verify(
     result = Verification(
         samples=n, accuracy=tm.get(acc_key), keras_accuracy=km.get(acc_key), agreement=cmp["agreement"],
         max_abs_diff=cmp["max_abs_diff"] if n else 0.0, resolver=loaded.resolver,
-        fallback_reason=loaded.fallback_reason, float_model=float_model, metric=metric, keras_metric=keras_metric,
+        fallback_reason=loaded.fallback_reason, float_model=float_model, delegation=loaded.delegation,
+        metric=metric, keras_metric=keras_metric,
         metric_name=task.metric_name, unit=task.unit(key), max_rel_diff=cmp["max_rel_diff"], metrics=tm,
         keras_metrics=km, heads=cmp["heads"], drop=0.0 if math.isnan(drop) else drop,
     )
     if max_drop_points is not None and result.drop > max_drop_points:
-        raise ExportError(_drop_message(task, result, max_drop_points, label))
+        raise AccuracyDropError(_drop_message(task, result, max_drop_points, label), result)
     return result
 
 
@@ -169,4 +172,5 @@ def _drop_message(task: Task, result: Verification, allowed: float, label: str) 
                 "training-only behaviour), try another ai-edge-litert/TensorFlow version, and report the model; "
                 "raise `export.max_accuracy_drop` (or set `export.verify: false`) to ship anyway.")
     return (figures + " Quantization or conversion lost it: try qat/pqat instead of post-training int8, "
+            "quantization.mode: int16x8 (int16 activations: for inputs or activations of very different scales), "
             "more representative samples, or raise `export.max_accuracy_drop` to accept it.")

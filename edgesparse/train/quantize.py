@@ -2,7 +2,7 @@
 
 ``qat`` wraps the model with tfmot's ``quantize_model``; ``pqat`` (prune-preserving QAT) annotates it
 and applies the ``Default8BitPrunePreserveQuantizeScheme`` so every pruned zero survives the
-fine-tuning. Post-training modes (none, dynamic, float16, int8) do not train: their converter
+fine-tuning. Post-training modes (none, dynamic, float16, int8, int16x8) do not train: their converter
 settings are :mod:`edgesparse.export.modes`.
 """
 
