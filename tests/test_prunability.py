@@ -8,7 +8,8 @@ import pytest
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flavour", ["tf_keras", "keras3"])
+@pytest.mark.parametrize("flavour", ["keras3"])  # tf_keras: the same graph without the translation (2.3 min more;
+# its channel surgery is tested below, and `python benchmarks/prunability.py` runs both flavours of 14 models)
 def test_mobilenet_v3_small_prunes_exports_and_verifies(tmp_path: Path, flavour: str) -> None:
     from benchmarks.prunability import run_one
 
