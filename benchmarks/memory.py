@@ -172,7 +172,10 @@ def _recipe(kind: str, n: int, work: Path, baseline_epochs: int, sparsity_epochs
         "sparsity": {"schedule": "polynomial", "initial": 0.0, "final": 0.8, "start": 0, "end": 0.8,
                      "frequency": 10, "epochs": sparsity_epochs, "on_shortfall": "warn", "on_drop": "warn"},
         "quantization": {"mode": "int8"},
-        "export": {"representative_samples": 200, "objective": "size", "dir": str(work / "bundle")},
+        # the pruning schedule ends inside one short epoch: the figures measured here are memory and time, so
+        # keep every verified conversion, however much accuracy it lost, rather than fail the run
+        "export": {"representative_samples": 200, "objective": "size", "max_accuracy_drop": 100.0,
+                   "dir": str(work / "bundle")},
     }
 
 
