@@ -116,9 +116,10 @@ def _shape_ok(expected: tuple[Any, ...], got: tuple[int, ...]) -> bool:
 PROBE_SAMPLES = 4096
 
 
-def _probe(split: Any) -> tuple[Any, Any]:
-    """A split's arrays, or the first :data:`PROBE_SAMPLES` samples of a stream."""
-    return split.head(PROBE_SAMPLES) if split.is_stream else (split.x, split.y)
+def _probe(split: Any) -> Any:
+    """A split's targets: all of them in memory, or those of the first :data:`PROBE_SAMPLES` samples of a stream
+    (read without keeping the inputs: 4096 images of 96x96x3 would be 450 MB, held twice while joined)."""
+    return split.targets(PROBE_SAMPLES) if split.is_stream else split.y
 
 
 def _check_dtypes(data: Any) -> None:
@@ -179,7 +180,7 @@ def check_model_fits_data(model: Any, data: Any) -> None:
         for split in (data.train, data.val, data.test):
             if not split.n:
                 continue
-            y = _probe(split)[1]
+            y = _probe(split)
             y = y[h.name] if isinstance(y, dict) else y
             if len(y) and (int(np.max(y)) >= h.units or int(np.min(y)) < 0):
                 seen = f" (in its first {len(y)} samples)" if split.is_stream else ""
@@ -288,8 +289,8 @@ def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
         raise DataError("the test split is empty; the reported figures come from it, so give it samples.")
     data = _fit_rank(model, data)
     outputs = output_info(model)
-    y_train = _probe(data.train)[1]
-    y_test = _probe(data.test)[1]
+    y_train = _probe(data.train)
+    y_test = _probe(data.test)
     anomaly_like = cfg is not None and (cfg.kind == "anomaly" or
                                         any(h.kind == "anomaly" for h in (cfg.outputs or {}).values()))
     unlabelled = not isinstance(y_train, dict) and np.asarray(y_train).ndim == 1 and not np.any(y_train) \
@@ -321,7 +322,7 @@ def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
         return x, out if task.multi_output else out[task.heads[0].name]
 
     if data.train.is_stream:  # the probe's labels must already be what the task needs (0/1 for binary ...)
-        conv_np(*_probe(data.train))
+        conv_np(None, y_train)
     bound = data.with_task(task, train=data.train.map(conv_np, conv_tf), val=data.val.map(conv_np, conv_tf),
                            test=data.test.map(conv_np, conv_tf))
     check_model_fits_data(model, bound)

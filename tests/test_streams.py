@@ -58,6 +58,19 @@ def test_stream_split_counts_batches_and_bounds_what_it_materialises() -> None:
         _ = train.x
 
 
+
+def test_label_probes_of_a_stream_read_its_targets_without_keeping_its_inputs() -> None:
+    d = generated_stream(100)
+    train = Split(stream=d["train"], name="train")
+    assert list(train.targets(10)) == list(train.head(10)[1])
+    assert len(train.targets()) == 60
+    assert list(Split(np.zeros((5, 2)), np.arange(5)).targets(3)) == [0, 1, 2]
+    # the class probe, bind_task's label checks and the health check's chance level read only targets: a stream
+    # whose inputs cannot be materialised (one sample is 3 MB, the probes read up to 4096 samples) still binds
+    tf = _tf.tf()
+    big = Split(stream=tf.data.Dataset.range(4096).map(lambda i: (tf.zeros((512, 512, 3)), i % 4)), name="train")
+    assert big.targets(4096).shape == (4096,)
+
 # ---- factories ------------------------------------------------------------------------------------------------
 
 

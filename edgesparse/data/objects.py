@@ -97,7 +97,7 @@ def _split(value: Any, split: str, where: str) -> Split:
 
 
 def _classes(train: Split) -> tuple[int, list[str]]:
-    y = train.head(_CLASS_PROBE)[1] if train.is_stream else train.y
+    y = train.targets(_CLASS_PROBE) if train.is_stream else train.y
     key = class_key(y)
     if key is None and not isinstance(y, Mapping):
         arr = np.asarray(y)

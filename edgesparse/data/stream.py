@@ -292,6 +292,17 @@ class Split:
             raise DataError(f"the {self.name} split is empty: the stream yielded no samples.")
         return concat(xs), concat(ys)
 
+    def targets(self, n: int | None = None) -> Arrays:
+        """The targets of the first ``n`` samples (all when None); a stream is read without keeping its inputs,
+        so probing the labels of a large-sample stream costs one batch of inputs, not ``n``."""
+        if not self.is_stream:
+            return take(self._y, slice(0, self.n if n is None else n)) if self._y is not None else None
+        ds = self.stream.map(lambda x, y: y)
+        ys = [_to_numpy(yb) for yb in (ds if n is None else ds.take(n)).batch(min(n or _COUNT_BATCH, _COUNT_BATCH))]
+        if not ys:
+            raise DataError(f"the {self.name} split is empty: the stream yielded no samples.")
+        return concat(ys)
+
     def in_memory(self, limit: int = ANALYSIS_SAMPLES) -> tuple[Arrays, Arrays]:
         """The split's arrays; for a stream its first ``limit`` samples (what the analyses read)."""
         return self.head(limit) if self.is_stream else (self._x, self._y)

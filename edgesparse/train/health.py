@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.data.dataset import n_samples, take
+from edgesparse.data.stream import ANALYSIS_SAMPLES
 from edgesparse.errors import TrainError
 from edgesparse.task import Head, Task, predicted_classes
 from edgesparse.train import fit
@@ -208,7 +209,12 @@ def enforce(report: HealthReport, on_broken: str) -> str | None:
 
 def trivial_outputs(task: Task, data: Any, n: int) -> Any:
     """What a model that ignores its input outputs for ``n`` samples, from the training split alone."""
-    x_train, y_train = data.train.in_memory()
+    anomaly = any(h.kind == "anomaly" for h in task.heads)
+    # only an anomaly head needs the inputs: a stream's first samples are otherwise read for their targets alone
+    if anomaly or not data.train.is_stream:
+        x_train, y_train = data.train.in_memory()
+    else:
+        x_train, y_train = None, data.train.targets(ANALYSIS_SAMPLES)
     ys = task.targets_dict(y_train)
     outs: dict[str, np.ndarray] = {}
     for h in task.heads:
