@@ -17,7 +17,7 @@ Data, 4 classes (a bright quadrant on noise, computed from each sample's index, 
 
 Splits: 80% train, 10% validation, 10% test of ``n`` samples. Targets (PASS/FAIL), on pairs at 10x the data
 (stream 2k->20k, folder 600->6k) and stream 2k->100k: peak RSS ratio <= 1.2, time per training sample ratio
-<= 1.3.
+(larger over smaller; from the median train step, and from whole epochs) <= 1.3.
 
 Usage::
 
@@ -303,6 +303,10 @@ def _timings(run_dir: Path) -> dict[str, Any]:
         "steady_epochs": len(steady),
         "us_per_sample": round(1e6 * sum(steady) / (len(steady) * n_train), 1) if steady else None,
         "first_epoch_us_per_sample": round(1e6 * sum(first) / (len(first) * n_train), 1) if first else None,
+        # the median train step of the baseline (its first epoch, the tracing, excluded) per sample: training
+        # throughput without the per-epoch fixed costs (validation pass, checkpoint) that weigh on small runs
+        "step_us_per_sample": (round(1000 * summary["baseline"]["step_ms"] / BATCH, 1)
+                               if summary["baseline"].get("step_ms") else None),
         "baseline_seconds": round(summary["baseline"]["seconds"], 1),
         "sparsity_seconds": round((summary.get("sparsity") or {}).get("seconds", 0.0), 1),
         "total_seconds": round(summary["timing"].get("total_seconds") or 0.0, 1),
@@ -325,7 +329,7 @@ def _fmt(v: Any, spec: str = "") -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = (f"{'data':<8}{'samples':>9}{'train':>8}{'peak RSS MB':>13}{'tree MB':>9}{'us/sample':>11}"
+    head = (f"{'data':<8}{'samples':>9}{'train':>8}{'peak RSS MB':>13}{'tree MB':>9}{'step us':>9}{'us/sample':>11}"
             f"{'1st epoch':>11}{'wall s':>8}{'acc':>7}{'tflite':>8}  phases peak MB")
     out = [head, "-" * len(head)]
     for r in results:
@@ -337,7 +341,8 @@ def table(results: list[dict[str, Any]]) -> str:
             continue
         phases = " ".join(f"{k[:5]}={v:,.0f}" for k, v in r.get("phases_rss_mb", {}).items() if k != "start")
         out.append(f"{r['kind']:<8}{r['n']:>9,}{r['train_samples']:>8,}{r['peak_rss_mb']:>13,.0f}"
-                   f"{r['tree_rss_peak_mb']:>9,.0f}{_fmt(r['us_per_sample'], ',.0f'):>11}"
+                   f"{r['tree_rss_peak_mb']:>9,.0f}{_fmt(r.get('step_us_per_sample'), ',.0f'):>9}"
+                   f"{_fmt(r['us_per_sample'], ',.0f'):>11}"
                    f"{_fmt(r['first_epoch_us_per_sample'], ',.0f'):>11}{r['wall_seconds']:>8,.0f}"
                    f"{_fmt(r['baseline_accuracy'], '.2f'):>7}{_fmt(r['tflite_accuracy'], '.2f'):>8}  {phases}")
     return "\n".join(out)
@@ -359,11 +364,16 @@ def targets(results: list[dict[str, Any]], pairs: list[tuple[str, int, int]]) ->
         rss = _peak(b) / _peak(a)
         checks.append({"pair": f"{kind} {small:,} -> {large:,}", "what": "peak RSS", "ratio": round(rss, 3),
                        "target": RSS_TARGET, "pass": rss <= RSS_TARGET})
+        if a.get("step_us_per_sample") and b.get("step_us_per_sample"):
+            t = b["step_us_per_sample"] / a["step_us_per_sample"]
+            # "within 1.3x": a training sample of the larger data costs at most 1.3x one of the smaller (median train
+            # step per sample); faster per sample is not a failure: streaming must not make more data dearer
+            checks.append({"pair": f"{kind} {small:,} -> {large:,}", "what": "time per training sample (train step)",
+                           "ratio": round(t, 3), "target": TIME_TARGET, "pass": t <= TIME_TARGET})
         if a["us_per_sample"] and b["us_per_sample"]:
             t = b["us_per_sample"] / a["us_per_sample"]
-            # "within 1.3x": neither run's throughput is more than 1.3x the other's
-            checks.append({"pair": f"{kind} {small:,} -> {large:,}", "what": "time per training sample",
-                           "ratio": round(t, 3), "target": TIME_TARGET, "pass": max(t, 1 / t) <= TIME_TARGET})
+            checks.append({"pair": f"{kind} {small:,} -> {large:,}", "what": "time per training sample (epoch)",
+                           "ratio": round(t, 3), "target": TIME_TARGET, "pass": t <= TIME_TARGET})
     return checks
 
 

@@ -171,18 +171,25 @@ def check_baseline(
     """
     task: Task = data.task
     key = task.guard_key
-    x_val, y_val = data.validation().in_memory()
+    val = data.validation()
     split = "validation" if data.val.n else "test"
-    out = fit.predict(model, x_val)
+    # scored batch by batch over the whole split; only its outputs and targets are kept (inputs: an autoencoder's)
+    out, y_val, x_val = fit.collect(model, val, inputs=any(h.kind == "anomaly" for h in task.heads))
+    if not val.is_stream:
+        x_val = val.x
     scores = task.evaluate(out, y_val, x_val)
     if value is None:
         value = scores.get(key)
-    chance = task.evaluate(trivial_outputs(task, data, n_samples(x_val)), y_val, x_val).get(key)
+    chance = task.evaluate(trivial_outputs(task, data, n_samples(out if not isinstance(out, Mapping) else
+                                                                next(iter(out.values())))), y_val, x_val).get(key)
     threshold, broken = _verdict(task, key, value, chance)
     report = HealthReport(metric=key, value=_num(value), chance=_num(chance), split=split,
                           threshold=_num(threshold), broken=broken,
                           fmt_value=task.fmt(value, key), fmt_chance=task.fmt(chance, key))
     if broken:
+        if x_val is None:  # a streamed split: the diagnosis reads its first samples, in memory
+            x_val, y_val = val.in_memory()
+            out = fit.predict(model, x_val)
         report.findings = _diagnose(model, data, task, key, out, x_val, y_val, history, steps, batch_size, chance,
                                     threshold)
     return report
