@@ -117,9 +117,8 @@ PROBE_SAMPLES = 4096
 
 
 def _probe(split: Any) -> Any:
-    """A split's targets: all of them in memory, or those of the first :data:`PROBE_SAMPLES` samples of a stream
-    (read without keeping the inputs: 4096 images of 96x96x3 would be 450 MB, held twice while joined)."""
-    return split.targets(PROBE_SAMPLES) if split.is_stream else split.y
+    """A split's targets, or those of the first :data:`PROBE_SAMPLES` samples of a stream."""
+    return split.targets_in_memory(PROBE_SAMPLES)
 
 
 def _check_dtypes(data: Any) -> None:
@@ -258,18 +257,12 @@ def _fit_rank(model: Any, data: Any) -> Any:
     if not todo:
         return data
 
-    def fix_np(x: Any, y: Any) -> tuple[Any, Any]:
+    def fix(x: Any, y: Any) -> tuple[Any, Any]:  # arrays or one streamed sample's tensors alike
         if isinstance(x, dict):
-            return {k: v[..., 0] if k in todo and np.ndim(v) > 1 else v for k, v in x.items()}, y
-        return (x[..., 0] if np.ndim(x) > 1 else x), y
+            return {k: v[..., 0] if k in todo and len(v.shape) > 1 else v for k, v in x.items()}, y
+        return (x[..., 0] if len(x.shape) > 1 else x), y
 
-    def fix_tf(x: Any, y: Any) -> tuple[Any, Any]:
-        if isinstance(x, dict):
-            return {k: v[..., 0] if k in todo else v for k, v in x.items()}, y
-        return x[..., 0], y
-
-    return replace(data, train=data.train.map(fix_np, fix_tf), val=data.val.map(fix_np, fix_tf),
-                   test=data.test.map(fix_np, fix_tf))
+    return replace(data, train=data.train.map(fix, fix), val=data.val.map(fix, fix), test=data.test.map(fix, fix))
 
 
 def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:

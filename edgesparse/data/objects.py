@@ -97,7 +97,7 @@ def _split(value: Any, split: str, where: str) -> Split:
 
 
 def _classes(train: Split) -> tuple[int, list[str]]:
-    y = train.targets(_CLASS_PROBE) if train.is_stream else train.y
+    y = train.targets_in_memory(_CLASS_PROBE)
     key = class_key(y)
     if key is None and not isinstance(y, Mapping):
         arr = np.asarray(y)

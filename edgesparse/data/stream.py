@@ -303,6 +303,10 @@ class Split:
             raise DataError(f"the {self.name} split is empty: the stream yielded no samples.")
         return concat(ys)
 
+    def targets_in_memory(self, limit: int) -> Arrays:
+        """The split's targets; for a stream those of its first ``limit`` samples (read without their inputs)."""
+        return self.targets(limit) if self.is_stream else self._y
+
     def in_memory(self, limit: int = ANALYSIS_SAMPLES) -> tuple[Arrays, Arrays]:
         """The split's arrays; for a stream its first ``limit`` samples (what the analyses read)."""
         return self.head(limit) if self.is_stream else (self._x, self._y)
