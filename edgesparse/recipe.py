@@ -163,6 +163,28 @@ class LayerOverride(_Section):
         return value
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|KiB|MB|MiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2}
+
+
+class SizeTarget(_Section):
+    """``target: {bytes: 65536}`` (or ``"64 KiB"``, ``"64 KB"`` = 64,000): the exported model.tflite must fit."""
+
+    bytes: int = Field(gt=0, description="the largest model.tflite allowed, in bytes (or with a unit: KB = 1000, "
+                       "KiB = 1024, MB, MiB)")
+
+    @field_validator("bytes", mode="before")
+    @classmethod
+    def _units(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        m = _SIZE_RE.match(value)
+        if not m:
+            raise ValueError(f"'{value}' is not a size; give bytes (65536) or a number with a unit: B, KB (1000), "
+                             "KiB (1024), MB, MiB (e.g. '64 KiB')")
+        return int(round(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]))
+
+
 class SparsityConfig(_Section):
     """The pruning phase (tensorflow-model-optimization), in epochs of this phase."""
 
@@ -170,6 +192,8 @@ class SparsityConfig(_Section):
     initial: Fraction = 0.0
     final: Fraction = Field(0.9, description="the target sparsity: of every pruned layer (allocation uniform), or "
                             "over all pruned kernels together (global, erk, auto)")
+    target: SizeTarget | None = Field(None, description="a size budget instead of final: the sparsity over the "
+                                      "pruned kernels is chosen so the exported model.tflite fits target.bytes")
     allocation: Literal["uniform", "global", "erk", "auto"] = Field(
         "uniform", description="how final is shared among the pruned layers: uniform (each gets final), global (one "
         "magnitude ranking across layers), erk (Erdos-Renyi-Kernel densities from the kernel shapes, as in RigL), "
@@ -204,6 +228,12 @@ class SparsityConfig(_Section):
                 f"end ({end:g}) is after the last epoch of the sparsity phase (epochs: {self.epochs}); "
                 "pruning would never reach the final sparsity"
             )
+        if self.target is not None:
+            if "final" in self.model_fields_set:
+                raise ValueError(
+                    f"give either final (a sparsity, here {self.final:g}) or target: {{bytes: {self.target.bytes}}} "
+                    "(a file size the sparsity is chosen for), not both: remove one of them")
+            return self
         if self.schedule == "polynomial" and self.initial > self.final:
             raise ValueError(f"initial ({self.initial}) must not exceed final ({self.final})")
         if self.max_layer < self.final and (self.allocation != "uniform" or "max_layer" in self.model_fields_set):
@@ -410,6 +440,9 @@ class Recipe(_Section):
         if io == "int16" and self.quantization.mode != "int16x8":
             raise ValueError(f"export.io: int16 needs quantization.mode: int16x8 (int16 activations), not "
                              f"'{self.quantization.mode}'; use export.io: int8 with int8/qat/pqat, or float32")
+        if self.sparsity is not None and self.sparsity.target is not None and self.export is None:
+            raise ValueError("sparsity.target.bytes is a budget for the exported model.tflite, but the recipe has no "
+                             "export section; add `export: {}` or give sparsity.final instead")
         if self.distillation is not None and self.distillation.phases is not None:
             trains = {"channels": self.channels is not None and self.channels.epochs > 0,
                       "sparsity": self.sparsity is not None,
@@ -464,6 +497,25 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return value
+
+
+def _size_or_sparsity(raw: Any, touched: set[tuple[Any, ...]], dumped: bool) -> None:
+    """An override of ``sparsity.target`` replaces ``final`` and one of ``final`` replaces ``target`` (in place).
+
+    Args:
+        raw: The raw recipe mapping, overrides applied.
+        touched: The overridden paths.
+        dumped: ``raw`` is a dumped recipe (every field present): ``final`` is dropped whenever a target is set.
+    """
+    sp = raw.get("sparsity") if isinstance(raw, dict) else None
+    if not isinstance(sp, dict):
+        return
+    final_set = any(p[:2] == ("sparsity", "final") for p in touched)
+    target_set = any(p[:2] == ("sparsity", "target") for p in touched)
+    if final_set and not target_set:
+        sp.pop("target", None)
+    elif sp.get("target") is not None and (target_set or dumped) and not final_set:
+        sp.pop("final", None)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> set[tuple[Any, ...]]:
@@ -699,6 +751,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if raw is None:
         raise RecipeError(f"{path} is empty; a recipe needs at least name, data and model.")
     overridden = apply_overrides(raw, overrides) if isinstance(raw, dict) else set()
+    _size_or_sparsity(raw, overridden, dumped=False)
     recipe = validate_recipe(raw, str(path), _yaml_lines(text), overridden)
     set_recipe_dir(recipe, path.resolve().parent)
     return recipe
@@ -730,6 +783,7 @@ def override(recipe: Recipe, overrides: dict[str, Any] | list[str]) -> Recipe:
         for k, v in overrides.items()
     ]
     touched = apply_overrides(raw, items)
+    _size_or_sparsity(raw, touched, dumped=True)
     new = validate_recipe(raw, "<override>", overridden=touched)
     set_recipe_dir(new, recipe_dir(recipe))
     return new

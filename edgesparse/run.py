@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesparse import _io, _tf
+from edgesparse import _io, _tf, budget
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
 from edgesparse.data.objects import dataset_from_objects
@@ -40,7 +40,15 @@ from edgesparse.export.latency import time_paired
 from edgesparse.export.verify import verify
 from edgesparse.models import PythonModelConfig, build_model, prepare_model
 from edgesparse.models.keras3 import KERAS3_TAG, is_keras3_model, to_keras3
-from edgesparse.recipe import ChannelsConfig, ExportConfig, Recipe, dump_recipe, load_recipe, recipe_dir, set_recipe_dir
+from edgesparse.recipe import (
+    ChannelsConfig,
+    ExportConfig,
+    Recipe,
+    dump_recipe,
+    load_recipe,
+    recipe_dir,
+    set_recipe_dir,
+)
 from edgesparse.summary import (
     BaselineInfo,
     ChannelsInfo,
@@ -224,6 +232,8 @@ class _Run:
     dense_validation: float = 0.0  # the dense baseline's guard metric on the validation split (the guard's reference)
     dense: Any = None  # the dense baseline: the teacher when the recipe distils
     model_object: Any = None  # the model given to train(model=...), never modified (a copy is trained)
+    budget_plan: budget.BudgetPlan | None = None  # sparsity.target.bytes: the search's plan, then the export's figure
+    sensitivity: list[sparsity.LayerSensitivity] | None = None  # allocation auto's rows, measured once
 
     def teacher(self, phase: str) -> dict[str, Any]:
         """``run.fit`` arguments for distillation from the dense model in ``phase`` (none when not configured)."""
@@ -336,7 +346,54 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     baseline.health = _baseline_health(run, dense, baseline, export)
     thinned, channels_info = _channels_phase(run, dense)
     # the validation figure of the latest model: each guard measures it, the final model's is the last one
-    final_val = channels_info.validation_metric if channels_info is not None else run.dense_validation
+    channels_val = channels_info.validation_metric if channels_info is not None else run.dense_validation
+    _solve_budget(run, thinned, recipe.sparsity)
+    for attempt in (1, 2):  # a size budget that the export missed is corrected once
+        c = _compress(run, thinned, channels_val)
+        if not (export and recipe.export is not None):
+            break
+        res = export_models(c.final, dense, recipe=recipe, data=data, bundle=bundle_dir(recipe, out),
+                            final_outputs=c.final_out, dense_outputs=base_out, run_dir=out, float_model=c.model)
+        if not _budget_missed(run, thinned, recipe.sparsity, res, attempt):
+            break
+    summary = RunSummary(
+        name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
+        task=task.to_json(),
+        channels=channels_info, sparsity=c.sparsity_info, quantization=c.quant_info, model=c.model_info,
+        timing=_timing(baseline, c.sparsity_info, recipe.data.batch_size, t_start),
+        distillation=recipe.distillation.model_dump(mode="json") if recipe.distillation is not None else None,
+    )
+    if export and recipe.export is not None:
+        summary.tflite = _record_export(summary.baseline, res, run.warnings)
+        if c.sparsity_info is not None and run.budget_plan is not None:
+            c.sparsity_info.budget = run.budget_plan.to_dict()
+    if summary.baseline.keras3_input:
+        summary.keras3 = _keras3_back(run, c.model)
+    summary.timing.total_seconds = time.perf_counter() - t_start
+    summary.warnings = run.warnings
+    summary.versions = _tf.versions()
+    summary.training = TrainingInfo(distribution=recipe.training.distribution,
+                                    replicas=int(_tf.tf().distribute.get_strategy().num_replicas_in_sync))
+    summary.write(out)
+    return RunResult(run_dir=out, summary=summary, warnings=run.warnings)
+
+
+@dataclass
+class _Compressed:
+    """What the sparsity and quantization phases made of the thinned model."""
+
+    model: Any  # the stripped pruned float model (or the thinned model without a sparsity section)
+    plan: sparsity.SparsityPlan | None
+    sparsity_info: SparsityInfo | None
+    final: Any  # the model to export (after QAT/PQAT)
+    quant_info: QuantizationInfo
+    model_info: ModelInfo
+    final_out: Any  # the final model's outputs on the test split
+
+
+def _compress(run: _Run, thinned: Any, final_val: float | None) -> _Compressed:
+    """Prune (the sparsity phase), quantize (QAT/PQAT), each checked by the accuracy guard, and describe the result."""
+    task = run.data.task
     model, plan, sparsity_info = _sparsity_phase(run, thinned)
     if sparsity_info is not None:
         final_val = sparsity_info.validation_metric = _accuracy_guard(run, "sparsity", model)
@@ -346,26 +403,68 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         final_val = quant_info.validation_metric = _accuracy_guard(run, f"quantization ({quant_info.mode})", final)
         quant_info.validation_accuracy = _as_accuracy(task, final_val)
     model_info, final_out = _final_model_info(run, final, plan, final_val)
-    summary = RunSummary(
-        name=recipe.name, run_dir=str(out), seed=recipe.seed, data=DataInfo(**data.describe()), baseline=baseline,
-        task=task.to_json(),
-        channels=channels_info, sparsity=sparsity_info, quantization=quant_info, model=model_info,
-        timing=_timing(baseline, sparsity_info, recipe.data.batch_size, t_start),
-        distillation=recipe.distillation.model_dump(mode="json") if recipe.distillation is not None else None,
-    )
-    if export and recipe.export is not None:
-        res = export_models(final, dense, recipe=recipe, data=data, bundle=bundle_dir(recipe, out),
-                            final_outputs=final_out, dense_outputs=base_out, run_dir=out, float_model=model)
-        summary.tflite = _record_export(summary.baseline, res, run.warnings)
-    if summary.baseline.keras3_input:
-        summary.keras3 = _keras3_back(run, model)
-    summary.timing.total_seconds = time.perf_counter() - t_start
-    summary.warnings = run.warnings
-    summary.versions = _tf.versions()
-    summary.training = TrainingInfo(distribution=recipe.training.distribution,
-                                    replicas=int(_tf.tf().distribute.get_strategy().num_replicas_in_sync))
-    summary.write(out)
-    return RunResult(run_dir=out, summary=summary, warnings=run.warnings)
+    return _Compressed(model, plan, sparsity_info, final, quant_info, model_info, final_out)
+
+
+def _solve_budget(run: _Run, thinned: Any, base: Any, aim: int | None = None) -> None:
+    """``sparsity.target.bytes``: search the sparsity whose file fits and make it the sparsity section's ``final``.
+
+    Args:
+        run: The run; its recipe's sparsity section is replaced by one with the found ``final``.
+        thinned: The model the sparsity phase prunes.
+        base: The recipe's own sparsity section (with its ``target``), or None.
+        aim: The corrected number of bytes to aim at (after a miss); default the budget.
+    """
+    if base is None or base.target is None:
+        return
+    rep = run.data.representative(budget.TRIAL_SAMPLES, seed=run.recipe.seed)
+    found = budget.solve(thinned, base, run.recipe, run.steps_per_epoch, rep, _auto_sensitivity(run, thinned), aim)
+    first = run.budget_plan
+    if first is not None:  # a correction: keep the first search's figures beside the new one
+        found.correction = {"first_final": first.final, "first_predicted": first.predicted,
+                            "first_actual": first.actual, "aimed_at": aim}
+        found.smallest = found.smallest or first.smallest
+    run.budget_plan = found
+    if found.final == 0.0:
+        if run.recipe.quantization.mode == "pqat":
+            raise RecipeError(
+                f"sparsity.target.bytes = {found.budget:,} B: the unpruned model already fits ({found.unpruned:,} B "
+                f"{found.mode}), so there is nothing to prune and prune-preserving QAT has no zeros to keep; use "
+                "quantization.mode: qat, or a smaller budget")
+        run.warnings.append(f"sparsity.target.bytes = {found.budget:,} B: the unpruned model already fits "
+                            f"({found.unpruned:,} B, {found.mode}); the sparsity phase was skipped")
+        run.recipe = run.recipe.model_copy(update={"sparsity": None})
+        return
+    run.recipe = run.recipe.model_copy(update={"sparsity": budget.set_final(base, found.final)})
+
+
+def _budget_missed(run: _Run, thinned: Any, base: Any, res: ExportResult, attempt: int) -> bool:
+    """Record the exported file against the budget; on a first miss, search again and say the phases must rerun."""
+    bp = run.budget_plan
+    if bp is None:
+        return False
+    actual = res.model_path.stat().st_size
+    kept = str(res.info.get("quantization") or run.recipe.quantization.mode)
+    bp.actual, bp.met = actual, actual <= bp.budget
+    if not budget.missed(bp, actual, kept):
+        log.info("budget: model.tflite is %s B for %s B (predicted %s B)", f"{actual:,}", f"{bp.budget:,}",
+                 f"{bp.predicted:,}")
+        return False
+    aim = budget.correction(bp, actual) if attempt == 1 else None
+    if aim is None:
+        run.warnings.append(
+            f"sparsity.target.bytes: model.tflite is {actual:,} B for a budget of {bp.budget:,} B (predicted "
+            f"{bp.predicted:,} B in {bp.mode}; the export kept {kept}" + (", after one correction" if attempt > 1
+                                                                         else "") + "): " + (
+                "it does not fit; export.json lists the conversions and why each was kept or rejected"
+                if actual > bp.budget else "it fits but uses under 90% of the budget"))
+        return False
+    log.warning("budget: model.tflite is %s B, predicted %s B for %s B; correcting once (aiming at %s B)",
+                f"{actual:,}", f"{bp.predicted:,}", f"{bp.budget:,}", f"{aim:,}")
+    _solve_budget(run, thinned, base, aim)
+    for phase in ("sparsity", "quantization"):
+        run.state.data["done"].pop(phase, None)
+    return True
 
 
 @dataclass
@@ -446,6 +545,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             run.data = bind_task(dense, run.data, recipe.task)
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
+                if recipe.sparsity.target is not None:  # and a size budget below the smallest reachable file
+                    budget.smallest_reachable(dense, recipe.sparsity, recipe, run.steps_per_epoch,
+                                              run.data.representative(budget.TRIAL_SAMPLES, seed=recipe.seed))
             if recipe.channels is not None and recipe.channels.schedule == "gradual":  # a window without updates
                 channels.schedule_steps(recipe.channels, run.steps_per_epoch)
             info = {"epochs": recipe.baseline.epochs, "seconds": 0.0, "step_ms": None,
@@ -617,11 +719,14 @@ def _auto_sensitivity(run: _Run, dense: Any) -> list[sparsity.LayerSensitivity] 
     scfg = run.recipe.sparsity
     if scfg is None or scfg.allocation != "auto":
         return None
+    if run.sensitivity is not None:
+        return run.sensitivity
     levels = sorted(lv for lv in {0.5, 0.75, 0.9, 0.95, round(scfg.final, 4), scfg.max_layer} if lv <= scfg.max_layer)
     x, y = run.data.validation().in_memory()
     log.info("sparsity: allocation auto measures each prunable layer alone at %s on validation",
              ", ".join(f"{lv:g}" for lv in levels))
-    return sparsity.layer_sensitivity(dense, x, y, tuple(levels), task=run.data.task)
+    run.sensitivity = sparsity.layer_sensitivity(dense, x, y, tuple(levels), task=run.data.task)
+    return run.sensitivity
 
 
 def _quantization_phase(run: _Run, model: Any, plan: sparsity.SparsityPlan | None) -> tuple[Any, QuantizationInfo]:

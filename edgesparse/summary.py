@@ -127,6 +127,7 @@ class SparsityInfo(_Section):
     achieved: SparsityMeasure = SparsityMeasure()
     validation_accuracy: float | None = None  # of the pruned model, checked against the dense baseline's
     validation_metric: float | None = None  # the task's guard metric (the accuracy for classifiers)
+    budget: dict[str, Any] | None = None  # sparsity.target.bytes: budget, predicted, actual, trials (BudgetPlan)
 
 
 class QuantizationInfo(_Section):

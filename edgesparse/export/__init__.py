@@ -92,13 +92,19 @@ def export_models(
                   y=None, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
-                  max_drop=_max_drop(cfg, data), task=data.task)
+                  max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe))
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
     return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)
+
+
+def _budget_bytes(recipe: Any) -> int | None:
+    """``sparsity.target.bytes`` of the recipe, None without a size budget."""
+    target = getattr(recipe.sparsity, "target", None) if recipe.sparsity is not None else None
+    return int(target.bytes) if target is not None else None
 
 
 def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candidate],

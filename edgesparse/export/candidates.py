@@ -112,6 +112,7 @@ class Sources:
     threads: int
     max_drop: float
     task: Any = None  # edgesparse.task.Task
+    max_bytes: int | None = None  # sparsity.target.bytes: only candidates that fit are chosen (when one does)
 
 
 def _encodings(setting: bool | str) -> list[bool]:
@@ -195,11 +196,17 @@ def _convert_and_evaluate(model: Any, modes: list[str], encodings: list[bool], s
     return out
 
 
-def choose(candidates: list[Candidate], objective: str) -> Candidate | None:
-    """The candidate ``objective`` prefers among the ones that were not rejected (None if all were)."""
+def choose(candidates: list[Candidate], objective: str, max_bytes: int | None = None) -> Candidate | None:
+    """The candidate ``objective`` prefers among the ones that were not rejected (None if all were).
+
+    With ``max_bytes`` (a size budget) only the candidates that fit are considered, when any does; otherwise
+    the objective chooses among all (the run then sees the miss and corrects it).
+    """
     ok = [c for c in candidates if c.rejected is None]
     if not ok:
         return None
+    fits = [c for c in ok if max_bytes is None or len(c.data) <= max_bytes]
+    ok = fits or ok
     timed = [c for c in ok if c.latency_ratio is not None]
     fastest = min(timed, key=lambda c: c.latency_ratio or 0.0) if timed else None
     if objective == "latency" and fastest is not None:
@@ -236,21 +243,21 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
              "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
     candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes, float_outputs)
-    best = choose(candidates, objective)
+    best = choose(candidates, objective, src.max_bytes)
     reasons = []
     if _try_int16x8(best, mode, candidates, src):
         reasons.append(fallback_reason(candidates, mode))
         log.info("%s: trying int16x8 (int16 activations, int8 weights; LiteRT's builtin kernels run it)", reasons[0])
         candidates += _convert_and_evaluate(src.final_model, ["int16x8"], encodings, "final", src, dense_bytes,
                                             float_outputs, because=reasons[0])
-        best = choose(candidates, objective)
+        best = choose(candidates, objective, src.max_bytes)
     if _try_float(best, mode, objective, src):
         last = fallback_reason(candidates, best.mode if best is not None else candidates[-1].mode, best)
         why = "; ".join(reasons + [last] if last not in reasons else reasons)
         log.info("%s: trying float32 conversions of the pruned model too", why)
         candidates += _convert_and_evaluate(src.float_model, ["none"], encodings, "float", src, dense_bytes,
                                             float_outputs, because=why)
-        best = choose(candidates, objective)
+        best = choose(candidates, objective, src.max_bytes)
     if best is None:
         raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))
     return best, candidates
