@@ -103,6 +103,10 @@ def test_end_to_end_the_file_lands_in_the_budget_and_the_summary_says_so(tmp_pat
     assert b["predicted"] == actual  # the trial conversion stored what the trained model's does
     assert summary["sparsity"]["plan"]["final"] == pytest.approx(b["final"])
     assert summary["sparsity"]["achieved"]["overall"] == pytest.approx(b["final"], abs=0.01)
+    from edgesparse.sweep.trial import row_figures
+
+    row = row_figures(result.summary)  # a sweep over sparsity.target.bytes tabulates these
+    assert (row["budget_bytes"], row["budget_predicted_bytes"], row["budget_met"]) == (9000, actual, True)
 
 
 def test_an_unpruned_model_that_fits_skips_the_sparsity_phase_and_says_so(tmp_path: Path) -> None:
@@ -113,3 +117,15 @@ def test_an_unpruned_model_that_fits_skips_the_sparsity_phase_and_says_so(tmp_pa
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary.get("sparsity") is None
     assert any("already fits" in w for w in summary["warnings"])
+
+
+def test_sweep_takes_allocation_and_the_budget_as_axes() -> None:
+    from edgesparse.sweep.grid import plan
+
+    base = Recipe(name="x", sparsity={"final": 0.8}, export={})
+    trials = plan(base, {"sparsity.allocation": ["uniform", "erk"], "sparsity.target.bytes": [9000, "12 KB"]}, 1)
+    recipes = [t.recipe(base) for t in trials]
+    assert sorted((r.sparsity.allocation, r.sparsity.target.bytes) for r in recipes  # type: ignore[union-attr]
+                  ) == [("erk", 9000), ("erk", 12000), ("uniform", 9000), ("uniform", 12000)]
+    with pytest.raises(RecipeError, match="either final .* or target"):
+        plan(base, {"sparsity.final": [0.5], "sparsity.target.bytes": [9000]}, 1)

@@ -32,7 +32,8 @@ COLUMNS = ["trial", "repeat", "seed", "status", "metric", "direction", "baseline
            "tflite_metric", "baseline_accuracy", "keras_accuracy", "tflite_accuracy", "agreement",
            "sparsity", "dense_tflite_bytes", "tflite_bytes", "gzip_bytes", "runtime_weight_bytes", "peak_rss_bytes",
            "latency_median_ms", "latency_p90_ms", "latency_ratio", "latency_ratio_q1", "latency_ratio_q3",
-           "drift_pct", "resolver", "macs_dense", "macs_nonzero", "train_seconds", "error"]
+           "drift_pct", "resolver", "macs_dense", "macs_nonzero", "budget_bytes", "budget_predicted_bytes",
+           "budget_met", "train_seconds", "error"]
 
 
 def write_results(result: SweepResult, axes: list[str]) -> None:

@@ -115,7 +115,15 @@ def row_figures(s: RunSummary) -> dict[str, Any]:
         "tflite_bytes": tfl.bytes if tfl else None,
         "gzip_bytes": tfl.gzip_bytes if tfl else None,
         "layer_sparsity": json.dumps(s.sparsity.achieved.layers if s.sparsity else {}),
+        **_budget_columns(s),
     }
+
+
+def _budget_columns(s: RunSummary) -> dict[str, Any]:
+    """``sparsity.target.bytes`` trials: the budget, the predicted bytes and whether model.tflite fits."""
+    b = (s.sparsity.budget if s.sparsity is not None else None) or {}
+    return {"budget_bytes": b.get("budget"), "budget_predicted_bytes": b.get("predicted"),
+            "budget_met": b.get("met")}
 
 
 def profile_figures(model: Path, runs: int, reference: Path | None = None) -> dict[str, Any]:
