@@ -474,14 +474,16 @@ def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo, export: bool
     steps = 0 if baseline.shared else baseline.epochs * run.steps_per_epoch
     report = health.check_baseline(dense, run.data, history=rows, steps=steps, batch_size=run.recipe.data.batch_size,
                                    value=run.dense_validation)
-    on_broken = run.recipe.baseline.on_broken
     scfg = run.recipe.sparsity
-    if steps == 0 and not baseline.shared and scfg is not None and scfg.method != "magnitude" and report.broken:
-        # sparse training from scratch (baseline.epochs: 0 and rigl/set): an untrained dense model is expected
-        on_broken = "warn"
-        log.info("baseline health: not trained (baseline.epochs: 0); sparsity.method %s trains sparse from its "
-                 "first step", scfg.method)
-    warning = health.enforce(report, on_broken)
+    scratch = steps == 0 and not baseline.shared and scfg is not None and scfg.method != "magnitude"
+    # sparse training from scratch (baseline.epochs: 0 and rigl/set): an untrained dense model at chance is expected
+    warning = health.enforce(report, "warn" if scratch else run.recipe.baseline.on_broken)
+    if warning and scratch and scfg is not None:
+        warning = (f"baseline: at chance on {report.split} ({report.metric} {report.fmt_value}, chance "
+                   f"{report.fmt_chance}) and not trained (baseline.epochs: 0): sparsity.method {scfg.method} trains "
+                   "the model sparse from scratch, so the baseline's figures are the untrained model's. If the model "
+                   "was meant to be trained already, its weights are not (baseline.on_broken does not stop a "
+                   "from-scratch run).")
     if warning:
         run.warnings.append(warning)
     log.info("baseline health: %s %s %s vs chance %s: %s", report.split, report.metric.replace("/", " "),

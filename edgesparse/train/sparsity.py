@@ -194,8 +194,9 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int,
     """
     begin, end, freq = _schedule_steps(cfg, steps_per_epoch) if cfg.method == "magnitude" else \
         _update_steps(cfg, steps_per_epoch)
+    dynamic = cfg.method != "magnitude"
     plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq,
-                        method=cfg.method, drop_fraction=None if cfg.method == "magnitude" else cfg.update.drop_fraction)
+                        method=cfg.method, drop_fraction=cfg.update.drop_fraction if dynamic else None)
     prunable = prunable_layers(model)
     if not prunable:
         raise ModelError(
