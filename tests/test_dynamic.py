@@ -183,7 +183,6 @@ def test_rigl_from_scratch_with_erk_end_to_end_holds_the_target_to_the_tflite(tm
     assert first["step"] == 4 and first["drop_fraction"] == pytest.approx(dynamic.drop_fraction_at(4, dyn["end_step"],
                                                                                                      0.3))
     assert [u["step"] for u in dyn["updates"]] == list(range(4, dyn["end_step"], 4))
-    print(json.dumps(dyn))
     assert all(u["survived"] is None or 0.0 <= u["survived"] <= 1.0 for u in dyn["updates"])
     pruned = {lp["name"]: lp for lp in sp["plan"]["layers"] if lp["prune"]}
     assert len({lp["target"] for lp in pruned.values()}) > 1  # erk: not uniform
