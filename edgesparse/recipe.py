@@ -185,9 +185,46 @@ class SizeTarget(_Section):
         return int(round(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]))
 
 
-class SparsityConfig(_Section):
-    """The pruning phase (tensorflow-model-optimization), in epochs of this phase."""
+class DynamicUpdate(_Section):
+    """``update: {frequency: 100, drop_fraction: 0.3, end: 6}``: the drop/grow of ``method: rigl | set``.
 
+    Every ``frequency`` training steps until ``end`` (epochs of the sparsity phase; default 3/4 of it), each pruned
+    layer drops ``drop_fraction`` (cosine-decayed to 0 at ``end``) of its active weights, the smallest by magnitude,
+    and regrows as many inactive ones (rigl: largest gradient magnitude; set: at random), which start at zero.
+    """
+
+    frequency: int = Field(100, gt=0, description="training steps between drop/grow updates")
+    drop_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of each layer's active weights dropped and "
+                                 "regrown at the first update, cosine-decayed to 0 at end")
+    end: float | None = Field(None, gt=0.0, description="epoch of the sparsity phase after which the masks stay "
+                              "fixed; default 3/4 of the phase")
+
+    def end_epoch(self, epochs: int) -> float:
+        """Where the updates stop in a phase of ``epochs`` epochs (default: 3/4 of it, at least 1 epoch)."""
+        return self.end if self.end is not None else max(1, round(epochs * 0.75))
+
+
+#: the magnitude schedule's fields, which method rigl / set ignores, and what to use instead
+_MAGNITUDE_ONLY = {"schedule": "rigl/set hold the final sparsity from the first step",
+                   "initial": "rigl/set hold the final sparsity from the first step",
+                   "start": "rigl/set hold the final sparsity from the first step",
+                   "end": "use update.end (epoch where drop/grow stops)",
+                   "frequency": "use update.frequency (steps between drop/grow updates)"}
+
+
+class SparsityConfig(_Section):
+    """The pruning phase (tensorflow-model-optimization), in epochs of this phase.
+
+    ``method: magnitude`` (the default) prunes gradually by magnitude on tfmot's schedules (``schedule``,
+    ``initial``, ``start``, ``end``, ``frequency``); ``rigl`` and ``set`` are dynamic sparse training: each
+    layer's target sparsity from the phase's first step, and masks updated by drop/grow (see ``update``).
+    """
+
+    method: Literal["magnitude", "rigl", "set"] = Field(
+        "magnitude", description="magnitude: gradual magnitude pruning on tfmot's schedule; rigl: the final sparsity "
+        "from the first step, drop the smallest weights and regrow by gradient magnitude every update.frequency "
+        "steps; set: the same, regrowing at random")
+    update: DynamicUpdate = Field(DynamicUpdate(), description="rigl / set: the drop/grow schedule")
     schedule: Literal["polynomial", "constant"] = "polynomial"
     initial: Fraction = 0.0
     final: Fraction = Field(0.9, description="the target sparsity: of every pruned layer (allocation uniform), or "
@@ -228,6 +265,11 @@ class SparsityConfig(_Section):
                 f"end ({end:g}) is after the last epoch of the sparsity phase (epochs: {self.epochs}); "
                 "pruning would never reach the final sparsity"
             )
+        if self.method != "magnitude":
+            self._check_dynamic()
+        elif "update" in self.model_fields_set and self.update != DynamicUpdate():
+            raise ValueError("update (drop/grow) applies to method rigl or set, not magnitude; add method: rigl "
+                             "(or set), or remove update and use frequency/start/end for the magnitude schedule")
         if self.target is not None:
             if "final" in self.model_fields_set:
                 raise ValueError(
@@ -242,6 +284,30 @@ class SparsityConfig(_Section):
                 f"sparsity of {self.final:g} when every layer stays at or below {self.max_layer:g}; raise max_layer "
                 f"to at least {self.final:g} (e.g. 0.98) or lower final")
         return self
+
+    def _check_dynamic(self) -> None:
+        """rigl / set: no magnitude-schedule field given, unstructured patterns, an update window inside the phase."""
+        defaults = SparsityConfig.model_fields
+        # "set and not the default": a dumped-and-revalidated recipe (override(), the lock file) sets every field
+        given = [k for k in _MAGNITUDE_ONLY if k in self.model_fields_set and getattr(self, k) != defaults[k].default]
+        if given:
+            raise ValueError(
+                f"method {self.method} does not use the magnitude schedule's "
+                + "; ".join(f"{k} ({_MAGNITUDE_ONLY[k]})" for k in given)
+                + f". Remove {', '.join(given)} (or use method: magnitude); rigl/set take update.frequency, "
+                "update.drop_fraction and update.end")
+        patterns = [("pattern", self.pattern)] + [(f"layers (match '{ov.match}') pattern", ov.pattern)
+                                                   for ov in self.layers if ov.pattern is not None]
+        structured = [f"{where}: {p}" for where, p in patterns if p.kind != "unstructured"]
+        if structured:
+            raise ValueError(
+                f"method {self.method} drops and regrows single weights, so it prunes unstructured only, not "
+                + ", ".join(structured) + "; use pattern: unstructured or method: magnitude for block and M:N "
+                "patterns")
+        end = self.update.end_epoch(self.epochs)
+        if end > self.epochs:
+            raise ValueError(f"update.end ({end:g}) is after the last epoch of the sparsity phase (epochs: "
+                             f"{self.epochs}); give update.end <= {self.epochs}")
 
     @property
     def end_epoch(self) -> float:
@@ -425,6 +491,10 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Recipe:
+        if self.sparsity is not None and self.sparsity.method != "magnitude" and \
+                self.training.distribution != "none":
+            raise ValueError(f"sparsity.method {self.sparsity.method} edits the masks on one worker; use "
+                             "training.distribution: none, or sparsity.method: magnitude with mirrored")
         if self.quantization.mode == "pqat" and self.sparsity is None:
             raise ValueError("quantization mode pqat (prune-preserving QAT) needs a sparsity section")
         io = self.export.io if self.export is not None else "float32"

@@ -62,7 +62,7 @@ from edgesparse.summary import (
     TimingInfo,
     TrainingInfo,
 )
-from edgesparse.train import channels, coverage, fit, health, quantize, sparsity
+from edgesparse.train import channels, coverage, dynamic, fit, health, quantize, sparsity
 from edgesparse.train.distill import teacher_for
 
 log = logging.getLogger(__name__)
@@ -576,7 +576,16 @@ def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo, export: bool
     steps = 0 if baseline.shared else baseline.epochs * run.steps_per_epoch
     report = health.check_baseline(dense, run.data, history=rows, steps=steps, batch_size=run.recipe.data.batch_size,
                                    value=run.dense_validation)
-    warning = health.enforce(report, run.recipe.baseline.on_broken)
+    scfg = run.recipe.sparsity
+    scratch = steps == 0 and not baseline.shared and scfg is not None and scfg.method != "magnitude"
+    # sparse training from scratch (baseline.epochs: 0 and rigl/set): an untrained dense model at chance is expected
+    warning = health.enforce(report, "warn" if scratch else run.recipe.baseline.on_broken)
+    if warning and scratch and scfg is not None:
+        warning = (f"baseline: at chance on {report.split} ({report.metric} {report.fmt_value}, chance "
+                   f"{report.fmt_chance}) and not trained (baseline.epochs: 0): sparsity.method {scfg.method} trains "
+                   "the model sparse from scratch, so the baseline's figures are the untrained model's. If the model "
+                   "was meant to be trained already, its weights are not (baseline.on_broken does not stop a "
+                   "from-scratch run).")
     if warning:
         run.warnings.append(warning)
     log.info("baseline health: %s %s %s vs chance %s: %s", report.split, report.metric.replace("/", " "),
@@ -688,11 +697,15 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         pruned = sparsity.apply_pruning(dense, scfg, plan)
         log.info("sparsity: pruning %d layers to %.0f%%%s (%s, steps %d->%d every %d) for %d epochs", len(names),
                  100 * scfg.final, "" if plan.allocation == "uniform" else f" overall ({plan.allocation})",
-                 scfg.schedule, plan.begin_step, plan.end_step, plan.frequency, scfg.epochs)
+                 scfg.schedule if scfg.method == "magnitude" else f"{scfg.method}: the target from step 0, drop/grow "
+                 f"{scfg.update.drop_fraction:g} cosine-decayed", plan.begin_step, plan.end_step, plan.frequency,
+                 scfg.epochs)
         tfmot_sp = _tf.tfmot().sparsity.keras
+        updater = _dynamic_updater(run, plan)
         r = run.fit(
             "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
             extra_callbacks=[tfmot_sp.UpdatePruningStep(),
+                             *([updater.callback()] if updater is not None else []),
                              tfmot_sp.PruningSummaries(log_dir=str(run.out / "logs" / "pruning"))],
             epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
             **run.teacher("sparsity"),
@@ -700,6 +713,8 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         model = sparsity.strip(pruned)
         _save_model(model, run.out / "sparse.keras")
         info = {"epochs": scfg.epochs, "seconds": r.seconds, "step_ms": r.step_ms}
+        if updater is not None:
+            info["dynamic"] = updater.stats.to_dict()
         run.state.mark("sparsity", info)
     measured = sparsity.measure_sparsity(model, names)
     plan.record_achieved(measured["layers"])
@@ -712,6 +727,19 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
         )
     log.info("sparsity: achieved %.2f%% over the pruned kernels", 100 * measured["overall"])
     return model, plan, SparsityInfo(plan=plan.to_dict(), achieved=SparsityMeasure(**measured), **info)
+
+
+def _dynamic_updater(run: _Run, plan: sparsity.SparsityPlan) -> dynamic.DynamicSparsity | None:
+    """``method: rigl | set``: the mask owner of the phase (rigl reads its own shuffled training batches)."""
+    if plan.method == "magnitude" or plan.drop_fraction is None:
+        return None
+    batches = None
+    if plan.method == "rigl":
+        ds = run.data.train.dataset(run.recipe.data.batch_size, shuffle=True, seed=run.recipe.seed + 1,
+                                    targets=run.data.fit_targets)
+        batches = iter(ds.repeat())
+    return dynamic.DynamicSparsity(plan.method, plan.frequency, plan.end_step, plan.drop_fraction, batches,
+                                   seed=run.recipe.seed)
 
 
 def _auto_sensitivity(run: _Run, dense: Any) -> list[sparsity.LayerSensitivity] | None:

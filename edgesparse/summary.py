@@ -125,6 +125,7 @@ class SparsityInfo(_Section):
     step_ms: float | None = None
     plan: dict[str, Any] = {}
     achieved: SparsityMeasure = SparsityMeasure()
+    dynamic: dict[str, Any] | None = None  # method rigl / set: the drop/grow updates (train.dynamic.DynamicStats)
     validation_accuracy: float | None = None  # of the pruned model, checked against the dense baseline's
     validation_metric: float | None = None  # the task's guard metric (the accuracy for classifiers)
     budget: dict[str, Any] | None = None  # sparsity.target.bytes: budget, predicted, actual, trials (BudgetPlan)

@@ -55,6 +55,8 @@ class SparsityPlan:
     allocation: str = "uniform"
     final: float | None = None  # the recipe's final: per layer (uniform) or over the pruned kernels (the others)
     planned: float | None = None  # the planned overall sparsity over the pruned kernels
+    method: str = "magnitude"  # rigl / set: begin/end/frequency are the drop/grow updates' steps
+    drop_fraction: float | None = None  # rigl / set: at the first update, cosine-decayed to 0 at end_step
 
     def record_achieved(self, layers: dict[str, float]) -> None:
         """Set each pruned layer's achieved sparsity (from :func:`measure_sparsity`'s ``layers``)."""
@@ -190,8 +192,11 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int,
             prunable layer, a block pattern does not divide a layer's kernel or cannot meet its allocated
             target, or the allocation cannot meet ``final`` (ceiling, overrides).
     """
-    begin, end, freq = _schedule_steps(cfg, steps_per_epoch)
-    plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq)
+    begin, end, freq = _schedule_steps(cfg, steps_per_epoch) if cfg.method == "magnitude" else \
+        _update_steps(cfg, steps_per_epoch)
+    dynamic = cfg.method != "magnitude"
+    plan = SparsityPlan(steps_per_epoch=steps_per_epoch, begin_step=begin, end_step=end, frequency=freq,
+                        method=cfg.method, drop_fraction=cfg.update.drop_fraction if dynamic else None)
     prunable = prunable_layers(model)
     if not prunable:
         raise ModelError(
@@ -290,6 +295,22 @@ def _schedule_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int
             f"{steps_per_epoch} steps per epoch; widen the window or lower `frequency`."
         )
     return begin, end, freq
+
+
+def _update_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int, int]:
+    """rigl / set: the drop/grow window (0, end) and its frequency in training steps.
+
+    Raises:
+        RecipeError: the window holds no update (``update.end`` is at or before the first ``update.frequency``).
+    """
+    end = int(round(cfg.update.end_epoch(cfg.epochs) * steps_per_epoch))
+    freq = cfg.update.frequency
+    if end <= freq:
+        raise RecipeError(
+            f"sparsity: method {cfg.method}: update.end={cfg.update.end_epoch(cfg.epochs):g} epochs is {end} steps at "
+            f"{steps_per_epoch} steps per epoch, not after the first update at update.frequency={freq} steps: no "
+            f"mask would ever be updated. Lower update.frequency (below {end}) or raise update.end / epochs.")
+    return 0, end, freq
 
 
 def _policy(model: Any, cfg: SparsityConfig) -> Callable[[Any], bool]:
@@ -416,6 +437,10 @@ def apply_pruning(dense: Any, cfg: SparsityConfig, plan: SparsityPlan) -> Any:
     by_name = {lp.name: lp for lp in plan.layers}
 
     def schedule(target: float) -> Any:
+        if cfg.method != "magnitude":
+            # tfmot's step is at least 1 in training, so a window [0, 0] never fires: the masks are the drop/grow
+            # callback's alone (edgesparse.train.dynamic), which sets them to the target before the first step
+            return sparsity.ConstantSparsity(target, begin_step=0, end_step=0, frequency=1)
         if cfg.schedule == "constant":
             return sparsity.ConstantSparsity(target, begin_step=plan.begin_step, end_step=plan.end_step,
                                              frequency=plan.frequency)
