@@ -800,8 +800,11 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
             f"{'pruned float' if chosen.get('source') == 'float' else 'final'} model, not "
             f"{info.get('requested_quantization')}: "
             f"{why} (export.json lists every candidate with its accuracy, latency and why it was rejected{tip}).")
-    diagnosis = info.get("quantization_diagnosis")
-    if diagnosis:
+    diagnosis, kept_float = info.get("quantization_diagnosis"), info.get("keep_float") or {}
+    if kept_float.get("requested") == "auto" and chosen.get("keep_float"):
+        warnings.append(f"export kept {', '.join(chosen['keep_float'])} float32 in the int8 model.tflite "
+                        f"(quantization.keep_float: auto): {kept_float.get('why')}.")
+    elif diagnosis:
         warnings.append(f"export: {diagnosis['message']}")
     builtin_ops = chosen.get("builtin_ops") or {}
     if info.get("quantization") == "int16x8" and builtin_ops and v.get("resolver") != "builtin":

@@ -20,7 +20,7 @@ from edgesparse.errors import ExportError, RecipeError
 from edgesparse.recipe import validate_recipe
 from edgesparse.tflite import inspect_tflite
 from edgesparse.tflite.mixed import float_ops, integer_ops
-from tests.conftest import tiny_recipe
+from tests.conftest import tiny_recipe, write_recipe
 from tests.test_int16x8 import _fusion_data
 
 
@@ -98,6 +98,22 @@ def test_keep_float_auto_keeps_the_fewest_ops_float_within_the_drop(tmp_path: Pa
     assert len(exp["float_ops"]) == 1 and integer_ops(Path(s.tflite.bundle) / "model.tflite") == 2
     assert exp["quantization_diagnosis"]["worst"][0]["layer"] == "fc1"
     assert "fallback" not in exp
+    assert any("kept fc1 float32" in w and "keep_float: auto" in w for w in s.warnings), s.warnings
+    # `inspect` shows the float op; `analyze --quantization` ranks the run's ops, fc1 first, measured kept float
+    from click.testing import CliRunner
+
+    from edgesparse.cli import main
+
+    res = CliRunner().invoke(main, ["inspect", str(Path(s.tflite.bundle) / "model.tflite")])
+    assert res.exit_code == 0 and "fc1 (FULLY_CONNECTED)" in res.output, res.output
+    recipe_path = write_recipe(tmp_path, json.loads(json.dumps(_fusion_recipe(tmp_path, {"keep_float": "auto"})
+                                                               .model_dump(mode="json", exclude_none=True))))
+    res = CliRunner().invoke(main, ["analyze", str(recipe_path), "--quantization"])
+    assert res.exit_code == 0, res.output
+    q = json.loads((Path(s.run_dir) / "quantization.json").read_text())
+    assert [r["layer"] for r in q["rows"]][0] == "fc1" and q["int8_drop"] > 5.0, q
+    assert q["rows"][0]["drop_if_float"] <= 5.0 and q["measured_ops"] == 3
+    assert (Path(s.run_dir) / "quantization.png").stat().st_size > 1000
 
 
 def test_keep_float_refusals(tmp_path: Path) -> None:
