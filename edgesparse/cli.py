@@ -170,7 +170,6 @@ def export(run_dir: Path, output: Path | None, force: bool) -> None:
 def inspect(model: Path, as_json: bool) -> None:
     """Show how MODEL.tflite stores its weights (dense, CSR, blocks) and its DENSIFY ops."""
     from edgesparse.tflite.inspect import inspect_tflite
-
     from edgesparse.tflite.mixed import float_ops
 
     info = inspect_tflite(model)

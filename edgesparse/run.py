@@ -34,8 +34,7 @@ from edgesparse.data import Dataset, load_dataset
 from edgesparse.data.objects import dataset_from_objects
 from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
-from edgesparse.export import ExportResult, default_bundle_dir, export_models
-from edgesparse.export import keep_float
+from edgesparse.export import ExportResult, default_bundle_dir, export_models, keep_float
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
 from edgesparse.export.verify import verify

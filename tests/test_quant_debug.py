@@ -129,7 +129,7 @@ def test_keep_float_refusals(tmp_path: Path) -> None:
                      ({"mode": "int8", "keep_float": []}, "keeps nothing float")):
         with pytest.raises(RecipeError, match=match):
             validate_recipe(tiny_recipe(tmp_path, quantization=q))
-    with pytest.raises(RecipeError, match="keep_float needs export.io: float32"):
+    with pytest.raises(RecipeError, match=r"keep_float needs export\.io: float32"):
         validate_recipe(tiny_recipe(tmp_path, quantization={"mode": "int8", "keep_float": "auto"},
                                     export={"io": "int8"}))
 

@@ -110,7 +110,8 @@ def auto(dbg: QuantDebugger, rows: list[OpError], score: Score, max_drop: float,
     if measured and (measured[0].drop_if_float or 0.0) <= max_drop:
         best = measured[0]
         return Selection(tensors=[best.tensor], layers=[best.layer or best.tensor], requested="auto",
-                         drop=best.drop_if_float, metric=best.metric_if_float, tried=tried, data=dbg.model([best.tensor]),
+                         drop=best.drop_if_float, metric=best.metric_if_float, tried=tried,
+                         data=dbg.model([best.tensor]),
                          why=f"{before}keeping one op float is enough: {best.where} (worst first by rmse / scale, "
                              f"measured: {best.drop_if_float:.2f} lost with it float, within {max_drop:g})")
     chosen: list[OpError] = []

@@ -14,7 +14,7 @@ _INTEGER = ("int8", "uint8", "int16")
 
 def guess_layer(tensor: str) -> str | None:
     """The layer a converter tensor name names, from its text alone: ``"model/fc1/MatMul;..."`` -> ``fc1``."""
-    comps = tensor.split(";")[0].split("/")
+    comps = tensor.split(";", maxsplit=1)[0].split("/")
     return comps[1] if len(comps) > 2 else None
 
 
