@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
     from edgesparse.device.deploy import DeployResult, deploy
     from edgesparse.export import ExportResult
     from edgesparse.profile.measure import ProfileReport, profile
+    from edgesparse.quant_analysis import QuantizationReport, analyze_quantization
     from edgesparse.recipe import Recipe, load_recipe
     from edgesparse.run import LoadedRun, RunResult, export, load_run, train
     from edgesparse.summary import RunSummary, read_summary
@@ -39,6 +40,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
 _API = {
     "analyze": "edgesparse.analyze",
     "SensitivityReport": "edgesparse.analyze",
+    "analyze_quantization": "edgesparse.quant_analysis",
+    "QuantizationReport": "edgesparse.quant_analysis",
     "load_recipe": "edgesparse.recipe",
     "check_recipe": "edgesparse.check",
     "Recipe": "edgesparse.recipe",
@@ -69,6 +72,7 @@ __all__ = [
     "LoadedRun",
     "ModelInspection",
     "ProfileReport",
+    "QuantizationReport",
     "Recipe",
     "RunResult",
     "RunSummary",
@@ -76,6 +80,7 @@ __all__ = [
     "SweepResult",
     "__version__",
     "analyze",
+    "analyze_quantization",
     "check_recipe",
     "deploy",
     "export",

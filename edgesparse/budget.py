@@ -93,7 +93,7 @@ class _Sizer:
         self.trials: list[dict[str, Any]] = []
 
     def __call__(self, final: float) -> int:
-        cfg = self.cfg.model_copy(update={"final": final, "target": None, "schedule": "constant",
+        cfg = self.cfg.model_copy(update={"final": final, "target": None, "schedule": "constant", "method": "magnitude",
                                           "regularization": None})
         if final == 0.0:
             pruned = self.model
@@ -118,7 +118,8 @@ def one_step_prune(model: Any, cfg: SparsityConfig, plan: sparsity.SparsityPlan)
     conversion stores what the trained model's will.
     """
     plan.begin_step, plan.end_step, plan.frequency = 0, 1, 1
-    wrapped = sparsity.apply_pruning(model, cfg.model_copy(update={"schedule": "constant"}), plan)
+    wrapped = sparsity.apply_pruning(model, cfg.model_copy(update={"schedule": "constant", "method": "magnitude"}),
+                                     plan)
     for layer in wrapped.layers:
         obj = getattr(layer, "pruning_obj", None)
         if obj is None:

@@ -170,14 +170,19 @@ def export(run_dir: Path, output: Path | None, force: bool) -> None:
 def inspect(model: Path, as_json: bool) -> None:
     """Show how MODEL.tflite stores its weights (dense, CSR, blocks) and its DENSIFY ops."""
     from edgesparse.tflite.inspect import inspect_tflite
+    from edgesparse.tflite.mixed import float_ops
 
     info = inspect_tflite(model)
+    d = {**info.to_dict(), "float_ops": float_ops(info)}
     if as_json:
-        click.echo(json.dumps(info.to_dict(), indent=2, default=str))
+        click.echo(json.dumps(d, indent=2, default=str))
         return
-    from edgesparse.report import inspection_table
+    from edgesparse.report import inspection_float_ops, inspection_table
 
-    _console().print(inspection_table(info.to_dict()))
+    _console().print(inspection_table(d))
+    mixed = inspection_float_ops(d)
+    if mixed:
+        _console().print(mixed)
 
 
 @main.command()
@@ -221,12 +226,19 @@ def _check_lines(rec: Any) -> list[str]:
 @click.option("--ratios", default=None, metavar="R1,R2,...", help="Fractions of each group removed (0.25,0.5,0.75).")
 @click.option("--force", is_flag=True, help="Retrain the baseline even if the folder holds one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON instead of the table.")
+@click.option("--quantization", is_flag=True,
+              help="Instead: the int8 error of each op of the run's final model (TF's QuantizationDebugger), worst "
+                   "first, into quantization.json/.png (default: in the run directory).")
 @_handle_errors
 def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, run_dir: Path | None,
-            ratios: str | None, force: bool, as_json: bool) -> None:
+            ratios: str | None, force: bool, as_json: bool, quantization: bool) -> None:
     """Sensitivity of RECIPE's dense model: each channel group, and each layer's kernel, pruned alone."""
     from edgesparse.analyze import analyze as run_analyze
     from edgesparse.recipe import load_recipe
+
+    if quantization:
+        _analyze_quantization(load_recipe(recipe, overrides), run_dir, output_dir, as_json)
+        return
 
     try:
         parsed = [float(r) for r in ratios.split(",")] if ratios else None
@@ -247,6 +259,20 @@ def analyze(recipe: Path, overrides: tuple[str, ...], output_dir: Path | None, r
     console.print(sensitivity_table(report))
     console.print(unstructured_sensitivity_table(report))
     console.print(f"written: {report.json_path}, {report.png_path}, {report.unstructured_png_path}")
+
+
+def _analyze_quantization(rec: Any, run_dir: Path | None, output_dir: Path | None, as_json: bool) -> None:
+    from edgesparse.quant_analysis import analyze_quantization
+    from edgesparse.report import quantization_table
+
+    console = _console(stderr=as_json)
+    with _progress(console):
+        report = analyze_quantization(rec, run_dir=run_dir, out_dir=output_dir)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    console.print(quantization_table(report.to_dict()))
+    console.print(f"written: {report.files['json']}, {report.files['png']}")
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

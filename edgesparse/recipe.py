@@ -414,6 +414,34 @@ class QuantizationConfig(_Section):
     mode: Literal["none", "dynamic", "float16", "int8", "int16x8", "qat", "pqat"] = "none"
     epochs: int = Field(2, ge=0, description="fine-tuning epochs for qat / pqat")
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
+    keep_float: list[str] | Literal["auto"] | None = Field(
+        None, description="int8 only: keep the ops of the layers these regexes match (searched in layer names) in "
+        "float32 in an otherwise int8 model; auto: the fewest ops, worst quantization error first, that bring the "
+        "model within export.max_accuracy_drop (edgesparse analyze --quantization ranks them)")
+
+    @field_validator("keep_float")
+    @classmethod
+    def _regexes(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("keep_float: [] keeps nothing float; give layer-name regexes, auto, or null")
+            for v in value:
+                try:
+                    re.compile(v)
+                except re.error as exc:
+                    raise ValueError(f"keep_float: '{v}' is not a valid regex ({exc})") from None
+        return value
+
+    @model_validator(mode="after")
+    def _keep_float_mode(self) -> QuantizationConfig:
+        if self.keep_float is not None and self.mode != "int8":
+            why = {"int16x8": "the quantization debugger that keeps ops float quantizes to int8 only",
+                   "qat": "a quantization-aware trained model's fake-quant ops fix every layer's quantization",
+                   "pqat": "a quantization-aware trained model's fake-quant ops fix every layer's quantization"}.get(
+                       self.mode, f"mode {self.mode} has no integer ops to keep float")
+            raise ValueError(f"quantization.keep_float needs quantization.mode: int8, not '{self.mode}': {why}; "
+                             "use mode int8 with keep_float, or drop keep_float")
+        return self
 
 
 class ExportConfig(_Section):
@@ -507,6 +535,10 @@ class Recipe(_Section):
                              "converter's sparse encoding rewrites int16x8 biases as int32 and breaks its convolutions "
                              "(measured: wrong outputs); use sparse_encoding: false or auto (int16x8 is then converted "
                              "without it; its dense int8 kernels keep the pruned zeros)")
+        if self.quantization.keep_float is not None and io != "float32":
+            raise ValueError(f"quantization.keep_float needs export.io: float32, not {io}: the float ops it keeps "
+                             "are quantized around by the debugger's quantizer, which leaves the model's inputs and "
+                             "outputs float32")
         if io == "int16" and self.quantization.mode != "int16x8":
             raise ValueError(f"export.io: int16 needs quantization.mode: int16x8 (int16 activations), not "
                              f"'{self.quantization.mode}'; use export.io: int8 with int8/qat/pqat, or float32")

@@ -78,6 +78,36 @@ def inspection_table(info: dict[str, Any]) -> Any:
     return t
 
 
+def quantization_table(q: dict[str, Any]) -> Any:
+    """quantization.json's rows: per quantized op, its layer, rmse, rmse / scale, range and the drop kept float."""
+    from rich.table import Table
+
+    unit = q.get("unit", "points")
+    lost = q.get("int8_drop")
+    t = Table(title=f"{q.get('name')}: int8 error per op, worst first"
+                    + ("" if lost is None else f" (int8 loses {lost:.2f} {unit} on the test split)"))
+    for col in ("layer", "op", "rmse", "rmse / scale", "range", f"lost with only it float ({unit})"):
+        t.add_column(col, justify="left" if col in ("layer", "op") else "right")
+    for r in q.get("rows", []):
+        lo, hi = r["range"]
+        kept = r.get("drop_if_float")
+        t.add_row(str(r.get("layer") or r.get("tensor")), str(r.get("op")), f"{r['rmse']:.3g}",
+                  f"{r['rmse_over_scale']:.3g}", f"{lo:.3g} to {hi:.3g}", "not measured" if kept is None
+                  else f"{kept:.2f}")
+    if q.get("mode_note"):
+        t.caption = str(q["mode_note"])
+    return t
+
+
+def inspection_float_ops(info: dict[str, Any]) -> str | None:
+    """``"float32 ops in this int8 model: fc1 (FULLY_CONNECTED)"`` for a mixed model, else None."""
+    ops = info.get("float_ops") or []
+    if not ops:
+        return None
+    return (f"{len(ops)} op(s) compute in float32 in this integer model (quantization.keep_float): "
+            + ", ".join(f"{o.get('layer') or o.get('tensor')} ({o.get('op')})" for o in ops))
+
+
 def channels_table(summary: RunSummary) -> Any:
     """Dense vs thinned (channel pruning): parameters, MACs, float .tflite bytes, paired latency, guard metric.
 

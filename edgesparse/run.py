@@ -34,7 +34,7 @@ from edgesparse.data import Dataset, load_dataset
 from edgesparse.data.objects import dataset_from_objects
 from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
-from edgesparse.export import ExportResult, default_bundle_dir, export_models
+from edgesparse.export import ExportResult, default_bundle_dir, export_models, keep_float
 from edgesparse.export.convert import convert
 from edgesparse.export.latency import time_paired
 from edgesparse.export.verify import verify
@@ -543,6 +543,7 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             dense = (model_from_object(run.model_object) if run.model_object is not None else
                      build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe)))
             run.data = bind_task(dense, run.data, recipe.task)
+            keep_float.check_layers(dense, recipe.quantization.keep_float)  # a regex matching no layer: now
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
                 if recipe.sparsity.target is not None:  # and a size budget below the smallest reachable file
@@ -931,6 +932,12 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
             f"{'pruned float' if chosen.get('source') == 'float' else 'final'} model, not "
             f"{info.get('requested_quantization')}: "
             f"{why} (export.json lists every candidate with its accuracy, latency and why it was rejected{tip}).")
+    diagnosis, kept_float = info.get("quantization_diagnosis"), info.get("keep_float") or {}
+    if kept_float.get("requested") == "auto" and chosen.get("keep_float"):
+        warnings.append(f"export kept {', '.join(chosen['keep_float'])} float32 in the int8 model.tflite "
+                        f"(quantization.keep_float: auto): {kept_float.get('why')}.")
+    elif diagnosis:
+        warnings.append(f"export: {diagnosis['message']}")
     builtin_ops = chosen.get("builtin_ops") or {}
     if info.get("quantization") == "int16x8" and builtin_ops and v.get("resolver") != "builtin":
         warnings.append(
@@ -955,6 +962,7 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         densify_ops=info["model"].get("densify_ops"), encodings=info["model"].get("encodings"), bundle=str(res.bundle),
         quantization=info.get("quantization"), objective=info.get("objective"),
         latency_ratio=chosen.get("latency_ratio"),
+        float_ops=[f"{o.get('layer') or o.get('tensor')} ({o.get('op')})" for o in info.get("float_ops") or []],
     )
 
 

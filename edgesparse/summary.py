@@ -198,6 +198,7 @@ class TFLiteInfo(_Section):
     quantization: str | None = None  # the conversion kept (a float32 fallback differs from the recipe's mode)
     objective: str | None = None  # export.objective that chose it
     latency_ratio: float | None = None  # paired median latency / the dense float32 model's, on the exporting machine
+    float_ops: list[str] | None = None  # ops of an int8 model kept float32 ("fc1 (FULLY_CONNECTED)"; keep_float)
 
 
 class TrainingInfo(_Section):

@@ -22,6 +22,7 @@ from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
 from edgesparse.tflite import gzip_size, storage_facts
+from edgesparse.tflite.mixed import float_ops
 
 __all__ = ["VERIFY_SAMPLES", "ExportResult", "default_bundle_dir", "export_models", "gzip_size", "verify_arrays"]
 
@@ -92,10 +93,14 @@ def export_models(
                   y=None, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
-                  max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe))
+                  max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe),
+                  keep_float=recipe.quantization.keep_float)
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
+    info["float_ops"] = float_ops(best.data, src.report.get("op_layers")) if CONVERTER_MODES.get(best.mode).integer \
+        else []
+    info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis") if k in src.report})
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
     return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,9 @@ import numpy as np
 from edgesparse import progress
 from edgesparse.data.stream import model_outputs
 from edgesparse.errors import AccuracyDropError, EdgesparseError, ExportError
+from edgesparse.export import keep_float as kf
 from edgesparse.export.convert import convert
+from edgesparse.export.debugger import OpError, QuantDebugger
 from edgesparse.export.latency import time_paired
 from edgesparse.export.litert import fc_shape_mismatches
 from edgesparse.export.modes import CONVERTER_MODES
@@ -69,10 +71,12 @@ class Candidate:
     rejected_for: str | None = None  # "accuracy" (lost more than export.max_accuracy_drop) | "error"
     tried_because: str = "the requested mode"
     delegation: dict[str, Any] | None = None  # ops XNNPACK took (runner.op_delegation)
+    keep_float: list[str] | None = None  # layers whose ops this int8 conversion keeps float32
 
     @property
     def label(self) -> str:
-        return (f"{'float32' if self.mode == 'none' else self.mode}, "
+        kept = f", {', '.join(self.keep_float)} kept float" if self.keep_float else ""
+        return (f"{'float32' if self.mode == 'none' else self.mode}{kept}, "
                 f"sparse encoding {'on' if self.sparse_encoding else 'off'}")
 
     @property
@@ -93,7 +97,7 @@ class Candidate:
                 "accuracy": v.accuracy if v else None, "metric": v.metric if v else None,
                 "agreement": v.agreement if v else None, "drop": v.drop if v else None,
                 "xnnpack_ops": self.delegated, "builtin_ops": (self.delegation or {}).get("builtin"),
-                "tried_because": self.tried_because,
+                "tried_because": self.tried_because, "keep_float": self.keep_float,
                 "rejected": self.rejected, "rejected_for": self.rejected_for, "chosen": chosen}
 
 
@@ -113,6 +117,9 @@ class Sources:
     max_drop: float
     task: Any = None  # edgesparse.task.Task
     max_bytes: int | None = None  # sparsity.target.bytes: only candidates that fit are chosen (when one does)
+    keep_float: list[str] | str | None = None  # quantization.keep_float
+    #: what the int8 debugging found, for export.json: "keep_float" (the selection), "quantization_diagnosis"
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def _encodings(setting: bool | str) -> list[bool]:
@@ -242,8 +249,15 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
         objective = "size"
     log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
              "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
-    candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes, float_outputs)
+    quant = _Int8Debug(src) if mode == "int8" else None
+    if quant is not None and isinstance(src.keep_float, list):
+        candidates = [quant.regex_candidate(dense_bytes, float_outputs)]
+    else:
+        candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes,
+                                           float_outputs)
     best = choose(candidates, objective, src.max_bytes)
+    if quant is not None and best is None and src.verify and any(c.rejected_for == "accuracy" for c in candidates):
+        best = quant.after_accuracy_loss(candidates, objective, dense_bytes, float_outputs)
     reasons = []
     if _try_int16x8(best, mode, candidates, src):
         reasons.append(fallback_reason(candidates, mode))
@@ -258,9 +272,95 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
         candidates += _convert_and_evaluate(src.float_model, ["none"], encodings, "float", src, dense_bytes,
                                             float_outputs, because=why)
         best = choose(candidates, objective, src.max_bytes)
+    if quant is not None:
+        quant.finish(candidates)
     if best is None:
-        raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates))
+        diagnosis = src.report.get("quantization_diagnosis")
+        raise ExportError("no conversion passed verification: " + " | ".join(str(c.rejected) for c in candidates)
+                          + (f". Where int8 loses it: {diagnosis['message']}" if diagnosis else ""))
     return best, candidates
+
+
+class _Int8Debug:
+    """The int8 side of ``quantization.keep_float`` and of the accuracy-loss diagnosis, on one lazy debugger."""
+
+    def __init__(self, src: Sources) -> None:
+        self.src = src
+        self._dbg: QuantDebugger | None = None
+        self.rows: list[OpError] | None = None
+        self.selection: kf.Selection | None = None
+
+    @property
+    def dbg(self) -> QuantDebugger:
+        if self._dbg is None:
+            log.info("int8: running TensorFlow's QuantizationDebugger on %s calibration samples",
+                     "the first 100" if self.src.representative is not None else "no")
+            self._dbg = QuantDebugger(self.src.final_model, self.src.representative)
+        return self._dbg
+
+    def score(self, data: bytes) -> tuple[float, float | None]:
+        """Degradation and primary metric of an int8 flatbuffer on the test split (no limit applied)."""
+        v = verify(data, self.src.x, self.src.y, self.src.final_outputs, threads=self.src.threads,
+                   float_model=False, label="int8, ops kept float", task=self.src.task)
+        return v.drop, v.metric
+
+    def candidate(self, sel: kf.Selection, because: str, reference: bytes | None,
+                  float_outputs: Callable[[], np.ndarray]) -> Candidate:
+        c = Candidate(mode="int8", sparse_encoding=False, data=sel.data, tried_because=because,
+                      keep_float=sel.layers)
+        progress.item("export candidate", 1, 1, f"{c.label}: verifying" + (", timing" if reference else ""))
+        _evaluate(c, self.src, reference, float_outputs)
+        return c
+
+    def regex_candidate(self, reference: bytes | None, float_outputs: Callable[[], np.ndarray]) -> Candidate:
+        assert isinstance(self.src.keep_float, list)
+        self.selection = kf.by_regex(self.dbg, self.src.final_model, self.src.keep_float)
+        log.info("int8: keeping %s float (quantization.keep_float)", ", ".join(self.selection.layers))
+        return self.candidate(self.selection, "the requested mode, " + self.selection.why, reference, float_outputs)
+
+    def after_accuracy_loss(self, candidates: list[Candidate], objective: str, reference: bytes | None,
+                            float_outputs: Callable[[], np.ndarray]) -> Candidate | None:
+        """Rank the ops by error; with keep_float auto, add the fewest-float-ops candidate. The best then."""
+        self.rows = self.dbg.rows()
+        auto = self.src.keep_float == "auto"
+        kf.measure_each(self.dbg, self.rows, self.score, cap=kf.MEASURED_OPS if auto else 1)
+        if auto:
+            self.selection = kf.auto(self.dbg, self.rows, self.score, self.src.max_drop, _int8_drop(candidates))
+            if self.selection is None:
+                log.info("keep_float auto: no set of up to %d float ops brings int8 within %g", kf.MAX_AUTO_STEPS,
+                         self.src.max_drop)
+            else:
+                because = (f"{fallback_reason(candidates, 'int8')}; quantization.keep_float: auto: "
+                           f"{self.selection.why}")
+                candidates.append(self.candidate(self.selection, because, reference, float_outputs))
+        return choose(candidates, objective, self.src.max_bytes)
+
+    def finish(self, candidates: list[Candidate]) -> None:
+        """Record the selection and, when int8 lost accuracy, the diagnosis in ``src.report``."""
+        if self.selection is not None:
+            self.src.report["keep_float"] = self.selection.to_dict()
+        elif self.src.keep_float == "auto":
+            self.src.report["keep_float"] = {
+                "requested": "auto", "layers": [], "tensors": [],
+                "why": ("int8 alone is within export.max_accuracy_drop" if self.rows is None else
+                        f"no set of up to {kf.MAX_AUTO_STEPS} float ops brings int8 within export.max_accuracy_drop")}
+        if self._dbg is not None:
+            self.src.report["op_layers"] = {t: layer for _, t, layer in self._dbg.ops}
+        if self.rows is None:
+            return
+        i16 = [c.verification.drop for c in candidates if c.mode == "int16x8" and c.verification is not None]
+        unit = next((c.verification.unit for c in candidates if c.verification is not None), "points")
+        self.src.report["quantization_diagnosis"] = kf.diagnose(
+            self.rows, int8_drop=_int8_drop(candidates), unit=unit, max_drop=self.src.max_drop,
+            int16x8_drop=min(i16) if i16 else None, auto_selection=self.selection)
+        log.info("%s", self.src.report["quantization_diagnosis"]["message"])
+
+
+def _int8_drop(candidates: list[Candidate]) -> float | None:
+    """The smallest degradation of the plain int8 conversions (None: none verified)."""
+    drops = [c.verification.drop for c in candidates
+             if c.mode == "int8" and not c.keep_float and c.verification is not None]
+    return min(drops) if drops else None
 
 
 def fallback_reason(candidates: list[Candidate], mode: str, best: Candidate | None = None) -> str:

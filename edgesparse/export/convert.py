@@ -16,7 +16,7 @@ from edgesparse.export.modes import configure_converter
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def quiet_converter() -> Any:
     """Silence the converter's C++ chatter on fd 2 (it bypasses Python logging)."""
     try:
         fd = os.dup(2)
@@ -63,7 +63,7 @@ def convert(
     try:
         import warnings
 
-        with warnings.catch_warnings(), _quiet():
+        with warnings.catch_warnings(), quiet_converter():
             warnings.simplefilter("ignore")
             return bytes(converter.convert())
     except EdgesparseError:

@@ -1,0 +1,147 @@
+"""The int8 quantization debugger (issue 19): per-op error rows, quantization.keep_float (regex and auto), its
+refusals, and the failure message that names the worst layers and the ways out.
+
+The known bad layer: the sensor-fusion MLP (tests.factories.scaled_input_mlp) reads 15 unit-scale features and one
+raw reading about 1000x their scale. int8 gives fc1's input one scale for all 16 (the raw reading's) and fc1's output
+one range for both kinds of contribution, so fc1 adds the largest error in steps of its output (measured: 2 to 3
+steps, the other ops under 1) and keeping fc1 float alone gives back the float accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgesparse.errors import ExportError, RecipeError
+from edgesparse.recipe import validate_recipe
+from edgesparse.tflite import inspect_tflite
+from edgesparse.tflite.mixed import float_ops, integer_ops
+from tests.conftest import tiny_recipe, write_recipe
+from tests.test_int16x8 import _fusion_data
+
+
+def _fusion_recipe(tmp: Path, quantization: dict[str, Any], export: dict[str, Any] | None = None,
+                   sparsity: dict[str, Any] | None = None) -> Any:
+    return validate_recipe(tiny_recipe(
+        tmp, data={"npz": _fusion_data(tmp, n=2000), "batch_size": 64},
+        model={"factory": "tests.factories:scaled_input_mlp"},
+        baseline={"epochs": 8, "optimizer": {"learning_rate": 0.01}}, sparsity=sparsity,
+        quantization={"mode": "int8", **quantization},
+        export={"objective": "size", "sparse_encoding": False, "max_accuracy_drop": 5.0, **(export or {})}))
+
+
+def test_debugger_rows_put_the_known_bad_layer_first(tmp_path: Path) -> None:
+    """QuantDebugger's rows on the fusion MLP: one row per quantized op, mapped to its Keras layer (the output op's
+    signature-named tensor too), fc1 first by rmse / scale, with the int8 range of its output."""
+    from edgesparse import _tf
+    from edgesparse.export.debugger import QuantDebugger
+    from tests.factories import scaled_input_mlp
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    data = np.load(_fusion_data(tmp_path, n=1500))
+    model = scaled_input_mlp()
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(data["x"], data["y"], epochs=4, batch_size=64, verbose=0)
+    dbg = QuantDebugger(model, data["x"][:200])
+    rows = dbg.rows()
+    assert [r.layer for r in rows][0] == "fc1", [(r.layer, r.rmse_over_scale) for r in rows]
+    assert sorted(r.layer for r in rows) == ["fc1", "fc2", "logits"]
+    assert rows[0].rmse_over_scale > 1.5 * rows[1].rmse_over_scale, [r.to_dict() for r in rows]
+    first = rows[0].to_dict()
+    assert {"layer", "op", "rmse", "rmse_over_scale", "range"} <= set(first) and first["op"] == "FULLY_CONNECTED"
+    lo, hi = first["range"]
+    assert lo == pytest.approx(0.0, abs=1e-6) and hi > 0  # fc1 ends in a ReLU: its int8 range starts at 0
+    assert first["rmse"] == pytest.approx(first["rmse_over_scale"] * first["scale"])
+
+
+def test_keep_float_regex_keeps_the_layers_ops_float_and_the_pruned_zeros(tmp_path: Path) -> None:
+    """keep_float: ['^fc1$'] on a pruned fusion MLP: the flatbuffer has fc1's FULLY_CONNECTED in float32 and the
+    two others in int8, every kernel keeps the pruned zeros, export.json and summary.json list the float op."""
+    from edgesparse.run import train
+
+    recipe = _fusion_recipe(tmp_path, {"keep_float": ["^fc1$"]},
+                            sparsity={"final": 0.5, "start": 0, "end": 1, "epochs": 2, "frequency": 5,
+                                      "on_drop": "warn"})
+    s = train(recipe).summary
+    assert s.tflite is not None and s.tflite.quantization == "int8" and s.tflite.float_ops == ["fc1 (FULLY_CONNECTED)"]
+    bundle = Path(s.tflite.bundle)
+    model = bundle / "model.tflite"
+    assert [o["layer"] for o in float_ops(model)] == ["fc1"] and integer_ops(model) == 2
+    info = inspect_tflite(model)
+    kernels = {w.name: (w.dtype, w.sparsity) for w in info.weights if w.role == "weight"}
+    assert sorted(d for d, _ in kernels.values()) == ["float32", "int8", "int8"], kernels
+    assert all(sp == pytest.approx(0.5, abs=0.02) for _, sp in kernels.values()), kernels
+    exp = json.loads((bundle / "export.json").read_text())
+    assert exp["keep_float"]["layers"] == ["fc1"] and exp["float_ops"][0]["layer"] == "fc1"
+    [chosen] = exp["candidates"]
+    assert chosen["keep_float"] == ["fc1"] and chosen["chosen"] and chosen["drop"] <= 5.0, chosen
+
+
+def test_keep_float_auto_keeps_the_fewest_ops_float_within_the_drop(tmp_path: Path) -> None:
+    """keep_float: auto on the fusion MLP: plain int8 is rejected for accuracy, one op (fc1's) kept float brings it
+    within max_accuracy_drop, and export.json says which, why and what was measured; the diagnosis names fc1."""
+    from edgesparse.run import train
+
+    s = train(_fusion_recipe(tmp_path, {"keep_float": "auto"})).summary
+    assert s.tflite is not None and s.tflite.quantization == "int8", s.warnings
+    exp = json.loads((Path(s.tflite.bundle) / "export.json").read_text())
+    plain, mixed = exp["candidates"]
+    assert plain["rejected_for"] == "accuracy" and plain["drop"] > 5.0 and not plain["keep_float"], plain
+    assert mixed["keep_float"] == ["fc1"] and mixed["chosen"] and mixed["drop"] <= 5.0, mixed
+    assert "keep_float: auto" in mixed["tried_because"] and "one op float is enough" in mixed["tried_because"]
+    assert exp["keep_float"]["layers"] == ["fc1"] and exp["keep_float"]["tried"], exp["keep_float"]
+    assert len(exp["float_ops"]) == 1 and integer_ops(Path(s.tflite.bundle) / "model.tflite") == 2
+    assert exp["quantization_diagnosis"]["worst"][0]["layer"] == "fc1"
+    assert "fallback" not in exp
+    assert any("kept fc1 float32" in w and "keep_float: auto" in w for w in s.warnings), s.warnings
+    # `inspect` shows the float op; `analyze --quantization` ranks the run's ops, fc1 first, measured kept float
+    from click.testing import CliRunner
+
+    from edgesparse.cli import main
+
+    res = CliRunner().invoke(main, ["inspect", str(Path(s.tflite.bundle) / "model.tflite")])
+    assert res.exit_code == 0 and "fc1 (FULLY_CONNECTED)" in res.output, res.output
+    recipe_path = write_recipe(tmp_path, json.loads(json.dumps(_fusion_recipe(tmp_path, {"keep_float": "auto"})
+                                                               .model_dump(mode="json", exclude_none=True))))
+    res = CliRunner().invoke(main, ["analyze", str(recipe_path), "--quantization"])
+    assert res.exit_code == 0, res.output
+    q = json.loads((Path(s.run_dir) / "quantization.json").read_text())
+    assert [r["layer"] for r in q["rows"]][0] == "fc1" and q["int8_drop"] > 5.0, q
+    assert q["rows"][0]["drop_if_float"] <= 5.0 and q["measured_ops"] == 3
+    assert (Path(s.run_dir) / "quantization.png").stat().st_size > 1000
+
+
+def test_keep_float_refusals(tmp_path: Path) -> None:
+    """A regex matching no layer is refused before training, listing the layers; keep_float with a float mode, with
+    qat, with int8 I/O, and an empty list are refused by the recipe."""
+    from edgesparse.run import train
+
+    with pytest.raises(RecipeError, match=r"'\^fc9\$' matches no layer .*Its layers: sensors, fc1, fc2, logits"):
+        train(_fusion_recipe(tmp_path, {"keep_float": ["^fc9$", "fc1"]}))
+    assert not (tmp_path / "run" / "baseline.keras").exists()
+    for q, match in (({"mode": "float16", "keep_float": ["fc1"]}, "needs quantization.mode: int8, not 'float16'"),
+                     ({"mode": "qat", "keep_float": "auto"}, "fake-quant"),
+                     ({"mode": "int8", "keep_float": []}, "keeps nothing float")):
+        with pytest.raises(RecipeError, match=match):
+            validate_recipe(tiny_recipe(tmp_path, quantization=q))
+    with pytest.raises(RecipeError, match=r"keep_float needs export\.io: float32"):
+        validate_recipe(tiny_recipe(tmp_path, quantization={"mode": "int8", "keep_float": "auto"},
+                                    export={"io": "int8"}))
+
+
+def test_int8_failure_names_the_worst_layer_and_the_three_ways_out(tmp_path: Path) -> None:
+    """int8 I/O (no int16x8 fallback) and objective size (no float fallback): the export fails, and the error names
+    fc1 with its range, keep_float with the figure measured keeping it float, int16x8 and QAT."""
+    from edgesparse.run import train
+
+    with pytest.raises(ExportError) as err:
+        train(_fusion_recipe(tmp_path, {}, export={"io": "int8"}))
+    msg = str(err.value)
+    assert "Where int8 loses it" in msg and "fc1 (FULLY_CONNECTED, range 0 to" in msg, msg
+    assert "keep_float: ['fc1']" in msg and "keeping fc1 float loses" in msg, msg
+    assert "int16x8" in msg and "qat or pqat" in msg, msg
