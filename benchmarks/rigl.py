@@ -45,13 +45,38 @@ def _base(recipe: str, seed: int) -> Any:
                         "sparsity.on_drop=warn", f"seed={seed}"])
 
 
+# rigl and set refuse the magnitude schedule's fields when they differ from the defaults (they would be
+# ignored), so their trials reset them; magnitude keeps the recipe's own schedule, its strongest setting.
+DYNAMIC_RESET = {"sparsity.schedule": "polynomial", "sparsity.initial": 0.0, "sparsity.start": 0,
+                 "sparsity.end": None, "sparsity.frequency": 25}
+
+
+def share_baselines(first: Path, second: Path) -> Path:
+    """Make sweep folder ``second`` read the dense baselines ``first`` trained (keyed by the baseline's own
+    sections, so the same seeds find the same models); returns ``second``."""
+    second.mkdir(parents=True, exist_ok=True)
+    link = second / "baselines"
+    if not link.exists():
+        link.symlink_to((first / "baselines").resolve(), target_is_directory=True)
+    return second
+
+
 def pretrained(recipe: str, seeds: list[int], root: Path) -> list[dict[str, Any]]:
-    """The sweep of methods x levels from one shared baseline per seed."""
+    """The sweep of methods x levels from one shared baseline per seed.
+
+    Two sweeps (a folder holds one base recipe, and the dynamic trials reset the schedule), the second
+    reading the first's baselines, so the magnitude trials and the dynamic ones clone the same models.
+    """
     t = time.perf_counter()
-    result = sweep(_base(recipe, seeds[0]), {"sparsity.method": list(METHODS), "sparsity.final": list(LEVELS)},
-                   repeats=len(seeds), root=root / f"{recipe}-pretrained", profile_runs=0)
-    print(f"pretrained: {len(result.rows)} trials in {time.perf_counter() - t:.0f} s", flush=True)
-    return result.rows
+    base = _base(recipe, seeds[0])
+    folder = root / f"{recipe}-pretrained"
+    rows = sweep(base, {"sparsity.method": ["magnitude"], "sparsity.final": list(LEVELS)},
+                 repeats=len(seeds), root=folder, profile_runs=0).rows
+    dynamic = share_baselines(folder, root / f"{recipe}-pretrained-dynamic")
+    rows += sweep(override(base, DYNAMIC_RESET), {"sparsity.method": ["rigl", "set"], "sparsity.final": list(LEVELS)},
+                  repeats=len(seeds), root=dynamic, profile_runs=0).rows
+    print(f"pretrained: {len(rows)} trials in {time.perf_counter() - t:.0f} s", flush=True)
+    return rows
 
 
 def scratch(recipe: str, seeds: list[int], root: Path) -> list[dict[str, Any]]:
@@ -60,8 +85,8 @@ def scratch(recipe: str, seeds: list[int], root: Path) -> list[dict[str, Any]]:
     for seed in seeds:
         base = override(_base(recipe, seed), {"sparsity.final": 0.9})
         total = base.baseline.epochs + (base.sparsity.epochs if base.sparsity else 0)
-        sparse = override(base, {"sparsity.method": "rigl", "baseline.epochs": 0, "sparsity.epochs": total,
-                                 "baseline.on_broken": "warn"})
+        sparse = override(base, {**DYNAMIC_RESET, "sparsity.method": "rigl", "baseline.epochs": 0,
+                                 "sparsity.epochs": total, "baseline.on_broken": "warn"})
         for label, r in (("dense then magnitude", base), ("rigl from scratch", sparse)):
             t = time.perf_counter()
             try:

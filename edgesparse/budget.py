@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.errors import RecipeError
+from edgesparse.export.candidates import mode_encodings
 from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.recipe import SparsityConfig
@@ -75,10 +76,7 @@ def prediction_mode(recipe: Any) -> tuple[str, list[bool]]:
     mode = recipe.quantization.mode
     mode = "int8" if mode in ("qat", "pqat") else mode
     setting = recipe.export.sparse_encoding if recipe.export is not None else "auto"
-    encodings = [True, False] if setting == "auto" else [bool(setting)]
-    if not CONVERTER_MODES.get(mode).sparse_encoding:
-        encodings = [False]
-    return mode, encodings
+    return mode, mode_encodings(mode, setting)
 
 
 class _Sizer:

@@ -122,10 +122,6 @@ class Sources:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def _encodings(setting: bool | str) -> list[bool]:
-    return [True, False] if setting == "auto" else [bool(setting)]
-
-
 def _evaluate(c: Candidate, src: Sources, reference: bytes | None, float_outputs: Callable[[], np.ndarray],
               at: str = "") -> None:
     """Verify ``c`` on the test split and time it against the dense model; record a failure as rejection."""
@@ -171,24 +167,30 @@ def _ops_note(c: Candidate) -> str:
     return f" (XNNPACK took {d['delegated']} of {d['total']} ops; builtin kernels run {left})"
 
 
-def _mode_encodings(mode: str, encodings: list[bool]) -> list[bool]:
-    """``encodings`` without the sparse encoding for a mode it breaks (logged: the user asked for auto)."""
+def mode_encodings(mode: str, setting: bool | str, *, explain: bool = False) -> list[bool]:
+    """The sparse encodings the export converts ``mode`` with under ``export.sparse_encoding: setting``.
+
+    ``auto`` tries both; a mode whose convolutions the converter's sparse encoding breaks (int16x8) is converted
+    without it only (with ``explain``, logged: the user asked for auto or for the encoding).
+    """
+    encodings = [True, False] if setting == "auto" else [bool(setting)]
     if CONVERTER_MODES.get(mode).sparse_encoding or encodings == [False]:
         return encodings
-    log.info("%s: the converter's sparse encoding breaks this mode's convolutions (measured; see "
-             "edgesparse.export.modes), so it is converted without it; the pruned zeros stay in its dense int8 "
-             "kernels", mode)
+    if explain:
+        log.info("%s: the converter's sparse encoding breaks this mode's convolutions (measured; see "
+                 "edgesparse.export.modes), so it is converted without it; the pruned zeros stay in its dense int8 "
+                 "kernels", mode)
     return [False]
 
 
-def _convert_and_evaluate(model: Any, modes: list[str], encodings: list[bool], source: str, src: Sources,
+def _convert_and_evaluate(model: Any, modes: list[str], sparse_encoding: bool | str, source: str, src: Sources,
                           reference: bytes | None, float_outputs: Callable[[], np.ndarray],
                           because: str = "the requested mode") -> list[Candidate]:
     """Convert ``model`` in every mode and encoding, verifying and timing each conversion before the next.
 
     A mode whose conversions the sparse encoding breaks (int16x8) is converted without it only.
     """
-    plan = [(mode, enc) for mode in modes for enc in _mode_encodings(mode, encodings)]
+    plan = [(mode, enc) for mode in modes for enc in mode_encodings(mode, sparse_encoding, explain=True)]
     out = []
     for i, (mode, enc) in enumerate(plan, 1):
         label = Candidate(mode=mode, sparse_encoding=enc, data=b"").label
@@ -236,7 +238,6 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     Raises:
         ExportError: every candidate failed verification or could not be run.
     """
-    encodings = _encodings(sparse_encoding)
     float_cache: list[np.ndarray] = []
 
     def float_outputs() -> np.ndarray:
@@ -248,12 +249,12 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     if dense_bytes is None:
         objective = "size"
     log.info("converting (%s, io %s), sparse encoding %s; objective %s", mode, src.io,
-             "on and off" if len(encodings) > 1 else ("on" if encodings[0] else "off"), objective)
+             "on and off" if sparse_encoding == "auto" else ("on" if sparse_encoding else "off"), objective)
     quant = _Int8Debug(src) if mode == "int8" else None
     if quant is not None and isinstance(src.keep_float, list):
         candidates = [quant.regex_candidate(dense_bytes, float_outputs)]
     else:
-        candidates = _convert_and_evaluate(src.final_model, [mode], encodings, "final", src, dense_bytes,
+        candidates = _convert_and_evaluate(src.final_model, [mode], sparse_encoding, "final", src, dense_bytes,
                                            float_outputs)
     best = choose(candidates, objective, src.max_bytes)
     if quant is not None and best is None and src.verify and any(c.rejected_for == "accuracy" for c in candidates):
@@ -262,14 +263,14 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     if _try_int16x8(best, mode, candidates, src):
         reasons.append(fallback_reason(candidates, mode))
         log.info("%s: trying int16x8 (int16 activations, int8 weights; LiteRT's builtin kernels run it)", reasons[0])
-        candidates += _convert_and_evaluate(src.final_model, ["int16x8"], encodings, "final", src, dense_bytes,
+        candidates += _convert_and_evaluate(src.final_model, ["int16x8"], sparse_encoding, "final", src, dense_bytes,
                                             float_outputs, because=reasons[0])
         best = choose(candidates, objective, src.max_bytes)
     if _try_float(best, mode, objective, src):
         last = fallback_reason(candidates, best.mode if best is not None else candidates[-1].mode, best)
         why = "; ".join(reasons + [last] if last not in reasons else reasons)
         log.info("%s: trying float32 conversions of the pruned model too", why)
-        candidates += _convert_and_evaluate(src.float_model, ["none"], encodings, "float", src, dense_bytes,
+        candidates += _convert_and_evaluate(src.float_model, ["none"], sparse_encoding, "float", src, dense_bytes,
                                             float_outputs, because=why)
         best = choose(candidates, objective, src.max_bytes)
     if quant is not None:
