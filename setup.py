@@ -36,7 +36,7 @@ setup(
     ],
     extras_require={
         # ruff and mypy run in CI before the tests (see .ci/run and README).
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "ray[default]>=2.9,<3", "ruff>=0.15,<0.18",
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "pytest-xdist>=3.5,<4", "ray[default]>=2.9,<3", "ruff>=0.15,<0.18",
                  "mypy>=1.15,<3", "types-PyYAML>=6,<7"],
         "ray": ["ray[default]>=2.9,<3"],
         # The device runner's fallback runtime on a Raspberry Pi OS Python (needs numpy<2 there); not for the host.

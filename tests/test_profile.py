@@ -35,7 +35,7 @@ def test_footprint_counts_and_macs(tiny_tflite: dict[str, Path]) -> None:
 def test_profile_side_by_side_and_reports(tiny_tflite: dict[str, Path], tmp_path: Path) -> None:
     r = CliRunner().invoke(main, ["profile", str(tiny_tflite["dense"]), str(tiny_tflite["int8"]), "--threads", "1,2",
                                   "--runs", "20", "--warmup", "2", "--json", str(tmp_path / "p.json"),
-                                  "--report", str(tmp_path / "p.md")])
+                                  "--report", str(tmp_path / "p.md")], env={"COLUMNS": "200"})  # the whole table
     assert r.exit_code == 0, r.output
     data = json.loads((tmp_path / "p.json").read_text())
     rows = data["models"]

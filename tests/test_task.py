@@ -12,6 +12,8 @@ import pytest
 
 from edgesparse.errors import DataError, RecipeError
 from edgesparse.task import Head, OutputInfo, Task, TaskConfig, metric_value, resolve_task, roc_auc
+from edgesparse.tflite import inspect_tflite
+from edgesparse.tflite.mixed import float_ops, integer_ops
 from tests.conftest import tiny_recipe
 
 
@@ -189,7 +191,7 @@ def _run(tmp: Path, data: dict[str, Any], model: dict[str, Any], **sections: Any
     export = {"objective": "size", "sparse_encoding": False, **sections.pop("export", {})}
     recipe = tiny_recipe(tmp, data={"batch_size": 64, **data}, model=model,
                          baseline={"epochs": 8, "optimizer": {"learning_rate": 0.01}}, sparsity=sparsity,
-                         quantization={"mode": "int8"}, export=export, **sections)
+                         quantization=sections.pop("quantization", {"mode": "int8"}), export=export, **sections)
     return train(validate_recipe(recipe))
 
 
@@ -265,6 +267,28 @@ def test_conv1d_regressor_with_two_continuous_outputs_end_to_end(tmp_path: Path)
     assert v["metric"] <= v["keras_metric"] * 1.10 and v["max_abs_diff"] > 0
 
 
+def test_int16x8_regressor_keeps_int16_activations_and_the_error_within_the_drop(tmp_path: Path) -> None:
+    """int16x8 on a pruned regressor: int16 activations, int8 kernels with the pruned zeros, the
+    TFLite mae within export.max_accuracy_drop (10%) of the Keras model's, the same on the deployed runner."""
+    rng = np.random.default_rng(4)
+    x = _features(rng, 800)
+    y = (x[:, :6].sum(axis=1) + np.abs(x[:, 6:] @ rng.normal(size=6))).astype(np.float32)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=y)}, {"factory": "tests.factories:tiny_regressor"},
+             quantization={"mode": "int16x8"})
+    s = r.summary
+    assert s.task["kind"] == "regression" and s.tflite.quantization == "int16x8"
+    model = Path(s.tflite.bundle) / "model.tflite"
+    info = inspect_tflite(model)
+    acts = {info.tensors[t].dtype for op in info.operators if op.op == "FULLY_CONNECTED" for t in op.outputs}
+    assert acts == {"int16"}, acts
+    kernels = {w.name: (w.dtype, w.sparsity) for w in info.weights if w.role == "weight"}
+    assert {d for d, _ in kernels.values()} == {"int8"}
+    assert all(sp == pytest.approx(0.8, abs=0.03) for _, sp in kernels.values()), kernels
+    v = json.loads((Path(s.tflite.bundle) / "export.json").read_text())["verification"]
+    assert v["metric"] <= v["keras_metric"] * 1.10, v
+    _deploy_locally(r)
+
+
 def test_detector_with_two_inputs_and_two_heads_end_to_end(tmp_path: Path) -> None:
     """An image and a metadata vector in; `cls` (softmax over 4) and `box` (4 values) out.
 
@@ -281,9 +305,17 @@ def test_detector_with_two_inputs_and_two_heads_end_to_end(tmp_path: Path) -> No
     r = _run(tmp_path, {"npz": _npz(tmp_path, x_img=img, x_meta=meta, y_cls=cls, y_box=box)},
              {"factory": "tests.factories:two_in_two_out"}, export={"sparse_encoding": "auto"},
              task={"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression", "weight": 2.0}},
-                   "primary": "cls"})
+                   "primary": "cls"}, quantization={"mode": "int8", "keep_float": ["^box$"]})
     v = _check_export(r, "multi", "cls/accuracy")
     s = r.summary
+    # keep_float on the regression head of a two-input model: its op in float32, the rest int8, zeros kept
+    assert s.tflite.float_ops == ["box (FULLY_CONNECTED)"], s.tflite.float_ops
+    model = Path(s.tflite.bundle) / "model.tflite"
+    # read from the flatbuffer: one float op (an output tensor, so named by the signature, not by the layer)
+    assert [o["op"] for o in float_ops(model)] == ["FULLY_CONNECTED"] and integer_ops(model) >= 4
+    kernels = {w.name: (w.dtype, w.sparsity) for w in inspect_tflite(model).weights if w.role == "weight"}
+    assert sorted(d for d, _ in kernels.values()) == ["float32", "int8", "int8", "int8", "int8"], kernels
+    assert all(sp == pytest.approx(0.8, abs=0.03) for _, sp in kernels.values()), kernels
     assert s.baseline.metrics["cls/accuracy"] > 0.6 and s.baseline.metrics["box/mae"] < 0.3, s.baseline.metrics
     assert v["heads"]["cls"]["agreement"] >= 0.9 and v["heads"]["box"]["agreement"] is None
     assert v["metrics"]["box/mae"] <= v["keras_metrics"]["box/mae"] * 1.3
