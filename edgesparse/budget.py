@@ -90,9 +90,32 @@ class _Sizer:
         self.rep = representative if CONVERTER_MODES.get(self.mode).needs_calibration else None
         self.trials: list[dict[str, Any]] = []
 
+    def _cfg(self, final: float) -> SparsityConfig:
+        return self.cfg.model_copy(update={"final": final, "target": None, "schedule": "constant",
+                                           "method": "magnitude", "regularization": None})
+
+    def highest(self) -> float:
+        """The highest overall sparsity the plan accepts: ``max_layer``, or less where a block pattern would keep
+        fewer blocks than a layer has output rows (found by bisection on the plan alone, no conversion)."""
+        def plans(final: float) -> bool:
+            try:
+                sparsity.plan_sparsity(self.model, self._cfg(final), self.steps, sensitivity=self.sensitivity)
+            except RecipeError:
+                return False
+            return True
+
+        if plans(self.cfg.max_layer):
+            return self.cfg.max_layer
+        lo, hi = 0.0, self.cfg.max_layer
+        while hi - lo > 1e-4:
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if plans(mid) else (lo, mid)
+        log.info("budget: a block pattern caps the sparsity at %.2f%% (below max_layer %g)", 100 * lo,
+                 self.cfg.max_layer)
+        return float(np.floor(lo * 1e4) / 1e4)
+
     def __call__(self, final: float) -> int:
-        cfg = self.cfg.model_copy(update={"final": final, "target": None, "schedule": "constant", "method": "magnitude",
-                                          "regularization": None})
+        cfg = self._cfg(final)
         if final == 0.0:
             pruned = self.model
             planned = 0.0
@@ -151,7 +174,8 @@ def trained_like(model: Any, seed: int = 0) -> Any:
 def _unreachable(budget: int, smallest: int, unpruned: int, cfg: SparsityConfig, mode: str) -> RecipeError:
     return RecipeError(
         f"sparsity.target.bytes = {budget:,} B cannot be met: the smallest model.tflite reachable is {smallest:,} B "
-        f"(every pruned layer at max_layer {cfg.max_layer:g}, {mode}; unpruned: {unpruned:,} B; the rest is the "
+        f"(every pruned layer at max_layer {cfg.max_layer:g} or the most its block pattern allows, {mode}; "
+        f"unpruned: {unpruned:,} B; the rest is the "
         "graph and the weights tfmot does not prune). Raise the budget to at least "
         f"{smallest:,} B, " + ("quantize (quantization.mode: int8), " if mode in ("none", "float16", "dynamic") else "")
         + "or prune more layers (sparsity.layers, channels)")
@@ -174,7 +198,7 @@ def smallest_reachable(model: Any, cfg: SparsityConfig, recipe: Any, steps_per_e
     uniform = cfg.model_copy(update={"allocation": "uniform"})
     sizer = _Sizer(trained_like(model), uniform, recipe, steps_per_epoch, representative, None)
     out = BudgetPlan(budget=cfg.target.bytes, mode=sizer.mode, encodings=sizer.encodings)
-    out.smallest = sizer(cfg.max_layer)
+    out.smallest = sizer(sizer.highest())
     out.unpruned = sizer(0.0)
     if out.smallest > out.budget:
         raise _unreachable(out.budget, out.smallest, out.unpruned, cfg, sizer.mode)
@@ -213,7 +237,8 @@ def solve(model: Any, cfg: SparsityConfig, recipe: Any, steps_per_epoch: int, re
         out.final, out.predicted, out.trials = 0.0, s_lo, sizer.trials
         log.warning("budget: the unpruned model (%s B) already fits %s B; nothing is pruned", f"{s_lo:,}", f"{n:,}")
         return out
-    hi, s_hi = cfg.max_layer, sizer(cfg.max_layer)
+    hi = sizer.highest()
+    s_hi = sizer(hi)
     out.smallest = s_hi
     if s_hi > n:
         raise _unreachable(n, s_hi, s_lo, cfg, sizer.mode)

@@ -720,6 +720,7 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
     measured = sparsity.measure_sparsity(model, names)
     plan.record_achieved(measured["layers"])
     run.warnings += sparsity.check_sparsity(measured, plan, scfg.tolerance, scfg.on_shortfall)
+    run.warnings += sparsity.emptied_outputs(model, plan)
     dense_left = sparsity.measure_sparsity(dense)["overall"]
     if run.recipe.baseline.epochs and dense_left > 0.05:
         raise TrainError(
@@ -892,12 +893,38 @@ def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
     worse = "below" if task.direction_of(key) == "higher" else "above"
     msg = (f"after {stage} the model's {split} {metric} is {task.fmt(value, key)}, {abs(drop):.2f} "
            f"{_ADVICE_UNIT[unit]} {worse} the dense baseline's {task.fmt(run.dense_validation, key)} "
-           f"({section}.max_drop allows {max_drop:g} {_ADVICE_UNIT[unit]}). Try {advice}; or set "
-           f"{section}.on_drop: warn to keep this model anyway.")
+           f"({section}.max_drop allows {max_drop:g} {_ADVICE_UNIT[unit]}). ")
+    phase = stage.split(" ", maxsplit=1)[0]
+    findings = health.diagnose_compressed(model, run.data, [r for r in run.history.rows if r.get("phase") == phase])
+    if findings:
+        causes = " ".join(f"({i}) {f.message}" for i, f in enumerate(findings, 1))
+        msg += (f"The model collapsed in the phase rather than recovering too slowly: {causes} "
+                f"{_collapse_advice(run, stage, dead=any(f.code == 'dead_units' for f in findings))}")
+    else:
+        msg += f"Try {advice}"
+    msg += f"; or set {section}.on_drop: warn to keep this model anyway."
     if on_drop == "fail":
         raise TrainError(msg)
     run.warnings.append(msg)
     return value
+
+
+def _collapse_advice(run: _Run, stage: str, dead: bool) -> str:
+    """What to change when a compression phase collapsed the model (its learning rate, a gentler schedule)."""
+    r = run.recipe
+    if stage.startswith("quantization"):
+        lr = r.quantization.optimizer.learning_rate if r.quantization is not None else None
+        return f"Lower quantization.optimizer.learning_rate (now {lr:g}), or use mode int8 (post-training)"
+    if stage == "channels" and r.channels is not None:
+        return (f"Lower channels.optimizer.learning_rate (now {r.channels.optimizer.learning_rate:g}), or a milder "
+                "channels target")
+    scfg = r.sparsity
+    if scfg is None:
+        return "Lower the learning rate"
+    gentle = (f"prune more gradually (sparsity.end later than epoch {scfg.end:g})" if scfg.method == "magnitude"
+              and scfg.end is not None else "a smaller sparsity.update.drop_fraction")
+    keep = ", or keep the layers named above dense (sparsity.layers: [{match: ..., skip: true}])" if dead else ""
+    return f"Lower sparsity.optimizer.learning_rate (now {scfg.optimizer.learning_rate:g}) or {gentle}{keep}"
 
 
 def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_start: float) -> TimingInfo:

@@ -54,8 +54,24 @@ def test_block_target_that_must_empty_an_output_row_is_refused(tmp_path: Path) -
     with pytest.raises(RecipeError, match=r"block:1x16 at 60% keeps about 8.0 of the 20 blocks of layer 'logits' "
                                           r".*at least one output would lose every weight.*final of at most 0.50"):
         _plan(tmp_path, final=0.6, layers=[{"match": "^logits$", "pattern": "block:1x16"}])
-    plan = _plan(tmp_path, final=0.6, layers=[{"match": "^logits$", "pattern": "block:1x16", "final": 0.5}])
-    assert {lp.name: (lp.pattern, lp.target) for lp in plan.layers}["logits"] == ("block:1x16", 0.5)
+    # at 50% it keeps 10 blocks for 10 outputs, one each on average: the one ranking would empty some of them, so
+    # logits is pruned unstructured, saying why; fc1 (32 x 128, 8 blocks per output) keeps about 3 per output
+    plan = _plan(tmp_path, final=0.6, pattern="block:1x16", layers=[{"match": "^logits$", "final": 0.5}])
+    layers = {lp.name: lp for lp in plan.layers}
+    assert (layers["logits"].pattern, layers["logits"].target) == ("unstructured", 0.5)
+    assert "keeps about 10.0 blocks for 10 output rows (fewer than 2 each)" in layers["logits"].note
+    assert (layers["fc1"].pattern, layers["fc1"].target, layers["fc1"].note) == ("block:1x16", 0.6, "")
+    # and the wrappers prune as planned: logits weight by weight, fc1 in 16-input blocks (Keras (in, out) order)
+    from edgesparse.data import load_dataset
+    from edgesparse.models import build_model
+    from edgesparse.train.sparsity import apply_pruning
+
+    recipe = validate_recipe(tiny_recipe(tmp_path, sparsity={"final": 0.6, "pattern": "block:1x16",
+                                                             "layers": [{"match": "^logits$", "final": 0.5}]}))
+    model = build_model(recipe.model, load_dataset(recipe.data, 0).input_shape, 10)
+    wrapped = {w.layer.name: tuple(w.block_size) for w in apply_pruning(model, recipe.sparsity, plan).layers
+               if hasattr(w, "block_size")}
+    assert wrapped["logits"] == (1, 1) and wrapped["fc1"] == (16, 1), wrapped
 
 
 def test_binary_or_non_utf8_recipe_is_a_recipe_error(tmp_path: Path) -> None:

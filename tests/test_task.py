@@ -267,6 +267,24 @@ def test_conv1d_regressor_with_two_continuous_outputs_end_to_end(tmp_path: Path)
     assert v["metric"] <= v["keras_metric"] * 1.10 and v["max_abs_diff"] > 0
 
 
+def test_a_head_that_loses_an_output_is_named_and_the_guard_says_the_model_collapsed(tmp_path: Path) -> None:
+    """The two-output regression head pruned to 99% keeps 1 of its 64 weights: one output has none left and
+    predicts a constant. The run names the emptied unit, and the guard calls it a collapse (the constant output
+    column) and advises the learning rate and the schedule, not more epochs."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(800, 32, 3)).astype(np.float32)
+    y = np.stack([x[:, :, 0].mean(axis=1) * 3, (x[:, :, 1] - x[:, :, 2]).mean(axis=1) * 3], axis=1)
+    r = _run(tmp_path, {"npz": _npz(tmp_path, x=x, y=y.astype(np.float32))},
+             {"factory": "tests.factories:conv1d_regressor"},
+             sparsity={"layers": [{"match": "^targets$", "final": 0.99, "pattern": "unstructured"}]})
+    warnings = r.summary.warnings
+    emptied = [w for w in warnings if "output layer 'targets' has 1 of its 2 units with no weight left" in w]
+    assert emptied, warnings
+    [guard] = [w for w in warnings if w.startswith("after sparsity")]
+    assert "collapsed in the phase" in guard and "of 'targets' (2 columns) barely varies" in guard, guard
+    assert "Lower sparsity.optimizer.learning_rate (now 0.0005)" in guard and "more sparsity.epochs" not in guard
+
+
 def test_int16x8_regressor_keeps_int16_activations_and_the_error_within_the_drop(tmp_path: Path) -> None:
     """int16x8 on a pruned regressor: int16 activations, int8 kernels with the pruned zeros, the
     TFLite mae within export.max_accuracy_drop (10%) of the Keras model's, the same on the deployed runner."""

@@ -601,7 +601,17 @@ def _constant(task: Task, out: Any, x_val: Any, y_val: Any, class_names: list[st
             ref = next(iter(ref.values()))
     else:
         ref = task.targets_dict(y_val)[h.name]
-    target_spread = float(np.asarray(ref, dtype=np.float64).reshape(len(o), -1).std(axis=0).mean())
+    target_cols = np.asarray(ref, dtype=np.float64).reshape(len(o), -1).std(axis=0)
+    target_spread = float(target_cols.mean())
+    if h.kind == "regression" and target_cols.size > 1:  # one output column can collapse while the others learn
+        cols = o.reshape(len(o), -1).std(axis=0)
+        flat = [int(j) for j in np.flatnonzero((target_cols > 0) & (cols <= 0.01 * target_cols))]
+        if flat and len(flat) < cols.size:
+            return Finding("constant", f"output column{'s' if len(flat) > 1 else ''} {', '.join(map(str, flat))} of "
+                           f"'{h.name}' ({cols.size} columns) barely var{'y' if len(flat) > 1 else 'ies'} across the "
+                           f"validation samples (std {', '.join(f'{cols[j]:.3g}' for j in flat)}; the targets' "
+                           f"{', '.join(f'{target_cols[j]:.3g}' for j in flat)}): the model predicts about the same "
+                           "value for every input there.", {"columns": flat, "std": [float(cols[j]) for j in flat]})
     if target_spread == 0 or spread > 0.01 * target_spread:
         return None
     return Finding("constant", f"the model's outputs barely vary across the validation samples (std {spread:.3g}, "
@@ -620,3 +630,124 @@ def tflite_figures(dense_verification: dict[str, Any], split: str = "test") -> d
 
 __all__ = ["BN_RESIDUAL", "NEAR_CHANCE", "NEAR_CHANCE_BY_METRIC", "Finding", "HealthReport", "bn_layers",
            "check_baseline", "enforce", "set_bn_momentum", "tflite_figures", "trivial_outputs"]
+
+
+# ------------------------------------------------------------------------------- after a compression phase
+
+
+def diagnose_compressed(model: Any, data: Any, phase_rows: list[dict[str, Any]]) -> list[Finding]:
+    """Why a compressed model failed its guard, when it collapsed rather than recovering too slowly.
+
+    Checked on the first validation samples (at most ``ANALYSIS_SAMPLES``): the model scores at the level of a
+    predictor that ignores its input, or its outputs are constant; whole ReLU layers whose units output zero
+    for every sample (dead units); and, from the phase's history rows, the epoch it was best and the one it broke.
+
+    Args:
+        model: The compressed Keras model (stripped or wrapped).
+        data: The Dataset, bound to its task.
+        phase_rows: The phase's history.csv rows (``epoch``, ``sparsity``, ``val_<metric>``, ``lr``).
+
+    Returns:
+        The findings, empty when nothing points to a collapse (then more epochs or a milder target is the fix).
+    """
+    task: Task = data.task
+    key = task.guard_key
+    val = data.validation()
+    x_val, y_val = val.in_memory()
+    x_val, y_val = take(x_val, slice(0, ANALYSIS_SAMPLES)), take(y_val, slice(0, ANALYSIS_SAMPLES))
+    out = fit.predict(model, x_val)
+    findings: list[Finding] = []
+    value = task.evaluate(out, y_val, x_val).get(key)
+    chance = task.evaluate(trivial_outputs(task, data, n_samples(out if not isinstance(out, Mapping) else
+                                                                next(iter(out.values())))), y_val, x_val).get(key)
+    _, at_chance = _verdict(task, key, value, chance)
+    constant = _constant(task, out, x_val, y_val, data.class_names)
+    if constant is not None:
+        findings.append(constant)
+    elif at_chance:
+        findings.append(Finding("chance", f"it scores {task.fmt(value, key)}, about what a model that ignores its "
+                                f"input scores ({task.fmt(chance, key)}).", {"value": value, "chance": chance}))
+    try:
+        dead = dead_relu_layers(model, x_val)
+    except Exception as exc:  # a diagnosis must not hide the guard's own message  # noqa: BLE001
+        log.debug("dead-unit check skipped: %s", exc)
+        dead = []
+    if dead:
+        findings.append(Finding("dead_units", "ReLU layers whose units output 0 for every validation sample: "
+                                + ", ".join(f"{n} ({d:.0%} of {u})" for n, d, u in dead)
+                                + ". Gradients no longer reach them, so more epochs cannot revive them.",
+                                {"layers": [{"layer": n, "dead": d, "units": u} for n, d, u in dead]}))
+    broke = _broke_at(task, key, phase_rows)
+    if broke is not None and findings:
+        findings.append(broke)
+    return findings
+
+
+def dead_relu_layers(model: Any, x: Any, threshold: float = 0.9) -> list[tuple[str, float, int]]:
+    """Top-level layers with a ReLU activation whose units (last axis) are zero on every sample of ``x``.
+
+    Returns:
+        ``(layer name, dead share, units)`` of each layer where at least ``threshold`` of the units are dead.
+    """
+    from edgesparse import _tf
+
+    keras = _tf.keras()
+    picked = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # tfmot's wrappers hold the layer
+        act = getattr(inner, "activation", None)
+        name = getattr(act, "__name__", "") if act is not None else ""
+        if name == "relu" or type(inner).__name__ == "ReLU":
+            picked.append(layer)
+    pairs = [(layer, t) for layer in picked if (t := _output_in(keras, model, layer)) is not None]
+    if not pairs:
+        return []
+    picked = [layer for layer, _ in pairs]
+    outs = keras.Model(model.inputs, [t for _, t in pairs]).predict(x, batch_size=256, verbose=0)
+    outs = outs if isinstance(outs, list) else [outs]
+    found = []
+    for layer, o in zip(picked, outs, strict=True):
+        a = np.asarray(o).reshape(-1, np.shape(o)[-1])
+        share = float(np.mean(np.all(a <= 0, axis=0)))
+        if share >= threshold:
+            found.append((getattr(layer, "layer", layer).name, share, int(a.shape[1])))
+    return found
+
+
+def _output_in(keras: Any, model: Any, layer: Any) -> Any:
+    """The layer's output tensor in ``model``'s graph (a layer used in several models has one node per call)."""
+    for i in range(len(getattr(layer, "_inbound_nodes", [])) - 1, -1, -1):
+        try:
+            t = layer.get_output_at(i)
+            keras.Model(model.inputs, t)
+        except (ValueError, TypeError, AttributeError):
+            continue
+        return t
+    return None
+
+
+def _broke_at(task: Task, key: str, rows: list[dict[str, Any]]) -> Finding | None:
+    """The phase's best validation epoch and the later epoch from which it stayed far worse (from history rows)."""
+    col = "val_" + _log_name(task, key)
+    points = [(r, v[0]) for r in rows if (v := _floats([r], col)) and math.isfinite(v[0])]
+    if len(points) < 2:
+        return None
+    higher = task.direction_of(key) == "higher"
+    best_i = max(range(len(points)), key=lambda i: points[i][1] if higher else -points[i][1])
+    best_row, best = points[best_i]
+    final = points[-1][1]
+    if best_i == len(points) - 1 or task.degradation(best, final, key) <= 0:
+        return None
+    mid = (best + final) / 2  # the first epoch after the best one past halfway to the final figure
+    broke_row = next(r for r, v in points[best_i + 1:] if (v <= mid if higher else v >= mid))
+
+    def at(r: dict[str, Any]) -> str:
+        sp = _floats([r], "sparsity")
+        lr = _floats([r], "lr")
+        return (f"epoch {r.get('epoch')}" + (f", sparsity {sp[0]:.0%}" if sp and math.isfinite(sp[0]) else "")
+                + (f", learning rate {lr[0]:.3g}" if lr and math.isfinite(lr[0]) else ""))
+
+    metric = key.replace("/", " ")
+    return Finding("broke", f"its validation {metric} was best at {task.fmt(best, key)} ({at(best_row)}) and broke "
+                   f"at {at(broke_row)}, ending at {task.fmt(final, key)}.",
+                   {"best_epoch": best_row.get("epoch"), "broke_epoch": broke_row.get("epoch")})
