@@ -59,7 +59,7 @@ def test_block_target_that_must_empty_an_output_row_is_refused(tmp_path: Path) -
     plan = _plan(tmp_path, final=0.6, pattern="block:1x16", layers=[{"match": "^logits$", "final": 0.5}])
     layers = {lp.name: lp for lp in plan.layers}
     assert (layers["logits"].pattern, layers["logits"].target) == ("unstructured", 0.5)
-    assert "keeps about 10.0 blocks for 10 output rows (fewer than 2 each)" in layers["logits"].note
+    assert "keeps about 10.0 blocks for 10 output rows (fewer than 2 each): one ranking could take every block of a model output" in layers["logits"].note
     assert (layers["fc1"].pattern, layers["fc1"].target, layers["fc1"].note) == ("block:1x16", 0.6, "")
     # and the wrappers prune as planned: logits weight by weight, fc1 in 16-input blocks (Keras (in, out) order)
     from edgesparse.data import load_dataset

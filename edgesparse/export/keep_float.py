@@ -125,8 +125,9 @@ def auto(dbg: QuantDebugger, rows: list[OpError], score: Score, max_drop: float,
             continue
         tried.append({"ops": [c.layer or c.tensor for c in chosen], "drop": drop})
         if drop <= max_drop:
-            return Selection(tensors=tensors, layers=[c.layer or c.tensor for c in chosen], requested="auto",
-                             drop=drop, metric=metric, tried=tried, data=data,
+            layers = list(dict.fromkeys(c.layer or c.tensor for c in chosen))  # a layer may own several ops
+            return Selection(tensors=tensors, layers=layers, requested="auto", drop=drop, metric=metric, tried=tried,
+                             data=data,
                              why=f"{before}no single op kept float brings it within {max_drop:g}; the {len(chosen)} "
                                  f"ops added one at a time (best measured first) do: {drop:.2f} lost")
     return None

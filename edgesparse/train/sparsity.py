@@ -217,11 +217,12 @@ def plan_sparsity(model: Any, cfg: SparsityConfig, steps_per_epoch: int,
     plan.allocation, plan.final = cfg.allocation, cfg.final
     if cfg.allocation != "uniform":
         _allocate(plan, layers, cfg, sensitivity)
+    heads = set(getattr(model, "output_names", []))
     for lp in plan.pruned:
         pattern = _pattern_of(layers[lp.name], cfg)
         if pattern.kind == "block" and lp.pattern == str(pattern) and lp.target > 0:
             thin = _check_blocks_reach_every_output(layers[lp.name], pattern, lp.target, cfg)
-            if thin:
+            if thin and lp.name in heads:  # a hidden unit emptied is a channel removed; an output unit, a lost target
                 lp.pattern, lp.note = "unstructured", "; ".join(x for x in (lp.note, thin) if x)
     total = sum(lp.weights for lp in plan.pruned)
     plan.planned = sum(lp.target * lp.weights for lp in plan.pruned) / total if total else 0.0
@@ -373,8 +374,8 @@ def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float
     (measured: block:1x16 at 80% on a 64 x 6 classifier zeroed 2 of 6 classes and test accuracy fell to 82%).
 
     Returns:
-        Why the layer is pruned unstructured instead, when fewer than two blocks per output row would be kept: the
-        layer's one magnitude ranking then easily takes every block of an output whose weights are smaller
+        Why an output layer is pruned unstructured instead, when fewer than two blocks per output row would be kept:
+        the layer's one magnitude ranking then easily takes every block of an output whose weights are smaller
         (measured: block:1x16 at 80% on a 128 x 2 regression head kept 3 of 16 blocks, none of output 0, which
         then predicted a constant); else "".
     """
@@ -382,7 +383,7 @@ def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float
     rows, cols = pattern.shape
     n_in, n_out = (int(d) for d in kernel_of(layer).shape)
     row_groups, per_row = n_out // rows, n_in // cols
-    kept = row_groups * per_row * (1.0 - target)
+    kept = round(row_groups * per_row * (1.0 - target), 6)  # 480 * (1 - 0.8) is 95.99999999999999 in floats
     if kept < row_groups:
         highest = 1.0 - 1.0 / per_row
         by = "" if cfg.allocation == "uniform" else f" (its target from allocation {cfg.allocation})"
@@ -394,7 +395,7 @@ def _check_blocks_reach_every_output(layer: Any, pattern: Pattern, target: float
             f"final: {highest:.2f}}}] or pattern: unstructured.")
     if kept < 2 * row_groups:
         return (f"{pattern} at {target:.0%} keeps about {kept:.1f} blocks for {row_groups} output rows (fewer than 2 "
-                "each): one ranking could take every block of an output; pruned unstructured")
+                "each): one ranking could take every block of a model output; pruned unstructured")
     return ""
 
 
