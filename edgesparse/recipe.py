@@ -414,6 +414,11 @@ class QuantizationConfig(_Section):
     mode: Literal["none", "dynamic", "float16", "int8", "int16x8", "qat", "pqat"] = "none"
     epochs: int = Field(2, ge=0, description="fine-tuning epochs for qat / pqat")
     optimizer: OptimizerConfig = OptimizerConfig(learning_rate=1e-4)
+    max_drop: float | None = Field(None, ge=0.0, description="qat / pqat: the most the fine-tuned model may lose "
+                                   "against the dense baseline on validation (the task's unit; default: "
+                                   "sparsity.max_drop, else the task's default)")
+    on_drop: Literal["fail", "warn"] | None = Field(None, description="qat / pqat: when the drop exceeds max_drop: "
+                                                    "fail or warn (default: sparsity.on_drop, else fail)")
     keep_float: list[str] | Literal["auto"] | None = Field(
         None, description="int8 only: keep the ops of the layers these regexes match (searched in layer names) in "
         "float32 in an otherwise int8 model; auto: the fewest ops, worst quantization error first, that bring the "

@@ -877,6 +877,12 @@ def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
     section = "sparsity"
     if stage == "channels" and run.recipe.channels is not None:  # the channel phase has its own guard settings
         max_drop, on_drop, section = run.recipe.channels.max_drop, run.recipe.channels.on_drop, "channels"
+    qcfg = run.recipe.quantization
+    if stage.startswith("quantization") and qcfg is not None:  # its own settings, else the sparsity section's
+        own = qcfg.max_drop is not None or qcfg.on_drop is not None or scfg is None
+        max_drop = qcfg.max_drop if qcfg.max_drop is not None else max_drop
+        on_drop = qcfg.on_drop or on_drop
+        section = "quantization" if own else section
     key = task.guard_key
     max_drop = task.max_drop(max_drop, key)
     drop = task.degradation(run.dense_validation, value, key)

@@ -145,3 +145,16 @@ def test_int8_failure_names_the_worst_layer_and_the_three_ways_out(tmp_path: Pat
     assert "Where int8 loses it" in msg and "fc1 (FULLY_CONNECTED, range 0 to" in msg, msg
     assert "keep_float: ['fc1']" in msg and "keeping fc1 float loses" in msg, msg
     assert "int16x8" in msg and "qat or pqat" in msg, msg
+
+
+def test_qat_without_a_sparsity_section_has_its_own_guard(tmp_path: Path) -> None:
+    """QAT on the fusion MLP loses its input features (one int8 input scale) and falls toward chance: with no
+    sparsity section its guard is quantization's own (on_drop warn keeps the model, and the warning names it)."""
+    from edgesparse.run import train
+
+    recipe = _fusion_recipe(tmp_path, {"mode": "qat", "epochs": 1, "on_drop": "warn"},
+                            export={"max_accuracy_drop": 100.0})
+    s = train(recipe).summary
+    [guard] = [w for w in s.warnings if w.startswith("after quantization (qat)")]
+    assert "quantization.max_drop allows 2 points" in guard and "set quantization.on_drop: warn" in guard, guard
+    assert s.quantization is not None and s.quantization.validation_metric < s.baseline.validation_metric - 0.02
