@@ -545,7 +545,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             run.data = bind_task(dense, run.data, recipe.task)
             keep_float.check_layers(dense, recipe.quantization.keep_float)  # a regex matching no layer: now
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
-                sparsity.plan_sparsity(dense, recipe.sparsity, run.steps_per_epoch)
+                # (with a size budget, final is the search's to choose, capped where the blocks allow: not checked here)
+                shape_only = {"final": 0.01, "target": None} if recipe.sparsity.target is not None else {}
+                sparsity.plan_sparsity(dense, recipe.sparsity.model_copy(update=shape_only), run.steps_per_epoch)
                 if recipe.sparsity.target is not None:  # and a size budget below the smallest reachable file
                     budget.smallest_reachable(dense, recipe.sparsity, recipe, run.steps_per_epoch,
                                               run.data.representative(budget.TRIAL_SAMPLES, seed=recipe.seed))
