@@ -424,6 +424,10 @@ class QuantizationConfig(_Section):
         "float32 in an otherwise int8 model; auto: the fewest ops, worst quantization error first, that bring the "
         "model within export.max_accuracy_drop (edgesparse analyze --quantization ranks them)")
 
+    keep_float_weights: Literal["float16", "float32"] = Field(
+        "float16", description="how the kernels of the ops keep_float leaves float are stored: float16 (half the "
+        "bytes, behind a DEQUANTIZE that runs once at load; the ops still compute in float32) or float32")
+
     @field_validator("keep_float")
     @classmethod
     def _regexes(cls, value: Any) -> Any:
@@ -439,6 +443,9 @@ class QuantizationConfig(_Section):
 
     @model_validator(mode="after")
     def _keep_float_mode(self) -> QuantizationConfig:
+        if "keep_float_weights" in self.model_fields_set and self.keep_float is None:
+            raise ValueError("keep_float_weights sets how the kernels of keep_float's ops are stored; give "
+                             "keep_float (layer regexes or auto) too, or remove it")
         if self.keep_float is not None and self.mode != "int8":
             why = {"int16x8": "the quantization debugger that keeps ops float quantizes to int8 only",
                    "qat": "a quantization-aware trained model's fake-quant ops fix every layer's quantization",

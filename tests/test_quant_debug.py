@@ -74,7 +74,9 @@ def test_keep_float_regex_keeps_the_layers_ops_float_and_the_pruned_zeros(tmp_pa
     assert [o["layer"] for o in float_ops(model)] == ["fc1"] and integer_ops(model) == 2
     info = inspect_tflite(model)
     kernels = {w.name: (w.dtype, w.sparsity) for w in info.weights if w.role == "weight"}
-    assert sorted(d for d, _ in kernels.values()) == ["float32", "int8", "int8"], kernels
+    # fc1's kernel stored in float16 behind a DEQUANTIZE (keep_float_weights' default), its op computing in float32
+    assert sorted(d for d, _ in kernels.values()) == ["float16", "int8", "int8"], kernels
+    assert sum(op.op == "DEQUANTIZE" and info.tensors[op.inputs[0]].dtype == "float16" for op in info.operators) == 1
     assert all(sp == pytest.approx(0.5, abs=0.02) for _, sp in kernels.values()), kernels
     exp = json.loads((bundle / "export.json").read_text())
     assert exp["keep_float"]["layers"] == ["fc1"] and exp["float_ops"][0]["layer"] == "fc1"
@@ -126,7 +128,8 @@ def test_keep_float_refusals(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "baseline.keras").exists()
     for q, match in (({"mode": "float16", "keep_float": ["fc1"]}, "needs quantization.mode: int8, not 'float16'"),
                      ({"mode": "qat", "keep_float": "auto"}, "fake-quant"),
-                     ({"mode": "int8", "keep_float": []}, "keeps nothing float")):
+                     ({"mode": "int8", "keep_float": []}, "keeps nothing float"),
+                     ({"mode": "int8", "keep_float_weights": "float32"}, "give keep_float")):
         with pytest.raises(RecipeError, match=match):
             validate_recipe(tiny_recipe(tmp_path, quantization=q))
     with pytest.raises(RecipeError, match=r"keep_float needs export\.io: float32"):

@@ -332,7 +332,7 @@ def test_detector_with_two_inputs_and_two_heads_end_to_end(tmp_path: Path) -> No
     # read from the flatbuffer: one float op (an output tensor, so named by the signature, not by the layer)
     assert [o["op"] for o in float_ops(model)] == ["FULLY_CONNECTED"] and integer_ops(model) >= 4
     kernels = {w.name: (w.dtype, w.sparsity) for w in inspect_tflite(model).weights if w.role == "weight"}
-    assert sorted(d for d, _ in kernels.values()) == ["float32", "int8", "int8", "int8", "int8"], kernels
+    assert sorted(d for d, _ in kernels.values()) == ["float16", "int8", "int8", "int8", "int8"], kernels
     assert all(sp == pytest.approx(0.8, abs=0.03) for _, sp in kernels.values()), kernels
     assert s.baseline.metrics["cls/accuracy"] > 0.6 and s.baseline.metrics["box/mae"] < 0.3, s.baseline.metrics
     assert v["heads"]["cls"]["agreement"] >= 0.9 and v["heads"]["box"]["agreement"] is None

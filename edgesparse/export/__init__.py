@@ -94,7 +94,8 @@ def export_models(
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
                   max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe),
-                  keep_float=recipe.quantization.keep_float)
+                  keep_float=recipe.quantization.keep_float,
+                  keep_float_weights=recipe.quantization.keep_float_weights)
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)

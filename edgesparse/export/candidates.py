@@ -43,6 +43,8 @@ from edgesparse.export.latency import time_paired
 from edgesparse.export.litert import fc_shape_mismatches
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
+from edgesparse.tflite.mixed import float_ops
+from edgesparse.tflite.rewrite import float16_kernels
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,7 @@ class Sources:
     task: Any = None  # edgesparse.task.Task
     max_bytes: int | None = None  # sparsity.target.bytes: only candidates that fit are chosen (when one does)
     keep_float: list[str] | str | None = None  # quantization.keep_float
+    keep_float_weights: str = "float32"  # quantization.keep_float_weights: float16 stores their kernels in half
     #: what the int8 debugging found, for export.json: "keep_float" (the selection), "quantization_diagnosis"
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -307,8 +310,14 @@ class _Int8Debug:
 
     def candidate(self, sel: kf.Selection, because: str, reference: bytes | None,
                   float_outputs: Callable[[], np.ndarray]) -> Candidate:
-        c = Candidate(mode="int8", sparse_encoding=False, data=sel.data, tried_because=because,
-                      keep_float=sel.layers)
+        data = sel.data
+        if self.src.keep_float_weights == "float16":  # measured below like every candidate
+            half = float16_kernels(data, [o["index"] for o in float_ops(data)])
+            data = half.data
+            if half.tensors:
+                log.info("int8: the kept-float kernels (%s) stored in float16, %s B saved", ", ".join(half.tensors),
+                         f"{half.saved_bytes:,}")
+        c = Candidate(mode="int8", sparse_encoding=False, data=data, tried_because=because, keep_float=sel.layers)
         progress.item("export candidate", 1, 1, f"{c.label}: verifying" + (", timing" if reference else ""))
         _evaluate(c, self.src, reference, float_outputs)
         return c
