@@ -22,6 +22,7 @@ setup(
         "tf-keras>=2.16,<2.22",
         "tensorflow-model-optimization>=0.8.1,<0.9",
         "ai-edge-litert>=2.1.5,<2.4",
+        "flatbuffers>=23.5",  # writing .tflite rewrites (edgesparse/tflite/rewrite.py)
         "numpy>=1.26,<3",
         "click>=8.1,<9",
         "pyyaml>=6,<7",

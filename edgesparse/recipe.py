@@ -443,7 +443,7 @@ class QuantizationConfig(_Section):
 
     @model_validator(mode="after")
     def _keep_float_mode(self) -> QuantizationConfig:
-        if "keep_float_weights" in self.model_fields_set and self.keep_float is None:
+        if self.keep_float_weights != "float16" and self.keep_float is None:  # (an override dumps every field)
             raise ValueError("keep_float_weights sets how the kernels of keep_float's ops are stored; give "
                              "keep_float (layer regexes or auto) too, or remove it")
         if self.keep_float is not None and self.mode != "int8":

@@ -52,7 +52,7 @@ def float16_kernels(model: bytes, op_indices: list[int] | None = None) -> Float1
         for t in op.inputs if op.inputs is not None else []:
             users.setdefault(int(t), []).append(i)
     allowed = set(range(len(g.operators))) if op_indices is None else set(op_indices)
-    moved: list[tuple[int, int]] = []  # (op index, kernel tensor)
+    found: set[int] = set()  # kernel tensors
     for i, op in enumerate(g.operators):
         if i not in allowed or codes[op.opcodeIndex] not in _KERNEL_OPS or op.inputs is None or len(op.inputs) < 2:
             continue
@@ -62,17 +62,21 @@ def float16_kernels(model: bytes, op_indices: list[int] | None = None) -> Float1
         if (t.type != schema.TensorType.FLOAT32 or t.sparsity is not None or buf is None or buf.data is None
                 or not len(buf.data) or not set(users.get(k, [])) <= allowed):
             continue
-        moved.append((i, k))
-    if not moved:
+        found.add(k)
+    if not found:
         return Float16Result(data=model, tensors=[], saved_bytes=0)
+    kernels = sorted(found)
+    saved = _to_float16(m, schema, kernels)
+    return Float16Result(data=_pack(m, schema), tensors=[_name(g.tensors[k]) for k in kernels], saved_bytes=saved)
+
+
+def _to_float16(m: Any, schema: Any, kernels: list[int]) -> int:
+    """Move each kernel's values to a new float16 constant and make the kernel DEQUANTIZE's output; bytes saved."""
+    g = m.subgraphs[0]
     dq = _opcode(m, schema, schema.BuiltinOperator.DEQUANTIZE)
     new_ops = []
-    done: set[int] = set()
     saved = 0
-    for _, k in moved:
-        if k in done:
-            continue
-        done.add(k)
+    for k in kernels:
         t = g.tensors[k]
         values = np.frombuffer(bytes(bytearray(m.buffers[t.buffer].data)), dtype="<f4")
         half = values.astype("<f2")
@@ -89,8 +93,7 @@ def float16_kernels(model: bytes, op_indices: list[int] | None = None) -> Float1
         op.opcodeIndex, op.inputs, op.outputs = dq, [len(g.tensors) - 1], [k]
         new_ops.append(op)
     g.operators = new_ops + list(g.operators)  # constants in, so first is in order
-    return Float16Result(data=_pack(m, schema), tensors=[_name(g.tensors[k]) for k in sorted(done)],
-                         saved_bytes=saved)
+    return saved
 
 
 def _name(t: Any) -> str:
