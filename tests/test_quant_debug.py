@@ -161,3 +161,24 @@ def test_qat_without_a_sparsity_section_has_its_own_guard(tmp_path: Path) -> Non
     [guard] = [w for w in s.warnings if w.startswith("after quantization (qat)")]
     assert "quantization.max_drop allows 2 points" in guard and "set quantization.on_drop: warn" in guard, guard
     assert s.quantization is not None and s.quantization.validation_metric < s.baseline.validation_metric - 0.02
+
+
+def test_a_budget_missed_by_the_kept_float_conversion_says_why_and_does_not_correct(tmp_path: Path) -> None:
+    """The budget is predicted for sparse int8, but int8 fails on the fusion MLP and keep_float auto's conversion
+    (no sparse encoding: dense kernels) is kept: more sparsity cannot shrink it, so no correction run, and the
+    warning says why."""
+    from edgesparse.run import train
+
+    raw = tiny_recipe(tmp_path, data={"npz": _fusion_data(tmp_path, n=2000), "batch_size": 64},
+                      model={"factory": "tests.factories:scaled_input_mlp"},
+                      baseline={"epochs": 8, "optimizer": {"learning_rate": 0.01}},
+                      sparsity={"target": {"bytes": 10000}, "epochs": 2}, quantization={"mode": "int8",
+                                                                                      "keep_float": "auto"},
+                      export={"objective": "size", "sparse_encoding": True, "max_accuracy_drop": 5.0})
+    raw["sparsity"].pop("final")
+    s = train(validate_recipe(raw)).summary
+    assert s.tflite is not None and s.tflite.float_ops and s.tflite.bytes > 10000
+    budget = s.sparsity.budget if s.sparsity is not None else None
+    assert budget is not None and budget["met"] is False and budget.get("correction") is None, budget
+    [warning] = [w for w in s.warnings if w.startswith("sparsity.target.bytes")]
+    assert "written without the sparse encoding" in warning and "more sparsity cannot make it smaller" in warning
