@@ -629,7 +629,8 @@ def tflite_figures(dense_verification: dict[str, Any], split: str = "test") -> d
 
 
 __all__ = ["BN_RESIDUAL", "NEAR_CHANCE", "NEAR_CHANCE_BY_METRIC", "Finding", "HealthReport", "bn_layers",
-           "check_baseline", "enforce", "set_bn_momentum", "tflite_figures", "trivial_outputs"]
+           "check_baseline", "dead_relu_layers", "diagnose_compressed", "enforce", "set_bn_momentum",
+           "tflite_figures", "trivial_outputs"]
 
 
 # ------------------------------------------------------------------------------- after a compression phase
