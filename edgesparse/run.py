@@ -902,10 +902,8 @@ def _accuracy_guard(run: _Run, stage: str, model: Any) -> float:
     advice = ("more quantization.epochs, a lower learning rate for it, or mode int8 (post-training)"
               if stage.startswith("quantization") else
               "more channels.epochs, a milder channels target, or allocation auto" if stage == "channels" else
-              f"more sparsity.epochs (now {scfg.epochs}), "
-              + (f"a larger sparsity.target.bytes (now {scfg.target.bytes:,} B)" if scfg.target is not None else
-                 f"a lower sparsity.final (now {scfg.final:g})")
-              + ", or distillation from the dense model" if scfg is not None else "more epochs")
+              f"more sparsity.epochs (now {scfg.epochs}), {_milder(scfg)}, or distillation from the dense model"
+              if scfg is not None else "more epochs")
     metric = key.replace("/", " ")
     worse = "below" if task.direction_of(key) == "higher" else "above"
     msg = (f"after {stage} the model's {split} {metric} is {task.fmt(value, key)}, {abs(drop):.2f} "
@@ -942,12 +940,16 @@ def _collapse_advice(run: _Run, stage: str, dead: bool, epochs: bool) -> str:
         return "Lower the learning rate"
     gentle = (f"prune more gradually (sparsity.end later than epoch {scfg.end:g})" if scfg.method == "magnitude"
               and scfg.end is not None else "a smaller sparsity.update.drop_fraction")
-    milder = (f"a larger sparsity.target.bytes (now {scfg.target.bytes:,} B)" if scfg.target is not None else
-              f"a lower sparsity.final (now {scfg.final:g})")
     more = f", more sparsity.epochs (now {scfg.epochs})" if epochs else ""
     keep = ", or keep the layers named above dense (sparsity.layers: [{match: ..., skip: true}])" if dead else ""
     return (f"Lower sparsity.optimizer.learning_rate (now {scfg.optimizer.learning_rate:g}), {gentle}, "
-            f"{milder}{more}{keep}")
+            f"{_milder(scfg)}{more}{keep}")
+
+
+def _milder(scfg: Any) -> str:
+    """The sparsity section's milder target: a larger size budget, or a lower final."""
+    return (f"a larger sparsity.target.bytes (now {scfg.target.bytes:,} B)" if scfg.target is not None else
+            f"a lower sparsity.final (now {scfg.final:g})")
 
 
 def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_start: float) -> TimingInfo:

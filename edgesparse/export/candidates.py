@@ -43,7 +43,6 @@ from edgesparse.export.latency import time_paired
 from edgesparse.export.litert import fc_shape_mismatches
 from edgesparse.export.modes import CONVERTER_MODES
 from edgesparse.export.verify import Verification, verify
-from edgesparse.tflite.mixed import float_ops
 from edgesparse.tflite.rewrite import float16_kernels
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ class Sources:
     task: Any = None  # edgesparse.task.Task
     max_bytes: int | None = None  # sparsity.target.bytes: only candidates that fit are chosen (when one does)
     keep_float: list[str] | str | None = None  # quantization.keep_float
-    keep_float_weights: str = "float32"  # quantization.keep_float_weights: float16 stores their kernels in half
+    keep_float_weights: str = "float16"  # quantization.keep_float_weights: float16 stores their kernels in half
     #: what the int8 debugging found, for export.json: "keep_float" (the selection), "quantization_diagnosis"
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -312,7 +311,7 @@ class _Int8Debug:
                   float_outputs: Callable[[], np.ndarray]) -> Candidate:
         data = sel.data
         if self.src.keep_float_weights == "float16":  # measured below like every candidate
-            half = float16_kernels(data, [o["index"] for o in float_ops(data)])
+            half = float16_kernels(data)  # in an int8 model the float kernels are the kept ops' own
             data = half.data
             if half.tensors:
                 log.info("int8: the kept-float kernels (%s) stored in float16, %s B saved", ", ".join(half.tensors),

@@ -703,11 +703,10 @@ def dead_relu_layers(model: Any, x: Any, threshold: float = 0.9) -> list[tuple[s
     pairs = [(layer, t) for layer in picked if (t := _output_in(keras, model, layer)) is not None]
     if not pairs:
         return []
-    picked = [layer for layer, _ in pairs]
     outs = keras.Model(model.inputs, [t for _, t in pairs]).predict(x, batch_size=256, verbose=0)
     outs = outs if isinstance(outs, list) else [outs]
     found = []
-    for layer, o in zip(picked, outs, strict=True):
+    for (layer, _), o in zip(pairs, outs, strict=True):
         a = np.asarray(o).reshape(-1, np.shape(o)[-1])
         share = float(np.mean(np.all(a <= 0, axis=0)))
         if share >= threshold:
