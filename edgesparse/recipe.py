@@ -462,6 +462,11 @@ class ExportConfig(_Section):
     sparse_encoding: bool | Literal["auto"] = Field(
         "auto", description="the converter's sparse weight storage: true, false, or auto (convert both ways "
         "and keep the smaller file)")
+    per_channel: bool | Literal["auto"] = Field(
+        "auto", description="int8 weights with one scale per output channel (true, the converter's default) or one "
+        "per tensor (false: 12 bytes less per output channel, for models so small that their quantization "
+        "parameters weigh as much as their weights); auto: per channel, and with objective size (no size budget) "
+        "also per tensor, verified like every candidate, the smaller kept. Post-training int8 only")
     representative_samples: int = Field(200, ge=1)
     io: Literal["float32", "int8", "int16"] = Field(
         "float32", description="model input/output type: float32, int8 (int8, qat, pqat) or int16 (int16x8)")
@@ -554,6 +559,7 @@ class Recipe(_Section):
         if io == "int16" and self.quantization.mode != "int16x8":
             raise ValueError(f"export.io: int16 needs quantization.mode: int16x8 (int16 activations), not "
                              f"'{self.quantization.mode}'; use export.io: int8 with int8/qat/pqat, or float32")
+        self._check_per_channel()
         if self.sparsity is not None and self.sparsity.target is not None and self.export is None:
             raise ValueError("sparsity.target.bytes is a budget for the exported model.tflite, but the recipe has no "
                              "export section; add `export: {}` or give sparsity.final instead")
@@ -569,6 +575,19 @@ class Recipe(_Section):
                     "sparsity section and/or quantization mode qat/pqat with epochs > 0); remove it from "
                     "distillation.phases or drop the section")
         return self
+
+    def _check_per_channel(self) -> None:
+        """``export.per_channel: false`` is honoured only where a post-training int8 conversion runs."""
+        if self.export is None or self.export.per_channel is not False:
+            return
+        if self.quantization.mode != "int8":
+            raise ValueError(f"export.per_channel: false (one int8 weight scale per tensor) is for quantization.mode "
+                             f"int8, not {self.quantization.mode}: QAT/PQAT models are trained with per-channel "
+                             "scales and the other modes have no int8 weight scales; drop it or use mode int8")
+        if isinstance(self.quantization.keep_float, list):
+            raise ValueError("export.per_channel: false does not go with a quantization.keep_float list: the "
+                             "conversion that keeps ops float is made by TensorFlow's debugger quantizer, per channel; "
+                             "drop one of the two")
 
 
 # --------------------------------------------------------------------------------------------

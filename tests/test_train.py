@@ -425,3 +425,60 @@ def test_quantization_mode_through_train_exports_that_mode_and_verifies(tmp_path
     assert s.tflite.agreement >= (0.99 if mode == "float16" else 0.95), s.tflite
     if mode == "float16":
         assert s.tflite.max_abs_diff is not None and s.tflite.max_abs_diff < 1e-2
+
+
+def _weight_scales(path: str) -> dict[str, int]:
+    """How many int8 scales each int8 weight tensor of a .tflite has (read by LiteRT)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=path)
+    return {d["name"]: len(d["quantization_parameters"]["scales"]) for d in interp.get_tensor_details()
+            if d["dtype"] == np.int8 and len(d["shape"]) >= 2 and len(d["quantization_parameters"]["scales"])
+            and not d["name"].startswith("serving_default")}
+
+
+def test_per_channel_auto_with_objective_size_keeps_the_smaller_per_tensor_file(tmp_path: Path) -> None:
+    """export.per_channel auto, objective size, int8: each verified per-channel conversion is converted again with one
+    weight scale per tensor; the smallest verified file is kept, and its weight tensors really have one scale each
+    (read back by LiteRT), 12 bytes less per output channel than the per-channel file of the same encoding."""
+    s = _run(tmp_path, quantization={"mode": "int8"}, export={"objective": "size"}).summary
+    assert s.tflite is not None and s.tflite.quantization == "int8"
+    info = json.loads((Path(s.tflite.bundle) / "export.json").read_text())
+    per_channel = {c["sparse_encoding"]: c for c in info["candidates"] if c["per_channel"]}
+    per_tensor = {c["sparse_encoding"]: c for c in info["candidates"] if not c["per_channel"]}
+    assert set(per_tensor) == {enc for enc, c in per_channel.items() if c["rejected"] is None} and per_tensor
+    for enc, c in per_tensor.items():
+        assert c["bytes"] < per_channel[enc]["bytes"] and "per-tensor scales" in c["label"], c
+        assert "export.per_channel: auto" in c["tried_because"]
+    chosen = next(c for c in info["candidates"] if c["chosen"])
+    assert chosen["bytes"] == min(c["bytes"] for c in info["candidates"] if c["rejected"] is None)
+    assert info["per_channel"] == chosen["per_channel"]
+    assert not chosen["per_channel"], info["candidates"]  # on this CNN per-tensor scales keep int8's accuracy
+    scales = _weight_scales(s.tflite.path)
+    assert scales and set(scales.values()) == {1}, scales
+    assert abs(s.tflite.accuracy - s.model.accuracy) <= 0.03, s.tflite
+
+
+def test_per_channel_options_follow_the_setting_objective_and_budget() -> None:
+    from edgesparse.export import per_channel_options
+    from edgesparse.recipe import ExportConfig
+
+    def opts(mode: str = "int8", budget: int | None = None, **cfg: Any) -> tuple[bool, ...]:
+        return per_channel_options(ExportConfig(**cfg), mode, budget)
+
+    assert opts(objective="size") == (True, False)
+    assert opts(objective="balanced") == opts(objective="latency") == (True,)
+    assert opts(objective="size", budget=50_000) == (True,)  # the budget is planned on per-channel conversions
+    assert opts(objective="balanced", per_channel=False) == (False,)
+    assert opts(objective="size", per_channel=True) == (True,)
+    assert opts("int16x8", objective="size") == opts("qat", objective="size") == (True,)
+
+
+@pytest.mark.parametrize(("sections", "match"), [
+    ({"quantization": {"mode": "qat"}}, "per_channel: false.*int8, not qat"),
+    ({"quantization": {"mode": "int8", "keep_float": ["fc"]}}, "does not go with a quantization.keep_float list"),
+])
+def test_per_tensor_scales_where_they_would_be_ignored_are_refused(tmp_path: Path, sections: dict[str, Any],
+                                                                   match: str) -> None:
+    with pytest.raises(RecipeError, match=match):
+        validate_recipe(tiny_recipe(tmp_path, export={"per_channel": False}, **sections))

@@ -95,7 +95,8 @@ def export_models(
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
                   max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe),
                   keep_float=recipe.quantization.keep_float,
-                  keep_float_weights=recipe.quantization.keep_float_weights)
+                  keep_float_weights=recipe.quantization.keep_float_weights,
+                  per_channel=per_channel_options(cfg, mode, _budget_bytes(recipe)))
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
@@ -105,6 +106,20 @@ def export_models(
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
     return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)
+
+
+def per_channel_options(cfg: Any, mode: str, budget: int | None) -> tuple[bool, ...]:
+    """The int8 weight scales ``export.per_channel`` converts with: per channel, per tensor, or both (auto).
+
+    ``auto`` adds per-tensor candidates only where a smaller file is what is asked for (``objective: size``)
+    and no size budget is set: the budget's sparsity is planned on per-channel trial conversions, and a file
+    smaller than planned would miss the budget's lower bound. Other modes than int8 are per channel.
+    """
+    if mode != "int8" or cfg.per_channel is True:
+        return (True,)
+    if cfg.per_channel is False:
+        return (False,)
+    return (True, False) if cfg.objective == "size" and budget is None else (True,)
 
 
 def _budget_bytes(recipe: Any) -> int | None:
@@ -119,13 +134,14 @@ def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candi
     cfg = recipe.export
     info: dict[str, Any] = {"name": recipe.name, "quantization": best.mode,
                             "requested_quantization": recipe.quantization.mode, "io": cfg.io,
-                            "sparse_encoding": best.sparse_encoding, "objective": cfg.objective,
+                            "sparse_encoding": best.sparse_encoding, "per_channel": best.per_channel,
+                            "objective": cfg.objective,
                             "class_names": list(data.class_names),
                             "task": data.task.to_json() if data.task is not None else None,
                             "candidates": [c.to_dict(c is best) for c in candidates]}
     if cfg.sparse_encoding == "auto":
         sizes = {c.sparse_encoding: len(c.data) for c in candidates
-                 if c.source == "final" and c.mode == recipe.quantization.mode}
+                 if c.source == "final" and c.mode == recipe.quantization.mode and c.per_channel == best.per_channel}
         info["sparse_encoding_choice"] = {"requested": "auto", "sparse_bytes": sizes.get(True),
                                           "plain_bytes": sizes.get(False)}
     if best.mode != recipe.quantization.mode:

@@ -73,11 +73,13 @@ class Candidate:
     tried_because: str = "the requested mode"
     delegation: dict[str, Any] | None = None  # ops XNNPACK took (runner.op_delegation)
     keep_float: list[str] | None = None  # layers whose ops this int8 conversion keeps float32
+    per_channel: bool = True  # int8 weight scales per output channel (False: one per tensor)
 
     @property
     def label(self) -> str:
         kept = f", {', '.join(self.keep_float)} kept float" if self.keep_float else ""
-        return (f"{'float32' if self.mode == 'none' else self.mode}{kept}, "
+        scales = "" if self.per_channel else ", per-tensor scales"
+        return (f"{'float32' if self.mode == 'none' else self.mode}{kept}{scales}, "
                 f"sparse encoding {'on' if self.sparse_encoding else 'off'}")
 
     @property
@@ -98,7 +100,7 @@ class Candidate:
                 "accuracy": v.accuracy if v else None, "metric": v.metric if v else None,
                 "agreement": v.agreement if v else None, "drop": v.drop if v else None,
                 "xnnpack_ops": self.delegated, "builtin_ops": (self.delegation or {}).get("builtin"),
-                "tried_because": self.tried_because, "keep_float": self.keep_float,
+                "tried_because": self.tried_because, "keep_float": self.keep_float, "per_channel": self.per_channel,
                 "rejected": self.rejected, "rejected_for": self.rejected_for, "chosen": chosen}
 
 
@@ -120,6 +122,8 @@ class Sources:
     max_bytes: int | None = None  # sparsity.target.bytes: only candidates that fit are chosen (when one does)
     keep_float: list[str] | str | None = None  # quantization.keep_float
     keep_float_weights: str = "float16"  # quantization.keep_float_weights: float16 stores their kernels in half
+    #: the int8 weight scales to convert with: [True] per channel, [False] per tensor, [True, False] both (auto)
+    per_channel: tuple[bool, ...] = (True,)
     #: what the int8 debugging found, for export.json: "keep_float" (the selection), "quantization_diagnosis"
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -192,17 +196,46 @@ def _convert_and_evaluate(model: Any, modes: list[str], sparse_encoding: bool | 
 
     A mode whose conversions the sparse encoding breaks (int16x8) is converted without it only.
     """
-    plan = [(mode, enc) for mode in modes for enc in mode_encodings(mode, sparse_encoding, explain=True)]
+    plan = [(mode, enc, mode_per_channel(mode, src)) for mode in modes
+            for enc in mode_encodings(mode, sparse_encoding, explain=True)]
     out = []
-    for i, (mode, enc) in enumerate(plan, 1):
-        label = Candidate(mode=mode, sparse_encoding=enc, data=b"").label
+    for i, (mode, enc, pc) in enumerate(plan, 1):
+        label = Candidate(mode=mode, sparse_encoding=enc, data=b"", per_channel=pc).label
         steps = "converting" + (", verifying" if src.verify else "") + (", timing" if reference is not None else "")
         of = "the pruned float model" if source == "float" else "the final model"
         progress.item("export candidate", i, len(plan), f"{label} of {of}: {steps}")
         rep = src.representative if CONVERTER_MODES.get(mode).needs_calibration else None
-        c = Candidate(mode=mode, sparse_encoding=enc, source=source, tried_because=because,
-                      data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io))
+        c = Candidate(mode=mode, sparse_encoding=enc, source=source, tried_because=because, per_channel=pc,
+                      data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io, per_channel=pc))
         _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
+        out.append(c)
+    return out
+
+
+def mode_per_channel(mode: str, src: Sources) -> bool:
+    """Whether ``mode``'s first conversions use per-channel int8 weight scales (per tensor only where asked alone)."""
+    return not (mode == "int8" and src.per_channel == (False,))
+
+
+def _per_tensor_too(candidates: list[Candidate], src: Sources, reference: bytes | None,
+                    float_outputs: Callable[[], np.ndarray]) -> list[Candidate]:
+    """``export.per_channel: auto`` for objective size: each verified per-channel int8 conversion once more with one
+    weight scale per tensor (12 bytes less per output channel), verified and timed like the rest.
+
+    Only conversions that passed are redone: per-tensor scales do not repair an accuracy loss."""
+    if src.per_channel != (True, False):
+        return []
+    passed = [c for c in candidates if c.mode == "int8" and c.per_channel and not c.keep_float and c.rejected is None
+              and c.source == "final"]
+    out = []
+    for i, base in enumerate(passed, 1):
+        c = Candidate(mode="int8", sparse_encoding=base.sparse_encoding, per_channel=False, data=b"",
+                      tried_because=f"export.per_channel: auto (objective size): {base.label} passed; one weight "
+                      "scale per tensor makes the file smaller")
+        progress.item("export candidate", i, len(passed), f"{c.label}: converting, verifying")
+        c.data = convert(src.final_model, "int8", sparse_encoding=base.sparse_encoding,
+                         representative=src.representative, io=src.io, per_channel=False)
+        _evaluate(c, src, reference, float_outputs, at=f"per-tensor {i}/{len(passed)} ")
         out.append(c)
     return out
 
@@ -258,6 +291,7 @@ def select(src: Sources, mode: str, sparse_encoding: bool | str, objective: str,
     else:
         candidates = _convert_and_evaluate(src.final_model, [mode], sparse_encoding, "final", src, dense_bytes,
                                            float_outputs)
+    candidates += _per_tensor_too(candidates, src, dense_bytes, float_outputs)
     best = choose(candidates, objective, src.max_bytes)
     if quant is not None and best is None and src.verify and any(c.rejected_for == "accuracy" for c in candidates):
         best = quant.after_accuracy_loss(candidates, objective, dense_bytes, float_outputs)

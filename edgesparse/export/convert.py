@@ -40,6 +40,7 @@ def convert(
     sparse_encoding: bool = False,
     representative: Iterable[np.ndarray] | None = None,
     io: str = "float32",
+    per_channel: bool = True,
 ) -> bytes:
     """Convert a (stripped) tf_keras model to a TFLite flatbuffer.
 
@@ -50,6 +51,7 @@ def convert(
             (``Optimize.EXPERIMENTAL_SPARSITY``): CSR or block storage plus DENSIFY ops.
         representative: Calibration samples for integer modes.
         io: "float32" or "int8" inputs/outputs.
+        per_channel: int8 weight scales per output channel (default) or, False, per tensor.
 
     Returns:
         The flatbuffer bytes.
@@ -59,7 +61,8 @@ def convert(
     """
     tf = _tf.tf()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    configure_converter(converter, mode, sparse_encoding=sparse_encoding, representative=representative, io=io)
+    configure_converter(converter, mode, sparse_encoding=sparse_encoding, representative=representative, io=io,
+                        per_channel=per_channel)
     try:
         import warnings
 

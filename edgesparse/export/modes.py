@@ -89,6 +89,7 @@ def configure_converter(
     sparse_encoding: bool,
     representative: Iterable[np.ndarray] | None,
     io: str,
+    per_channel: bool = True,
 ) -> None:
     """Set the TFLite converter up for ``mode``.
 
@@ -98,6 +99,8 @@ def configure_converter(
         sparse_encoding: Store sparse weights in the converter's sparse format (CSR / blocks).
         representative: Calibration samples (from the training split) for integer modes.
         io: "float32", "int8" (int8, qat, pqat) or "int16" (int16x8) model inputs/outputs.
+        per_channel: One weight scale per output channel (the converter's default); False: one per tensor
+            (post-training int8 only: 12 bytes less per output channel of every kernel and bias).
 
     Raises:
         RecipeError: ``io`` is not one of the mode's I/O types (:attr:`ConverterMode.io_types`).
@@ -133,6 +136,11 @@ def configure_converter(
         converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif cm.integer:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if not per_channel:
+        if mode != "int8":
+            raise RecipeError(f"per-tensor weight scales (export.per_channel: false) are for post-training int8, "
+                              f"not quantization.mode {mode}")
+        converter._experimental_disable_per_channel = True
     if io not in cm.io_types:
         raise RecipeError(io_message(mode, io))
     if io in ("int8", "int16"):
