@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,10 +123,50 @@ def test_int8_failing_for_accuracy_falls_back_to_int16x8_and_says_why(tmp_path: 
     assert s.baseline.accuracy is not None and s.baseline.accuracy > 0.7, s.baseline
     assert s.tflite is not None and s.tflite.quantization == "int16x8"
     info = json.loads((Path(s.tflite.bundle) / "export.json").read_text())
-    int8, int16 = info["candidates"]
+    int8, plain16, equalized = info["candidates"]
     assert int8["mode"] == "int8" and int8["rejected_for"] == "accuracy" and int8["drop"] > 20, int8
-    assert int16["mode"] == "int16x8" and int16["chosen"] and int16["drop"] <= 5.0, int16
+    # int16x8 is converted as it is and with its inputs equalized (fc1's raw-reading row is ~1000x smaller than
+    # the others); the more accurate of the two is kept, the other set aside as superseded
+    assert plain16["mode"] == equalized["mode"] == "int16x8" and not plain16["equalized"], plain16
+    assert equalized["equalized"] == ["fc1"] and info["equalized"]["sensors"]["layer"] == "fc1", info["equalized"]
+    int16 = next(c for c in (plain16, equalized) if c["chosen"])
+    other = plain16 if int16 is equalized else equalized
+    assert other["rejected_for"] == "superseded" and int16["drop"] <= other["drop"] and int16["drop"] <= 5.0, int16
     assert "every int8 conversion lost more than export.max_accuracy_drop" in int16["tried_because"]
     assert info["fallback"] == {"mode": "int16x8", "why": int16["tried_because"]}
     kept = next(w for w in s.warnings if w.startswith("export kept"))
     assert "max_accuracy_drop" in kept and "as fast" not in kept, kept
+
+
+def test_equalize_rescales_inputs_and_rows_without_changing_the_float_model(tmp_path: Path) -> None:
+    """equalize() divides each input feature by c and multiplies the first layer's kernel row by it: the float
+    outputs stay the same, the rows come within MAX_RATIO of each other in range, names are kept, and the converted
+    int16x8 model holds the MUL and one RESHAPE (the converter would otherwise fold the MUL back into the weights).
+    Inputs with a second consumer, or rows of about one range, are left alone."""
+    from edgesparse import _tf
+    from edgesparse.export.convert import convert
+    from edgesparse.export.equalize import MAX_RATIO, equalize
+    from tests.factories import scaled_input_mlp
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    model = scaled_input_mlp()
+    x = np.asarray(np.load(_fusion_data(tmp_path))["x"][:200])
+    eq = equalize(model, x)
+    assert eq is not None and eq.layers == ["fc1"] and eq.inputs["sensors"]["row_spread"] > 100, eq and eq.inputs
+    assert eq.model.input_names == model.input_names and eq.model.output_names == model.output_names
+    np.testing.assert_allclose(eq.model.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    def spread(m: Any) -> float:
+        rows = np.abs(m.get_layer("fc1").get_weights()[0]).max(axis=1)
+        return float(rows.max() / rows.min())
+
+    assert spread(eq.model) * 10 < spread(model) and eq.inputs["sensors"]["factor_max"] <= MAX_RATIO
+    ops = inspect_tflite(convert(eq.model, "int16x8", representative=list(x))).op_counts
+    assert ops.get("MUL") == 1 and ops.get("RESHAPE") == 1 and ops.get("FULLY_CONNECTED") == 3, ops
+    # an input feeding two layers (a skip connection) is not equalized; nor a kernel whose rows are alike
+    inp = keras.Input((16,), name="sensors")
+    two = keras.Model(inp, keras.layers.Concatenate()([keras.layers.Dense(4, name="a")(inp), inp]))
+    assert equalize(two, x) is None
+    alike = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, kernel_initializer="ones")])
+    assert equalize(alike, np.ones((4, 16), np.float32)) is None
+

@@ -102,7 +102,7 @@ def export_models(
     info = _export_info(recipe, data, best, candidates, dense_bytes)
     info["float_ops"] = float_ops(best.data, src.report.get("op_layers")) if CONVERTER_MODES.get(best.mode).integer \
         else []
-    info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis") if k in src.report})
+    info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis", "equalized") if k in src.report})
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
     return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)

@@ -39,6 +39,7 @@ from edgesparse.errors import AccuracyDropError, EdgesparseError, ExportError
 from edgesparse.export import keep_float as kf
 from edgesparse.export.convert import convert
 from edgesparse.export.debugger import OpError, QuantDebugger
+from edgesparse.export.equalize import equalize
 from edgesparse.export.latency import time_paired
 from edgesparse.export.litert import fc_shape_mismatches
 from edgesparse.export.modes import CONVERTER_MODES
@@ -74,11 +75,13 @@ class Candidate:
     delegation: dict[str, Any] | None = None  # ops XNNPACK took (runner.op_delegation)
     keep_float: list[str] | None = None  # layers whose ops this int8 conversion keeps float32
     per_channel: bool = True  # int8 weight scales per output channel (False: one per tensor)
+    equalized: list[str] | None = None  # int16x8: the first layers whose inputs were equalized (export.equalize)
 
     @property
     def label(self) -> str:
         kept = f", {', '.join(self.keep_float)} kept float" if self.keep_float else ""
         scales = "" if self.per_channel else ", per-tensor scales"
+        scales += f", inputs of {', '.join(self.equalized)} equalized" if self.equalized else ""
         return (f"{'float32' if self.mode == 'none' else self.mode}{kept}{scales}, "
                 f"sparse encoding {'on' if self.sparse_encoding else 'off'}")
 
@@ -101,6 +104,7 @@ class Candidate:
                 "agreement": v.agreement if v else None, "drop": v.drop if v else None,
                 "xnnpack_ops": self.delegated, "builtin_ops": (self.delegation or {}).get("builtin"),
                 "tried_because": self.tried_because, "keep_float": self.keep_float, "per_channel": self.per_channel,
+                "equalized": self.equalized,
                 "rejected": self.rejected, "rejected_for": self.rejected_for, "chosen": chosen}
 
 
@@ -209,7 +213,45 @@ def _convert_and_evaluate(model: Any, modes: list[str], sparse_encoding: bool | 
                       data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io, per_channel=pc))
         _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
         out.append(c)
+    return out + _equalized_int16x8(model, out, src, reference, float_outputs, because)
+
+
+def _equalized_int16x8(model: Any, done: list[Candidate], src: Sources, reference: bytes | None,
+                       float_outputs: Callable[[], np.ndarray], because: str) -> list[Candidate]:
+    """Each int16x8 conversion once more with its inputs equalized (:mod:`edgesparse.export.equalize`), where the
+    first layer's kernel rows differ widely in range; of each pair the less accurate one is set aside (the two
+    differ by one MUL and one RESHAPE on the input: the same size within bytes, the same speed)."""
+    plain = [c for c in done if c.mode == "int16x8"]
+    if not plain or src.representative is None or not src.verify:
+        return []
+    eq = equalize(model, src.representative)
+    if eq is None:
+        return []
+    what = "; ".join(f"{k} -> {v['layer']} (kernel rows {v['row_spread']:.0f}x apart in range)" for k, v in
+                     eq.inputs.items())
+    log.info("int16x8: trying the conversion with equalized inputs too: %s", what)
+    src.report["equalized"] = eq.inputs
+    out = []
+    for base in plain:
+        c = Candidate(mode="int16x8", sparse_encoding=base.sparse_encoding, source=base.source, equalized=eq.layers,
+                      tried_because=f"{because}; the first layer's kernel rows differ widely in range ({what}), "
+                      "which its int8 weights' one scale per output channel cannot hold: the inputs equalized",
+                      data=convert(eq.model, "int16x8", sparse_encoding=base.sparse_encoding,
+                                   representative=src.representative, io=src.io))
+        _evaluate(c, src, reference, float_outputs, at="equalized ")
+        _set_aside_less_accurate(base, c)
+        out.append(c)
     return out
+
+
+def _set_aside_less_accurate(a: Candidate, b: Candidate) -> None:
+    """Of two conversions of the same model and size that both passed, reject the less accurate one."""
+    if a.rejected or b.rejected or a.verification is None or b.verification is None:
+        return
+    (better, bv), (worse, wv) = sorted([(a, a.verification), (b, b.verification)], key=lambda p: p[1].drop)
+    worse.rejected = (f"set aside for {better.label}, which is more accurate (drop {bv.drop:.2f} vs {wv.drop:.2f} "
+                      f"{bv.unit}) at about the same size")
+    worse.rejected_for = "superseded"
 
 
 def mode_per_channel(mode: str, src: Sources) -> bool:
