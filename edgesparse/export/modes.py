@@ -116,21 +116,7 @@ def configure_converter(
     if cm.float16:
         converter.target_spec.supported_types = [tf.float16]
     if cm.needs_calibration and representative is not None:
-        if isinstance(representative, dict):  # several inputs: {input name: samples}, fed by signature name
-            named = {k: np.asarray(v) for k, v in representative.items()}
-            count = len(next(iter(named.values())))
-
-            def gen() -> Any:
-                for i in range(count):
-                    yield {k: v[i:i + 1].astype(np.float32) for k, v in named.items()}
-        else:
-            samples = list(representative)
-
-            def gen() -> Any:
-                for s in samples:
-                    yield [s[None, ...].astype(np.float32)]
-
-        converter.representative_dataset = gen
+        converter.representative_dataset = _calibration(representative)
     if cm.int16_activations:
         ops = tf.lite.OpsSet
         converter.target_spec.supported_ops = [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
@@ -145,6 +131,26 @@ def configure_converter(
         raise RecipeError(io_message(mode, io))
     if io in ("int8", "int16"):
         converter.inference_input_type = converter.inference_output_type = getattr(tf, io)
+
+
+def _calibration(representative: Any) -> Any:
+    """The converter's ``representative_dataset``: one sample at a time (several inputs: fed by signature name)."""
+    if isinstance(representative, dict):
+        named = {k: np.asarray(v) for k, v in representative.items()}
+        count = len(next(iter(named.values())))
+
+        def gen_named() -> Any:
+            for i in range(count):
+                yield {k: v[i:i + 1].astype(np.float32) for k, v in named.items()}
+
+        return gen_named
+    samples = list(representative)
+
+    def gen() -> Any:
+        for s in samples:
+            yield [s[None, ...].astype(np.float32)]
+
+    return gen
 
 
 def io_message(mode: str, io: str) -> str:
