@@ -27,6 +27,10 @@ on a small CNN, a pruned digits CNN at 10% accuracy instead of 66%; an all-zero 
 int8, which LiteRT refuses). The plain int16x8 conversion keeps the pruned zeros in its dense int8
 kernels (they compress with gzip), so ``sparse_encoding: auto`` converts int16x8 plain only.
 
+A model whose first layer's kernel rows differ widely in range (inputs of very different scales) loses in int16x8
+what its int8 weights' one scale per output channel rounds away; :mod:`edgesparse.export.equalize` makes the
+conversion with the inputs equalized as well, and the candidates keep the more accurate one.
+
 The training side of qat/pqat (wrapping the model for fine-tuning) is :mod:`edgesparse.train.quantize`.
 """
 
