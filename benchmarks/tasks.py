@@ -169,6 +169,8 @@ def recipe_for(kind: str, seed: int, folder: Path) -> Any:
         raw["sparsity"]["layers"].append({"match": "^conv1$", "skip": True})
         raw["sparsity"].update(epochs=15, optimizer={"learning_rate": 2e-3, "schedule": "cosine"})
     if kind == "two_outputs":
+        # 10 epochs at 5e-4 left the worst seed 1.75 points down (pruning, not int8: the Keras model lost as much)
+        raw["sparsity"].update(epochs=15, optimizer={"learning_rate": 2e-3, "schedule": "cosine"})
         raw["task"] = {"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression"}},
                        "primary": "cls"}
     return validate_recipe(raw)

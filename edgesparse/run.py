@@ -603,11 +603,12 @@ def _baseline_health(run: _Run, dense: Any, baseline: BaselineInfo, export: bool
     record = report.to_dict()
     ecfg = run.recipe.export
     if export and ecfg is not None and ecfg.verify:
-        split = run.data.validation()
+        split, task = run.data.validation(), run.data.task
+        # on validation the guard's metric (an anomaly task's reconstruction error: no labels there for its AUC)
         v = verify(convert(dense, "none", sparse_encoding=False), split, None, fit.predict(dense, split),
-                   threads=ecfg.threads,
-                   float_model=True, max_drop_points=run.data.task.max_drop(ecfg.max_accuracy_drop),
-                   label="dense.tflite", task=run.data.task)
+                   threads=ecfg.threads, float_model=True,
+                   max_drop_points=task.max_drop(ecfg.max_accuracy_drop, task.guard_key),
+                   label="dense.tflite", task=task, metric_key=task.guard_key)
         record["tflite_validation"] = health.tflite_figures(v.to_dict(), split=report.split)
     return record
 

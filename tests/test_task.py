@@ -410,6 +410,10 @@ def test_shipped_task_recipes_run_end_to_end(tmp_path: Path, recipe: str, overri
     assert s.tflite.metric > better_than_chance - 0.05
     if kind == "anomaly":  # guarded on validation by the reconstruction error, verified on test by the AUC
         assert s.task["guard_metric"] == "reconstruction_mse" and "pauc" in s.baseline.metrics
+        # the dense .tflite's check before compression compares the reconstruction error on validation (no labels
+        # there for the AUC), as a relative change
+        tv = (s.baseline.health or {}).get("tflite_validation") or {}
+        assert tv.get("metric") is not None and tv.get("unit") == "%" and abs(tv["drop"]) < 1.0, tv
         assert s.sparsity is not None and s.sparsity.validation_metric is not None
         assert s.baseline.validation_metric is not None and s.tflite.max_abs_diff is not None
         assert abs(s.tflite.metric - s.model.metric) <= 0.02

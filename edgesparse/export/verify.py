@@ -70,6 +70,7 @@ def verify(
     max_drop_points: float | None = None,
     label: str = "model",
     task: Task | None = None,
+    metric_key: str | None = None,
 ) -> Verification:
     """Run ``tflite`` on ``x`` and compare with the Keras outputs.
 
@@ -85,6 +86,8 @@ def verify(
             (points for fractions, percent relative for errors).
         label: Name used in messages.
         task: The data's task; None: a classifier scored by top-1 accuracy.
+        metric_key: The metric compared (default the task's primary; the baseline's check on the validation split
+            passes ``task.guard_key``: an anomaly task's validation split has no labels for its AUC).
 
     Raises:
         AccuracyDropError: it loses more than ``max_drop_points``.
@@ -98,7 +101,7 @@ def verify(
     k_out, t_out = _outputs(task, keras_outputs, out, label)
     cmp = task.compare(k_out, t_out)
     tm, km = task.evaluate(t_out, y, x), task.evaluate(k_out, y, x)
-    key = task.metric_key
+    key = metric_key or task.metric_key
     acc_key = (task.primary + "/accuracy") if task.multi_output else "accuracy"
     metric, keras_metric = tm.get(key), km.get(key)
     drop = task.degradation(keras_metric, metric, key) if metric is not None and keras_metric is not None else 0.0
@@ -108,11 +111,11 @@ def verify(
         max_abs_diff=cmp["max_abs_diff"] if n else 0.0, resolver=loaded.resolver,
         fallback_reason=loaded.fallback_reason, float_model=float_model, delegation=loaded.delegation,
         metric=metric, keras_metric=keras_metric,
-        metric_name=task.metric_name, unit=task.unit(key), max_rel_diff=cmp["max_rel_diff"], metrics=tm,
+        metric_name=key.replace("/", " "), unit=task.unit(key), max_rel_diff=cmp["max_rel_diff"], metrics=tm,
         keras_metrics=km, heads=cmp["heads"], drop=0.0 if math.isnan(drop) else drop,
     )
     if max_drop_points is not None and result.drop > max_drop_points:
-        raise AccuracyDropError(_drop_message(task, result, max_drop_points, label), result)
+        raise AccuracyDropError(_drop_message(task, result, max_drop_points, label, key), result)
     return result
 
 
@@ -156,11 +159,10 @@ def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict
 _DENSE_LABEL = "dense.tflite"
 
 
-def _drop_message(task: Task, result: Verification, allowed: float, label: str) -> str:
-    key = task.metric_key
+def _drop_message(task: Task, result: Verification, allowed: float, label: str, key: str) -> str:
     unit = "points" if result.unit == "points" else "% (relative)"
     worse = "below" if task.direction_of(key) == "higher" else "above"
-    figures = (f"{label}: the TFLite model's test {task.metric_name} {task.fmt(result.metric, key)} is "
+    figures = (f"{label}: the TFLite model's {result.metric_name} {task.fmt(result.metric, key)} is "
                f"{result.drop:.2f} {unit} {worse} the Keras model's {task.fmt(result.keras_metric, key)} "
                f"(export.max_accuracy_drop allows {allowed:g} {unit}, agreement "
                f"{'—' if result.agreement is None else f'{result.agreement:.1%}'}, max abs diff "
