@@ -171,6 +171,7 @@ def recipe_for(kind: str, seed: int, folder: Path) -> Any:
     if kind == "two_outputs":
         # 10 epochs at 5e-4 left the worst seed 1.75 points down (pruning, not int8: the Keras model lost as much)
         raw["sparsity"].update(epochs=15, optimizer={"learning_rate": 2e-3, "schedule": "cosine"})
+        raw["distillation"] = {"weight": 0.5, "temperature": 4.0}  # per head: KL on cls, MSE on box
         raw["task"] = {"outputs": {"cls": {"kind": "classification"}, "box": {"kind": "regression"}},
                        "primary": "cls"}
     return validate_recipe(raw)
