@@ -52,6 +52,31 @@ def nan_weights(input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10)
     return _dense_head(input_shape, num_classes, float("nan"), np.zeros(num_classes))
 
 
+def sigmoid_regressor(input_shape: tuple[int, ...] = (6,)) -> Any:
+    """A regressor ending in a sigmoid: it cannot reach targets above 1."""
+    from edgesparse import _tf
+
+    keras = _tf.keras()
+    inputs = keras.Input(input_shape, name="x")
+    h = keras.layers.Dense(16, activation="relu", name="fc")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="y")(h))
+
+
+def test_targets_out_of_the_output_range_are_named(tmp_path: Path) -> None:
+    """Regression targets in 10..20 for a sigmoid output: the baseline is worse than predicting the mean, and the
+    check names the cause (the output's range), with both ranges and the fix."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    path = tmp_path / "reg.npz"
+    np.savez(path, x=x, y=(15 + 5 * np.tanh(x[:, :1])).astype(np.float32))
+    with pytest.raises(TrainError, match=r"at chance before any compression") as err:
+        _train(tmp_path, data={"npz": str(path), "batch_size": 32}, task="regression",
+               model={"factory": "tests.test_health:sigmoid_regressor"}, baseline={"epochs": 2})
+    msg = str(err.value)
+    assert "the targets of the output range" in msg and "ends in sigmoid (0..1)" in msg, msg
+    assert "use a linear output, or scale the targets into 0..1" in msg
+
+
 def _far_from_unit_digits(tmp_path: Path) -> str:
     """scikit-learn's digits in [10, 11]: batch statistics far from BatchNormalization's initial mean 0, variance 1."""
     from sklearn.datasets import load_digits
