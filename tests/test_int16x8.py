@@ -168,6 +168,12 @@ def test_equalize_rescales_inputs_and_rows_without_changing_the_float_model(tmp_
     assert spread(eq.model) * 10 < spread(model) and eq.inputs["sensors"]["factor_max"] <= MAX_RATIO
     ops = inspect_tflite(convert(eq.model, "int16x8", representative=list(x))).op_counts
     assert ops.get("MUL") == 1 and ops.get("RESHAPE") == 1 and ops.get("FULLY_CONNECTED") == 3, ops
+    # a Sequential model keeps its input's name (the .tflite signature's)
+    seq = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    seq.layers[0].kernel.assign(seq.layers[0].kernel.numpy() * np.r_[np.ones(15), 1e-3][:, None])
+    eq_seq = equalize(seq, x)
+    assert eq_seq is not None and eq_seq.model.input_names == seq.input_names == list(eq_seq.inputs), eq_seq.inputs
+    np.testing.assert_allclose(eq_seq.model.predict(x, verbose=0), seq.predict(x, verbose=0), rtol=1e-4, atol=1e-3)
     # an input feeding two layers (a skip connection) is not equalized; nor a kernel whose rows are alike
     inp = keras.Input((16,), name="sensors")
     two = keras.Model(inp, keras.layers.Concatenate()([keras.layers.Dense(4, name="a")(inp), inp]))

@@ -156,7 +156,9 @@ def equalize(model: Any, representative: Any) -> Equalized | None:
     twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
     specs = {e.name: e.input_spec for e in graph.entries if e.input_spec is not None}
-    inputs = [keras.Input(batch_shape=tuple(specs[n][0]), dtype=specs[n][1], name=n) for n in names]
+    # the model's own input names (a Sequential's graph calls its input "input"): the .tflite signature keeps them
+    real = dict(zip(names, model.input_names)) if len(model.input_names) == len(names) else {}
+    inputs = [keras.Input(batch_shape=tuple(specs[n][0]), dtype=specs[n][1], name=real.get(n, n)) for n in names]
     bound = [x if n not in plan else _scaled(keras, x, plan[n][1], n) for n, x in zip(names, inputs)]
     outputs, _ = replay(graph, lambda e: twin.get_layer(e.name), lambda e: None, bound=bound)
     new = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if not graph.single_output else outputs[0],
@@ -167,7 +169,7 @@ def equalize(model: Any, representative: Any) -> Equalized | None:
         weights = layer.get_weights()
         weights[0] = weights[0] * c.reshape((1,) * (weights[0].ndim - 2) + (-1, 1))
         layer.set_weights(weights)
-        result.inputs[name] = {"layer": layer_name, "row_spread": spread, "factor_max": float(c.max())}
+        result.inputs[real.get(name, name)] = {"layer": layer_name, "row_spread": spread, "factor_max": float(c.max())}
     return result
 
 
