@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _tf
-from edgesparse.models.graph import Ref, graph_tf_keras, replay
+from edgesparse.models.graph import graph_tf_keras, replay, tensor_refs
 
 #: The first layer's kernel rows must differ in range by more than this for equalization to be worth a try.
 MIN_SPREAD = 8.0
@@ -54,18 +54,9 @@ def _first_layers(model: Any) -> dict[str, Any]:
     graph = graph_tf_keras(model)
     consumers: dict[str, list[Any]] = {ref.layer: [] for ref in graph.inputs}
 
-    def refs(value: Any) -> list[Ref]:
-        if isinstance(value, Ref):
-            return [value]
-        if isinstance(value, (list, tuple)):
-            return [r for v in value for r in refs(v)]
-        if isinstance(value, dict):
-            return [r for v in value.values() for r in refs(v)]
-        return []
-
     for entry in graph.entries:
         for call in entry.calls:
-            for r in refs([call.args, call.kwargs]):
+            for r in tensor_refs([call.args, call.kwargs]):
                 if r.layer in consumers:
                     consumers[r.layer].append(entry.live)
     out = {}

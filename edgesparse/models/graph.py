@@ -54,6 +54,17 @@ class Graph:
     single_output: bool = True
 
 
+def tensor_refs(value: Any) -> list[Ref]:
+    """The tensors (as refs) among a call's arguments, in argument order."""
+    if isinstance(value, Ref):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in tensor_refs(v)]
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in tensor_refs(v)]
+    return []
+
+
 def _io_refs(value: Any) -> list[Ref]:
     """``[name, node, tensor]`` or a list of them (both configs write both forms)."""
     if value and isinstance(value[0], str):

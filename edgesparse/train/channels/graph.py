@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.errors import ModelError
-from edgesparse.models.graph import Call, Entry, Graph, Ref, graph_tf_keras
+from edgesparse.models.graph import Call, Entry, Graph, Ref, graph_tf_keras, tensor_refs
 from edgesparse.models.keras3 import is_graph_model
 
 #: Layers that hand their input layout on unchanged (element-wise or spatial-only).
@@ -155,17 +155,6 @@ def _last_axis(axis: Any, rank: int) -> bool:
     return int(axis) in (-1, rank - 1)
 
 
-def _refs(value: Any) -> list[Ref]:
-    """The tensors (as refs) among a call's arguments, in argument order."""
-    if isinstance(value, Ref):
-        return [value]
-    if isinstance(value, (list, tuple)):
-        return [r for v in value for r in _refs(v)]
-    if isinstance(value, dict):
-        return [r for v in value.values() for r in _refs(v)]
-    return []
-
-
 def _source_graph(model: Any) -> Graph:
     """The model's layer graph, read by the helper that flattening and translation use too.
 
@@ -223,7 +212,7 @@ def _entry_node(b: _Builder, entry: Entry, tensors: dict[Ref, tuple[np.ndarray, 
     """The node of one layer; its output layouts are recorded in ``tensors`` for the layers after it."""
     cls, nodes = type(entry.live).__name__, []
     for i, call in enumerate(entry.calls):
-        refs = _refs([call.args, call.kwargs])
+        refs = tensor_refs([call.args, call.kwargs])
         ins, in_shapes = [tensors[r][0] for r in refs], [tensors[r][1] for r in refs]
         out_shapes = _call_outputs(entry, i)
         if len(entry.calls) > 1 or len(out_shapes) > 1:
