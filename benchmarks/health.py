@@ -44,7 +44,9 @@ def _baseline_only(name: str, tmp: Path) -> Any:
 def _key(recipe: Any) -> str:
     """What decides a baseline: two recipes with the same key train the same dense model."""
     d = recipe.model_dump(mode="json")
-    return json.dumps({k: d.get(k) for k in ("seed", "data", "model", "task", "baseline", "training")}, sort_keys=True)
+    key = {k: d.get(k) for k in ("seed", "data", "model", "task", "baseline", "training")}
+    key["export"] = {k: (d.get("export") or {}).get(k) for k in ("verify", "max_accuracy_drop", "threads")}
+    return json.dumps(key, sort_keys=True)
 
 
 def one(name: str, tmp: Path) -> dict[str, Any]:

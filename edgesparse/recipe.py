@@ -584,10 +584,14 @@ class Recipe(_Section):
             raise ValueError(f"export.per_channel: false (one int8 weight scale per tensor) is for quantization.mode "
                              f"int8, not {self.quantization.mode}: QAT/PQAT models are trained with per-channel "
                              "scales and the other modes have no int8 weight scales; drop it or use mode int8")
-        if isinstance(self.quantization.keep_float, list):
-            raise ValueError("export.per_channel: false does not go with a quantization.keep_float list: the "
-                             "conversion that keeps ops float is made by TensorFlow's debugger quantizer, per channel; "
-                             "drop one of the two")
+        if self.quantization.keep_float is not None:
+            raise ValueError("export.per_channel: false does not go with quantization.keep_float: the conversion "
+                             "that keeps ops float is made by TensorFlow's debugger quantizer, per channel; drop one "
+                             "of the two")
+        if self.sparsity is not None and self.sparsity.target is not None:
+            raise ValueError("export.per_channel: false does not go with a size budget (sparsity.target.bytes): the "
+                             "budget's sparsity is planned on per-channel trial conversions, so a per-tensor file "
+                             "would land below the budget's range; use per_channel: true or auto")
 
 
 # --------------------------------------------------------------------------------------------

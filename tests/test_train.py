@@ -476,9 +476,16 @@ def test_per_channel_options_follow_the_setting_objective_and_budget() -> None:
 
 @pytest.mark.parametrize(("sections", "match"), [
     ({"quantization": {"mode": "qat"}}, "per_channel: false.*int8, not qat"),
-    ({"quantization": {"mode": "int8", "keep_float": ["fc"]}}, "does not go with a quantization.keep_float list"),
+    ({"quantization": {"mode": "int8", "keep_float": ["fc"]}}, "does not go with quantization.keep_float"),
+    ({"quantization": {"mode": "int8", "keep_float": "auto"}}, "does not go with quantization.keep_float"),
+    ({"quantization": {"mode": "int8"}, "budget": 20000}, "does not go with a size budget"),
 ])
 def test_per_tensor_scales_where_they_would_be_ignored_are_refused(tmp_path: Path, sections: dict[str, Any],
                                                                    match: str) -> None:
+    budget = sections.pop("budget", None)
+    recipe = tiny_recipe(tmp_path, export={"per_channel": False}, **sections)
+    if budget is not None:
+        recipe["sparsity"].pop("final")
+        recipe["sparsity"]["target"] = {"bytes": budget}
     with pytest.raises(RecipeError, match=match):
-        validate_recipe(tiny_recipe(tmp_path, export={"per_channel": False}, **sections))
+        validate_recipe(recipe)

@@ -102,7 +102,9 @@ def export_models(
     info = _export_info(recipe, data, best, candidates, dense_bytes)
     info["float_ops"] = float_ops(best.data, src.report.get("op_layers")) if CONVERTER_MODES.get(best.mode).integer \
         else []
-    info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis", "equalized") if k in src.report})
+    info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis") if k in src.report})
+    if best.equalized:  # what the kept file's equalizing MUL does, per input
+        info["equalized"] = src.report.get("equalized_inputs")
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
     return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)
@@ -134,14 +136,16 @@ def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candi
     cfg = recipe.export
     info: dict[str, Any] = {"name": recipe.name, "quantization": best.mode,
                             "requested_quantization": recipe.quantization.mode, "io": cfg.io,
-                            "sparse_encoding": best.sparse_encoding, "per_channel": best.per_channel,
+                            "sparse_encoding": best.sparse_encoding,
+                            "per_channel": best.per_channel if best.mode == "int8" else None,
                             "objective": cfg.objective,
                             "class_names": list(data.class_names),
                             "task": data.task.to_json() if data.task is not None else None,
                             "candidates": [c.to_dict(c is best) for c in candidates]}
     if cfg.sparse_encoding == "auto":
         sizes = {c.sparse_encoding: len(c.data) for c in candidates
-                 if c.source == "final" and c.mode == recipe.quantization.mode and c.per_channel == best.per_channel}
+                 if c.source == "final" and c.mode == recipe.quantization.mode and c.per_channel == best.per_channel
+                 and c.equalized == best.equalized}
         info["sparse_encoding_choice"] = {"requested": "auto", "sparse_bytes": sizes.get(True),
                                           "plain_bytes": sizes.get(False)}
     if best.mode != recipe.quantization.mode:

@@ -224,20 +224,30 @@ def _equalized_int16x8(model: Any, done: list[Candidate], src: Sources, referenc
     plain = [c for c in done if c.mode == "int16x8"]
     if not plain or src.representative is None or not src.verify:
         return []
-    eq = equalize(model, src.representative)
+    try:  # an optional candidate: a model it cannot rebuild or convert keeps its plain int16x8 conversions
+        eq = equalize(model, src.representative)
+    except Exception as exc:  # noqa: BLE001
+        log.info("int16x8: equalized inputs not tried: the model could not be rebuilt with them (%s: %s)",
+                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        return []
     if eq is None:
         return []
     what = "; ".join(f"{k} -> {v['layer']} (kernel rows {v['row_spread']:.0f}x apart in range)" for k, v in
                      eq.inputs.items())
     log.info("int16x8: trying the conversion with equalized inputs too: %s", what)
-    src.report["equalized"] = eq.inputs
+    src.report["equalized_inputs"] = eq.inputs
     out = []
     for base in plain:
         c = Candidate(mode="int16x8", sparse_encoding=base.sparse_encoding, source=base.source, equalized=eq.layers,
                       tried_because=f"{because}; the first layer's kernel rows differ widely in range ({what}), "
                       "which its int8 weights' one scale per output channel cannot hold: the inputs equalized",
-                      data=convert(eq.model, "int16x8", sparse_encoding=base.sparse_encoding,
-                                   representative=src.representative, io=src.io))
+                      data=b"")
+        try:
+            c.data = convert(eq.model, "int16x8", sparse_encoding=base.sparse_encoding,
+                             representative=src.representative, io=src.io)
+        except EdgesparseError as exc:
+            log.info("int16x8 with equalized inputs did not convert: %s", exc)
+            continue
         _evaluate(c, src, reference, float_outputs, at="equalized ")
         _set_aside_less_accurate(base, c)
         out.append(c)
@@ -278,8 +288,26 @@ def _per_tensor_too(candidates: list[Candidate], src: Sources, reference: bytes 
         c.data = convert(src.final_model, "int8", sparse_encoding=base.sparse_encoding,
                          representative=src.representative, io=src.io, per_channel=False)
         _evaluate(c, src, reference, float_outputs, at=f"per-tensor {i}/{len(passed)} ")
+        _per_tensor_within_margin(base, c)
         out.append(c)
     return out
+
+
+#: How much more a per-tensor conversion may lose than its per-channel twin (the unit's: points, or % relative)
+#: and still be kept for its smaller file: bytes are not worth accuracy beyond the measurement's noise.
+PER_TENSOR_MARGIN = 0.5
+
+
+def _per_tensor_within_margin(base: Candidate, c: Candidate) -> None:
+    """Set a verified per-tensor conversion aside when it loses more than :data:`PER_TENSOR_MARGIN` beyond ``base``."""
+    if c.rejected or c.verification is None or base.verification is None:
+        return
+    extra = c.verification.drop - base.verification.drop
+    if extra > PER_TENSOR_MARGIN:
+        c.rejected = (f"set aside for {base.label}: per-tensor scales lose {extra:.2f} {c.verification.unit} more "
+                      f"than per-channel ones (export.per_channel: auto allows {PER_TENSOR_MARGIN:g}), not worth "
+                      f"its {len(base.data) - len(c.data):,} B")
+        c.rejected_for = "superseded"
 
 
 def choose(candidates: list[Candidate], objective: str, max_bytes: int | None = None) -> Candidate | None:

@@ -50,19 +50,25 @@ class Equalized:
 
 
 def _first_layers(model: Any) -> dict[str, Any]:
-    """Input name -> the one Dense/Conv layer that consumes it directly (inputs with other consumers left out)."""
+    """Input name -> the Dense/Conv layer that consumes it directly, where the input has no other consumer and the
+    layer is called once, on that input alone, with channels last (anything else is left as it is)."""
     graph = graph_tf_keras(model)
-    consumers: dict[str, list[Any]] = {ref.layer: [] for ref in graph.inputs}
-
+    consumers: dict[str, list[tuple[Any, list[str]]]] = {ref.layer: [] for ref in graph.inputs}
     for entry in graph.entries:
         for call in entry.calls:
-            for r in tensor_refs([call.args, call.kwargs]):
-                if r.layer in consumers:
-                    consumers[r.layer].append(entry.live)
+            sources = [r.layer for r in tensor_refs([call.args, call.kwargs])]
+            for name in set(sources) & set(consumers):
+                consumers[name].append((entry, sources))
     out = {}
     for name, users in consumers.items():
-        if len(users) == 1 and type(users[0]).__name__ in _KERNELS and getattr(users[0], "groups", 1) == 1:
-            out[name] = users[0]
+        if len(users) != 1:
+            continue
+        entry, sources = users[0]
+        layer = entry.live
+        channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+        if (type(layer).__name__ in _KERNELS and len(entry.calls) == 1 and sources == [name]
+                and getattr(layer, "groups", 1) == 1 and channels_last):
+            out[name] = layer
     return out
 
 
@@ -92,7 +98,8 @@ def factors(kernel: np.ndarray, x_range: np.ndarray) -> np.ndarray | None:
     c = np.ones_like(w, dtype=np.float64)
     c[live] = np.sqrt(x_range[live] / w[live])
     c[live] = np.clip(c[live], c[live].max() / MAX_RATIO, None)
-    return (c / c[live].min()).astype(np.float32)
+    c[live] /= c[live].min()  # the features with the largest rows keep their scale; pruned-away ones keep 1
+    return c.astype(np.float32)
 
 
 def _ranges(representative: Any, names: list[str]) -> dict[str, np.ndarray]:
@@ -136,16 +143,39 @@ def equalize(model: Any, representative: Any) -> Equalized | None:
     ranges = _ranges(representative, names)
     plan = {}
     for name, layer in _first_layers(model).items():
-        if name in ranges and layer.get_weights():
-            kernel = layer.get_weights()[0]
-            c = factors(kernel, ranges[name])
-            if c is not None and c.shape[0] == ranges[name].shape[0]:
-                plan[name] = (layer.name, c, _spread(kernel))
+        spec = next((e.input_spec for e in graph.entries if e.name == name), None)
+        if name not in ranges or spec is None or any(d is None for d in spec[0][1:]) or not layer.get_weights():
+            continue  # unknown (variable) input dimensions: the reshape that holds the multiply needs them
+        kernel = layer.get_weights()[0]
+        if kernel.shape[-2] != ranges[name].shape[0]:
+            continue
+        c = factors(kernel, ranges[name])
+        if c is not None:
+            plan[name] = (layer, c, _spread(kernel))
     if not plan:
         return None
+    return _rebuild(model, graph, names, plan)
+
+
+def _rebuild(model: Any, graph: Any, names: list[str], plan: dict[str, tuple[Any, np.ndarray, float]]) -> Equalized:
+    """The model's graph replayed on scaled inputs, on a copy of its layers (a layer whose config does not rebuild
+    it, e.g. a custom layer without ``get_config``, is shared instead; the model itself is never changed) with the
+    planned first layers' kernel rows rescaled."""
     keras = _tf.keras()
-    twin = keras.models.clone_model(model)
+
+    def clone_or_share(layer: Any) -> Any:
+        try:
+            return type(layer).from_config(layer.get_config())
+        except Exception:  # noqa: BLE001  (any failure to rebuild: share the layer, it is only called again)
+            return layer
+
+    twin = keras.models.clone_model(model, clone_function=clone_or_share)
     twin.set_weights(model.get_weights())
+    for layer, c, _ in plan.values():
+        copy = twin.get_layer(layer.name)
+        weights = layer.get_weights()
+        weights[0] = weights[0] * c.reshape((1,) * (weights[0].ndim - 2) + (-1, 1))
+        copy.set_weights(weights)
     specs = {e.name: e.input_spec for e in graph.entries if e.input_spec is not None}
     # the model's own input names (a Sequential's graph calls its input "input"): the .tflite signature keeps them
     real = dict(zip(names, model.input_names)) if len(model.input_names) == len(names) else {}
@@ -155,12 +185,8 @@ def equalize(model: Any, representative: Any) -> Equalized | None:
     new = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if not graph.single_output else outputs[0],
                       name=model.name)
     result = Equalized(new)
-    for name, (layer_name, c, spread) in plan.items():
-        layer = twin.get_layer(layer_name)
-        weights = layer.get_weights()
-        weights[0] = weights[0] * c.reshape((1,) * (weights[0].ndim - 2) + (-1, 1))
-        layer.set_weights(weights)
-        result.inputs[real.get(name, name)] = {"layer": layer_name, "row_spread": spread, "factor_max": float(c.max())}
+    for name, (layer, c, spread) in plan.items():
+        result.inputs[real.get(name, name)] = {"layer": layer.name, "row_spread": spread, "factor_max": float(c.max())}
     return result
 
 

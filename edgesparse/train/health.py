@@ -623,7 +623,8 @@ def tflite_figures(dense_verification: dict[str, Any], split: str = "test") -> d
     """The dense float32 .tflite against the Keras baseline, for ``baseline.health.tflite`` (test split, at export)
     and ``baseline.health.tflite_validation`` (validation split, checked before any compression)."""
     dv = dense_verification
-    return {"split": split, "metric": dv.get("metric"), "keras_metric": dv.get("keras_metric"),
+    return {"split": split, "metric_name": dv.get("metric_name"), "metric": dv.get("metric"),
+            "keras_metric": dv.get("keras_metric"),
             "drop": dv.get("drop"), "unit": dv.get("unit"), "agreement": dv.get("agreement"),
             "max_abs_diff": dv.get("max_abs_diff")}
 
