@@ -150,7 +150,7 @@ def test_equalize_rescales_inputs_and_rows_without_changing_the_float_model(tmp_
     Inputs with a second consumer, or rows of about one range, are left alone."""
     from edgesparse import _tf
     from edgesparse.export.convert import convert
-    from edgesparse.export.equalize import MAX_RATIO, equalize
+    from edgesparse.export.equalize import MAX_RATIO, equalize, factors
     from tests.factories import scaled_input_mlp
 
     keras = _tf.keras()
@@ -174,6 +174,9 @@ def test_equalize_rescales_inputs_and_rows_without_changing_the_float_model(tmp_
     eq_seq = equalize(seq, x)
     assert eq_seq is not None and eq_seq.model.input_names == seq.input_names == list(eq_seq.inputs), eq_seq.inputs
     np.testing.assert_allclose(eq_seq.model.predict(x, verbose=0), seq.predict(x, verbose=0), rtol=1e-4, atol=1e-3)
+    # factors: 1 for the largest rows, at most MAX_RATIO, and a pruned-away row keeps 1
+    c = factors(np.array([[0.5, 0.3], [0.001, 0.002], [0.0, 0.0]]), np.array([1.0, 1000.0, 5.0]))
+    assert c is not None and c[0] == 1.0 and c[2] == 1.0 and 1.0 < c[1] <= MAX_RATIO, c
     # an input feeding two layers (a skip connection) is not equalized; nor a kernel whose rows are alike
     inp = keras.Input((16,), name="sensors")
     two = keras.Model(inp, keras.layers.Concatenate()([keras.layers.Dense(4, name="a")(inp), inp]))
