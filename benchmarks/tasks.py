@@ -145,7 +145,11 @@ def recipe_for(kind: str, seed: int, folder: Path) -> Any:
               "seed": seed, "sparsity.on_drop": "warn"}  # measured, not refused: the table shows every loss
     if kind in ("wake_word", "anomaly"):
         path = ROOT / "recipes" / ("wake_word.yaml" if kind == "wake_word" else "anomaly_autoencoder.yaml")
-        return load_recipe(path, [f"{k}={v}" for k, v in common.items()])
+        sets = [f"{k}={v}" for k, v in common.items()]
+        if kind == "wake_word":  # 80% instead of the recipe's 75%: a longer fine-tune, taught by the dense model
+            sets += ["sparsity.epochs=12", "sparsity.optimizer.learning_rate=2e-3",
+                     "sparsity.optimizer.schedule=cosine", "distillation={weight: 0.5, temperature: 4.0}"]
+        return load_recipe(path, sets)
     raw: dict[str, Any] = {
         "name": f"tasks-{kind}", "data": _data(kind, seed, folder), "model": {"factory": _FACTORY[kind]},
         "baseline": {"epochs": 20, "optimizer": {"learning_rate": 1e-3, "schedule": "cosine"}},

@@ -159,7 +159,8 @@ def _outputs(task: Task, keras_outputs: Any, out: Any, label: str) -> tuple[dict
 _DENSE_LABEL = "dense.tflite"
 
 
-def _drop_message(task: Task, result: Verification, allowed: float, label: str, key: str) -> str:
+def _drop_message(task: Task, result: Verification, allowed: float, label: str, key: str | None = None) -> str:
+    key = key or task.metric_key
     unit = "points" if result.unit == "points" else "% (relative)"
     worse = "below" if task.direction_of(key) == "higher" else "above"
     figures = (f"{label}: the TFLite model's {result.metric_name} {task.fmt(result.metric, key)} is "
