@@ -88,15 +88,15 @@ def export_models(
     if isinstance(final_outputs, (list, tuple)) and data.task is not None:
         final_outputs = data.task.outputs_dict(final_outputs)
     dense_bytes = _convert_dense(dense_model, data, cfg, dense_outputs) if dense_model is not None else None
+    budget = _budget_bytes(recipe)
     src = Sources(final_model=final_model, float_model=float_model if float_model is not None else final_model,
-                  x=data.test,
-                  y=None, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
+                  x=data.test, y=None, final_outputs=final_outputs, io=cfg.io, verify=cfg.verify, threads=cfg.threads,
                   representative=(data.representative(cfg.representative_samples, seed=recipe.seed)
                                   if CONVERTER_MODES.get(mode).needs_calibration else None),
-                  max_drop=_max_drop(cfg, data), task=data.task, max_bytes=_budget_bytes(recipe),
+                  max_drop=_max_drop(cfg, data), task=data.task, max_bytes=budget,
                   keep_float=recipe.quantization.keep_float,
                   keep_float_weights=recipe.quantization.keep_float_weights,
-                  per_channel=per_channel_options(cfg, mode, _budget_bytes(recipe)))
+                  per_channel=per_channel_options(cfg, mode, budget))
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)

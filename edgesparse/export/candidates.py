@@ -254,14 +254,27 @@ def _equalized_int16x8(model: Any, done: list[Candidate], src: Sources, referenc
     return out
 
 
+def _extra_drop(base: Candidate, c: Candidate) -> float | None:
+    """How much more ``c`` loses than ``base`` when both passed verification (None otherwise)."""
+    if base.rejected or c.rejected or base.verification is None or c.verification is None:
+        return None
+    return c.verification.drop - base.verification.drop
+
+
+def _set_aside(c: Candidate, why: str) -> None:
+    """Reject a passing conversion in favour of a twin (``rejected_for: superseded``)."""
+    c.rejected, c.rejected_for = why, "superseded"
+
+
 def _set_aside_less_accurate(a: Candidate, b: Candidate) -> None:
-    """Of two conversions of the same model and size that both passed, reject the less accurate one."""
-    if a.rejected or b.rejected or a.verification is None or b.verification is None:
+    """Of two conversions of the same model and size that both passed, reject the less accurate one (ties keep a)."""
+    extra = _extra_drop(a, b)
+    if extra is None:
         return
-    (better, bv), (worse, wv) = sorted([(a, a.verification), (b, b.verification)], key=lambda p: p[1].drop)
-    worse.rejected = (f"set aside for {better.label}, which is more accurate (drop {bv.drop:.2f} vs {wv.drop:.2f} "
-                      f"{bv.unit}) at about the same size")
-    worse.rejected_for = "superseded"
+    better, worse = (a, b) if extra >= 0 else (b, a)
+    assert better.verification is not None and worse.verification is not None
+    _set_aside(worse, f"set aside for {better.label}, which is more accurate (drop {better.verification.drop:.2f} "
+               f"vs {worse.verification.drop:.2f} {better.verification.unit}) at about the same size")
 
 
 def mode_per_channel(mode: str, src: Sources) -> bool:
@@ -300,14 +313,12 @@ PER_TENSOR_MARGIN = 0.5
 
 def _per_tensor_within_margin(base: Candidate, c: Candidate) -> None:
     """Set a verified per-tensor conversion aside when it loses more than :data:`PER_TENSOR_MARGIN` beyond ``base``."""
-    if c.rejected or c.verification is None or base.verification is None:
-        return
-    extra = c.verification.drop - base.verification.drop
-    if extra > PER_TENSOR_MARGIN:
-        c.rejected = (f"set aside for {base.label}: per-tensor scales lose {extra:.2f} {c.verification.unit} more "
-                      f"than per-channel ones (export.per_channel: auto allows {PER_TENSOR_MARGIN:g}), not worth "
-                      f"its {len(base.data) - len(c.data):,} B")
-        c.rejected_for = "superseded"
+    extra = _extra_drop(base, c)
+    if extra is not None and extra > PER_TENSOR_MARGIN:
+        assert c.verification is not None
+        _set_aside(c, f"set aside for {base.label}: per-tensor scales lose {extra:.2f} {c.verification.unit} more "
+                   f"than per-channel ones (export.per_channel: auto allows {PER_TENSOR_MARGIN:g}), not worth "
+                   f"its {len(base.data) - len(c.data):,} B")
 
 
 def choose(candidates: list[Candidate], objective: str, max_bytes: int | None = None) -> Candidate | None:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _tf
-from edgesparse.models.graph import graph_tf_keras, replay, tensor_refs
+from edgesparse.models.graph import Graph, graph_tf_keras, replay, tensor_refs
 
 #: The first layer's kernel rows must differ in range by more than this for equalization to be worth a try.
 MIN_SPREAD = 8.0
@@ -49,10 +49,9 @@ class Equalized:
         return [v["layer"] for v in self.inputs.values()]
 
 
-def _first_layers(model: Any) -> dict[str, Any]:
+def _first_layers(graph: Graph) -> dict[str, Any]:
     """Input name -> the Dense/Conv layer that consumes it directly, where the input has no other consumer and the
     layer is called once, on that input alone, with channels last (anything else is left as it is)."""
-    graph = graph_tf_keras(model)
     consumers: dict[str, list[tuple[Any, list[str]]]] = {ref.layer: [] for ref in graph.inputs}
     for entry in graph.entries:
         for call in entry.calls:
@@ -140,24 +139,25 @@ def equalize(model: Any, representative: Any) -> Equalized | None:
         return None
     graph = graph_tf_keras(model)
     names = [r.layer for r in graph.inputs]
+    specs = {e.name: e.input_spec for e in graph.entries if e.input_spec is not None}
     ranges = _ranges(representative, names)
     plan = {}
-    for name, layer in _first_layers(model).items():
-        spec = next((e.input_spec for e in graph.entries if e.name == name), None)
-        if name not in ranges or spec is None or any(d is None for d in spec[0][1:]) or not layer.get_weights():
+    for name, layer in _first_layers(graph).items():
+        weights = layer.get_weights()
+        if name not in ranges or name not in specs or any(d is None for d in specs[name][0][1:]) or not weights:
             continue  # unknown (variable) input dimensions: the reshape that holds the multiply needs them
-        kernel = layer.get_weights()[0]
-        if kernel.shape[-2] != ranges[name].shape[0]:
+        if weights[0].shape[-2] != ranges[name].shape[0]:
             continue
-        c = factors(kernel, ranges[name])
+        c = factors(weights[0], ranges[name])
         if c is not None:
-            plan[name] = (layer, c, _spread(kernel))
+            plan[name] = (layer, c, _spread(weights[0]))
     if not plan:
         return None
-    return _rebuild(model, graph, names, plan)
+    return _rebuild(model, graph, names, specs, plan)
 
 
-def _rebuild(model: Any, graph: Any, names: list[str], plan: dict[str, tuple[Any, np.ndarray, float]]) -> Equalized:
+def _rebuild(model: Any, graph: Graph, names: list[str], specs: dict[str, Any],
+             plan: dict[str, tuple[Any, np.ndarray, float]]) -> Equalized:
     """The model's graph replayed on scaled inputs, on a copy of its layers (a layer whose config does not rebuild
     it, e.g. a custom layer without ``get_config``, is shared instead; the model itself is never changed) with the
     planned first layers' kernel rows rescaled."""
@@ -176,7 +176,6 @@ def _rebuild(model: Any, graph: Any, names: list[str], plan: dict[str, tuple[Any
         weights = layer.get_weights()
         weights[0] = weights[0] * c.reshape((1,) * (weights[0].ndim - 2) + (-1, 1))
         copy.set_weights(weights)
-    specs = {e.name: e.input_spec for e in graph.entries if e.input_spec is not None}
     # the model's own input names (a Sequential's graph calls its input "input"): the .tflite signature keeps them
     real = dict(zip(names, model.input_names)) if len(model.input_names) == len(names) else {}
     inputs = [keras.Input(batch_shape=tuple(specs[n][0]), dtype=specs[n][1], name=real.get(n, n)) for n in names]
