@@ -1,9 +1,11 @@
 """The one module that imports TensorFlow, tf_keras and tfmot.
 
-tensorflow-model-optimization only works with Keras 2 (the ``tf_keras`` package), and TensorFlow
-only hands out Keras 2 as ``tf.keras`` when ``TF_USE_LEGACY_KERAS=1`` is set *before* TensorFlow is
-imported. Every other edgesparse module reaches TensorFlow through the functions here, lazily, so
-``edgesparse --help`` and the device runner never pay for the import.
+tensorflow-model-optimization only works with Keras 2, the ``tf_keras`` package. edgesparse names
+``tf_keras`` explicitly everywhere it needs Keras 2 (:func:`keras`) and never reads ``tf.keras``, so it
+works whatever was imported first: a notebook that imported tensorflow and Keras 3 (``tf.keras`` is then
+Keras 3) before edgesparse gets the same results as a script that imports edgesparse first. Every other
+edgesparse module reaches TensorFlow through the functions here, lazily, so ``edgesparse --help`` and the
+device runner never pay for the import.
 """
 
 from __future__ import annotations
@@ -18,38 +20,26 @@ from edgesparse.errors import EdgesparseError
 
 
 class KerasVersionError(EdgesparseError):
-    """Keras 3 was imported as ``tf.keras`` before edgesparse could ask for Keras 2."""
-
-
-def _check_not_keras3() -> None:
-    """Fail clearly if TensorFlow was already imported with Keras 3 as tf.keras."""
-    if "tensorflow" not in sys.modules:
-        return
-    if os.environ.get("TF_USE_LEGACY_KERAS") == "1":
-        return
-    # Only look at what is already imported: touching tf.keras would itself import Keras 3.
-    keras_mod = sys.modules.get("keras")
-    version = str(getattr(keras_mod, "__version__", "")) if keras_mod is not None else ""
-    if version.startswith("3"):
-        raise KerasVersionError(
-            "TensorFlow was imported with Keras 3 as tf.keras before edgesparse was used. "
-            "tensorflow-model-optimization (pruning, QAT) needs Keras 2 (the tf_keras package), "
-            "which TensorFlow only provides when TF_USE_LEGACY_KERAS=1 is set before TensorFlow "
-            "is first imported. Import edgesparse before tensorflow/keras, or run "
-            "`export TF_USE_LEGACY_KERAS=1` before starting Python."
-        )
+    """The Keras that a model or a stage needs cannot be had in this process (e.g. no Keras 3 package)."""
 
 
 def _prepare_env() -> None:
-    _check_not_keras3()
-    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    """Quiet TensorFlow's import and ask for Keras 2 as ``tf.keras`` when TensorFlow is not imported yet.
+
+    Nothing in edgesparse depends on what ``tf.keras`` is: Keras 2 is always reached as ``tf_keras`` by name
+    (:func:`keras`), and tfmot picks ``tf_keras`` itself. So TensorFlow (and Keras 3) imported before
+    edgesparse, as in a notebook's first cell, is fine. ``TF_USE_LEGACY_KERAS`` is only set when TensorFlow is
+    not imported yet (it would change nothing afterwards) and never overrides the user's own setting.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 @functools.cache
 def tf() -> ModuleType:
-    """Return the ``tensorflow`` module, imported with Keras 2 as tf.keras."""
+    """Return the ``tensorflow`` module (whatever ``tf.keras`` is: edgesparse never reads it)."""
     _prepare_env()
     with _quiet_native_stderr():
         import tensorflow
@@ -118,8 +108,7 @@ def keras() -> ModuleType:
 def keras3() -> ModuleType:
     """Return Keras 3 (the ``keras`` package), for importing and writing Keras 3 models only.
 
-    TensorFlow is imported first (with ``TF_USE_LEGACY_KERAS=1``), so ``tf.keras`` stays Keras 2
-    and tfmot keeps working; Keras 3 then runs on the TensorFlow backend next to it.
+    Keras 3 runs on the TensorFlow backend next to ``tf_keras`` (Keras 2, which tfmot works with).
 
     Raises:
         KerasVersionError: the ``keras`` package is missing or is not Keras 3.
