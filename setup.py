@@ -5,6 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+DOCS = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings[python]>=0.26,<2"]
 
 setup(
     name="edgesparse",
@@ -38,7 +39,9 @@ setup(
     extras_require={
         # ruff and mypy run in CI before the tests (see .ci/run and README).
         "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "pytest-xdist>=3.5,<4", "ray[default]>=2.9,<3", "ruff>=0.15,<0.18",
-                 "mypy>=1.15,<3", "types-PyYAML>=6,<7"],
+                 "mypy>=1.15,<3", "types-PyYAML>=6,<7", *DOCS],
+        # The documentation site (mkdocs.yml); its strict build is a test, so the test extra has it too.
+        "docs": DOCS,
         "ray": ["ray[default]>=2.9,<3"],
         # The device runner's fallback runtime on a Raspberry Pi OS Python (needs numpy<2 there); not for the host.
         "device": ["tflite-runtime>=2.14", "numpy<2"],

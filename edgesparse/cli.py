@@ -186,9 +186,15 @@ def inspect(model: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--markdown", is_flag=True, help="The recipe reference page (docs/reference/recipe.md) instead.")
 @_handle_errors
-def schema() -> None:
+def schema(markdown: bool) -> None:
     """Print the recipe's JSON schema (for editors' YAML support)."""
+    if markdown:
+        from edgesparse.recipe_reference import render
+
+        click.echo(render(), nl=False)
+        return
     from edgesparse.recipe import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))

@@ -136,7 +136,7 @@ def deploy(
 
     Args:
         source: RUN_DIR, bundle folder or .tflite file.
-        target: "local", "ssh://user@host[:port][/dir]" or "adb[://serial]".
+        target: ``"local"``, ``"ssh://user@host[:port][/dir]"`` or ``"adb[://serial]"``.
         dest: Remote folder (default: the target's own default).
         profile: Also measure latency on the device.
         threads: Threads for the device run.

@@ -240,7 +240,7 @@ def profile(
 
     Args:
         models: .tflite files and/or run directories (the first model is the baseline of ratios).
-        target: "local", "ssh://user@host[:port][/dir]" or "adb[://serial]".
+        target: ``"local"``, ``"ssh://user@host[:port][/dir]"`` or ``"adb[://serial]"``.
         threads: Thread counts to measure each model at.
         runs: Timed invocations per model and thread count.
         warmup: Untimed invocations first.
