@@ -1,9 +1,13 @@
 """Progress of long work: one record per epoch of every training phase, ``i/N`` records of long loops.
 
-Everything goes to the logger ``edgesparse.progress`` as INFO records, so a library user sees progress
-only when they configure logging, and reads it without parsing text: every record carries structured
-attributes (``record.phase``, ``record.epoch``, ``record.eta`` ...; see :class:`EpochProgress` and
-:func:`item`).
+Everything goes to the logger ``edgesparse.progress`` as INFO records, which a library user reads without
+parsing text: every record carries structured attributes (``record.phase``, ``record.epoch``,
+``record.eta`` ...; see :class:`EpochProgress` and :func:`item`).
+
+The Python API (``edgesparse.train(..., progress=None)``) shows progress through :func:`shown`: when the
+user configured no logging, the records are printed as plain lines on stderr, and when the session is
+interactive, live bars show too (:class:`NotebookDisplay` in a Jupyter kernel, :class:`RichDisplay` on a
+terminal). ``progress=False`` shows nothing (the records are still logged).
 
 Within-epoch progress (batch j of the epoch's steps) is not logged (it would be thousands of records);
 it goes only to the :class:`Listener` objects installed with :func:`listening`, such as
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -367,5 +372,196 @@ class RichDisplay(Listener):
             self._bars = None
 
 
-__all__ = ["EpochProgress", "Listener", "RichDisplay", "callback", "duration", "item",
-           "listening", "metric_log_key"]
+class _Board:
+    """What a notebook cell shows for one phase: its bars as HTML (``_repr_html_``) and as text (``repr``)."""
+
+    def __init__(self, phase: str, epochs: int, epoch: int, steps: int | None, step: int, info: str,
+                 lines: list[str], running: bool) -> None:
+        self.phase, self.epochs, self.epoch, self.steps, self.step = phase, epochs, epoch, steps, step
+        self.info, self.lines, self.running = info, list(lines), running
+
+    def _rows(self) -> list[tuple[str, int, int | None]]:
+        rows: list[tuple[str, int, int | None]] = [(f"{self.phase} epoch", self.epoch, self.epochs)]
+        if self.running:
+            rows.append(("batch", self.step, self.steps))
+        return rows
+
+    def __repr__(self) -> str:
+        out = []
+        for label, done, total in self._rows():
+            width = 30
+            filled = round(width * done / total) if total else 0
+            out.append(f"{label:>16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total if total else '?'}")
+        if self.info:
+            out.append(f"{'':>16} {self.info}")
+        return "\n".join(out + self.lines)
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        rows = "".join(
+            f"<tr><td style='text-align:right'>{escape(label)}</td><td><progress value='{done}' "
+            f"max='{total or 1}' style='width:16em'></progress></td><td>{done}/{total if total else '?'}</td></tr>"
+            for label, done, total in self._rows())
+        info = f"<div>{escape(self.info)}</div>" if self.info else ""
+        lines = "".join(f"<div><code>{escape(line)}</code></div>" for line in self.lines)
+        return f"<div><table>{rows}</table>{info}{lines}</div>"
+
+
+class NotebookDisplay(Listener):
+    """Bars in a Jupyter cell: the phase's epochs, the batches of the running epoch, loss, metric, ETA.
+
+    Each phase gets one output area, updated in place (at most every ``interval`` seconds within an
+    epoch) and left in the cell when the phase ends, with one line per finished epoch under the bars.
+    Needs only IPython's display machinery (no widgets).
+
+    Args:
+        display: Shows an object and returns a handle with ``update(obj)``; default
+            ``IPython.display.display(obj, display_id=True)``.
+        interval: Seconds between two redraws within an epoch.
+    """
+
+    def __init__(self, display: Callable[[Any], Any] | None = None, interval: float = 0.5) -> None:
+        self._display = display
+        self.interval = interval
+        self._handle: Any = None
+        self._state: dict[str, Any] = {}
+        self._last = 0.0
+
+    def _show(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        board = _Board(**self._state)
+        if self._handle is None:
+            if self._display is None:
+                from IPython.display import display
+
+                self._handle = display(board, display_id=True)
+            else:
+                self._handle = self._display(board)
+        else:
+            self._handle.update(board)
+
+    def phase_begin(self, phase: str, epochs: int, first_epoch: int, steps: int | None) -> None:
+        self.phase_end(phase)
+        self._handle = None
+        self._state = {"phase": phase, "epochs": epochs, "epoch": first_epoch, "steps": steps, "step": 0,
+                       "info": "", "lines": [], "running": True}
+        self._show(force=True)
+
+    def batch_end(self, phase: str, epoch: int, step: int, steps: int | None, loss: float | None,
+                  elapsed: float, eta: float | None) -> None:
+        if not self._state:
+            return
+        self._state.update(step=step, steps=steps, info=f"loss {_num(loss)}, elapsed {duration(elapsed)}, ETA "
+                                                         f"{duration(eta) if eta is not None else '?'}")
+        self._show(force=step == steps)
+
+    def epoch_end(self, progress: EpochProgress) -> None:
+        if not self._state:
+            return
+        self._state["lines"].append(progress.message())
+        self._state.update(epoch=progress.epoch, step=0, info="")
+        self._show(force=True)
+
+    def phase_end(self, phase: str) -> None:
+        if self._state and self._state["running"]:
+            self._state["running"] = False
+            self._show(force=True)
+
+
+def interactive() -> str | None:
+    """Where this process shows output to a person: ``"notebook"`` (a Jupyter kernel), ``"terminal"`` (stderr is
+    a terminal), or None (a pipe, a file, a batch job)."""
+    shell = sys.modules.get("IPython")
+    if shell is not None:
+        try:
+            ip = shell.get_ipython()
+        except Exception:  # noqa: BLE001  (an IPython too old or too broken to ask: not a notebook)
+            ip = None
+        kernel = ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+        if kernel or type(ip).__name__ == "ZMQInteractiveShell":
+            return "notebook"
+    try:
+        return "terminal" if sys.stderr.isatty() else None
+    except (AttributeError, ValueError):
+        return None
+
+
+class _LineHandler(logging.Handler):
+    """Prints the package's INFO records as ``· line`` on stderr (above the live bars while they show)."""
+
+    def __init__(self, live: Listener | None) -> None:
+        super().__init__(logging.INFO)
+        self.live = live
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if isinstance(self.live, NotebookDisplay) and getattr(record, "event", None) == "epoch":
+                return  # the notebook's bars list the epochs themselves
+            text = f"warning: {msg}" if record.levelno >= logging.WARNING else f"· {msg}"
+            if isinstance(self.live, RichDisplay) and self.live.active:
+                self.live.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001  (logging must never stop training)
+            self.handleError(record)
+
+
+def logging_configured() -> bool:
+    """Whether something already receives the progress records (a handler on ``edgesparse.progress`` or above)."""
+    return logger.hasHandlers()
+
+
+@contextlib.contextmanager
+def shown(enabled: bool = True) -> Iterator[None]:
+    """Show progress to the person running the API while the block runs.
+
+    When enabled: the package's INFO records (one per epoch, ``i/N`` of long steps, warnings) are printed
+    as ``· line`` on stderr if no logging is configured (:func:`logging_configured`; otherwise the user's
+    handlers get them), and live bars show when :func:`interactive` (a notebook or a terminal) unless
+    another display (the CLI's) is already listening.
+
+    Args:
+        enabled: False shows nothing (the records are still logged).
+
+    Yields:
+        Nothing.
+    """
+    if enabled is False:
+        yield
+        return
+    where = interactive()
+    live: Listener | None = None
+    if not _LISTENERS:
+        if where == "notebook":
+            live = NotebookDisplay()
+        elif where == "terminal":
+            from rich.console import Console
+
+            live = RichDisplay(Console(stderr=True))
+    handler = None if logging_configured() else _LineHandler(live)
+    logger_ = logging.getLogger("edgesparse")
+    old_level, old_propagate = logger_.level, logger_.propagate
+    if handler is not None:
+        logger_.addHandler(handler)
+        if logger_.getEffectiveLevel() > logging.INFO:
+            logger_.setLevel(logging.INFO)
+        # a library may call logging.info() meanwhile, which configures the root logger (basicConfig):
+        # the records must not be printed twice
+        logger_.propagate = False
+    try:
+        with listening(live) if live is not None else contextlib.nullcontext():
+            yield
+    finally:
+        if handler is not None:
+            logger_.removeHandler(handler)
+            logger_.setLevel(old_level)
+            logger_.propagate = old_propagate
+
+
+__all__ = ["EpochProgress", "Listener", "NotebookDisplay", "RichDisplay", "callback", "duration", "interactive",
+           "item", "listening", "logging_configured", "metric_log_key", "shown"]

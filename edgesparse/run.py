@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io, _tf, budget
+from edgesparse import progress as _progress
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
 from edgesparse.data.objects import dataset_from_objects
@@ -75,6 +76,14 @@ class RunResult:
     run_dir: Path
     summary: RunSummary
     warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        """The summary's table, the warnings and where the files are (what ``edgesparse train`` prints)."""
+        lines = [f"RunResult: {self.summary.name}", self.summary.table()]
+        lines += [f"warning: {w}" for w in self.warnings]
+        bundle = self.summary.tflite.bundle if self.summary.tflite else None
+        lines.append(f"run directory: {self.run_dir}" + (f"; bundle: {bundle}" if bundle else ""))
+        return "\n".join(lines)
 
 
 @dataclass
@@ -263,6 +272,7 @@ def train(
     export: bool = True,
     dense_model: Any | None = None,
     force: bool = False,
+    progress: bool = True,
 ) -> RunResult:
     """Run a recipe end to end.
 
@@ -285,9 +295,12 @@ def train(
         dense_model: A trained dense baseline to start from instead of training one (the sweep
             shares one baseline between trials); it is cloned, never modified.
         force: Replace the results of an earlier run in ``run_dir`` (and in its bundle folder).
+        progress: Show progress (see :func:`edgesparse.progress.shown`): live bars in a notebook or on a
+            terminal, one line per epoch on stderr when no logging is configured. False shows nothing.
 
     Returns:
-        The run directory and its summary (also written as summary.json).
+        The run directory and its summary (also written as summary.json); printing it shows the
+        dense-vs-final table.
 
     Raises:
         RunDirError: the run directory or the bundle folder holds another run's results (before any work).
@@ -307,7 +320,8 @@ def train(
     state.data["recipe_dir"] = str(recipe_dir(recipe))
     _io.write_text(out / "recipe.lock.yaml", lock)
     try:
-        with fit.graceful_interrupt(), _tf.strategy_scope(recipe.training.distribution):
+        with (_progress.shown(progress), fit.graceful_interrupt(),
+              _tf.strategy_scope(recipe.training.distribution)):
             return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
     except KeyboardInterrupt:
         raise InterruptedRun(

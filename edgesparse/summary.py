@@ -249,10 +249,33 @@ class RunSummary(_Section):
         """Write ``run_dir/summary.json`` atomically."""
         return _io.write_json(Path(run_dir) / SUMMARY_FILE, self.to_json())
 
+    def table(self, width: int = 120) -> str:
+        """The dense-vs-final table (and the channels table of a channels run) as plain text, as ``repr`` shows it."""
+        from edgesparse.report import channels_table, comparison_table
+
+        tables = ([channels_table(self)] if self.channels is not None else []) + [comparison_table(self)]
+        return render_text(*tables, width=width)
+
+    def __repr__(self) -> str:
+        return f"RunSummary {self.name!r} ({self.run_dir})\n{self.table()}"
+
     def tflite_paths(self) -> list[Path]:
         """The exported dense and final .tflite files the summary names (dense first)."""
         found = [self.baseline.tflite_path, self.tflite.path if self.tflite else None]
         return [Path(f) for f in found if f]
+
+
+def render_text(*renderables: Any, width: int = 120) -> str:
+    """Rich renderables (tables) as plain text without colours, for ``repr`` and logs."""
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, color_system=None, force_terminal=False, force_jupyter=False)
+    for r in renderables:
+        console.print(r)
+    return "\n".join(line.rstrip() for line in buf.getvalue().rstrip("\n").splitlines())
 
 
 class SummaryError(EdgesparseError):
