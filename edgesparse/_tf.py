@@ -23,6 +23,10 @@ class KerasVersionError(EdgesparseError):
     """The Keras that a model or a stage needs cannot be had in this process (e.g. no Keras 3 package)."""
 
 
+#: Non-empty when the process imported tensorflow before edgesparse did (a notebook): its tf.keras is the user's.
+_USER_IMPORTED_TF: list[bool] = []
+
+
 def _prepare_env() -> None:
     """Quiet TensorFlow's import and ask for Keras 2 as ``tf.keras`` when TensorFlow is not imported yet.
 
@@ -33,6 +37,8 @@ def _prepare_env() -> None:
     """
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    else:
+        _USER_IMPORTED_TF.append(True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
@@ -143,10 +149,20 @@ def tfmot() -> ModuleType:
     keras()
     import warnings
 
+    legacy = os.environ.get("TF_USE_LEGACY_KERAS")
+    if _USER_IMPORTED_TF:
+        # tfmot sets TF_USE_LEGACY_KERAS=1 at import, which would turn the user's tf.keras (still unresolved, a
+        # lazy loader) into Keras 2 behind their back: resolve it now, as it is, and put the variable back after.
+        getattr(tf().keras, "__name__", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import tensorflow_model_optimization
 
+    if _USER_IMPORTED_TF:
+        if legacy is None:
+            os.environ.pop("TF_USE_LEGACY_KERAS", None)
+        else:
+            os.environ["TF_USE_LEGACY_KERAS"] = legacy
     return tensorflow_model_optimization
 
 
