@@ -54,9 +54,7 @@ recipe = Recipe(name="notebook", baseline={"epochs": 0}, quantization={"mode": "
                 export={"dir": out + "/bundle", "objective": "size"})
 t2 = time.perf_counter()
 res = train(recipe, model=m, data={"train": (x[tr], y[tr]), "validation": (x[va], y[va]), "test": (x[te], y[te])},
-            run_dir=out + "/run", progress=False) if "progress" in train.__code__.co_varnames else train(
-            recipe, model=m, data={"train": (x[tr], y[tr]), "validation": (x[va], y[va]), "test": (x[te], y[te])},
-            run_dir=out + "/run")
+            run_dir=out + "/run", progress=False)
 t_es = time.perf_counter() - t2
 s = res.summary
 print(json.dumps({"tf_keras_is": tf.keras.__name__, "import_s": round(t_import, 1), "keras3_fit_s": round(t_keras, 1),
