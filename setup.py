@@ -35,6 +35,7 @@ setup(
         "pillow>=10,<14",  # image_folder data source
         "h5py>=3.10,<4",  # reading .h5 model files (Keras 2 and 3)
         "keras>=3.5,<4",  # Keras 3 models users bring (translated to tf_keras); TensorFlow installs it too
+        "pycocotools>=2.0.7,<3",  # detection mAP@0.5 (COCOeval), edgesparse/boxes.py
     ],
     extras_require={
         # ruff and mypy run in CI before the tests (see .ci/run and README).

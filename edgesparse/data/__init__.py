@@ -35,6 +35,7 @@ from edgesparse.data import (  # noqa: F401
     machine_sound,
     npz,
     python,
+    shape_boxes,
     shapes,
     wake_word,
 )

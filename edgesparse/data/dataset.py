@@ -28,6 +28,8 @@ class Dataset:
     class_names: list[str]
     task: Any = None  # edgesparse.task.Task once bound
     source: dict[str, Any] = field(default_factory=dict)
+    #: detection: the anchors ``(A, 4)`` ``[ymin, xmin, ymax, xmax]`` the box targets are encoded against
+    anchors: Any = None
 
     @classmethod
     def from_arrays(cls, name: str, x_train: Arrays, y_train: Arrays, x_val: Arrays, y_val: Arrays,

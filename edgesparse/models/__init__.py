@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from edgesparse import _tf
 from edgesparse.errors import ModelError
+from edgesparse.models.ssd import SSDTinyConfig
 from edgesparse.models.zoo import (
     ZOO,
     AutoencoderConfig,
@@ -73,6 +74,7 @@ BuiltinModelConfig = Annotated[
         Annotated[DSCNNConfig, Tag("ds_cnn")],
         Annotated[ResNetConfig, Tag("resnet")],
         Annotated[AutoencoderConfig, Tag("autoencoder")],
+        Annotated[SSDTinyConfig, Tag("ssd_tiny")],
     ],
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
 ]
@@ -154,7 +156,7 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int, base_d
         model = _from_factory(cfg, input_shape, num_classes)
     else:
         _config_cls, builder = ZOO.get(cfg.builtin)
-        if num_classes < 2 and cfg.builtin != "autoencoder":
+        if num_classes < 2 and cfg.builtin not in ("autoencoder", "ssd_tiny"):
             raise ModelError(
                 f"the built-in model '{cfg.builtin}' is a classifier (an output per class) but the data's targets are "
                 "not class labels (fractional or continuous values, or a single class). Store class indices, or "
