@@ -7,6 +7,7 @@ Recipe forms (one source key each, plus the common fields)::
     data: {npz: data.npz}                                     # arrays x, y (optional x_test, y_test)
     data: {image_folder: photos/, image_size: [64, 64]}       # one sub-folder per class
     data: {keras: mnist}                                      # downloaded by Keras (needs internet)
+    data: {tfrecord: "records/*.tfrecord", x: image, y: label} # tf.train.Example files, streamed
     data: {factory: "pkg.module:fn", kwargs: {n: 20000}}      # your function returns tf.data/array splits
     data: {python: mine, batch_size: 32}                      # objects given to train(..., data=...)
 
@@ -37,6 +38,7 @@ from edgesparse.data import (  # noqa: F401
     python,
     shape_boxes,
     shapes,
+    tfrecord,
     wake_word,
 )
 from edgesparse.data.dataset import Dataset
