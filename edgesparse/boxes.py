@@ -221,8 +221,9 @@ def ground_truth(classes: np.ndarray, encoded: np.ndarray, anchors: np.ndarray,
                  variances: Sequence[float] = VARIANCES) -> tuple[np.ndarray, np.ndarray]:
     """The objects of one image recovered from its per-anchor targets.
 
-    The positive anchors of one object decode to the same box; boxes equal to 1e-4 are one object. Every
-    object is recovered when each claimed at least one anchor (what :func:`match` ensures).
+    The positive anchors of one object decode to the same box (up to float error): boxes of one class that
+    overlap with IoU above 0.95 are one object. Every object is recovered when each claimed at least one anchor
+    (what :func:`match` ensures).
 
     Returns:
         ``(G, 4)`` corner boxes and ``(G,)`` 1-based class ids.
@@ -232,10 +233,10 @@ def ground_truth(classes: np.ndarray, encoded: np.ndarray, anchors: np.ndarray,
     if not len(pos):
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     boxes = decode(np.asarray(encoded)[pos, :4], np.asarray(anchors)[pos], variances)
-    keys = np.concatenate([cls[pos, None].astype(np.float64), np.round(boxes.astype(np.float64), 4)], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    first = np.sort(first)
-    return boxes[first], cls[pos][first]
+    classes = cls[pos]
+    same = (iou(boxes, boxes) > 0.95) & (classes[:, None] == classes[None, :])
+    first = [i for i in range(len(pos)) if not same[i, :i].any()]
+    return boxes[first], classes[first]
 
 
 def mean_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[np.ndarray],

@@ -481,6 +481,10 @@ class ExportConfig(_Section):
         "split: points for fractions (accuracy, AUC), % relative for errors (mae); default 2 points or 10%"
     )
     threads: int = Field(1, ge=1, description="interpreter threads used for verification")
+    detection_postprocess: bool = Field(
+        False, description="detection task: append TFLite's TFLite_Detection_PostProcess op (anchors baked in, "
+        "per-class NMS with the task's thresholds), so the model outputs detection_boxes, detection_classes, "
+        "detection_scores and num_detections; verified against the Keras model's decoded detections")
 
 
 class DistillationConfig(_Section):

@@ -107,7 +107,19 @@ def export_models(
         info["equalized"] = src.report.get("equalized_inputs")
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
-    return _write_bundle(bundle, data, final_outputs, best.data, dense_bytes[0] if dense_bytes else None, info)
+    model_bytes = best.data
+    if getattr(cfg, "detection_postprocess", False):
+        from edgesparse.export.postprocess import postprocess_and_verify
+
+        x_test, y_test = data.test.in_memory()
+        model_bytes, info["detection_postprocess"] = postprocess_and_verify(
+            best.data, data.task, x_test, y_test, final_outputs, verify=cfg.verify, threads=cfg.threads,
+            max_drop=_max_drop(cfg, data))
+        info["model"] = {"file": "model.tflite", "bytes": len(model_bytes), "gzip_bytes": gzip_size(model_bytes),
+                         **storage_facts(model_bytes)}
+        if dense_bytes:
+            info["ratio"] = len(dense_bytes[0]) / len(model_bytes)
+    return _write_bundle(bundle, data, final_outputs, model_bytes, dense_bytes[0] if dense_bytes else None, info)
 
 
 def per_channel_options(cfg: Any, mode: str, budget: int | None) -> tuple[bool, ...]:

@@ -183,6 +183,93 @@ def append_detection_postprocess(model: bytes, anchors: np.ndarray, settings: Po
     return bytes(b.Output())
 
 
+def settings_for(task: Any) -> PostprocessSettings:
+    """The op's options from a detection task (its NMS settings, anchors' variances, classes).
+
+    Raises:
+        ExportError: the task is not a detector's, or its scores are logits (the op thresholds probabilities).
+    """
+    if task is None or getattr(task, "kind", None) != "detection":
+        kind = "none" if task is None else ("several outputs" if task.multi_output else task.kind)
+        raise ExportError(f"export.detection_postprocess appends TFLite's detection post-processing to an anchor-based "
+                          f"detector, but this model's task is {kind}, not detection. Set `task: {{kind: detection, "
+                          "scores: <output>, boxes: <output>}` for an SSD-style model, or remove "
+                          "`export.detection_postprocess`.")
+    if task.logits:
+        raise ExportError(f"export.detection_postprocess: the scores output '{task.scores}' gives logits, and "
+                          f"{OP_NAME} thresholds probabilities; end the scores head in a softmax (background first) "
+                          "or a sigmoid.")
+    return PostprocessSettings(num_classes=int(task.num_classes), max_detections=int(task.max_detections),
+                               detections_per_class=int(task.max_detections),
+                               score_threshold=float(task.score_threshold), iou_threshold=float(task.iou_threshold),
+                               variances=tuple(task.variances))
+
+
+def postprocess_and_verify(model: bytes, task: Any, x: Any, y: Any, keras_outputs: Any, *, verify: bool = True,
+                           threads: int = 1, max_drop: float | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Append the op to the kept conversion and verify its detections against the Keras model's.
+
+    The Keras model's raw outputs are decoded and put through the same per-class NMS in numpy; the file's
+    detections must match them (``agreement``: the lower share of either side's confident detections the other
+    has) and its mAP@0.5 on the test split must stay within ``max_drop`` points of the Keras model's.
+
+    Args:
+        model: The kept .tflite (raw heads).
+        task: The detection task (anchors, classes, NMS settings).
+        x: Test inputs (arrays, one input).
+        y: Test targets (per anchor).
+        keras_outputs: The Keras model's raw outputs on ``x``.
+        verify: Run the check (else only append).
+        threads: Interpreter threads.
+        max_drop: Allowed mAP loss in points; None: not enforced.
+
+    Returns:
+        The post-processed flatbuffer and export.json's ``detection_postprocess`` entry.
+
+    Raises:
+        ExportError: not a detector, or the op does not run.
+        AccuracyDropError: the file's mAP is more than ``max_drop`` points below the Keras model's.
+    """
+    from edgesparse.errors import AccuracyDropError
+    from edgesparse.export.litert import load_interpreter, predict
+    from edgesparse.export.verify import Verification
+
+    settings = settings_for(task)
+    data = append_detection_postprocess(model, task.anchors, settings, task.scores, task.boxes,
+                                        [h.name for h in task.heads])
+    info: dict[str, Any] = {"op": OP_NAME, "outputs": list(OUTPUTS), **settings.options(),
+                            "anchors": int(len(task.anchors))}
+    if not verify:
+        return data, info
+    loaded = load_interpreter(data, threads=threads)
+    out = predict(loaded, x)
+    n = len(out[OUTPUTS[3]]) if isinstance(out, dict) and OUTPUTS[3] in out else 0
+    keras_outputs = {k: np.asarray(v)[:n] for k, v in task.outputs_dict(keras_outputs).items()}  # a stream's head
+    if not isinstance(out, dict) or set(out) != set(OUTPUTS):
+        raise ExportError(f"the post-processed model's outputs are {sorted(out) if isinstance(out, dict) else 1}, "
+                          f"not {', '.join(OUTPUTS)}.")
+    cmp = task.compare(keras_outputs, out)
+    tm, km = task.evaluate(out, y), task.evaluate(keras_outputs, y)
+    metric, keras_metric = tm.get("map50"), km.get("map50")
+    drop = task.degradation(keras_metric, metric, "map50") if metric is not None and keras_metric is not None \
+        else 0.0
+    info["verification"] = {"samples": int(len(out[OUTPUTS[3]])), "resolver": loaded.resolver,
+                            "map50": metric, "keras_map50": keras_metric, "drop_points": drop,
+                            "agreement": cmp["agreement"],
+                            "mean_detections": float(np.mean(out[OUTPUTS[3]])) if len(out[OUTPUTS[3]]) else 0.0}
+    if max_drop is not None and drop > max_drop:
+        result = Verification(samples=int(len(out[OUTPUTS[3]])), accuracy=None, keras_accuracy=None,
+                              agreement=cmp["agreement"], max_abs_diff=0.0, resolver=loaded.resolver,
+                              fallback_reason=loaded.fallback_reason, float_model=False, metric=metric,
+                              keras_metric=keras_metric, metric_name="map50", drop=drop)
+        raise AccuracyDropError(f"model.tflite with {OP_NAME}: its mAP@0.5 {metric:.4f} is {drop:.2f} points below "
+                                f"the Keras model's {keras_metric:.4f} decoded with the same NMS (export."
+                                f"max_accuracy_drop allows {max_drop:g}; detection agreement {cmp['agreement']:.1%}). "
+                                "Check the NMS settings (task.score_threshold, task.iou_threshold), or export "
+                                "without `detection_postprocess` and run the NMS yourself.", result)
+    return data, info
+
+
 def detections_from_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:
     """The op's four outputs (keyed by :data:`OUTPUTS`, batch axis first) as one
     :class:`~edgesparse.boxes.Detections` per image."""
@@ -194,4 +281,5 @@ def detections_from_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:
                        scores[i, :int(count[i])].astype(np.float32)) for i in range(len(count))]
 
 
-__all__ = ["OP_NAME", "OUTPUTS", "PostprocessSettings", "append_detection_postprocess", "detections_from_outputs"]
+__all__ = ["OP_NAME", "OUTPUTS", "PostprocessSettings", "append_detection_postprocess", "detections_from_outputs",
+           "postprocess_and_verify", "settings_for"]
