@@ -188,20 +188,23 @@ class SizeTarget(_Section):
 class DynamicUpdate(_Section):
     """``update: {frequency: 100, drop_fraction: 0.3, end: 6}``: the drop/grow of ``method: rigl | set``.
 
-    Every ``frequency`` training steps until ``end`` (epochs of the sparsity phase; default 3/4 of it), each pruned
-    layer drops ``drop_fraction`` (cosine-decayed to 0 at ``end``) of its active weights, the smallest by magnitude,
+    Every ``frequency`` training steps (default: ten updates before ``end``, at most every 100 steps) until
+    ``end`` (epochs of the sparsity phase; default 3/4 of it), each pruned layer drops ``drop_fraction``
+    (cosine-decayed to 0 at ``end``) of its active weights, the smallest by magnitude,
     and regrows as many inactive ones (rigl: largest gradient magnitude; set: at random), which start at zero.
     """
 
-    frequency: int = Field(100, gt=0, description="training steps between drop/grow updates")
+    frequency: int | None = Field(None, gt=0, description="training steps between drop/grow updates; default: "
+                                  "the steps before end / 10 (at least 1, at most 100)")
     drop_fraction: float = Field(0.3, gt=0.0, le=1.0, description="share of each layer's active weights dropped and "
                                  "regrown at the first update, cosine-decayed to 0 at end")
     end: float | None = Field(None, gt=0.0, description="epoch of the sparsity phase after which the masks stay "
                               "fixed; default 3/4 of the phase")
 
     def end_epoch(self, epochs: int) -> float:
-        """Where the updates stop in a phase of ``epochs`` epochs (default: 3/4 of it, at least 1 epoch)."""
-        return self.end if self.end is not None else max(1, round(epochs * 0.75))
+        """Where the updates stop in a phase of ``epochs`` epochs (default: 3/4 of its steps, so the last quarter
+        trains on fixed masks even in a one-epoch phase)."""
+        return self.end if self.end is not None else 0.75 * epochs
 
 
 #: the magnitude schedule's fields, which method rigl / set ignores, and what to use instead

@@ -163,6 +163,25 @@ def test_too_few_steps_for_one_update_is_refused() -> None:
     assert (plan.method, plan.begin_step, plan.end_step, plan.frequency, plan.drop_fraction) == ("rigl", 0, 20, 5, 0.3)
 
 
+@pytest.mark.parametrize(("steps", "epochs", "end", "freq"), [
+    (17, 4, 51, 5),  # a small data set (the issue's case): the old default of 100 steps was refused
+    (20, 1, 15, 1),  # one short epoch: an update every step until 3/4 of it
+    (2000, 10, 15000, 100),  # a large one: RigL's own every 100 steps, never more often than ten updates need
+])
+def test_default_update_frequency_and_end_fit_the_phase(steps: int, epochs: int, end: int, freq: int) -> None:
+    from edgesparse.recipe import SparsityConfig
+    from edgesparse.train.sparsity import plan_sparsity
+
+    keras = _tf.keras()
+    inp = keras.Input((N_IN,))
+    model = keras.Model(inp, keras.layers.Dense(N_OUT, name="fc")(inp))
+    for method in ("rigl", "set"):
+        plan = plan_sparsity(model, SparsityConfig(method=method, epochs=epochs), steps_per_epoch=steps)
+        assert (plan.end_step, plan.frequency) == (end, freq)
+        updates = len(range(plan.frequency, plan.end_step, plan.frequency))  # the callback's update steps
+        assert updates >= min(dynamic.DEFAULT_UPDATES, plan.end_step - 1)
+
+
 @pytest.mark.slow
 def test_rigl_from_scratch_with_erk_end_to_end_holds_the_target_to_the_tflite(tmp_path: Path) -> None:
     """``baseline.epochs: 0`` on an untrained model: rigl trains sparse from the first step, the masks move, and

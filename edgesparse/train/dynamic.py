@@ -31,6 +31,21 @@ from edgesparse import _tf
 log = logging.getLogger(__name__)
 
 METHODS = ("rigl", "set")
+#: drop/grow updates the default ``update.frequency`` fits into the window
+DEFAULT_UPDATES = 10
+#: the default frequency is never above RigL's own (an update every 100 steps)
+MAX_DEFAULT_FREQUENCY = 100
+
+
+def default_frequency(window_steps: int) -> int:
+    """``update.frequency`` when the recipe gives none: :data:`DEFAULT_UPDATES` updates before ``window_steps``
+    (updates run at steps ``f, 2f, ...`` below the window's end), at most every :data:`MAX_DEFAULT_FREQUENCY`
+    steps, at least every step.
+
+    Args:
+        window_steps: Training steps from the phase's start to ``update.end``.
+    """
+    return max(1, min(MAX_DEFAULT_FREQUENCY, (window_steps - 1) // DEFAULT_UPDATES))
 
 
 def drop_fraction_at(step: int, end_step: int, drop_fraction: float) -> float:

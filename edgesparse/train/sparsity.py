@@ -301,13 +301,16 @@ def _schedule_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int
 
 
 def _update_steps(cfg: SparsityConfig, steps_per_epoch: int) -> tuple[int, int, int]:
-    """rigl / set: the drop/grow window (0, end) and its frequency in training steps.
+    """rigl / set: the drop/grow window (0, end) and its frequency in training steps (by default
+    :func:`edgesparse.train.dynamic.default_frequency`: about ten updates in the window).
 
     Raises:
         RecipeError: the window holds no update (``update.end`` is at or before the first ``update.frequency``).
     """
+    from edgesparse.train.dynamic import default_frequency
+
     end = int(round(cfg.update.end_epoch(cfg.epochs) * steps_per_epoch))
-    freq = cfg.update.frequency
+    freq = cfg.update.frequency if cfg.update.frequency is not None else default_frequency(end)
     if end <= freq:
         raise RecipeError(
             f"sparsity: method {cfg.method}: update.end={cfg.update.end_epoch(cfg.epochs):g} epochs is {end} steps at "
