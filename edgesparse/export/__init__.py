@@ -105,21 +105,29 @@ def export_models(
     info.update({k: src.report[k] for k in ("keep_float", "quantization_diagnosis") if k in src.report})
     if best.equalized:  # what the kept file's equalizing MUL does, per input
         info["equalized"] = src.report.get("equalized_inputs")
+    model_bytes = _shipped(cfg, data, best.data, final_outputs, dense_bytes, info, run_dir)
+    return _write_bundle(bundle, data, final_outputs, model_bytes, dense_bytes[0] if dense_bytes else None, info)
+
+
+def _shipped(cfg: Any, data: Any, model_bytes: bytes, final_outputs: Any, dense_bytes: tuple[bytes, Any] | None,
+             info: dict[str, Any], run_dir: Path | None) -> bytes:
+    """The file the bundle ships: the kept conversion, with TFLite_Detection_PostProcess appended and verified when
+    ``export.detection_postprocess``; export.json's ``run_dir`` (the bundle's owner) is recorded here too."""
     if run_dir is not None:
         info["run_dir"] = str(Path(run_dir).resolve())
-    model_bytes = best.data
-    if getattr(cfg, "detection_postprocess", False):
-        from edgesparse.export.postprocess import postprocess_and_verify
+    if not getattr(cfg, "detection_postprocess", False):
+        return model_bytes
+    from edgesparse.export.postprocess import postprocess_and_verify
 
-        x_test, y_test = data.test.in_memory()
-        model_bytes, info["detection_postprocess"] = postprocess_and_verify(
-            best.data, data.task, x_test, y_test, final_outputs, verify=cfg.verify, threads=cfg.threads,
-            max_drop=_max_drop(cfg, data))
-        info["model"] = {"file": "model.tflite", "bytes": len(model_bytes), "gzip_bytes": gzip_size(model_bytes),
-                         **storage_facts(model_bytes)}
-        if dense_bytes:
-            info["ratio"] = len(dense_bytes[0]) / len(model_bytes)
-    return _write_bundle(bundle, data, final_outputs, model_bytes, dense_bytes[0] if dense_bytes else None, info)
+    x_test, y_test = data.test.in_memory()
+    model_bytes, info["detection_postprocess"] = postprocess_and_verify(
+        model_bytes, data.task, x_test, y_test, final_outputs, verify=cfg.verify, threads=cfg.threads,
+        max_drop=_max_drop(cfg, data))
+    info["model"] = {"file": "model.tflite", "bytes": len(model_bytes), "gzip_bytes": gzip_size(model_bytes),
+                     **storage_facts(model_bytes)}
+    if dense_bytes:
+        info["ratio"] = len(dense_bytes[0]) / len(model_bytes)
+    return model_bytes
 
 
 def per_channel_options(cfg: Any, mode: str, budget: int | None) -> tuple[bool, ...]:

@@ -132,29 +132,9 @@ def append_detection_postprocess(model: bytes, anchors: np.ndarray, settings: Po
     order = list(output_order or [])
     ti_scores = _find_output(g, sig, scores, order.index(scores) if scores in order else 0)
     ti_boxes = _find_output(g, sig, boxes, order.index(boxes) if boxes in order else 1)
-    s_shape, b_shape = list(g.tensors[ti_scores].shape), list(g.tensors[ti_boxes].shape)
     a = np.asarray(anchors, dtype=np.float64).reshape(-1, 4)
-    if len(b_shape) != 3 or b_shape[-1] != 4 or b_shape[1] != len(a):
-        raise ExportError(f"detection_postprocess: the box output '{boxes}' is {b_shape}, but the op needs "
-                          f"(1, {len(a)}, 4): one encoded box per anchor ({len(a)} anchors in the data).")
-    if len(s_shape) != 3 or s_shape[1] != len(a) or s_shape[2] not in (settings.num_classes,
-                                                                        settings.num_classes + 1):
-        raise ExportError(f"detection_postprocess: the score output '{scores}' is {s_shape}, but the op needs "
-                          f"(1, {len(a)}, {settings.num_classes + 1}) (background first) or "
-                          f"(1, {len(a)}, {settings.num_classes}).")
-
-    def as_float(ti: int) -> int:
-        t = g.tensors[ti]
-        if t.type == schema.TensorType.FLOAT32:
-            return ti
-        out = _add_tensor(m, g, schema, _name(t) + "_float", list(t.shape))
-        op = schema.OperatorT()
-        op.opcodeIndex = _opcode(m, schema, schema.BuiltinOperator.DEQUANTIZE)
-        op.inputs, op.outputs = [ti], [out]
-        g.operators.append(op)
-        return out
-
-    box_in, score_in = as_float(ti_boxes), as_float(ti_scores)
+    _check_heads(list(g.tensors[ti_scores].shape), list(g.tensors[ti_boxes].shape), len(a), settings, scores, boxes)
+    box_in, score_in = _as_float(m, g, schema, ti_boxes), _as_float(m, g, schema, ti_scores)
     anchors_t = _add_tensor(m, g, schema, "anchors", [len(a), 4], to_center(a).astype(np.float32))
     n = settings.max_detections
     outs = [_add_tensor(m, g, schema, OUTPUTS[0], [1, n, 4]), _add_tensor(m, g, schema, OUTPUTS[1], [1, n]),
@@ -165,6 +145,40 @@ def append_detection_postprocess(model: bytes, anchors: np.ndarray, settings: Po
     op.customOptions = np.frombuffer(bytes(flexbuffers.Dumps(settings.options())), dtype=np.uint8)
     op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
     g.operators.append(op)
+    _set_outputs(g, sig, schema, outs)
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _as_float(m: Any, g: Any, schema: Any, ti: int) -> int:
+    """Tensor ``ti``, or a float32 copy behind a DEQUANTIZE when it is quantized (int8 outputs)."""
+    t = g.tensors[ti]
+    if t.type == schema.TensorType.FLOAT32:
+        return ti
+    out = _add_tensor(m, g, schema, _name(t) + "_float", list(t.shape))
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(m, schema, schema.BuiltinOperator.DEQUANTIZE)
+    op.inputs, op.outputs = [ti], [out]
+    g.operators.append(op)
+    return out
+
+
+def _check_heads(s_shape: list[int], b_shape: list[int], anchors: int, settings: PostprocessSettings, scores: str,
+                 boxes: str) -> None:
+    a = range(anchors)
+    if len(b_shape) != 3 or b_shape[-1] != 4 or b_shape[1] != len(a):
+        raise ExportError(f"detection_postprocess: the box output '{boxes}' is {b_shape}, but the op needs "
+                          f"(1, {len(a)}, 4): one encoded box per anchor ({len(a)} anchors in the data).")
+    if len(s_shape) != 3 or s_shape[1] != len(a) or s_shape[2] not in (settings.num_classes,
+                                                                        settings.num_classes + 1):
+        raise ExportError(f"detection_postprocess: the score output '{scores}' is {s_shape}, but the op needs "
+                          f"(1, {len(a)}, {settings.num_classes + 1}) (background first) or "
+                          f"(1, {len(a)}, {settings.num_classes}).")
+
+
+def _set_outputs(g: Any, sig: Any, schema: Any, outs: list[int]) -> None:
+    """The op's tensors become the model's outputs (and signature outputs); the input's batch axis is 1."""
     g.outputs = outs
     for ti in g.inputs:  # the op decodes one image: batch 1
         t = g.tensors[ti]
@@ -178,9 +192,6 @@ def append_detection_postprocess(model: bytes, anchors: np.ndarray, settings: Po
             tm.name, tm.tensorIndex = name, ti
             maps.append(tm)
         sig.outputs = maps
-    b = flatbuffers.Builder(1024)
-    b.Finish(m.Pack(b), file_identifier=b"TFL3")
-    return bytes(b.Output())
 
 
 def settings_for(task: Any) -> PostprocessSettings:
@@ -230,9 +241,7 @@ def postprocess_and_verify(model: bytes, task: Any, x: Any, y: Any, keras_output
         ExportError: not a detector, or the op does not run.
         AccuracyDropError: the file's mAP is more than ``max_drop`` points below the Keras model's.
     """
-    from edgesparse.errors import AccuracyDropError
     from edgesparse.export.litert import load_interpreter, predict
-    from edgesparse.export.verify import Verification
 
     settings = settings_for(task)
     data = append_detection_postprocess(model, task.anchors, settings, task.scores, task.boxes,
@@ -257,17 +266,25 @@ def postprocess_and_verify(model: bytes, task: Any, x: Any, y: Any, keras_output
                             "map50": metric, "keras_map50": keras_metric, "drop_points": drop,
                             "agreement": cmp["agreement"],
                             "mean_detections": float(np.mean(out[OUTPUTS[3]])) if len(out[OUTPUTS[3]]) else 0.0}
-    if max_drop is not None and drop > max_drop:
-        result = Verification(samples=int(len(out[OUTPUTS[3]])), accuracy=None, keras_accuracy=None,
-                              agreement=cmp["agreement"], max_abs_diff=0.0, resolver=loaded.resolver,
-                              fallback_reason=loaded.fallback_reason, float_model=False, metric=metric,
-                              keras_metric=keras_metric, metric_name="map50", drop=drop)
-        raise AccuracyDropError(f"model.tflite with {OP_NAME}: its mAP@0.5 {metric:.4f} is {drop:.2f} points below "
-                                f"the Keras model's {keras_metric:.4f} decoded with the same NMS (export."
-                                f"max_accuracy_drop allows {max_drop:g}; detection agreement {cmp['agreement']:.1%}). "
-                                "Check the NMS settings (task.score_threshold, task.iou_threshold), or export "
-                                "without `detection_postprocess` and run the NMS yourself.", result)
+    if max_drop is not None and metric is not None and keras_metric is not None and drop > max_drop:
+        _refuse(metric, keras_metric, drop, max_drop, cmp, loaded, n)
     return data, info
+
+
+def _refuse(metric: float, keras_metric: float, drop: float, max_drop: float, cmp: dict[str, Any], loaded: Any,
+            samples: int) -> None:
+    """Raise the AccuracyDropError of a post-processed file that loses too much mAP."""
+    from edgesparse.errors import AccuracyDropError
+    from edgesparse.export.verify import Verification
+
+    result = Verification(samples=samples, accuracy=None, keras_accuracy=None, agreement=cmp["agreement"],
+                          max_abs_diff=0.0, resolver=loaded.resolver, fallback_reason=loaded.fallback_reason,
+                          float_model=False, metric=metric, keras_metric=keras_metric, metric_name="map50", drop=drop)
+    raise AccuracyDropError(f"model.tflite with {OP_NAME}: its mAP@0.5 {metric:.4f} is {drop:.2f} points below the "
+                            f"Keras model's {keras_metric:.4f} decoded with the same NMS (export.max_accuracy_drop "
+                            f"allows {max_drop:g}; detection agreement {cmp['agreement']:.1%}). Check the NMS "
+                            "settings (task.score_threshold, task.iou_threshold), or export without "
+                            "`detection_postprocess` and run the NMS yourself.", result)
 
 
 def detections_from_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edgesparse import _tf
-from edgesparse.models.zoo import _ZooEntry, register
+from edgesparse.models.zoo import ZooEntry, register
 
 
-class SSDTinyConfig(_ZooEntry):
+class SSDTinyConfig(ZooEntry):
     """``model: {builtin: ssd_tiny, filters: [16, 32, 32], anchors_per_location: 2}``."""
 
     builtin: Literal["ssd_tiny"]

@@ -22,6 +22,10 @@ class _ZooEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: the base of a built-in model's config, for zoo entries in modules of their own (models/ssd.py)
+ZooEntry = _ZooEntry
+
+
 #: name -> (config class, builder)
 ZOO: Registry[tuple[type[_ZooEntry], Builder]] = Registry("built-in model", ModelError)
 
