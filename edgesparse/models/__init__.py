@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -209,56 +208,43 @@ def _from_factory(cfg: FactoryModelConfig, input_shape: tuple[int, ...], num_cla
         raise ModelError(f"model factory '{cfg.factory}' raised {type(exc).__name__}: {exc}") from exc
 
 
-def _file_config(path: Path) -> str | None:
-    """The model's JSON config stored in the file, without building anything (best effort)."""
-    try:
-        if path.is_dir():
-            meta = path / "keras_metadata.pb"
-            return meta.read_bytes().decode("latin-1") if meta.exists() else None
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                return zf.read("config.json").decode("utf-8") if "config.json" in zf.namelist() else None
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            cfg = f.attrs.get("model_config")
-            return cfg.decode("utf-8") if isinstance(cfg, bytes) else cfg
-    except Exception:  # noqa: BLE001 - the real load reports the error
-        return None
-
-
 def _load_file(cfg: PathModelConfig, base_dir: Path | None) -> Any:
+    from edgesparse.models import filecheck
+
     path = Path(cfg.path).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         raise ModelError(f"model file '{path}' does not exist. Check `model.path` in the recipe.")
+    filecheck.check_path(path)  # FIFOs, devices, sockets refused before anything opens them
     if path.is_file() and path.suffix not in (".keras", ".h5", ".hdf5"):
         raise ModelError(
             f"'{path}' is not a Keras model file: expected a .keras or .h5 file or a SavedModel folder."
         )
-    config_text = _file_config(path)
-    if config_text is None and path.is_file():
+    configs = filecheck.file_configs(path)
+    if configs is None and path.is_file():
         raise ModelError(f"'{path}' is not a Keras model file (no model configuration found in it).")
-    if config_text and '"Lambda"' in config_text and not cfg.trust_code:
-        raise ModelError(
-            f"'{path}' contains Lambda layers, whose Python code would run when the model is loaded. "
-            "Only if you trust the file, set `trust_code: true` in the model section."
-        )
     custom = {}
     for spec in cfg.custom_objects:
         obj = import_object(spec, "custom object")
         custom[spec.partition(":")[2].split(".")[-1]] = obj
+    filecheck.check_config(configs or [], path, trust_code=cfg.trust_code, custom_names=set(custom))
     from edgesparse.models.keras3 import is_keras3_file, load_keras3_file
 
     if path.is_file() and is_keras3_file(path):
-        return load_keras3_file(path, trust_code=cfg.trust_code, custom_objects=custom)
+        from keras.src.saving.serialization_lib import SafeModeScope as Keras3SafeMode
+
+        with Keras3SafeMode(not cfg.trust_code):  # .h5 gets the guard safe_mode gives .keras
+            return load_keras3_file(path, trust_code=cfg.trust_code, custom_objects=custom)
     keras = _tf.keras()
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     try:
         kwargs: dict[str, Any] = {"compile": False, "custom_objects": custom}
         if path.suffix == ".keras":
             kwargs["safe_mode"] = not cfg.trust_code
-        return keras.models.load_model(str(path), **kwargs)
+        with SafeModeScope(not cfg.trust_code):  # .h5 and SavedModel: the guard safe_mode gives .keras
+            return keras.models.load_model(str(path), **kwargs)
     except Exception as exc:  # noqa: BLE001
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         hint = ""
