@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: the outputs of a model ending in TFLite's ``TFLite_Detection_PostProcess`` op, in its order
+POSTPROCESS_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 #: SSD's encoding variances (``ty, tx, th, tw``); the TFLite op's scales are their reciprocals
 VARIANCES: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
 
@@ -293,6 +295,7 @@ def mean_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[
 
 
 __all__ = [
-    "VARIANCES", "Detections", "decode", "detect", "encode", "foreground_scores", "ground_truth", "iou", "match",
+    "POSTPROCESS_OUTPUTS", "VARIANCES",
+    "Detections", "decode", "detect", "encode", "foreground_scores", "ground_truth", "iou", "match",
     "mean_average_precision", "nms", "ssd_anchors", "to_center", "to_corners",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse.boxes import POSTPROCESS_OUTPUTS
 from edgesparse.device.emulation import latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError
@@ -273,13 +274,16 @@ def head_names(task: Task | None, names: list[str]) -> dict[str, str]:
     """The runner's output names -> the task's head names.
 
     Exact names first; a name with a tfmot wrapper's prefix (``quant_cls``) is the head without it
-    (``cls``); a single output is the single head whatever its name.
+    (``cls``); a single output is the single head whatever its name. A detector exported with
+    ``detection_postprocess`` keeps the op's four output names.
 
     Raises:
         DeviceError: the model's outputs are not the outputs the task names.
     """
     if task is None or (len(task.heads) == 1 and len(names) == 1):
         return {n: (task.heads[0].name if task else n) for n in names}
+    if task.kind == "detection" and sorted(names) == sorted(POSTPROCESS_OUTPUTS):
+        return {n: n for n in names}
     heads = [h.name for h in task.heads]
     mapping = {n: unwrapped_name(n, heads) for n in names}
     if sorted(mapping.values()) != sorted(heads):
@@ -345,8 +349,9 @@ def _compare(target: dict[str, Any], remote_dir: str, files: list[Path], batch: 
     h_checks = {names[n]: e["checksum"] for n, e in (host["outputs"].get("by_name") or {}).items()}
     per_head = cmp["heads"] or {task.heads[0].name: {k: cmp[k] for k in ("agreement", "max_abs_diff",
                                                                             "max_rel_diff")}}
-    outputs = {h.name: {"kind": h.kind, **per_head[h.name], "checksum_match": d_checks[h.name] == h_checks[h.name]}
-               for h in task.heads}
+    kinds = {h.name: h.kind for h in task.heads}  # a post-processed detector's outputs are the op's, not heads
+    outputs = {name: {"kind": kinds.get(name, "detections"), **values,
+                      "checksum_match": d_checks[name] == h_checks[name]} for name, values in per_head.items()}
     d_metrics, h_metrics = _scores(task, d_out, batch), _scores(task, h_out, batch)
     single_classes = not task.multi_output and task.kind in ("classification", "binary")
     return DeployResult(

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.boxes import VARIANCES, to_center
+from edgesparse.boxes import POSTPROCESS_OUTPUTS, VARIANCES, to_center
 from edgesparse.errors import ExportError
 
 OP_NAME = "TFLite_Detection_PostProcess"
 #: the post-processed model's outputs, in the op's order
-OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+OUTPUTS = POSTPROCESS_OUTPUTS
 
 
 @dataclass(frozen=True)
