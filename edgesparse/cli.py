@@ -206,10 +206,18 @@ def schema(markdown: bool) -> None:
 @click.option("--schema-only", is_flag=True, help="Only check the recipe's text; do not load the data and model.")
 @_handle_errors
 def validate(recipe: Path, overrides: tuple[str, ...], schema_only: bool) -> None:
-    """Validate a RECIPE, load its data and model (no training) and print it fully resolved."""
-    from edgesparse.recipe import dump_recipe, load_recipe
+    """Validate a RECIPE, load its data and model (no training) and print it fully resolved.
+
+    A recipe with ``factory:`` (or ``custom_objects``) runs that Python code when validated or trained.
+    """
+    from edgesparse.recipe import code_references, dump_recipe, load_recipe
 
     rec = load_recipe(recipe, overrides)
+    code = code_references(rec)
+    if code:  # a recipe that names Python code is code, as a Python file is: say so before running it
+        verb = "would import and call (not with --schema-only)" if schema_only else "imports and calls"
+        click.echo(f"Note: this recipe runs Python code, as a Python file does; validate {verb} "
+                   f"{'; '.join(code)}. Only validate or run recipes you trust.", err=True)
     lines = [] if schema_only else _check_lines(rec)
     click.echo(dump_recipe(rec), nl=False)
     if lines:  # YAML comments: the output stays a valid recipe

@@ -605,8 +605,54 @@ class Recipe(_Section):
 # loading
 
 
-def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map every path in the YAML document to the (1-based) line it starts on."""
+#: The largest recipe file read (a recipe is a few kB; this refuses /dev/zero-like inputs and accidents).
+MAX_RECIPE_BYTES = 1024 * 1024
+#: The most YAML nodes a recipe may hold once its aliases are expanded (the shipped recipes hold < 500); a
+#: "billion laughs" document of nested aliases is refused instead of being expanded until memory runs out.
+MAX_RECIPE_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node, source: str) -> int:
+    """Count the nodes of the document with every alias expanded, each shared node sized once (memoized).
+
+    Raises:
+        RecipeError: the count passes :data:`MAX_RECIPE_NODES`, or an alias refers to itself.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise RecipeError(f"{source}, line {node.start_mark.line + 1}: a YAML alias refers to the node that "
+                              "contains it (a recursive structure); write the values out instead.")
+        open_nodes.add(key)
+        total = 1
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                children += [k, v]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        for child in children:
+            total += size(child)
+            if total > MAX_RECIPE_NODES:
+                raise RecipeError(
+                    f"{source}: the recipe expands to more than {MAX_RECIPE_NODES:,} YAML nodes once its aliases "
+                    f"(*name) are expanded (limit MAX_RECIPE_NODES; line {child.start_mark.line + 1}). A recipe is a "
+                    "few hundred values: remove the nested anchors/aliases and write the values out.")
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _node_lines(root: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Map every path in a composed YAML document to the (1-based) line it starts on (the tree is bounded by
+    :func:`_expanded_size` first)."""
     lines: dict[tuple[Any, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
@@ -621,13 +667,65 @@ def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
             for i, item in enumerate(node.value):
                 walk(item, path + (i,))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
     if root is not None:
         walk(root, ())
     return lines
+
+
+def _yaml_lines(text: str) -> dict[tuple[Any, ...], int]:
+    """Map every path in the YAML document to the (1-based) line it starts on."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if root is not None:
+        _expanded_size(root, "<recipe>")
+    return _node_lines(root)
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """Parse a recipe's YAML once: compose (safe loader), bound the alias expansion, construct, map lines.
+
+    Returns:
+        The Python data and the line of every path.
+
+    Raises:
+        yaml.YAMLError: a syntax error (the caller names the line).
+        RecipeError: the expansion passes :data:`MAX_RECIPE_NODES`.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, {}
+        _expanded_size(root, source)
+        lines = _node_lines(root)  # before construction: merge keys (<<) rewrite the mapping nodes
+        return loader.construct_document(root), lines
+    finally:
+        loader.dispose()
+
+
+def code_references(recipe: Recipe) -> list[str]:
+    """The places in a recipe that name Python code it imports and calls (``factory:``, ``custom_objects``).
+
+    A recipe with these runs code, as a Python file does: ``validate`` imports and calls them to check the model.
+    """
+    found: list[str] = []
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                where = f"{path}.{k}" if path else str(k)
+                if k in ("factory", "custom_objects") and v:
+                    found.append(f"{where}: {v if isinstance(v, str) else ', '.join(map(str, v))}")
+                else:
+                    walk(v, where)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+
+    walk(recipe.model_dump(mode="json"), "")
+    return found
 
 
 def parse_value(text: str) -> Any:
@@ -869,11 +967,14 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     Raises:
         RecipeError: the file is missing, binary or not UTF-8, is not valid YAML, or does not validate.
     """
+    from edgesparse.models.filecheck import regular_file
+
     path = Path(path)
     if not path.exists():
         raise RecipeError(f"recipe file '{path}' does not exist. Check the path (recipes live in recipes/).")
     if path.is_dir():
         raise RecipeError(f"'{path}' is a folder; give the recipe's .yaml file.")
+    regular_file(path, "recipe", MAX_RECIPE_BYTES, error=RecipeError)  # FIFOs, devices, oversize: before reading
     data = path.read_bytes()
     if b"\x00" in data[:8192]:
         raise RecipeError(f"'{path}' is a binary file, not a YAML recipe; give the recipe's .yaml text file "
@@ -885,7 +986,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}, line {line_no}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                           f"{exc.start}); save the recipe as UTF-8 YAML.") from None
     try:
-        raw = yaml.safe_load(text)
+        raw, lines = parse_yaml(text, str(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -896,7 +997,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path} is empty; a recipe needs at least name, data and model.")
     overridden = apply_overrides(raw, overrides) if isinstance(raw, dict) else set()
     _size_or_sparsity(raw, overridden, dumped=False)
-    recipe = validate_recipe(raw, str(path), _yaml_lines(text), overridden)
+    recipe = validate_recipe(raw, str(path), lines, overridden)
     set_recipe_dir(recipe, path.resolve().parent)
     return recipe
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import edgesparse  # noqa: F401  (before tensorflow: sets up tf_keras)
 from edgesparse.errors import ModelError
@@ -100,3 +101,79 @@ def test_fifo_and_device_model_paths_are_refused_at_once(tmp_path: Path) -> None
     with pytest.raises(ModelError, match="device"):
         _load(Path("/dev/zero"))
     assert time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# recipes (item 2)
+
+
+def _bomb(depth: int) -> str:
+    lines = ['name: bomb', 'a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, depth + 1):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_naming_the_limit(tmp_path: Path) -> None:
+    from edgesparse.errors import RecipeError
+    from edgesparse.recipe import MAX_RECIPE_NODES, load_recipe
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_bomb(9))  # 9^10 nodes once expanded; before: still mapping lines at 180 s and 8.4 GB
+    t0 = time.perf_counter()
+    with pytest.raises(RecipeError, match=rf"more than {MAX_RECIPE_NODES:,} YAML nodes.*MAX_RECIPE_NODES"):
+        load_recipe(path)
+    assert time.perf_counter() - t0 < 2
+    path.write_text("name: &n [*n]\n")
+    with pytest.raises(RecipeError, match="recursive"):
+        load_recipe(path)
+
+
+def test_recipe_aliases_within_the_bound_still_load_with_line_numbers(tmp_path: Path) -> None:
+    from edgesparse.errors import RecipeError
+    from edgesparse.recipe import load_recipe
+    from tests.conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path)
+    text = yaml.safe_dump(recipe, sort_keys=False)
+    text = text.replace("baseline:\n", "baseline: &base\n")
+    text = text.replace("quantization:\n  mode: none", "quantization: {mode: *base}")
+    path = tmp_path / "r.yaml"
+    path.write_text(text)  # the alias expands (parsed once), and the error names the alias's line
+    line = text.splitlines().index("quantization: {mode: *base}") + 1
+    with pytest.raises(RecipeError, match=rf"line {line}\b"):
+        load_recipe(path)
+    path.write_text(text.replace("quantization: {mode: *base}", "quantization: {mode: none}"))
+    assert load_recipe(path).baseline.epochs == recipe["baseline"]["epochs"]
+
+
+def test_recipe_must_be_a_small_regular_file(tmp_path: Path) -> None:
+    from edgesparse.errors import RecipeError
+    from edgesparse.recipe import MAX_RECIPE_BYTES, load_recipe
+
+    with pytest.raises(RecipeError, match="device"):
+        load_recipe("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text("name: big\n" + "# padding\n" * (MAX_RECIPE_BYTES // 10 + 1))
+    with pytest.raises(RecipeError, match="over the limit"):
+        load_recipe(big)
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "r.yaml"
+        os.mkfifo(fifo)
+        with pytest.raises(RecipeError, match="named pipe"):
+            load_recipe(fifo)
+
+
+def test_validate_says_a_factory_recipe_runs_code(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgesparse.cli import main
+    from tests.conftest import tiny_recipe, write_recipe
+
+    path = write_recipe(tmp_path, tiny_recipe(tmp_path, model={"factory": "tests.factories:tiny_regressor"}))
+    res = CliRunner().invoke(main, ["validate", "--schema-only", str(path)])
+    assert res.exit_code == 0, res.output
+    assert "runs Python code" in res.output and "model.factory: tests.factories:tiny_regressor" in res.output
+    res = CliRunner().invoke(main, ["validate", "--schema-only", str(write_recipe(tmp_path, tiny_recipe(tmp_path)))])
+    assert res.exit_code == 0 and "runs Python code" not in res.output
