@@ -5,11 +5,14 @@ values), optionally ``x_test`` and ``y_test`` (then used as the held-out test sp
 is ignored) and ``class_names`` (strings). Several model inputs: ``x_<input name>`` per input (and
 ``x_test_<input name>``); several outputs: ``y_<output name>`` (and ``y_test_<output name>``). An
 anomaly-detection autoencoder: ``x`` holds normal samples only (no ``y``), ``x_test`` and ``y_test``
-(0 normal, 1 anomalous) the labelled test split.
+(0 normal, 1 anomalous) the labelled test split. A detector's data adds ``anchors`` ``(A, 4)`` ``[ymin, xmin,
+ymax, xmax]``, the anchors its per-anchor targets ``y_<scores>`` ``(N, A)`` and ``y_<boxes>`` ``(N, A, 4)`` are
+encoded against (``task: {kind: detection}``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from edgesparse.data.arrays import as_inputs, as_targets, integer_scale
+from edgesparse.data.dataset import Dataset
 from edgesparse.data.registry import Loaded, SourceConfig, data_source, path_str, resolve
+from edgesparse.data.split import split_dataset
 from edgesparse.errors import DataError
 
 _HOW = "save it with numpy.savez(path, x=inputs, y=labels)"
@@ -82,7 +87,7 @@ def _read(z: Any, key: str, path: Path) -> np.ndarray:
 
 
 @data_source("npz", NpzConfig)
-def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded:
+def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded | Dataset:
     """Load and check the arrays of an .npz file.
 
     Raises:
@@ -139,4 +144,11 @@ def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded:
         if cn.ndim != 1 or cn.dtype.kind not in "US":
             raise DataError(f"'{path}': class_names must be a 1-D array of strings, got {cn.dtype} {cn.shape}.")
         names = [c.decode() if isinstance(c, bytes) else str(c) for c in cn.tolist()]
-    return Loaded(path.stem, x, y, x_test, y_test, names)
+    return _with_anchors(Loaded(path.stem, x, y, x_test, y_test, names), raw, cfg, seed)
+
+
+def _with_anchors(loaded: Loaded, raw: dict[str, np.ndarray], cfg: NpzConfig, seed: int) -> Loaded | Dataset:
+    """A detector's data (``anchors`` in the file) split here, with its anchors; other data as loaded."""
+    if "anchors" not in raw:
+        return loaded
+    return dataclasses.replace(split_dataset(loaded, cfg, seed), anchors=raw["anchors"].astype(np.float32))
