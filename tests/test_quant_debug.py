@@ -59,6 +59,51 @@ def test_debugger_rows_put_the_known_bad_layer_first(tmp_path: Path) -> None:
     assert first["rmse"] == pytest.approx(first["rmse_over_scale"] * first["scale"])
 
 
+def test_keep_float_auto_keeps_adding_ops_when_a_selection_fails_verification(tmp_path: Path) -> None:
+    """The search does not stop at a set its own measure passes but the candidate's verification rejects (the
+    issue's fallback to float32 at 2.12 points lost with 2 allowed): it adds the next op, logs each step, and lists
+    the rejected set in ``tried``; with every op's set rejected it ends with None (no op left)."""
+    from edgesparse import _tf
+    from edgesparse.export import keep_float as kf
+    from edgesparse.export.debugger import QuantDebugger
+    from edgesparse.export.verify import verify
+    from tests.factories import scaled_input_mlp
+
+    keras = _tf.keras()
+    keras.utils.set_random_seed(0)
+    data = np.load(_fusion_data(tmp_path, n=1500))
+    x, y = data["x"], data["y"]
+    model = scaled_input_mlp()
+    model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:1200], y[:1200], epochs=4, batch_size=64, verbose=0)
+    xt, yt = x[1200:], y[1200:]
+    outputs = model.predict(xt, verbose=0)
+    dbg = QuantDebugger(model, x[:200])
+    rows = dbg.rows()
+
+    def score(tflite: bytes) -> tuple[float, float | None]:
+        v = verify(tflite, xt, yt, outputs, float_model=False)
+        return v.drop, v.metric
+
+    kf.measure_each(dbg, rows, score)
+    offered: list[list[str]] = []
+
+    def reject_first(sel: kf.Selection) -> bool:
+        offered.append(sel.layers)
+        return len(offered) > 1
+
+    sel = kf.auto(dbg, rows, score, max_drop=5.0, int8_drop=None, accept=reject_first)
+    assert sel is not None and offered[0] == ["fc1"] and len(sel.layers) == 2 and sel.layers[0] == "fc1", offered
+    assert sel.drop is not None and sel.drop <= 5.0
+    assert [t for t in sel.tried if t.get("rejected")] == [
+        {"ops": ["fc1"], "drop": rows[0].drop_if_float, "rejected": "by the candidate's verification"}], sel.tried
+    assert sel.tried[-1]["ops"] == sel.layers
+    offered.clear()
+    assert kf.auto(dbg, rows, score, max_drop=5.0, int8_drop=None, accept=lambda s: bool(offered.append(s.layers))
+                   ) is None
+    assert len(offered[-1]) == 2  # searched until no op was left but the last (all float: the float32 model)
+
+
 def test_keep_float_regex_keeps_the_layers_ops_float_and_the_pruned_zeros(tmp_path: Path) -> None:
     """keep_float: ['^fc1$'] on a pruned fusion MLP: the flatbuffer has fc1's FULLY_CONNECTED in float32 and the
     two others in int8, every kernel keeps the pruned zeros, export.json and summary.json list the float op."""

@@ -417,7 +417,10 @@ class _Int8Debug:
         return self._dbg
 
     def score(self, data: bytes) -> tuple[float, float | None]:
-        """Degradation and primary metric of an int8 flatbuffer on the test split (no limit applied)."""
+        """Degradation and primary metric of an int8 flatbuffer on the test split (no limit applied), with the
+        kept-float kernels stored as the candidate will store them (float16 by default)."""
+        if self.src.keep_float_weights == "float16":
+            data = float16_kernels(data).data
         v = verify(data, self.src.x, self.src.y, self.src.final_outputs, threads=self.src.threads,
                    float_model=False, label="int8, ops kept float", task=self.src.task)
         return v.drop, v.metric
@@ -449,14 +452,19 @@ class _Int8Debug:
         auto = self.src.keep_float == "auto"
         kf.measure_each(self.dbg, self.rows, self.score, cap=kf.MEASURED_OPS if auto else 1)
         if auto:
-            self.selection = kf.auto(self.dbg, self.rows, self.score, self.src.max_drop, _int8_drop(candidates))
+            reason = fallback_reason(candidates, "int8")
+
+            def accept(sel: kf.Selection) -> bool:  # the candidate as it will be kept (float16 kernels), verified
+                c = self.candidate(sel, f"{reason}; quantization.keep_float: auto: {sel.why}", reference,
+                                   float_outputs)
+                candidates.append(c)
+                return c.rejected is None
+
+            self.selection = kf.auto(self.dbg, self.rows, self.score, self.src.max_drop, _int8_drop(candidates),
+                                     accept)
             if self.selection is None:
-                log.info("keep_float auto: no set of up to %d float ops brings int8 within %g", kf.MAX_AUTO_STEPS,
-                         self.src.max_drop)
-            else:
-                because = (f"{fallback_reason(candidates, 'int8')}; quantization.keep_float: auto: "
-                           f"{self.selection.why}")
-                candidates.append(self.candidate(self.selection, because, reference, float_outputs))
+                log.info("keep_float auto: no set of float ops, up to all %d, brings int8 within %g",
+                         len(self.rows), self.src.max_drop)
         return choose(candidates, objective, self.src.max_bytes)
 
     def finish(self, candidates: list[Candidate]) -> None:
@@ -467,7 +475,7 @@ class _Int8Debug:
             self.src.report["keep_float"] = {
                 "requested": "auto", "layers": [], "tensors": [],
                 "why": ("int8 alone is within export.max_accuracy_drop" if self.rows is None else
-                        f"no set of up to {kf.MAX_AUTO_STEPS} float ops brings int8 within export.max_accuracy_drop")}
+                        "no set of float ops, up to every op, brings int8 within export.max_accuracy_drop")}
         if self._dbg is not None:
             self.src.report["op_layers"] = {t: layer for _, t, layer in self._dbg.ops}
         if self.rows is None:

@@ -193,8 +193,9 @@ class QuantDebugger:
             ExportError: the quantizer failed.
         """
         tf = _tf.tf()
-        self._dbg.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
         try:
+            # every op denylisted leaves the debug model no op to verify: TF raises ValueError here
+            self._dbg.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(float_tensors))
             with warnings.catch_warnings(), quiet_converter():
                 warnings.simplefilter("ignore")
                 return bytes(self._dbg.get_nondebug_quantized_model())

@@ -4,26 +4,29 @@
 * ``auto`` ranks the ops by their quantization error (:class:`~edgesparse.export.debugger.QuantDebugger`,
   worst ``rmse / scale`` first), measures the first :data:`MEASURED_OPS` of them kept float alone on the
   test split, and keeps the fewest ops float that bring the model within ``export.max_accuracy_drop``: the
-  best single op when one suffices, else ops added one at a time (measured best first, then by error)
-  up to :data:`MAX_AUTO_STEPS` conversions.
+  best single op when one suffices, else ops added one at a time (measured best first, then by error) until
+  a set is within the drop and its candidate passes verification, or no op is left. Every step is logged
+  (``keep_float auto i/N: ...``) and listed in export.json's ``keep_float.tried``.
 * :func:`diagnose` is what an int8 export that loses too much says: the worst layers with their
   ranges, and the three ways out with the figure each gives where it was cheap to measure.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgesparse import progress
 from edgesparse.errors import EdgesparseError, RecipeError
 from edgesparse.export.debugger import OpError, QuantDebugger, keras_layer_names
 
+log = logging.getLogger(__name__)
+
 #: ops measured kept float alone (one conversion and one test-split verification each)
 MEASURED_OPS = 8
-#: conversions ``keep_float: auto`` tries while adding ops one at a time
-MAX_AUTO_STEPS = 12
 
 #: scores a flatbuffer: its degradation vs Keras (points for fractions, % for errors) and primary metric
 Score = Callable[[bytes], tuple[float, float | None]]
@@ -92,44 +95,69 @@ def measure_each(dbg: QuantDebugger, rows: list[OpError], score: Score, cap: int
             continue
 
 
-def auto(dbg: QuantDebugger, rows: list[OpError], score: Score, max_drop: float, int8_drop: float | None
-         ) -> Selection | None:
-    """The fewest ops kept float that bring the model within ``max_drop`` (None: not within reach).
+def auto(dbg: QuantDebugger, rows: list[OpError], score: Score, max_drop: float, int8_drop: float | None,
+         accept: Callable[[Selection], bool] | None = None) -> Selection | None:
+    """The fewest ops kept float that bring the model within ``max_drop`` (None: not even with every op float).
+
+    The best measured op alone is tried first; then ops are added one at a time (measured best first, then the
+    rest worst first by error) until a set is within ``max_drop`` and ``accept`` takes it, or no op is left.
 
     Args:
         dbg: The debugger of the model.
         rows: Its rows worst first, the first :data:`MEASURED_OPS` measured by :func:`measure_each`.
-        score: Scores a flatbuffer on the test split.
+        score: Scores a flatbuffer on the test split, as the kept candidate will be verified.
         max_drop: ``export.max_accuracy_drop`` in the task's unit.
         int8_drop: The plain int8 model's degradation (for the reason given).
+        accept: Verifies a selection within ``max_drop`` as a candidate (False: rejected, keep searching);
+            None accepts every one.
     """
     measured = sorted((r for r in rows if r.drop_if_float is not None), key=lambda r: r.drop_if_float or 0.0)
     order = measured + [r for r in rows if r.drop_if_float is None]
     tried: list[dict[str, Any]] = [{"ops": [r.layer or r.tensor], "drop": r.drop_if_float} for r in measured]
     before = "" if int8_drop is None else f"int8 alone loses {int8_drop:.2f}; "
+
+    def offer(chosen: list[OpError], drop: float, metric: float | None, data: bytes, why: str) -> Selection | None:
+        layers = list(dict.fromkeys(c.layer or c.tensor for c in chosen))  # a layer may own several ops
+        sel = Selection(tensors=[c.tensor for c in chosen], layers=layers, requested="auto", drop=drop,
+                        metric=metric, tried=tried, data=data, why=why)
+        if accept is None or accept(sel):
+            return sel
+        tried.append({"ops": layers, "drop": drop, "rejected": "by the candidate's verification"})
+        log.info("keep_float auto: %s float passed the search's measure but not the candidate's verification; "
+                 "adding the next op", ", ".join(layers))
+        return None
+
     if measured and (measured[0].drop_if_float or 0.0) <= max_drop:
         best = measured[0]
-        return Selection(tensors=[best.tensor], layers=[best.layer or best.tensor], requested="auto",
-                         drop=best.drop_if_float, metric=best.metric_if_float, tried=tried,
-                         data=dbg.model([best.tensor]),
-                         why=f"{before}keeping one op float is enough: {best.where} (worst first by rmse / scale, "
-                             f"measured: {best.drop_if_float:.2f} lost with it float, within {max_drop:g})")
+        sel = offer([best], best.drop_if_float or 0.0, best.metric_if_float, dbg.model([best.tensor]),
+                    f"{before}keeping one op float is enough: {best.where} (worst first by rmse / scale, "
+                    f"measured: {best.drop_if_float:.2f} lost with it float, within {max_drop:g})")
+        if sel is not None:
+            return sel
     chosen: list[OpError] = []
-    for r in order[:MAX_AUTO_STEPS]:
+    # every op kept float would be the float32 model, which the export's fallback converts anyway
+    order = order[:-1] if len(order) == len(dbg.ops) else order
+    for i, r in enumerate(order, 1):
         chosen.append(r)
-        tensors = [c.tensor for c in chosen]
+        names = [c.layer or c.tensor for c in chosen]
+        if len(chosen) == 1 and r.drop_if_float is not None:
+            continue  # measured alone already (and not enough, or not accepted)
+        progress.item("keep_float auto", i, len(order), f"{len(chosen)} ops kept float: {', '.join(names)}")
         try:
-            data = dbg.model(tensors)
+            data = dbg.model([c.tensor for c in chosen])
             drop, metric = score(data)
-        except EdgesparseError:
+        except EdgesparseError as exc:
+            tried.append({"ops": names, "drop": None, "error": str(exc)})
             continue
-        tried.append({"ops": [c.layer or c.tensor for c in chosen], "drop": drop})
+        tried.append({"ops": names, "drop": drop})
+        log.info("keep_float auto %d/%d: %s float: %.2f lost (allowed %g)", i, len(order), ", ".join(names), drop,
+                 max_drop)
         if drop <= max_drop:
-            layers = list(dict.fromkeys(c.layer or c.tensor for c in chosen))  # a layer may own several ops
-            return Selection(tensors=tensors, layers=layers, requested="auto", drop=drop, metric=metric, tried=tried,
-                             data=data,
-                             why=f"{before}no single op kept float brings it within {max_drop:g}; the {len(chosen)} "
-                                 f"ops added one at a time (best measured first) do: {drop:.2f} lost")
+            sel = offer(chosen, drop, metric, data,
+                        f"{before}no single op kept float brings it within {max_drop:g}; the {len(chosen)} ops "
+                        f"added one at a time (best measured first) do: {drop:.2f} lost")
+            if sel is not None:
+                return sel
     return None
 
 
