@@ -17,18 +17,18 @@ Progress goes to the ``edgesparse.run`` logger (the CLI renders it).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesparse import _io, _tf, budget
+from edgesparse import _io, _tf, budget, rundir
 from edgesparse import progress as _progress
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
@@ -133,10 +133,12 @@ def _claim_run_dir(out: Path, *, resume: bool, force: bool) -> None:
             "Give another run directory with -o DIR (or --set output_dir=DIR), continue it with --resume, "
             "or replace it with --force."
         )
+    for name in (*RUN_ARTIFACTS, "backup", "logs"):  # all checked before any is deleted
+        rundir.inside(out, out / name)  # a planted symlink is refused, its target never touched
     for name in RUN_ARTIFACTS:
-        (out / name).unlink(missing_ok=True)
+        rundir.unlink(out, out / name)
     for folder in ("backup", "logs"):
-        shutil.rmtree(out / folder, ignore_errors=True)
+        rundir.remove_tree(out, out / folder)
 
 
 def claim_bundle(bundle: Path, run_dir: Path, *, force: bool) -> None:
@@ -311,23 +313,27 @@ def train(
     objects = python_objects(recipe, model, data)
     t_start = time.perf_counter()
     out = Path(run_dir) if run_dir is not None else default_run_dir(recipe)
-    _claim_run_dir(out, resume=resume, force=force)
-    if export and recipe.export is not None:
-        claim_bundle(bundle_dir(recipe, out), out, force=force)
     _check_writable(out)
-    lock = dump_recipe(recipe)
-    state = _State(out, hashlib.sha256(lock.encode()).hexdigest()[:16], resume)
-    state.data["recipe_dir"] = str(recipe_dir(recipe))
-    _io.write_text(out / "recipe.lock.yaml", lock)
-    try:
-        with (_progress.shown(progress), fit.graceful_interrupt(),
-              _tf.strategy_scope(recipe.training.distribution)):
-            return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
-    except KeyboardInterrupt:
-        raise InterruptedRun(
-            f"interrupted during a training phase. Finished phases and per-epoch checkpoints are in '{out}'; "
-            "run the same command with --resume to continue from the last completed epoch."
-        ) from None
+    with contextlib.ExitStack() as held:
+        held.enter_context(rundir.lock(out))  # before anything is written or removed: --force never races a run
+        _claim_run_dir(out, resume=resume, force=force)
+        if export and recipe.export is not None:
+            held.enter_context(rundir.lock_bundle(bundle_dir(recipe, out)))
+            claim_bundle(bundle_dir(recipe, out), out, force=force)
+        lock = dump_recipe(recipe)
+        state = _State(out, hashlib.sha256(lock.encode()).hexdigest()[:16], resume)
+        state.data["recipe_dir"] = str(recipe_dir(recipe))
+        _io.write_text(rundir.inside(out, out / "recipe.lock.yaml"), lock)
+        try:
+            with (_progress.shown(progress), fit.graceful_interrupt(),
+                  _tf.strategy_scope(recipe.training.distribution)):
+                return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
+        except KeyboardInterrupt:
+            raise InterruptedRun(
+                f"interrupted during a training phase. Finished phases and per-epoch checkpoints are in '{out}'; "
+                "run the same command with --resume to continue from the last completed epoch."
+            ) from None
+    raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
 
 
 def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, dense_model: Any,
@@ -727,11 +733,12 @@ def _sparsity_phase(run: _Run, dense: Any) -> tuple[Any, sparsity.SparsityPlan |
                  scfg.epochs)
         tfmot_sp = _tf.tfmot().sparsity.keras
         updater = _dynamic_updater(run, plan)
+        pruning_logs = rundir.inside(run.out, run.out / "logs" / "pruning")  # no symlink followed out
         r = run.fit(
             "sparsity", pruned, epochs=scfg.epochs, optimizer=scfg.optimizer,
             extra_callbacks=[tfmot_sp.UpdatePruningStep(),
                              *([updater.callback()] if updater is not None else []),
-                             tfmot_sp.PruningSummaries(log_dir=str(run.out / "logs" / "pruning"))],
+                             tfmot_sp.PruningSummaries(log_dir=str(pruning_logs))],
             epoch_metrics=lambda m: {"sparsity": sparsity.measure_sparsity(m, names)["overall"]},
             **run.teacher("sparsity"),
         )
@@ -1094,6 +1101,7 @@ def export(run_dir: str | Path, bundle: str | Path | None = None, *, force: bool
     if recipe.export is None:
         recipe = recipe.model_copy(update={"export": ExportConfig()})
     out = Path(bundle) if bundle is not None else bundle_dir(recipe, Path(run_dir))
-    claim_bundle(out, Path(run_dir), force=force)
-    return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out,
-                         run_dir=Path(run_dir))
+    with rundir.lock(Path(run_dir)), rundir.lock_bundle(out):
+        claim_bundle(out, Path(run_dir), force=force)
+        return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out,
+                             run_dir=Path(run_dir))

@@ -7,7 +7,6 @@ import csv
 import io
 import logging
 import math
-import shutil
 import signal
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edgesparse import _io, _tf, progress
+from edgesparse import _io, _tf, progress, rundir
 from edgesparse.data.stream import Split
 from edgesparse.errors import TrainError
 from edgesparse.recipe import DistillationConfig, OptimizerConfig
@@ -189,9 +188,10 @@ def run_phase(
         TypeError: a ``teacher`` without ``distillation``.
     """
     _compile_for_phase(phase, model, optimizer, teacher, distillation, data.task)
-    backup = run_dir / "backup" / phase
+    backup = rundir.inside(run_dir, run_dir / "backup" / phase)  # no symlink followed out of the run directory
+    logs = rundir.inside(run_dir, run_dir / "logs" / phase)
     if not resume and backup.exists():
-        shutil.rmtree(backup)
+        rundir.remove_tree(run_dir, backup)
     if not resume:
         history.drop_phase(phase)
     timer = _StepTimer()
@@ -203,7 +203,7 @@ def run_phase(
         # Deleted below only once the phase completed: a graceful stop must keep it for --resume.
         _tf.keras().callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
         *([_resume_report(phase, epochs, backup)] if resume else []),
-        _tf.keras().callbacks.TensorBoard(str(run_dir / "logs" / phase), profile_batch=0, write_graph=False),
+        _tf.keras().callbacks.TensorBoard(str(logs), profile_batch=0, write_graph=False),
         _recorder(phase, history, epoch_metrics),
         # last: reads the row the recorder just wrote (its sparsity column)
         progress.callback(phase, epochs, data.task, columns=lambda: history.rows[-1] if history.rows else {}),
@@ -221,7 +221,7 @@ def run_phase(
             distill.remove_distillation(model)
     if _STOP.is_set():
         raise KeyboardInterrupt
-    shutil.rmtree(backup, ignore_errors=True)
+    rundir.remove_tree(run_dir, backup)
     seconds = time.perf_counter() - t0
     _check_finite(phase, model, optimizer)
     rows = [r for r in history.rows if r.get("phase") == phase]
