@@ -1,4 +1,4 @@
-"""The task layer (edgesparse/task.py): kinds, metrics, directions, inference, and every kind end to end."""
+"""The task layer (edgesparse/task/): kinds, metrics, directions, inference, and every kind end to end."""
 
 from __future__ import annotations
 
