@@ -169,9 +169,13 @@ def export(run_dir: Path, output: Path | None, force: bool) -> None:
 @_handle_errors
 def inspect(model: Path, as_json: bool) -> None:
     """Show how MODEL.tflite stores its weights (dense, CSR, blocks) and its DENSIFY ops."""
+    from edgesparse.errors import ProfileError
+    from edgesparse.manifest import check_beside
     from edgesparse.tflite.inspect import inspect_tflite
     from edgesparse.tflite.mixed import float_ops
 
+    if model.is_file():
+        check_beside(model, ProfileError)  # a model inside a bundle: only from a whole bundle
     info = inspect_tflite(model)
     d = {**info.to_dict(), "float_ops": float_ops(info)}
     if as_json:

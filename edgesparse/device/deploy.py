@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgesparse import manifest
 from edgesparse.boxes import POSTPROCESS_OUTPUTS
 from edgesparse.device.emulation import latency_label
 from edgesparse.device.targets import parse_target
@@ -160,6 +161,10 @@ def deploy(
             other outputs than the model has.
     """
     bundle, model = find_bundle(source)
+    if Path(source).is_dir():  # a bundle must be whole: its manifest present, its files the exported ones
+        manifest.check(bundle, DeviceError)
+    else:
+        manifest.check_beside(model, DeviceError)
     task, task_source = bundle_task(bundle)
     tgt = parse_target(target, **(target_options or {}))
     local = parse_target("local", python=host_python)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse import _io
+from edgesparse import _io, manifest
 from edgesparse.data.stream import model_outputs
 from edgesparse.export.candidates import Candidate, Sources, select
 from edgesparse.export.convert import convert
@@ -223,14 +223,22 @@ def verify_arrays(data: Any, outputs: Any, n: int) -> dict[str, np.ndarray]:
 
 def _write_bundle(bundle: Path, data: Any, final_outputs: np.ndarray, model_bytes: bytes, dense_bytes: bytes | None,
                   info: dict[str, Any]) -> ExportResult:
-    """Write the bundle, only after everything converted and verified: a failed export leaves the old one."""
-    bundle.mkdir(parents=True, exist_ok=True)
+    """Write the bundle, only after everything converted and verified: a failed export leaves the old one.
+
+    The files are written in a folder beside the bundle, export.json last with every file's sha256
+    (``files``), and the folder renamed into place (:func:`edgesparse.manifest.build`): a full disk or a
+    kill leaves the old bundle or none, never half of one.
+    """
     n = min(VERIFY_SAMPLES, data.sizes()[2])
-    with _io.atomic_path(bundle / "verify.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **verify_arrays(data, final_outputs, n))  # type: ignore[arg-type]
-    model_path = _io.write_bytes(bundle / "model.tflite", model_bytes)
-    dense_path = _io.write_bytes(bundle / "dense.tflite", dense_bytes) if dense_bytes is not None else None
-    if (bundle / "labels.txt").exists() or data.class_names:
-        _io.write_text(bundle / "labels.txt", "\n".join(map(str, data.class_names)) + "\n")
-    _io.write_json(bundle / "export.json", info)
-    return ExportResult(bundle=bundle, model_path=model_path, dense_path=dense_path, info=info)
+    with manifest.build(bundle) as tmp:
+        with open(tmp / "verify.npz", "wb") as f:
+            np.savez_compressed(f, **verify_arrays(data, final_outputs, n))  # type: ignore[arg-type]
+        (tmp / "model.tflite").write_bytes(model_bytes)
+        if dense_bytes is not None:
+            (tmp / "dense.tflite").write_bytes(dense_bytes)
+        if data.class_names:
+            (tmp / "labels.txt").write_text("\n".join(map(str, data.class_names)) + "\n", encoding="utf-8")
+        info["files"] = manifest.manifest_files(tmp)
+        _io.write_json(tmp / manifest.MANIFEST, info)
+    return ExportResult(bundle=bundle, model_path=bundle / "model.tflite",
+                        dense_path=bundle / "dense.tflite" if dense_bytes is not None else None, info=info)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgesparse import progress
+from edgesparse import manifest, progress
 from edgesparse.device.emulation import emulated_note, latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import ProfileError
@@ -105,8 +105,11 @@ def resolve_models(items: Sequence[str | Path]) -> list[Path]:
             if missing:
                 raise ProfileError(f"the run '{p}' names {missing[0]}, which no longer exists; "
                                    "re-run `edgesparse export`.")
+            for q in paths:  # a bundle's models are profiled only from a whole bundle
+                manifest.check_beside(q, ProfileError)
             out.extend(paths)
         elif p.exists():
+            manifest.check_beside(p, ProfileError)
             out.append(p)
         else:
             raise ProfileError(f"'{p}' does not exist: give .tflite files or a run directory.")
