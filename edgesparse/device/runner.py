@@ -472,8 +472,36 @@ def io_names(interp: Any, inputs: list, outputs: list) -> tuple:
     return in_names, out_names
 
 
+#: ops that keep state in variable tensors from one invoke to the next (TFLite's fused recurrent ops, resource
+#: variables): a stateless Keras model converted to them must have its variables reset between samples
+STATEFUL_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+                "BIDIRECTIONAL_SEQUENCE_RNN", "VAR_HANDLE", "ASSIGN_VARIABLE", "READ_VARIABLE")
+
+
+def has_state(interp: Any) -> bool:
+    """Whether the model keeps state between invokes (one of :data:`STATEFUL_OPS`; measured: a fused LSTM scored
+    row by row without a reset drifts from the Keras model's outputs)."""
+    try:
+        names = [n[0] for n in _node_list(interp)]
+    except (AttributeError, RuntimeError, ValueError):
+        try:
+            names = [str(o.get("op_name")) for o in interp._get_ops_details()]  # noqa: SLF001
+        except (AttributeError, RuntimeError, ValueError):
+            return False
+    return any(n in STATEFUL_OPS for n in names)
+
+
+def reset_state(interp: Any) -> None:
+    """Reset the model's variable tensors (the fused LSTM's state) to their initial values (zeros)."""
+    interp.reset_all_variables()
+
+
 class InterpreterEngine:
-    """The classic ``Interpreter`` API: set_tensor, invoke, get_tensor; inputs and outputs named by signature."""
+    """The classic ``Interpreter`` API: set_tensor, invoke, get_tensor; inputs and outputs named by signature.
+
+    A stateful model (:func:`has_state`) has its variables reset before every run of :func:`run_batch`, so each
+    sample is scored as the stateless Keras model scores it.
+    """
 
     api = "interpreter"
 
@@ -482,6 +510,11 @@ class InterpreterEngine:
         self.inputs = interp.get_input_details()
         self.outputs = interp.get_output_details()
         self.input_names, self.output_names = io_names(interp, self.inputs, self.outputs)
+        self.stateful = has_state(interp)
+
+    def reset(self) -> None:
+        """Reset the variable tensors (see :func:`reset_state`)."""
+        reset_state(self.interp)
 
     def set_inputs(self, values: list) -> None:
         """Set every input; ``values`` in the order of ``self.inputs``."""
@@ -500,6 +533,8 @@ class CompiledEngine:
     """ai-edge-litert's ``CompiledModel`` on its CPU accelerator: buffers made once, ``run_by_index``."""
 
     api = "compiled"
+    #: CompiledModel has no call that resets variable tensors; run_batch refuses a stateful model on it
+    stateful = False
 
     def __init__(self, model: Any, inputs: list, outputs: list, input_names: list, output_names: list) -> None:
         self.model = model
@@ -581,6 +616,8 @@ def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: 
         outputs, output_names = _ordered_details(model.get_output_tensor_details(signature),
                                                  plain.get_output_details())
         engine = CompiledEngine(model, inputs, outputs, input_names, output_names)
+        plain.allocate_tensors()
+        engine.stateful = has_state(plain)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise load_failed("LiteRT's CompiledModel cannot load the model: " + _first_line(exc)
                           + " (try --api interpreter)")
@@ -789,6 +826,10 @@ def run_batch(engine: Any, batch: Any) -> list:
 
     batches = list(batch) if isinstance(batch, (list, tuple)) else [batch]
     per = max(int(engine.inputs[0]["shape"][0]), 1)
+    reset = getattr(engine, "reset", None) if getattr(engine, "stateful", False) else None
+    if getattr(engine, "stateful", False) and reset is None:
+        raise bad_argument("the model keeps state between runs (a fused LSTM) and --api " + engine.api
+                           + " cannot reset it between samples; use --api interpreter")
     total = len(batches[0]) if batches else 0
     results: list = [[] for _ in engine.outputs]
     for start in range(0, total, per):
@@ -796,6 +837,8 @@ def run_batch(engine: Any, batch: Any) -> list:
         n = len(chunks[0])
         if n < per:  # pad the last model batch; padded rows are dropped below
             chunks = [np.concatenate([c, np.zeros((per - n,) + c.shape[1:], dtype=c.dtype)]) for c in chunks]
+        if reset is not None:
+            reset()
         engine.set_inputs([quantize(c, d) for c, d in zip(chunks, engine.inputs)])
         engine.run()
         for i, d in enumerate(engine.outputs):
@@ -1146,7 +1189,7 @@ def _io_facts(engine: Any) -> dict:
     inputs = [{"name": n, "shape": [int(s) for s in d["shape"]], "dtype": str(np.dtype(d["dtype"]))}
               for n, d in zip(engine.input_names, engine.inputs)]
     return {"input": {k: inputs[0][k] for k in ("shape", "dtype")}, "inputs": inputs,
-            "output_names": list(engine.output_names)}
+            "output_names": list(engine.output_names), "state_reset_between_samples": bool(engine.stateful)}
 
 
 def _run_notes(paired: dict | None, made: dict) -> list:

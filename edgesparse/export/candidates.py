@@ -209,9 +209,16 @@ def _convert_and_evaluate(model: Any, modes: list[str], sparse_encoding: bool | 
         of = "the pruned float model" if source == "float" else "the final model"
         progress.item("export candidate", i, len(plan), f"{label} of {of}: {steps}")
         rep = src.representative if CONVERTER_MODES.get(mode).needs_calibration else None
-        c = Candidate(mode=mode, sparse_encoding=enc, source=source, tried_because=because, per_channel=pc,
-                      data=convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io, per_channel=pc))
-        _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
+        c = Candidate(mode=mode, sparse_encoding=enc, source=source, tried_because=because, per_channel=pc, data=b"")
+        try:  # a conversion that fails (or crashes in its guarded child process) is a rejected candidate
+            c.data = convert(model, mode, sparse_encoding=enc, representative=rep, io=src.io, per_channel=pc)
+        except ExportError as exc:
+            if mode == "none" and source == "float":
+                raise
+            c.rejected, c.rejected_for = str(exc), "error"
+            log.info("candidate %d/%d %s: rejected (%s)", i, len(plan), label, exc)
+        else:
+            _evaluate(c, src, reference, float_outputs, at=f"{i}/{len(plan)} ")
         out.append(c)
     return out + _equalized_int16x8(model, out, src, reference, float_outputs, because)
 

@@ -90,7 +90,8 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
     """Run every sample of ``x`` (float inputs) and return float outputs.
 
     Float inputs are quantized for integer-input models and integer outputs dequantized, with the
-    tensors' own scale and zero point. A dynamic batch axis is resized to run chunks at once.
+    tensors' own scale and zero point. A dynamic batch axis is resized to run chunks at once; a static one (a
+    recurrent model's batch of 1) runs batch by batch, with a stateful model's variables reset before each.
 
     Args:
         loaded: The interpreter.
@@ -117,6 +118,7 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
     step = chunk if dynamic_batch else int(first["shape"][0])
     results: list[list[np.ndarray]] = [[] for _ in outs]
     current = int(first["shape"][0])
+    stateful = runner.has_state(interp)  # a fused LSTM's state: reset before each batch, as Keras starts from zeros
     for start in range(0, n_total, step):
         batches = [a[start:start + step] for a in arrays]
         n = len(batches[0])
@@ -129,6 +131,8 @@ def predict(loaded: LoadedModel, x: Any, chunk: int = 128, input_names: list[str
             current = n
         elif not dynamic_batch and n != current:
             batches = [np.concatenate([b, np.zeros((current - n, *b.shape[1:]), dtype=b.dtype)]) for b in batches]
+        if stateful:
+            runner.reset_state(interp)
         for d, b in zip(ins, batches):
             interp.set_tensor(d["index"], quantize_input(b, d))
         interp.invoke()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse.data.stream import Split
+from edgesparse.device.runner import has_state
 from edgesparse.errors import AccuracyDropError, ExportError
 from edgesparse.export.litert import load_interpreter, predict
 from edgesparse.task import Task, classification
@@ -43,6 +44,8 @@ class Verification:
     keras_metrics: dict[str, float] = field(default_factory=dict)
     heads: dict[str, Any] | None = None
     drop: float = 0.0  # how much worse than Keras, in ``unit`` (positive = worse)
+    batch: int | None = None  # the converted signature's static batch (1 for recurrent models); None: any
+    state_reset: bool = False  # the model keeps state between invokes (fused LSTM): reset before every sample
 
     @property
     def drop_points(self) -> float:
@@ -113,10 +116,20 @@ def verify(
         metric=metric, keras_metric=keras_metric,
         metric_name=key.replace("/", " "), unit=task.unit(key), max_rel_diff=cmp["max_rel_diff"], metrics=tm,
         keras_metrics=km, heads=cmp["heads"], drop=0.0 if math.isnan(drop) else drop,
+        batch=_static_batch(loaded.interpreter), state_reset=has_state(loaded.interpreter),
     )
     if max_drop_points is not None and result.drop > max_drop_points:
         raise AccuracyDropError(_drop_message(task, result, max_drop_points, label, key), result)
     return result
+
+
+def _static_batch(interp: Any) -> int | None:
+    """The first input's batch when the signature fixes it (not -1), else None."""
+    d = interp.get_input_details()[0]
+    sig = d.get("shape_signature")
+    if sig is None or not len(sig) or int(sig[0]) == -1:
+        return None
+    return int(sig[0])
 
 
 def _run_tflite(loaded: Any, task: Task, x: Any, y: Any) -> tuple[Any, Any, Any]:
