@@ -327,6 +327,7 @@ def train(
         try:
             with (_progress.shown(progress), fit.graceful_interrupt(),
                   _tf.strategy_scope(recipe.training.distribution)):
+                _log_replicas(recipe.training.distribution)
                 return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
         except KeyboardInterrupt:
             raise InterruptedRun(
@@ -334,6 +335,21 @@ def train(
                 "run the same command with --resume to continue from the last completed epoch."
             ) from None
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns or raises
+
+
+def _log_replicas(distribution: str) -> None:
+    """``training.distribution: mirrored`` says how many replicas it got (one CPU device: one replica)."""
+    if distribution == "none":
+        return
+    strategy = _tf.tf().distribute.get_strategy()
+    devices = list(getattr(strategy.extended, "worker_devices", ()) or ())
+    replicas = int(strategy.num_replicas_in_sync)
+    log.info("training.distribution %s: %d replica(s) on %s", distribution, replicas, ", ".join(devices) or "?")
+    if replicas == 1:
+        log.warning("training.distribution %s has 1 replica here (%s): it trains like distribution none. "
+                    "MirroredStrategy puts one replica on each GPU; on a CPU-only machine set EDGESPARSE_CPU_DEVICES=N "
+                    "before the process starts to split the CPU into N devices", distribution,
+                    ", ".join(devices) or "one device")
 
 
 def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, dense_model: Any,

@@ -113,17 +113,70 @@ def test_sweep_with_two_workers(tmp_path: Path) -> None:
     assert [r["status"] for r in res.rows] == ["ok", "ok"]
 
 
-def test_sweep_on_a_local_ray_instance(tmp_path: Path) -> None:
+def test_sweep_on_a_local_ray_instance_with_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """As users run it: the recipe, its data and -o given relative to the current directory (Ray's workers run
+    elsewhere), the cluster checked for the shared folders, and one line per finished trial."""
+    import logging
+
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from edgesparse.recipe import load_recipe
+
     ray = pytest.importorskip("ray")
+    digits = load_digits()
+    np.savez(tmp_path / "digits.npz", x=(digits.images / 16.0).astype(np.float32), y=digits.target)
+    raw = tiny_recipe(tmp_path, sparsity={"epochs": 2, "end": 1}, data={"npz": "digits.npz", "batch_size": 64})
+    raw.pop("output_dir")
+    raw["export"] = {"objective": "size"}
+    write_recipe(tmp_path, raw)
+    monkeypatch.chdir(tmp_path)
+    base = load_recipe("recipe.yaml")
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              logging_level="ERROR", runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     try:
         address = ray.get_runtime_context().gcs_address
-        res = sweep(_base(tmp_path), {"sparsity.final": [0.5, 0.8]}, root=tmp_path / "sw", ray_address=address,
-                    profile_runs=0)
+        with caplog.at_level(logging.INFO, logger="edgesparse.sweep"):
+            res = sweep(base, {"sparsity.final": [0.5, 0.8]}, root="sw", ray_address=address, profile_runs=0)
     finally:
         ray.shutdown()
     assert [r["status"] for r in res.rows] == ["ok", "ok"], res.rows
+    assert res.root == tmp_path / "sw" and len(list((tmp_path / "sw" / "trials").glob("*/result.json"))) == 2
+    lines = sorted(r.getMessage() for r in caplog.records if r.getMessage().startswith("trial "))
+    assert [line[:10] for line in lines] == ["trial 1/2 ", "trial 2/2 "] and all(": ok, TFLite" in x for x in lines)
+    assert not list(tmp_path.glob("sw/.edgesparse-ray-check-*"))  # the markers of the shared-folder check are gone
+
+
+def test_ray_connection_errors_name_the_cause() -> None:
+    ray = pytest.importorskip("ray")
+    from edgesparse.sweep.cluster import connect_error
+
+    try:
+        try:
+            raise ray.exceptions.AuthenticationError("Token authentication is enabled but no authentication token "
+                                                     "was found")
+        except Exception as inner:
+            raise ConnectionError("Failed to connect to GCS") from inner
+    except ConnectionError as exc:
+        err = str(connect_error("10.0.0.5:6379", exc))
+    assert "requires token authentication" in err and "no authentication token was found" in err
+    assert "RAY_AUTH_TOKEN" in err and "ray get-auth-token" in err and "ray start --head" not in err
+    err = str(connect_error("10.0.0.5:6379", ConnectionError("Could not find any running Ray instance")))
+    assert "ConnectionError: Could not find any running Ray instance" in err and "--ray local" in err
+
+
+def test_mirrored_with_one_device_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from edgesparse import _tf
+    from edgesparse.run import _log_replicas
+
+    with caplog.at_level(logging.INFO, logger="edgesparse"), _tf.strategy_scope("mirrored"):
+        _log_replicas("mirrored")
+    [info, warning] = [r for r in caplog.records if "training.distribution" in r.getMessage()]
+    assert info.getMessage().startswith("training.distribution mirrored: 1 replica(s) on ")
+    assert warning.levelno == logging.WARNING and "EDGESPARSE_CPU_DEVICES" in warning.getMessage()
 
 
 def _history(run_dir: Path, phase: str) -> list[dict[str, float]]:
@@ -149,6 +202,8 @@ def test_mirrored_strategy_prunes_and_learns_what_one_device_learns(tmp_path: Pa
         proc = subprocess.run([sys.executable, "-m", "edgesparse.cli", "train", str(path)], capture_output=True,
                               text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        if devices:
+            assert "training.distribution mirrored: 2 replica(s) on " in proc.stdout + proc.stderr
         runs[name] = tmp_path / name / "run"
     s = json.loads((runs["mirrored"] / "summary.json").read_text())
     one = json.loads((runs["single"] / "summary.json").read_text())

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from edgesparse import _io
+from edgesparse import progress as _progress
 from edgesparse.recipe import Recipe, override, recipe_dir
 from edgesparse.render import MetricLabel
 from edgesparse.summary import read_summary
-from edgesparse.sweep.cluster import check_ray
+from edgesparse.sweep.cluster import check_ray, check_shared_paths
 from edgesparse.sweep.grid import SweepError, Trial, parse_grid, plan
 from edgesparse.sweep.report import write_report
 from edgesparse.sweep.results import SweepResult, write_results
@@ -56,6 +57,7 @@ def sweep(
     profile_runs: int = 50,
     retry_failed: bool = False,
     reprofile: bool = False,
+    progress: bool = True,
 ) -> SweepResult:
     """Run every trial of the grid; write results.csv/json and report.md.
 
@@ -71,6 +73,8 @@ def sweep(
         reprofile: Measure the latency of every finished trial and of the dense model again, in one
             pass and without retraining (on a quieter machine, or after the machine changed), so that
             all latencies of the report come from the same sitting.
+        progress: Show a line per finished trial (and the trials' own progress when they run here) on stderr
+            when no logging is configured (see :func:`edgesparse.progress.shown`); False shows nothing.
 
     Returns:
         Every trial's row, the shared baselines and the dense model's figures.
@@ -78,13 +82,24 @@ def sweep(
     Raises:
         SweepError / RecipeError: bad grid, workers or Ray address — before any training.
     """
+    with _progress.shown(progress):
+        return _sweep(base, grid, repeats=repeats, root=root, workers=workers, ray_address=ray_address,
+                      profile_runs=profile_runs, retry_failed=retry_failed, reprofile=reprofile)
+
+
+def _sweep(base: Recipe, grid: dict[str, list[Any]], *, repeats: int, root: str | Path | None, workers: int,
+           ray_address: str | None, profile_runs: int, retry_failed: bool, reprofile: bool) -> SweepResult:
     if workers < 1:
         raise SweepError(f"--workers must be >= 1 (got {workers}).")
     base = _study_guard(base, grid)
     trials = plan(base, grid, repeats)
     ray = check_ray(ray_address) if ray_address else None
-    out = Path(root) if root else Path("sweeps") / base.name
+    # absolute before anything leaves this process: a worker (a Ray node above all) runs in another directory
+    out = (Path(root) if root else Path("sweeps") / base.name).expanduser().absolute()
+    base_dir = recipe_dir(base).expanduser().absolute()
     _claim_directory(out, base, grid, repeats, trials)
+    if ray is not None:
+        check_shared_paths(ray, list(dict.fromkeys([out, base_dir])))
     t0 = time.perf_counter()
     result = SweepResult(root=out)
     done = _finished_trials(out, trials, retry_failed)
@@ -92,8 +107,7 @@ def sweep(
     log.info("%d trials (%d already done), %d shared baseline(s)", len(trials), len(done), len(_baselines_of(trials)))
     for key in dict.fromkeys(t.baseline_key for t in todo):  # one shared dense baseline per key, first
         train_baseline(base, next(t for t in todo if t.baseline_key == key), out)
-    args = [(base.model_dump_json(), str(recipe_dir(base)), json.dumps(asdict(t)), str(out), profile_runs)
-            for t in todo]
+    args = [(base.model_dump_json(), str(base_dir), json.dumps(asdict(t)), str(out), profile_runs) for t in todo]
     rows = _run_trials(args, ray, workers)
     if reprofile and profile_runs:
         _reprofile(out, [r for r in done.values() if r.get("status") == "ok"], profile_runs)
@@ -150,13 +164,29 @@ def _finished_trials(out: Path, trials: list[Trial], retry_failed: bool) -> dict
     return done
 
 
+def _trial_line(i: int, n: int, row: dict[str, Any]) -> None:
+    """One progress line per finished trial: ``trial 3/8 final=0.8-r0: ok, TFLite accuracy 97.2%, 12,345 B``."""
+    label = MetricLabel(row.get("metric") or "accuracy", row.get("direction") or "higher")
+    detail = (f" ({row.get('error')})" if row["status"] != "ok" else
+              f", TFLite {label.name} {label.fmt(row.get('tflite_metric'))}, {row.get('tflite_bytes')} B")
+    log.info("trial %d/%d %s: %s%s (%.0fs)", i, n, row["trial"], row["status"], detail,
+             row.get("train_seconds") or 0.0)
+
+
 def _run_trials(args: list[tuple[str, str, str, str, int]], ray: Any, workers: int) -> list[dict[str, Any]]:
-    """Run the trials here, in spawned worker processes, or as Ray tasks."""
+    """Run the trials here, in spawned worker processes, or as Ray tasks; a line as each one finishes."""
+    rows: list[dict[str, Any]] = []
     if ray is not None:
         remote = ray.remote(num_cpus=1)(run_trial)
-        rows: list[dict[str, Any]] = ray.get([remote.remote(*a) for a in args])
+        pending = [remote.remote(*a) for a in args]
+        log.info("%d trial(s) sent to the Ray cluster (%s CPUs)", len(pending),
+                 f"{ray.cluster_resources().get('CPU', 0):g}")
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                rows.append(ray.get(ref))
+                _trial_line(len(rows), len(args), rows[-1])
         return rows
-    rows = []
     if workers > 1 and len(args) > 1:
         import concurrent.futures as cf
         import multiprocessing as mp
@@ -166,17 +196,12 @@ def _run_trials(args: list[tuple[str, str, str, str, int]], ray: Any, workers: i
                                     initializer=worker_init, initargs=(threads,)) as pool:
             futures = {pool.submit(run_trial, *a): a for a in args}
             for f in cf.as_completed(futures):
-                row = f.result()
-                log.info("trial %s: %s", row["trial"], row["status"])
-                rows.append(row)
+                rows.append(f.result())
+                _trial_line(len(rows), len(args), rows[-1])
         return rows
-    for i, a in enumerate(args):
-        row = run_trial(*a)
-        label = MetricLabel(row.get("metric") or "accuracy", row.get("direction") or "higher")
-        detail = (f" ({row.get('error')})" if row["status"] != "ok" else
-                  f", TFLite {label.name} {label.fmt(row.get('tflite_metric'))}, {row.get('tflite_bytes')} B")
-        log.info("trial %d/%d %s: %s%s", i + 1, len(args), row["trial"], row["status"], detail)
-        rows.append(row)
+    for a in args:
+        rows.append(run_trial(*a))
+        _trial_line(len(rows), len(args), rows[-1])
     return rows
 
 
