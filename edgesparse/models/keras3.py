@@ -10,7 +10,9 @@ finished model, checked the same way.
 Supported: every layer class of the Keras applications (convolutions incl. depthwise/separable,
 Dense, Batch/LayerNormalization, activations incl. hard_silu/swish/gelu, pooling, merges, Reshape,
 Rescaling, Normalization, padding/cropping, Dropout, Flatten, Permute, Softmax/ReLU/Activation, the
-applications' LayerScale and CustomScaleLayer), Keras 3 arithmetic on tensors (``x + 3.0``), nested
+applications' LayerScale and CustomScaleLayer), the recurrent layers LSTM, GRU, SimpleRNN (rolled or unrolled,
+``return_sequences`` either way; tf_keras's ``implementation`` option is dropped, it computes the same function)
+and Bidirectional wrappers of them, Keras 3 arithmetic on tensors (``x + 3.0``), nested
 functional/Sequential sub-models and, with ``trust_code``, Lambda layers. Anything else raises a
 :class:`~edgesparse.errors.ModelError` naming the layer and its class.
 """
@@ -133,6 +135,10 @@ def _fit_config(cls: Any, cfg: dict[str, Any], activations: dict[str, str], laye
     for key, value in cfg.items():
         if key.endswith("_initializer"):
             continue  # the weights are copied: initializers would only cost compatibility
+        if key == "implementation" or (key == "zero_output_for_mask" and key not in params):
+            # tf_keras LSTM/GRU's kernel layout choice (1 or 2) computes the same function; zero_output_for_mask
+            # (tf_keras sets it inside Bidirectional) only acts on masked steps, which Keras 3 zeroes anyway
+            continue
         value = _clean(value, activations)
         if key == "activation" and isinstance(value, dict) and value.get("class_name") == "function":
             value = value["config"]  # a registered function, e.g. 'edgesparse>hard_silu'
@@ -160,6 +166,37 @@ def _unsupported(layer: Any, why: str = "") -> ModelError:
         f"applications use), Keras 3 tensor arithmetic, nested functional/Sequential models and Lambda "
         f"layers with `trust_code: true`. {_WAY_OUT}"
     )
+
+
+def _bidirectional(layer: Any, target: Any, activations: dict[str, str], name: str) -> Any:
+    """A Bidirectional wrapper for the ``target`` Keras: its two recurrent layers translated one by one.
+
+    Its nested config carries each Keras's own initializer and policy serializations, so it is not passed on
+    whole; the forward and backward layers are rebuilt from their own (filtered) configs instead.
+    """
+    def make(sub: Any, prefix: str) -> Any:
+        cls = getattr(target.layers, type(sub).__name__, None)
+        if cls is None or not issubclass(type(sub), _rnn_base(sub)):
+            raise _unsupported(layer, f"its {prefix}layer is a {type(sub).__name__}, not a built-in recurrent layer")
+        cfg = sub.get_config()
+        cfg.pop("batch_input_shape", None)
+        cfg["name"] = str(cfg.get("name", sub.name)).removeprefix(prefix)
+        return cls.from_config(_fit_config(cls, cfg, activations, sub))
+
+    cfg = layer.get_config()
+    try:
+        return target.layers.Bidirectional(make(layer.forward_layer, "forward_"),
+                                           backward_layer=make(layer.backward_layer, "backward_"),
+                                           merge_mode=cfg.get("merge_mode", "concat"), name=name)
+    except (TypeError, ValueError) as exc:
+        raise _unsupported(layer, f"its recurrent layers do not translate ({type(exc).__name__}: {exc})") from exc
+
+
+def _rnn_base(layer: Any) -> type:
+    """The RNN base class of the Keras ``layer`` belongs to (tf_keras or Keras 3)."""
+    module = type(layer).__module__
+    base: type = _tf.keras().layers.RNN if module.startswith("tf_keras") else _tf.keras3().layers.RNN
+    return base
 
 
 # ---- Keras 3 -> tf_keras ------------------------------------------------------------------------
@@ -215,6 +252,8 @@ def _k3_layer(entry: _graph.Entry, trust_code: bool) -> Any:
                 "you trust the model, set `trust_code: true` in the model section."
             )
         return tk.layers.Lambda(layer.function, arguments=dict(layer.arguments or {}), name=layer.name)
+    if name == "Bidirectional" and module.startswith("keras.src.layers"):
+        return _bidirectional(layer, tk, KERAS3_TO_TF_KERAS, layer.name)
     app = _tfk_app_layers()
     if name in app and module.startswith("keras.src.applications"):
         cls = app[name]
@@ -300,6 +339,8 @@ def _tfk_layer(entry: _graph.Entry) -> Any:
             shape = None
         return k3.layers.Lambda(layer.function, output_shape=shape, arguments=dict(layer.arguments or {}),
                                 name=_safe_name(layer.name, k3))
+    if name == "Bidirectional" and module.startswith("tf_keras.src.layers"):
+        return _bidirectional(layer, k3, TF_KERAS_TO_KERAS3, _safe_name(layer.name, k3))
     if name in ("LayerScale", "CustomScaleLayer") and "applications" in module:
         import importlib
 
