@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from edgesparse import _tf
 from edgesparse.errors import ModelError
+from edgesparse.models.recurrent import RNNClassifierConfig
 from edgesparse.models.ssd import SSDTinyConfig
+from edgesparse.models.unet import UNetTinyConfig
 from edgesparse.models.zoo import (
     ZOO,
     AutoencoderConfig,
@@ -74,6 +76,8 @@ BuiltinModelConfig = Annotated[
         Annotated[ResNetConfig, Tag("resnet")],
         Annotated[AutoencoderConfig, Tag("autoencoder")],
         Annotated[SSDTinyConfig, Tag("ssd_tiny")],
+        Annotated[RNNClassifierConfig, Tag("rnn_classifier")],
+        Annotated[UNetTinyConfig, Tag("unet_tiny")],
     ],
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),
 ]

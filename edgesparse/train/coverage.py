@@ -53,9 +53,39 @@ def pruned_weight_names(layer: Any) -> tuple[list[str], str]:
         if not layer.weights:
             return [], "no weights"
         return [], f"tfmot's prune registry prunes no weight of {kind}"
-    if reg.supports(layer):  # RNN and attention layers: not planned by edgesparse yet
+    if layer.__class__ in reg._RNN_LAYERS:  # noqa: SLF001 - LSTM/GRU/SimpleRNN: the cell's kernels
+        cells = reg._get_rnn_cells(layer)  # noqa: SLF001
+        if len(cells) == 1 and cells[0].__class__ in reg._RNN_CELLS_WEIGHTS_MAP:  # noqa: SLF001
+            return list(reg._RNN_CELLS_WEIGHTS_MAP[cells[0].__class__]), ""  # noqa: SLF001
+        return [], f"{kind} with stacked or custom cells: edgesparse prunes one LSTM/GRU/SimpleRNN cell per layer"
+    if isinstance(layer, keras.layers.Bidirectional):
+        return [], ("tfmot's prune registry does not prune Bidirectional wrappers: the recurrent layers inside stay "
+                    "dense (prune a forward and a go_backwards layer joined by Concatenate instead)")
+    if reg.supports(layer):  # attention layers: not planned by edgesparse yet
         return [], f"{kind}: recurrent/attention layers are not pruned by edgesparse yet"
     return [], f"{kind} is not in tfmot's prune registry (custom or unsupported layer)"
+
+
+def is_recurrent(layer: Any) -> bool:
+    """Whether ``layer`` (through pruning/quantization wrappers) is an LSTM/GRU/SimpleRNN whose cell tfmot prunes."""
+    inner = getattr(layer, "layer", layer)
+    return inner.__class__ in _registry()._RNN_LAYERS and bool(pruned_weight_names(inner)[0])  # noqa: SLF001
+
+
+def pruned_variables(layer: Any) -> list[Any]:
+    """Every variable tfmot prunes in ``layer`` (through wrappers): the kernel, and for an LSTM/GRU/SimpleRNN also
+    its recurrent kernel (both ``(inputs or units) x gates*units``)."""
+    inner = getattr(layer, "layer", layer)
+    if is_recurrent(inner):
+        return [getattr(inner.cell, n) for n in pruned_weight_names(inner)[0]]
+    v = kernel_variable(layer)
+    return [] if v is None else [v]
+
+
+def pruned_matrix(layer: Any) -> np.ndarray:
+    """The pruned weights of ``layer`` as one matrix: its kernel, or a recurrent layer's kernel stacked on its
+    recurrent kernel (``(inputs + units) x gates*units``: the shape ERK and block checks read)."""
+    return np.concatenate([np.asarray(v) for v in pruned_variables(layer)], axis=0)
 
 
 def kernel_variable(layer: Any) -> Any | None:

@@ -24,7 +24,13 @@ from edgesparse.errors import ModelError, RecipeError, TrainError
 from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
 from edgesparse.task import Task
 from edgesparse.train import allocation
-from edgesparse.train.coverage import kernel_variable, pruned_weight_names
+from edgesparse.train.coverage import (
+    is_recurrent,
+    kernel_variable,
+    pruned_matrix,
+    pruned_variables,
+    pruned_weight_names,
+)
 from edgesparse.train.fit import evaluate, scores
 
 
@@ -106,6 +112,13 @@ def _block(layer: Any, pattern: Pattern) -> tuple[dict[str, Any], str]:
     if kernel_of(layer).shape.rank != 2:
         return {}, f"{pattern} applies to 2-D (dense) weights only; pruned unstructured"
     rows, cols = pattern.shape
+    if is_recurrent(layer):  # tfmot blocks the kernel and the recurrent kernel alike: both must divide
+        ins = [int(v.shape[0]) for v in pruned_variables(layer)]
+        n_out = int(kernel_of(layer).shape[1])
+        if n_out % rows or any(n % cols for n in ins):
+            return {}, (f"{pattern} does not divide {type(layer).__name__} '{layer.name}' (kernel {ins[0]} inputs, "
+                        f"recurrent kernel {ins[-1]} units, {n_out} gate outputs); pruned unstructured")
+        return {"block_size": (cols, rows)}, ""
     # Recipe blocks are in TFLite's layout (out x in); a Keras Dense kernel is (in x out).
     n_in, n_out = (int(d) for d in kernel_of(layer).shape)
     if n_out == 1 and rows == 1:
@@ -237,7 +250,7 @@ def _pattern_of(layer: Any, cfg: SparsityConfig) -> Pattern:
 
 def _slot(layer: Any, lp: LayerPlan, cfg: SparsityConfig) -> allocation.Slot:
     """The allocation's view of a planned layer: its kernel, its units (blocks) and whether its target is fixed."""
-    kernel = kernel_of(layer).numpy()
+    kernel = pruned_matrix(layer)  # a recurrent layer: (inputs + units) x gates*units, so ERK counts the gates
     pattern = _pattern_of(layer, cfg)
     ov = _override_for(layer.name, cfg.layers)
     fixed = ov.final if ov is not None and ov.final is not None else None
@@ -341,7 +354,7 @@ def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Call
     params = int(sum(int(np.prod(w.shape)) for w in layer.weights))
     lp = LayerPlan(name=layer.name, kind=type(layer).__name__, params=params, prune=False)
     if prunable:
-        lp.weights = int(np.prod(kernel_of(layer).shape))
+        lp.weights = int(sum(int(np.prod(v.shape)) for v in pruned_variables(layer)))
     if not prunable:
         lp.note = "not prunable: " + pruned_weight_names(layer)[1]
         return lp
@@ -358,7 +371,9 @@ def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Call
     lp.pattern = "unstructured" if reason else str(pattern)
     lp.note = reason
     kernels = [w for w in layer.weights if len(w.shape) >= 2]
-    if len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
+    if is_recurrent(layer):
+        lp.note = "; ".join(x for x in (reason, "kernel and recurrent kernel pruned (all gates)") if x)
+    elif len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
         only = ", ".join(pruned_weight_names(layer)[0])
         lp.note = "; ".join(x for x in (reason, f"tfmot prunes {only} only, the other kernels stay dense") if x)
     lp.target = pattern.fixed_sparsity if pattern.fixed_sparsity is not None and not reason else (
@@ -499,7 +514,7 @@ def measure_sparsity(model: Any, names: list[str] | None = None) -> dict[str, An
             continue
         if not pruned_weight_names(layer)[0]:
             continue
-        w = kernel_of(outer).numpy()
+        w = pruned_matrix(outer)
         z = int(np.count_nonzero(w == 0))
         layers[layer.name] = z / w.size
         zeros += z
