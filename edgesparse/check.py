@@ -205,6 +205,8 @@ def _targets(y: Any, outputs: list[OutputInfo]) -> dict[str, np.ndarray | None]:
 def _convert(head: Head, y: np.ndarray) -> np.ndarray:
     """Targets in the form the head's loss takes: class indices, 0/1 floats, float values."""
     y = np.asarray(y)
+    if head.kind == "detection":  # per-anchor class ids
+        return y.astype(np.int64)
     if head.kind == "classification":
         if y.ndim == 2 and y.shape[1] > 1:
             return y.argmax(axis=1).astype(np.int64)  # one-hot rows
@@ -294,7 +296,8 @@ def bind_task(model: Any, data: Any, cfg: TaskConfig | None) -> Any:
         raise DataError("task anomaly needs a labelled test split: store x_test (normal and anomalous samples) and "
                         "y_test (0 normal, 1 anomalous) in the npz, beside x (normal samples only).")
     x_shape = None if data.multi_input else tuple(data.input_shape)
-    task = resolve_task(cfg, outputs, targets, input_names(model), x_shape, test_labels)
+    task = resolve_task(cfg, outputs, targets, input_names(model), x_shape, test_labels,
+                        anchors=getattr(data, "anchors", None))
     log.info("task: %s, metric %s (%s is better): %s", task.kind if not task.multi_output else
              "several outputs (" + ", ".join(f"{h.name} {h.kind}" for h in task.heads) + ")",
              task.metric_name, task.direction, task.reason)

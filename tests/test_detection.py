@@ -102,3 +102,137 @@ def test_postprocess_refuses_heads_that_do_not_match_the_anchors(scenes: Any, de
         append_detection_postprocess(detector[1], scenes.anchors[:100], PostprocessSettings(num_classes=2))
     with pytest.raises(ExportError, match="score output"):
         append_detection_postprocess(detector[1], scenes.anchors, PostprocessSettings(num_classes=5))
+
+
+# ---- the detection task kind, end to end ------------------------------------------------------------------------
+
+
+def _recipe(tmp: Any, **over: Any) -> dict[str, Any]:
+    """The shipped SSD recipe made small: 600 scenes, 15 + 6 epochs (about 8 s of CPU each), one int8 candidate."""
+    import yaml
+
+    from tests.conftest import ROOT
+
+    raw = yaml.safe_load((ROOT / "recipes" / "ssd_detector.yaml").read_text())
+    raw.update(output_dir=str(tmp / "run"), data={**raw["data"], "samples": 600})
+    raw["baseline"]["epochs"] = 15
+    raw["sparsity"].update(epochs=6, end=3, frequency=2, on_drop="warn")
+    raw["export"] = {**raw["export"], "dir": str(tmp / "bundle"), "sparse_encoding": True, "per_channel": True}
+    raw.update(over)
+    return raw
+
+
+@pytest.fixture(scope="module")
+def detector_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The shipped recipe, tiny: train -> prune 80% -> int8 -> export with the post-processing op -> verify."""
+    from edgesparse.recipe import validate_recipe
+    from edgesparse.run import train
+
+    tmp = tmp_path_factory.mktemp("ssd")
+    return train(validate_recipe(_recipe(tmp)), force=True), tmp
+
+
+@pytest.mark.slow
+def test_detector_trains_prunes_quantizes_and_exports_with_postprocess(detector_run: Any) -> None:
+    import json
+    from pathlib import Path
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    res, _ = detector_run
+    s = res.summary
+    assert s.task is not None and s.task["kind"] == "detection" and s.task["metric"] == "map50"
+    health = s.baseline.health or {}
+    assert health.get("chance") is not None and health["chance"] < 0.1  # chance is a mAP, not background anchors
+    assert s.baseline.metric is not None and s.baseline.metric > 0.3  # learned to find shapes (measured 0.51)
+    assert s.tflite is not None and s.tflite.metric is not None and s.tflite.metric > 0.2  # 80% + int8: still finds
+    assert s.model is not None and s.model.metric is not None and abs(s.model.metric - s.tflite.metric) < 0.03
+    assert s.model.sparsity_pruned_kernels is not None and s.model.sparsity_pruned_kernels > 0.79
+    info = json.loads((Path(s.tflite.bundle or "") / "export.json").read_text())
+    assert info["quantization"] == "int8"
+    post = info["detection_postprocess"]
+    assert post["op"] == "TFLite_Detection_PostProcess" and post["anchors"] == 160
+    v = post["verification"]
+    assert v["agreement"] >= 0.8 and v["map50"] is not None
+    assert abs(v["map50"] - s.tflite.metric) < 0.05  # the op's detections score like the numpy NMS of the heads
+    model = (Path(s.tflite.bundle or "") / "model.tflite").read_bytes()
+    outs = Interpreter(model_content=model).get_signature_list()["serving_default"]["outputs"]
+    assert outs == ["detection_boxes", "detection_classes", "detection_scores", "num_detections"]
+
+
+@pytest.mark.slow
+def test_detector_bundle_deploys_locally_with_four_outputs(detector_run: Any, tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from edgesparse.device.deploy import deploy
+
+    res, _ = detector_run
+    out = deploy(Path(res.summary.tflite.bundle), "local", dest=str(tmp_path / "device"))
+    assert set(out.outputs) == {"detection_boxes", "detection_classes", "detection_scores", "num_detections"}
+    assert out.checksum_match and out.agreement == 1.0
+    assert out.metric_key == "map50" and out.device_metric is not None
+    assert out.device_metric == pytest.approx(out.host_metric)
+
+
+def test_detection_metrics_ignore_the_background(scenes: Any) -> None:
+    """A model that calls every anchor background is right on ~97% of anchors, yet mAP and recall are 0."""
+    from edgesparse.task import TaskConfig, resolve_task
+    from edgesparse.task.detection import DetectionTask
+
+    y = scenes.y_val
+    n = len(y["cls"])
+    task = _task(scenes)
+    assert isinstance(task, DetectionTask)
+    background = np.zeros((n, 160, 3), np.float32)
+    background[..., 0] = 1.0
+    scores = task.evaluate({"cls": background, "box": np.zeros((n, 160, 4), np.float32)}, y)
+    assert (y["cls"] == 0).mean() > 0.9
+    assert scores["map50"] == 0.0 and scores["recall"] == 0.0
+    onehot = np.eye(3, dtype=np.float32)[y["cls"]]
+    perfect = task.evaluate({"cls": onehot, "box": y["box"]}, y)
+    assert perfect["map50"] == pytest.approx(1.0) and perfect["recall"] == 1.0 and perfect["box_error"] < 1e-5
+    assert TaskConfig and resolve_task  # the public names the recipe path uses
+
+
+def _task(scenes: Any, **cfg: Any) -> Any:
+    from edgesparse.task import OutputInfo, TaskConfig, resolve_task
+
+    outputs = [OutputInfo("cls", (160, 3), "softmax"), OutputInfo("box", (160, 4), "linear")]
+    conf = TaskConfig(**{"kind": "detection", "scores": "cls", "boxes": "box", **cfg})
+    return resolve_task(conf, outputs, scenes.y_train, ("input",), anchors=scenes.anchors)
+
+
+def test_detection_refuses_missing_anchors_wrong_count_and_class_ids(scenes: Any) -> None:
+    from edgesparse.errors import DataError, RecipeError
+    from edgesparse.task import OutputInfo, TaskConfig, resolve_task
+
+    outputs = [OutputInfo("cls", (160, 3), "softmax"), OutputInfo("box", (160, 4), "linear")]
+    conf = TaskConfig(kind="detection", scores="cls", boxes="box")
+    with pytest.raises(DataError, match="needs the anchors"):
+        resolve_task(conf, outputs, scenes.y_train, ("input",), anchors=None)
+    with pytest.raises(DataError, match="has 100 anchors"):
+        resolve_task(conf, outputs, scenes.y_train, ("input",), anchors=scenes.anchors[:100])
+    bad = {**scenes.y_train, "cls": np.where(scenes.y_train["cls"] > 0, 3, 0)}
+    with pytest.raises(DataError, match=r"class ids 0\.\.3"):
+        resolve_task(conf, outputs, bad, ("input",), anchors=scenes.anchors)
+    with pytest.raises(RecipeError, match="did you mean 'box'"):
+        resolve_task(TaskConfig(kind="detection", scores="cls", boxes="boxes"), outputs, scenes.y_train,
+                     ("input",), anchors=scenes.anchors)
+
+
+def test_detection_task_round_trips_through_json(scenes: Any) -> None:
+    from edgesparse.task import Task
+
+    task = _task(scenes, score_threshold=0.1)
+    back = Task.from_json(task.to_json())
+    assert type(back) is type(task) and back.score_threshold == 0.1
+    assert np.array_equal(back.anchors, task.anchors)
+
+
+def test_postprocess_refuses_a_model_that_is_not_a_detector() -> None:
+    from edgesparse.errors import ExportError
+    from edgesparse.export.postprocess import settings_for
+    from edgesparse.task import classification
+
+    with pytest.raises(ExportError, match="not detection"):
+        settings_for(classification(10))

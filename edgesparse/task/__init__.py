@@ -44,8 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edgesparse.errors import DataError, RecipeError
 
-KINDS = ("classification", "binary", "multilabel", "regression", "anomaly")
-Kind = Literal["classification", "binary", "multilabel", "regression", "anomaly"]
+KINDS = ("classification", "binary", "multilabel", "regression", "anomaly", "detection")
+Kind = Literal["classification", "binary", "multilabel", "regression", "anomaly", "detection"]
 Direction = Literal["higher", "lower"]
 
 #: metric name -> (direction, unit); ``fraction`` metrics are in [0, 1] and degrade in points.
@@ -57,6 +57,10 @@ METRICS: dict[str, tuple[Direction, str]] = {
     "mse": ("lower", "value"),
     "rmse": ("lower", "value"),
     "reconstruction_mse": ("lower", "value"),
+    # detection (task/detection.py): mAP@0.5 after NMS; recall and box error on positive anchors only
+    "map50": ("higher", "fraction"),
+    "recall": ("higher", "fraction"),
+    "box_error": ("lower", "value"),
 }
 #: the metrics each kind can compute (a custom ``pkg.module:function`` metric is allowed for every kind)
 KIND_METRICS: dict[str, tuple[str, ...]] = {
@@ -65,6 +69,7 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "multilabel": ("accuracy", "auc"),
     "regression": ("mae", "mse", "rmse"),
     "anomaly": ("auc", "pauc", "reconstruction_mse"),
+    "detection": ("map50", "recall", "box_error"),
 }
 _DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy",),
@@ -148,6 +153,29 @@ class TaskConfig(HeadConfig):
 
     outputs: dict[str, HeadConfig] | None = Field(None, description="per model output (several outputs)")
     primary: str | None = Field(None, description="the output whose metric the guards use; default: the first")
+    # kind detection (task/detection.py): an anchor-based detector's two outputs and how its boxes are decoded
+    scores: str | None = Field(None, description="detection: the class-score output, (anchors, classes + 1) softmax "
+                               "with column 0 the background, or (anchors, classes) sigmoid")
+    boxes: str | None = Field(None, description="detection: the box output, (anchors, 4) offsets encoded against the "
+                              "data's anchors")
+    variances: tuple[float, float, float, float] = Field(
+        (0.1, 0.1, 0.2, 0.2), description="detection: the box encoding's variances (ty, tx, th, tw), SSD's default")
+    score_threshold: float = Field(0.05, ge=0.0, lt=1.0, description="detection: scores below are no detections")
+    iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="detection: per-class NMS IoU threshold")
+    max_detections: int = Field(20, ge=1, le=1000, description="detection: detections kept per image")
+    negative_ratio: float = Field(3.0, gt=0.0, description="detection: hard negatives trained per positive anchor")
+
+    @model_validator(mode="after")
+    def _detection(self) -> TaskConfig:
+        if self.kind == "detection" and (self.scores is None or self.boxes is None):
+            raise ValueError("task detection needs `scores` and `boxes` naming the model's two outputs, e.g. "
+                             "{kind: detection, scores: cls, boxes: box}")
+        if self.kind != "detection" and (self.scores is not None or self.boxes is not None):
+            raise ValueError("`scores` and `boxes` belong to `kind: detection`")
+        if any(h.kind == "detection" for h in (self.outputs or {}).values()):
+            raise ValueError("detection spans two outputs: give it at the top, {kind: detection, scores: <output>, "
+                             "boxes: <output>}, not per output")
+        return self
 
     @model_validator(mode="after")
     def _outputs(self) -> TaskConfig:
@@ -420,6 +448,10 @@ class Task:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Task:
+        if d.get("kind") == "detection" and cls is Task:
+            from edgesparse.task.detection import DetectionTask
+
+            return DetectionTask.from_json(d)
         heads = tuple(Head(**{**o, "metrics": tuple(o.get("metrics", ()))}) for o in d["outputs"])
         return cls(heads=heads, primary=d.get("primary") or heads[0].name, reason=d.get("reason", ""),
                    input_names=tuple(d.get("inputs", ())))
@@ -644,7 +676,7 @@ def _infer_head(out: OutputInfo, y: np.ndarray | None, x_shape: tuple[int, ...] 
 
 def resolve_task(cfg: TaskConfig | None, outputs: list[OutputInfo], targets: Mapping[str, np.ndarray | None],
                  input_names: tuple[str, ...] = (), x_shape: tuple[int, ...] | None = None,
-                 has_test_labels: bool = False) -> Task:
+                 has_test_labels: bool = False, anchors: Any = None) -> Task:
     """Resolve the recipe's ``task:`` against the model's outputs and the data's targets.
 
     Args:
@@ -654,12 +686,17 @@ def resolve_task(cfg: TaskConfig | None, outputs: list[OutputInfo], targets: Map
         input_names: The model's input names.
         x_shape: One sample's input shape (single-input models), to recognise autoencoders.
         has_test_labels: Whether the data has a labelled test split (anomaly).
+        anchors: The data's anchors ``(A, 4)`` (detection).
 
     Raises:
         RecipeError: a kind that the model's outputs contradict, an output name the model lacks, or a
             task that cannot be inferred.
     """
     cfg = cfg or TaskConfig()
+    if cfg.kind == "detection":
+        from edgesparse.task.detection import resolve_detection
+
+        return resolve_detection(cfg, outputs, targets, anchors, tuple(input_names))
     names = [o.name for o in outputs]
     if cfg.outputs:
         unknown = [n for n in cfg.outputs if n not in names]

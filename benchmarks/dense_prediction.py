@@ -1,0 +1,144 @@
+"""Dense prediction through pruning, channels and int8: do mAP@0.5 and mIoU hold? (issue 30)
+
+Detection rows (this file's owner, D): the shipped ``recipes/ssd_detector.yaml`` (tiny SSD on generated
+``shape_boxes`` scenes, 160 anchors, task detection) per seed, on the held-out test split:
+
+* ``sparse-int8``: 80% sparsity + post-training int8, exported with ``TFLite_Detection_PostProcess``: test mAP@0.5
+  of the dense Keras model vs the final .tflite's (decoded + per-class NMS in numpy on the raw heads, and the
+  post-processed file's own detections), and the file against the dense float32 .tflite.
+  Targets: mAP within 0.01 of dense, file <= 1/4 of the dense float file.
+* ``channels``: channel pruning to half the MACs (``channels.target.macs: 0.5``, no sparsity, float), the thinned
+  model timed against the dense one paired in one process (float32 .tflite each).
+  Targets: latency <= 0.6x dense, mAP within 0.01.
+
+Segmentation rows (S) go in functions of their own beside these.
+
+    python benchmarks/dense_prediction.py                       # detection, seeds 0,1,2
+    python benchmarks/dense_prediction.py --seeds 0 --rows sparse-int8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import edgesparse  # noqa: E402,F401  (before tensorflow)
+
+DETECTOR = ROOT / "recipes" / "ssd_detector.yaml"
+DETECTION_ROWS = ("sparse-int8", "channels")
+
+
+def _dense_map(run_dir: Path, recipe: Any) -> float | None:
+    """The dense Keras baseline's test mAP@0.5 (summary.json's baseline metric)."""
+    from edgesparse.summary import read_summary
+
+    return read_summary(run_dir).baseline.metric
+
+
+def detection_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
+    """80% sparsity + int8 + post-processing op: mAP of dense Keras vs the final file, and the file ratio."""
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import train
+
+    t0 = time.perf_counter()
+    recipe = load_recipe(DETECTOR, [f"seed={seed}", f"output_dir={work / f'det-int8-{seed}'}",
+                                    f"export.dir={work / f'det-int8-{seed}-bundle'}", "sparsity.on_drop=warn"])
+    res = train(recipe, force=True)
+    s = res.summary
+    assert s.tflite is not None
+    info = json.loads((Path(s.tflite.bundle or "") / "export.json").read_text())
+    post = (info.get("detection_postprocess") or {}).get("verification") or {}
+    dense = s.baseline.metric
+    return {"row": "sparse-int8", "seed": seed, "dense_map": dense, "tflite_map": s.tflite.metric,
+            "postprocess_map": post.get("map50"), "postprocess_agreement": post.get("agreement"),
+            "loss_points": None if dense is None or s.tflite.metric is None else 100 * (dense - s.tflite.metric),
+            "bytes": s.tflite.bytes, "dense_bytes": s.baseline.tflite_bytes,
+            "ratio": (s.baseline.tflite_bytes or 0) / max(s.tflite.bytes or 1, 1),
+            "sparsity": s.model.sparsity_pruned_kernels if s.model else None,
+            "quantization": info.get("quantization"), "seconds": time.perf_counter() - t0}
+
+
+def detection_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]:
+    """Channels at half the MACs (float): mAP of the thinned Keras model vs dense, paired latency of the two."""
+    from edgesparse.export.latency import paired_float_latency
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import load_model, train
+
+    t0 = time.perf_counter()
+    run_dir = work / f"det-channels-{seed}"
+    recipe = load_recipe(DETECTOR, [f"seed={seed}", f"output_dir={run_dir}", "sparsity=null",
+                                    "quantization.mode=none", "export.detection_postprocess=false",
+                                    "channels={target: {macs: 0.5}, epochs: 12, on_drop: warn, "
+                                    "optimizer: {name: adam, learning_rate: 1.0e-3, schedule: cosine}}"])
+    res = train(recipe, run_dir=run_dir, export=False, force=True)
+    s = res.summary
+    ch = s.channels
+    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "dense.keras"),
+                               runs=runs, threads=1)
+    dense, thin = s.baseline.metric, s.model.metric if s.model else None
+    return {"row": "channels", "seed": seed, "dense_map": dense, "thinned_map": thin,
+            "loss_points": None if dense is None or thin is None else 100 * (dense - thin),
+            "macs": ch.macs if ch else None, "dense_macs": ch.dense_macs if ch else None,
+            "latency_ratio": lat["ratio_median"], "latency_q1": lat["ratio_q1"], "latency_q3": lat["ratio_q3"],
+            "seconds": time.perf_counter() - t0}
+
+
+def _print_detection(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if r["row"] == "sparse-int8":
+            print(f"detection sparse-int8 seed {r['seed']}: mAP@0.5 dense {r['dense_map']:.4f} -> tflite "
+                  f"{r['tflite_map']:.4f} (post-processed file {r['postprocess_map']}) = "
+                  f"{r['loss_points']:+.2f} points lost; file {r['bytes']:,} B vs dense float {r['dense_bytes']:,} B "
+                  f"(1/{r['ratio']:.2f}); {r['seconds']:.0f}s", flush=True)
+        else:
+            print(f"detection channels seed {r['seed']}: mAP@0.5 dense {r['dense_map']:.4f} -> thinned "
+                  f"{r['thinned_map']:.4f} = {r['loss_points']:+.2f} points lost; MACs {r['macs']:,} / "
+                  f"{r['dense_macs']:,}; paired latency {r['latency_ratio']:.3f}x dense (q1 {r['latency_q1']:.3f}, "
+                  f"q3 {r['latency_q3']:.3f}); {r['seconds']:.0f}s", flush=True)
+    for row in DETECTION_ROWS:
+        got = [r for r in rows if r["row"] == row and r["loss_points"] is not None]
+        if not got:
+            continue
+        losses = np.array([r["loss_points"] for r in got])
+        extra = (f", file 1/{min(r['ratio'] for r in got):.2f} at worst (target >= 4)" if row == "sparse-int8" else
+                 f", latency {max(r['latency_ratio'] for r in got):.3f}x at worst (target <= 0.6)")
+        print(f"detection {row} over {len(got)} seed(s): mAP loss mean {losses.mean():+.2f}, worst {losses.max():+.2f} "
+              f"points (target <= 1.0){extra}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--rows", default=",".join(DETECTION_ROWS), help="detection rows: sparse-int8, channels")
+    p.add_argument("--runs", type=int, default=300, help="paired latency runs (channels)")
+    p.add_argument("--json", help="write the rows to this file")
+    args = p.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            for row in args.rows.split(","):
+                r = detection_sparse_int8(seed, Path(tmp)) if row == "sparse-int8" else \
+                    detection_channels(seed, Path(tmp), args.runs)
+                rows.append(r)
+                _print_detection([r])
+    _print_detection(rows)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
