@@ -398,13 +398,12 @@ def deploy(source: Path, target: str, identity: str | None, known_hosts: str | N
     from edgesparse import _io
     from edgesparse.device.deploy import deploy as run
 
-    if target == "local" and dest is None:
-        raise click.UsageError("deploy needs --target (ssh://... or adb), or --dest for a local copy")
     res = run(source, target, dest=dest, profile=do_profile, threads=threads, runs=runs, resolver=resolver,
               host_python=host_python,
               target_options=_target_options(identity, known_hosts, accept_new_host_key, python, benchmark_binary))
     console = _console()
-    console.print(f"deployed to {res.target.get('name')}:{res.remote_dir} ({', '.join(res.files)})")
+    temporary = " (a temporary copy, removed after the check)" if target == "local" and dest is None else ""
+    console.print(f"deployed to {res.target.get('name')}:{res.remote_dir}{temporary} ({', '.join(res.files)})")
     if res.target.get("machine"):
         cpu = res.target.get("cpu_model") or "CPU model unknown"
         console.print(f"device: {res.target['machine']}, {cpu}, Python {res.target.get('python')}"

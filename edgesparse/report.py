@@ -32,9 +32,10 @@ def comparison_table(summary: RunSummary) -> Any:
     label = "float32" if kept == "none" else kept
     if kept != summary.quantization.mode:
         label += f", not {summary.quantization.mode}"
+    coverage = model.coverage if model is not None and summary.sparsity is not None else None  # pruned share
     t.add_row(f"final ({label})", fmt_metric(model.metric if model else None),
               fmt_metric(tfl.metric if tfl else None), fmt_pct(pruned),
-              fmt_pct(model.sparsity_all_params if model else None), fmt_pct(model.coverage if model else None),
+              fmt_pct(model.sparsity_all_params if model else None), fmt_pct(coverage),
               fmt_int(tfl.bytes if tfl else None), fmt_int(tfl.gzip_bytes if tfl else None),
               "—" if not ratio else f"1/{ratio:.1f}")
     caption = []

@@ -32,6 +32,7 @@ from edgesparse import _io, _tf, budget, rundir
 from edgesparse import progress as _progress
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
+from edgesparse.data.factory import on_sys_path
 from edgesparse.data.objects import dataset_from_objects
 from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
@@ -325,7 +326,7 @@ def train(
         state.data["recipe_dir"] = str(recipe_dir(recipe))
         _io.write_text(rundir.inside(out, out / "recipe.lock.yaml"), lock)
         try:
-            with (_progress.shown(progress), fit.graceful_interrupt(),
+            with (_progress.shown(progress), on_sys_path(recipe_dir(recipe)), fit.graceful_interrupt(),
                   _tf.strategy_scope(recipe.training.distribution)):
                 _log_replicas(recipe.training.distribution)
                 return _train(recipe, out, state, resume, export, dense_model, t_start, objects)
@@ -862,10 +863,14 @@ def _final_model_info(run: _Run, final: Any, plan: sparsity.SparsityPlan | None,
                      validation_metric=validation_metric,
                      validation_accuracy=_as_accuracy(task, validation_metric), **cov)
     _fill_metrics(info, task, final_scores)
-    log.info("final Keras model: test %s %s, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
-             "%s parameters (coverage %.1f%%)", task.metric_name, task.fmt(info.metric),
-             100 * cov["sparsity_pruned_kernels"],
-             100 * cov["sparsity_all_params"], f"{cov['all_params']:,}", 100 * cov["coverage"])
+    if plan is None:  # no sparsity phase (e.g. channels only): no pruned kernels, so no coverage to report
+        log.info("final Keras model: test %s %s, %s parameters (no sparsity phase)", task.metric_name,
+                 task.fmt(info.metric), f"{cov['all_params']:,}")
+    else:
+        log.info("final Keras model: test %s %s, sparsity %.2f%% over the pruned kernels, %.2f%% over all "
+                 "%s parameters (coverage %.1f%%)", task.metric_name, task.fmt(info.metric),
+                 100 * cov["sparsity_pruned_kernels"],
+                 100 * cov["sparsity_all_params"], f"{cov['all_params']:,}", 100 * cov["coverage"])
     low = coverage.coverage_warning(cov, plan) if plan is not None else None
     if low:
         run.warnings.append(low)

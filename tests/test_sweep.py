@@ -126,7 +126,7 @@ def test_sweep_on_a_local_ray_instance_with_relative_paths(tmp_path: Path, monke
 
     ray = pytest.importorskip("ray")
     digits = load_digits()
-    np.savez(tmp_path / "digits.npz", x=(digits.images / 16.0).astype(np.float32), y=digits.target)
+    np.savez(tmp_path / "digits.npz", x=(digits.images / 16.0).astype(np.float32)[..., None], y=digits.target)
     raw = tiny_recipe(tmp_path, sparsity={"epochs": 2, "end": 1}, data={"npz": "digits.npz", "batch_size": 64})
     raw.pop("output_dir")
     raw["export"] = {"objective": "size"}

@@ -86,12 +86,15 @@ def integer_scale(arrays: Sequence[np.ndarray], where: str) -> float:
 def as_inputs(x: np.ndarray, where: str, divisor: float = 1.0) -> np.ndarray:
     """Validate model inputs and return them as float32, divided by ``divisor``.
 
-    A 3-D ``x`` ``(N, H, W)`` is taken as grey images and gets a channel axis.
+    A 3-D ``x`` of integers ``(N, H, W)`` is taken as grey images (pixels) and gets a channel axis; a 3-D float
+    ``x`` is kept as it is: ``(N, T, C)`` windows of a sensor or a sequence (store float grey images as
+    ``(N, H, W, 1)``).
 
     Raises:
         DataError: ``x`` is not numeric, has no feature axis or holds NaN/inf.
     """
     x = np.asarray(x)
+    pixels = x.dtype.kind in "biu"
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: inputs must be numeric, got dtype {x.dtype}.")
     if x.ndim < 2:
@@ -102,4 +105,4 @@ def as_inputs(x: np.ndarray, where: str, divisor: float = 1.0) -> np.ndarray:
         out /= np.float32(divisor)
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         raise DataError(f"{where}: inputs contain NaN or infinite values; clean or impute them first.")
-    return out[..., None] if out.ndim == 3 else out
+    return out[..., None] if out.ndim == 3 and pixels else out

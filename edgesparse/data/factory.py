@@ -9,9 +9,11 @@ imported from the installed packages, from ``PYTHONPATH``, or from the recipe's 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,23 @@ class FactoryConfig(SourceConfig):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the function")
 
 
+@contextlib.contextmanager
+def on_sys_path(folder: Path | None) -> Iterator[None]:
+    """Modules in ``folder`` (the recipe's) import while the block runs: a data factory, a task metric or loss.
+
+    The folder goes after the installed packages' folders, so a file next to the recipe never shadows one of them.
+    """
+    entry = None if folder is None else str(Path(folder).expanduser().absolute())
+    added = entry is not None and entry not in sys.path
+    if added:
+        sys.path.append(str(entry))
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(str(entry))
+
+
 def import_factory(spec: str, base_dir: Path | None) -> Any:
     """Import ``pkg.module:function`` (the recipe's folder is searched too).
 
@@ -37,17 +56,12 @@ def import_factory(spec: str, base_dir: Path | None) -> Any:
         DataError: it does not import, or is not callable.
     """
     module_name, _, attr = spec.partition(":")
-    added = base_dir is not None and str(base_dir) not in sys.path
-    if added:
-        sys.path.insert(0, str(base_dir))
     try:
-        obj: Any = importlib.import_module(module_name)
+        with on_sys_path(base_dir):
+            obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise DataError(f"data factory '{spec}': cannot import module '{module_name}' ({exc}). Check the name, and "
                         "that the module is installed, on PYTHONPATH or in the recipe's folder.") from None
-    finally:
-        if added:
-            sys.path.remove(str(base_dir))
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise DataError(f"data factory '{spec}': module '{module_name}' has no attribute '{attr}'.")
@@ -84,4 +98,4 @@ def load_factory(cfg: FactoryConfig, seed: int, base_dir: Path | None) -> Datase
                                 {"factory": cfg.factory, "kwargs": {k: repr(v) for k, v in cfg.kwargs.items()}})
 
 
-__all__ = ["FactoryConfig", "import_factory", "load_factory"]
+__all__ = ["FactoryConfig", "import_factory", "load_factory", "on_sys_path"]

@@ -34,7 +34,8 @@ class NpzConfig(SourceConfig):
 
     Integer inputs (e.g. uint8 images) become float32 in [0, 1] unless ``scale: false``: values
     that are already 0/1 stay, values up to 255 are divided by 255, larger ones by the dtype's
-    maximum. A 3-D ``x`` ``(N, H, W)`` gets a channel axis.
+    maximum. A 3-D integer ``x`` ``(N, H, W)`` (grey pixels) gets a channel axis; a 3-D float ``x`` stays
+    ``(N, T, C)`` (sensor windows, sequences): store float grey images as ``(N, H, W, 1)``.
     """
 
     npz: str = Field(min_length=1, description="path of the .npz file, relative to the recipe's folder")

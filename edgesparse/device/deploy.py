@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -438,11 +439,18 @@ def _run_on_both(tgt: Any, local: Any, bundle: Path, model: Path, dest: str | No
     Returns:
         ``(device_json, host_json, files_pushed, remote_dir)``; both JSONs carry every output's values.
     """
-    with batch.tmp:
-        files = [model, batch.path, *(f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists())]
-        remote_dir = tgt.push(files, dest)
-        device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1, warmup=warmup if profile else 0,
-                                input_batch=batch.path, remote_dir=remote_dir, resolver=resolver, return_outputs=True)
-        host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch.path, resolver=resolver,
-                                return_outputs=True)
+    temporary = dest is None and tgt.name == "local"  # the local target's own temporary copy: removed after
+    remote_dir = None
+    try:
+        with batch.tmp:
+            files = [model, batch.path, *(f for f in (bundle / "export.json", bundle / "labels.txt") if f.exists())]
+            remote_dir = tgt.push(files, dest)
+            device = tgt.run_runner(model, threads=threads, runs=runs if profile else 1,
+                                    warmup=warmup if profile else 0, input_batch=batch.path, remote_dir=remote_dir,
+                                    resolver=resolver, return_outputs=True)
+            host = local.run_runner(model, threads=threads, runs=1, warmup=0, input_batch=batch.path,
+                                    resolver=resolver, return_outputs=True)
+    finally:
+        if temporary and remote_dir:
+            shutil.rmtree(remote_dir, ignore_errors=True)
     return device, host, files, remote_dir
