@@ -483,6 +483,10 @@ class ExportConfig(_Section):
         None, ge=0.0, description="how much of the task's primary metric the .tflite may lose vs Keras on the test "
         "split: points for fractions (accuracy, AUC), % relative for errors (mae); default 2 points or 10%"
     )
+    min_agreement: float = Field(
+        0.9, ge=0.0, le=1.0, description="export fails when the kept .tflite's outputs agree with the Keras model's "
+        "on fewer than this share of test samples (top-1 class, or the task's thresholded comparison); tasks "
+        "without classes are held to max_accuracy_drop only")
     threads: int = Field(1, ge=1, description="interpreter threads used for verification")
     detection_postprocess: bool = Field(
         False, description="detection task: append TFLite's TFLite_Detection_PostProcess op (anchors baked in, "

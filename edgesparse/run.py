@@ -32,6 +32,7 @@ from edgesparse import _io, _tf, budget, rundir
 from edgesparse import progress as _progress
 from edgesparse.check import bind_task
 from edgesparse.data import Dataset, load_dataset
+from edgesparse.data import checks as data_checks
 from edgesparse.data.factory import on_sys_path
 from edgesparse.data.objects import dataset_from_objects
 from edgesparse.data.python import PythonDataConfig
@@ -358,6 +359,8 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     """The body of :func:`train`, run inside the recipe's distribution scope."""
     _tf.set_seed(recipe.seed)
     data = objects.dataset() or load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
+    for split in (data.val, data.test):  # compared across passes (epochs, guards, verification): must be fixed
+        data_checks.check_stable(split, recipe.data.batch_size if hasattr(recipe.data, "batch_size") else 256)
     n_train, n_val, n_test = data.sizes()
     classes = f", {data.num_classes} classes" if data.num_classes else ""
     log.info("data: %s train/val/test = %d/%d/%d, input %s%s", data.name, n_train, n_val, n_test,

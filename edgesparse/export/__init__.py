@@ -17,6 +17,7 @@ import numpy as np
 
 from edgesparse import _io, manifest
 from edgesparse.data.stream import model_outputs
+from edgesparse.errors import AccuracyDropError
 from edgesparse.export.candidates import Candidate, Sources, select
 from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
@@ -98,6 +99,7 @@ def export_models(
                   keep_float_weights=recipe.quantization.keep_float_weights,
                   per_channel=per_channel_options(cfg, mode, budget))
     best, candidates = select(src, mode, cfg.sparse_encoding, cfg.objective, dense_bytes[0] if dense_bytes else None)
+    _check_agreement(best, getattr(cfg, "min_agreement", None))
     log.info("kept %s (%s B) for objective %s", best.label, f"{len(best.data):,}", cfg.objective)
     info = _export_info(recipe, data, best, candidates, dense_bytes)
     info["float_ops"] = float_ops(best.data, src.report.get("op_layers")) if CONVERTER_MODES.get(best.mode).integer \
@@ -107,6 +109,23 @@ def export_models(
         info["equalized"] = src.report.get("equalized_inputs")
     model_bytes = _shipped(cfg, data, best.data, final_outputs, dense_bytes, info, run_dir)
     return _write_bundle(bundle, data, final_outputs, model_bytes, dense_bytes[0] if dense_bytes else None, info)
+
+
+def _check_agreement(best: Candidate, minimum: float | None) -> None:
+    """Fail (not only print) when the kept conversion agrees with Keras on too few test samples.
+
+    Raises:
+        AccuracyDropError: top-1 (or the task's) agreement below ``export.min_agreement``.
+    """
+    v = best.verification
+    if minimum is None or v is None or v.agreement is None or v.agreement >= minimum:
+        return
+    raise AccuracyDropError(
+        f"{best.label}: the TFLite model agrees with the Keras model on {v.agreement:.2%} of {v.samples} test samples "
+        f"(top-1 class, or the task's thresholded outputs), below export.min_agreement {minimum:.0%}; the file would "
+        "not behave like the model it was made from. Check that the test split is fixed (no reshuffling between "
+        "reads), try quantization.mode qat/pqat or int16x8 instead of post-training int8, or lower "
+        "export.min_agreement if its outputs are near ties by design.", v)
 
 
 def _shipped(cfg: Any, data: Any, model_bytes: bytes, final_outputs: Any, dense_bytes: tuple[bytes, Any] | None,

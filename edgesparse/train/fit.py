@@ -223,7 +223,7 @@ def run_phase(
         raise KeyboardInterrupt
     rundir.remove_tree(run_dir, backup)
     seconds = time.perf_counter() - t0
-    _check_finite(phase, model, optimizer)
+    _check_finite(phase, model, optimizer, data, batch_size)
     rows = [r for r in history.rows if r.get("phase") == phase]
     return PhaseResult(phase=phase, epochs=epochs, seconds=seconds, step_ms=timer.median_ms(), history=rows)
 
@@ -294,10 +294,14 @@ def _resume_report(phase: str, epochs: int, backup: Path) -> Any:
     return ResumeReport()
 
 
-def _check_finite(phase: str, model: Any, optimizer: OptimizerConfig) -> None:
-    """Raise TrainError when the phase's loss became NaN or inf."""
+def _check_finite(phase: str, model: Any, optimizer: OptimizerConfig, data: Any = None, batch_size: int = 256) -> None:
+    """Raise TrainError when the phase's loss became NaN or inf; DataError first when the data holds NaN/Inf."""
     losses = (model.history.history or {}).get("loss", []) if getattr(model, "history", None) else []
     if any(not np.isfinite(v) for v in losses):
+        if data is not None:  # broken data is named (split, batch) before any advice on learning rates
+            from edgesparse.data.checks import raise_if_nonfinite
+
+            raise_if_nonfinite([data.train, data.val], batch_size, f"training diverged in the {phase} phase")
         raise TrainError(f"training diverged in the {phase} phase (loss became NaN/inf); lower its learning rate "
                          f"(currently {optimizer.learning_rate:g}) or check the data for NaNs.")
 
