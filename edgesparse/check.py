@@ -21,6 +21,7 @@ from edgesparse.errors import DataError
 from edgesparse.models import build_model, describe
 from edgesparse.recipe import Recipe, recipe_dir
 from edgesparse.task import Head, OutputInfo, TaskConfig, resolve_task
+from edgesparse.task import segmentation as seg
 from edgesparse.train.compile import input_names, output_info
 from edgesparse.train.sparsity import plan_sparsity
 
@@ -173,6 +174,7 @@ def check_model_fits_data(model: Any, data: Any) -> None:
     task = data.task
     if task is None:
         return
+    _check_class_maps(task, data)
     for h in task.heads:
         if h.kind != "classification":
             continue
@@ -187,6 +189,18 @@ def check_model_fits_data(model: Any, data: Any) -> None:
                     f"{split.name} labels range over [{int(np.min(y))}, {int(np.max(y))}]{seen} but the model "
                     f"'{model.name}' has {h.units} outputs (classes 0..{h.units - 1}). Give the model one output per "
                     "class, or fix the labels.")
+
+
+def _check_class_maps(task: Any, data: Any) -> None:
+    """Segmentation heads: every class id of every split within the output's classes."""
+    for h in task.heads:
+        if h.kind != "segmentation":
+            continue
+        for split in (data.train, data.val, data.test):
+            if split.n:
+                y = _probe(split)
+                seg.check_labels(h.name, y[h.name] if isinstance(y, dict) else y, h.units, h.ignore_index,
+                                 split.name)
 
 
 def _targets(y: Any, outputs: list[OutputInfo]) -> dict[str, np.ndarray | None]:
@@ -205,6 +219,8 @@ def _targets(y: Any, outputs: list[OutputInfo]) -> dict[str, np.ndarray | None]:
 def _convert(head: Head, y: np.ndarray) -> np.ndarray:
     """Targets in the form the head's loss takes: class indices, 0/1 floats, float values."""
     y = np.asarray(y)
+    if head.kind == "segmentation":  # class maps (N, H, W); (N, H, W, 1) floats for a sigmoid mask
+        return seg.convert(y, head.units)
     if head.kind == "detection":  # per-anchor class ids
         return y.astype(np.int64)
     if head.kind == "classification":
@@ -224,6 +240,8 @@ def _convert(head: Head, y: np.ndarray) -> np.ndarray:
 def _convert_tf(head: Head, y: Any) -> Any:
     """:func:`_convert` of one streamed sample, in tf ops."""
     tf = _tf.tf()
+    if head.kind == "segmentation":
+        return seg.convert_tf(y, head.units)
     if head.kind == "classification":
         if y.shape.rank == 1 and (y.shape[0] or 0) > 1:
             return tf.argmax(y, output_type=tf.int64)

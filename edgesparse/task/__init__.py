@@ -43,9 +43,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgesparse.errors import DataError, RecipeError
+from edgesparse.task import segmentation as _seg
 
-KINDS = ("classification", "binary", "multilabel", "regression", "anomaly", "detection")
-Kind = Literal["classification", "binary", "multilabel", "regression", "anomaly", "detection"]
+KINDS = ("classification", "binary", "multilabel", "regression", "anomaly", "detection", "segmentation")
+Kind = Literal["classification", "binary", "multilabel", "regression", "anomaly", "detection",
+               "segmentation"]
 Direction = Literal["higher", "lower"]
 
 #: metric name -> (direction, unit); ``fraction`` metrics are in [0, 1] and degrade in points.
@@ -57,6 +59,9 @@ METRICS: dict[str, tuple[Direction, str]] = {
     "mse": ("lower", "value"),
     "rmse": ("lower", "value"),
     "reconstruction_mse": ("lower", "value"),
+    # segmentation (task/segmentation.py): mean IoU over classes, pixel accuracy; iou_<c> per class
+    "miou": ("higher", "fraction"),
+    "pixel_accuracy": ("higher", "fraction"),
     # detection (task/detection.py): mAP@0.5 after NMS; recall and box error on positive anchors only
     "map50": ("higher", "fraction"),
     "recall": ("higher", "fraction"),
@@ -95,6 +100,8 @@ def unwrapped_name(name: str, wanted: list[str] | tuple[str, ...]) -> str:
 
 _DEFAULT_LOSS = {"classification": "sparse_categorical_crossentropy", "binary": "binary_crossentropy",
                  "multilabel": "binary_crossentropy", "regression": "mse", "anomaly": "mse"}
+KIND_METRICS["segmentation"] = _DEFAULT_METRICS["segmentation"] = _seg.METRICS
+_DEFAULT_LOSS["segmentation"] = "sparse_categorical_crossentropy"  # per pixel; binary for one sigmoid channel
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,6 +128,8 @@ class HeadConfig(_Section):
     direction: Direction | None = Field(None, description="higher or lower is better; needed for a custom metric")
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary/multilabel: probability threshold")
     weight: float = Field(1.0, gt=0.0, description="loss weight of this output (several outputs)")
+    ignore_index: int | None = Field(None, description="segmentation: the class id of unlabelled pixels (e.g. 255), "
+                                     "counted in no metric and no loss")
 
     @field_validator("metric")
     @classmethod
@@ -221,11 +230,12 @@ class Head:
     weight: float = 1.0
     logits: bool = False  # outputs are logits (no softmax/sigmoid at the end)
     units: int = 1  # size of the output's last axis
+    ignore_index: int | None = None  # segmentation: unlabelled pixels
 
     @property
     def classes(self) -> bool:
         """Whether the head predicts classes (agreement is meaningful)."""
-        return self.kind in ("classification", "binary", "multilabel")
+        return self.kind in ("classification", "binary", "multilabel", "segmentation")
 
 
 @dataclass
@@ -282,6 +292,8 @@ class Task:
     def unit(metric_key: str) -> str:
         """``points`` for fraction metrics, ``%`` (relative) for value metrics."""
         base = metric_key.rsplit("/", 1)[-1]
+        if _seg.is_class_iou(base):
+            return "points"
         found = METRICS.get(base)
         return "points" if found is not None and found[1] == "fraction" else "%"
 
@@ -295,6 +307,8 @@ class Task:
         base = metric_key.rsplit("/", 1)[-1]
         if base in METRICS:
             return METRICS[base][0]
+        if _seg.is_class_iou(base):
+            return "higher"
         return self.head.direction
 
     # ---- data ------------------------------------------------------------------------------
@@ -333,7 +347,12 @@ class Task:
         outs, ys = self.outputs_dict(outputs), self.targets_dict(targets)
         result: dict[str, float] = {}
         for h in self.heads:
+            if h.kind == "segmentation":  # one confusion matrix gives every metric, and the per-class IoUs
+                found = _seg.evaluate(outs[h.name], ys[h.name], h.units, h.logits, h.threshold, h.ignore_index)
+                result.update({self._key(h, k): v for k, v in found.items()})
             for m in dict.fromkeys((h.metric, *h.metrics)):
+                if h.kind == "segmentation" and not _is_path(m):
+                    continue
                 value = metric_value(h, m, outs[h.name], ys[h.name], inputs)
                 if value is not None:
                     result[self._key(h, m)] = value
@@ -387,7 +406,9 @@ class Task:
         total = 0.0
         for h in self.heads:
             o = np.asarray(outs[h.name], dtype=np.float64)
-            if h.kind == "classification":
+            if h.kind == "segmentation":
+                value = _seg.loss_value(o, ys[h.name], h.units, h.logits, h.ignore_index)
+            elif h.kind == "classification":
                 e = o if not h.logits else np.exp(o - o.max(axis=-1, keepdims=True))
                 p = e / e.sum(axis=-1, keepdims=True)
                 yy = ys[h.name].reshape(len(o)).astype(int)
@@ -479,7 +500,10 @@ def probabilities(head: Head, out: np.ndarray) -> np.ndarray:
 
 
 def predicted_classes(head: Head, out: np.ndarray) -> np.ndarray:
-    """Top-1 class (classification) or thresholded 0/1 per unit (binary, multilabel)."""
+    """Top-1 class (classification), thresholded 0/1 per unit (binary, multilabel), each pixel's class
+    (segmentation)."""
+    if head.kind == "segmentation":
+        return _seg.predicted_map(out, head.units, head.logits, head.threshold)
     if head.kind == "classification":
         return np.argmax(out, axis=-1)
     return (probabilities(head, out) >= head.threshold).astype(np.int64)
@@ -515,6 +539,8 @@ def metric_value(head: Head, metric: str, out: np.ndarray, y: np.ndarray, inputs
         fn = import_path(metric, "metric")
         return float(fn(y, out))
     k = head.kind
+    if k == "segmentation":
+        return _seg.evaluate(out, y, head.units, head.logits, head.threshold, head.ignore_index).get(metric)
     if k == "classification":
         return float(np.mean(np.argmax(out, axis=-1) == y.reshape(len(y))))
     if k in ("binary", "multilabel"):
@@ -580,6 +606,8 @@ def _keras_loss(h: Head) -> Any:
     losses = _tf.keras().losses
     if _is_path(h.loss):
         return import_path(h.loss, "loss")
+    if h.kind == "segmentation" and h.loss == _DEFAULT_LOSS["segmentation"]:
+        return _seg.keras_loss(h.units, h.logits, h.ignore_index)
     if h.loss == "sparse_categorical_crossentropy":
         return losses.SparseCategoricalCrossentropy(from_logits=h.logits)
     if h.loss == "binary_crossentropy":
@@ -597,6 +625,8 @@ def _keras_metrics(h: Head) -> list[Any]:
     from edgesparse import _tf
 
     m = _tf.keras().metrics
+    if h.kind == "segmentation":
+        return _seg.keras_metrics(h.units, h.logits, h.threshold)
     if h.kind == "classification":
         return ["accuracy"]
     if h.kind in ("binary", "multilabel"):
@@ -652,6 +682,9 @@ def _infer_head(out: OutputInfo, y: np.ndarray | None, x_shape: tuple[int, ...] 
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"targets for output '{out.name}' contain NaN or infinite values, which fit no task; clean "
                         "or drop those samples.")
+    segmentation = _seg.infer(out.name, tuple(out.shape), out.activation, y)
+    if segmentation is not None:
+        return "segmentation", segmentation
     yv = y.reshape(len(y), -1)
     binary_labels = bool(np.isin(y, (0, 1)).all())
     labels_1d = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
@@ -735,6 +768,10 @@ def _make_head(out: OutputInfo, kind: str, hc: HeadConfig, y: np.ndarray | None)
     if kind == "classification" and units < 2:
         raise RecipeError(f"task classification needs one output per class, but {where}; for one sigmoid unit use "
                           "task binary.")
+    if kind == "segmentation":
+        _check_segmentation(out, hc, y)
+    elif hc.ignore_index is not None:
+        raise RecipeError(f"task.ignore_index belongs to task segmentation, but {where} is {kind}; drop it.")
     if kind == "anomaly" and y is not None and y.ndim > 1 and y.shape[1:] != tuple(out.shape):
         raise RecipeError(f"task anomaly needs an autoencoder (output shaped like its input), but {where}.")
     if kind in ("binary", "multilabel", "classification") and y is not None and y.dtype.kind == "f" \
@@ -756,9 +793,23 @@ def _make_head(out: OutputInfo, kind: str, hc: HeadConfig, y: np.ndarray | None)
             raise RecipeError(f"metric '{m}' does not apply to task {kind} ({where}); use "
                               f"{', '.join(KIND_METRICS[kind])}.")
     direction = hc.direction or METRICS.get(metric, ("higher", ""))[0]
-    logits = act not in ("softmax", "sigmoid") if kind in ("classification", "binary", "multilabel") else False
+    logits = act not in ("softmax", "sigmoid") if kind in ("classification", "binary", "multilabel", "segmentation") \
+        else False
     return Head(name=out.name, kind=kind, loss=loss, metric=metric, metrics=metrics, direction=direction,
-                threshold=hc.threshold, weight=hc.weight, logits=logits, units=units)
+                threshold=hc.threshold, weight=hc.weight, logits=logits, units=units,
+                ignore_index=hc.ignore_index if kind == "segmentation" else None)
+
+
+def _check_segmentation(out: OutputInfo, hc: HeadConfig, y: np.ndarray | None) -> None:
+    units = int(out.shape[-1] or 1) if out.shape else 1
+    if len(out.shape) != 3:
+        raise RecipeError(f"task segmentation needs a per-pixel output (H, W, classes), but output '{out.name}' has "
+                          f"shape {tuple(out.shape)}; use another task for it.")
+    if units == 1 and out.activation == "softmax":
+        raise RecipeError(f"task segmentation: output '{out.name}' is a softmax over one channel (always 1); use a "
+                          "sigmoid for a binary mask, or one softmax channel per class.")
+    if y is not None:
+        _seg.check_shape(out.name, tuple(out.shape), y)
 
 
 __all__ = [

@@ -33,6 +33,7 @@ from edgesparse.data.dataset import n_samples, take
 from edgesparse.data.stream import ANALYSIS_SAMPLES
 from edgesparse.errors import TrainError
 from edgesparse.task import Head, Task, predicted_classes
+from edgesparse.task import segmentation as seg
 from edgesparse.train import fit
 from edgesparse.train.compile import output_info
 
@@ -233,6 +234,10 @@ def trivial_outputs(task: Task, data: Any, n: int) -> Any:
             if isinstance(x, Mapping):
                 x = x[h.name] if h.name in x else next(iter(x.values()))
             const = np.asarray(x, dtype=np.float64).mean(axis=0)
+        elif h.kind == "segmentation":  # every pixel the training maps' majority class
+            y = np.asarray(ys[h.name])
+            outs[h.name] = seg.trivial_output(y, h.units, h.logits, h.ignore_index, n, tuple(y.shape[1:3]))
+            continue
         elif h.kind == "classification":
             y = ys[h.name].reshape(-1).astype(np.int64)
             prior = np.bincount(y[(y >= 0) & (y < h.units)], minlength=h.units).astype(np.float64)
@@ -542,7 +547,7 @@ def _labels_out_of_range(model: Any, task: Task, data: Any) -> list[Finding]:
     ys = task.targets_dict(y_train)
     acts = {o.name: o.activation for o in output_info(model)}
     for h in task.heads:
-        if h.kind in ("detection", "boxes"):  # per-anchor class ids and box offsets: checked when the task resolved
+        if h.kind in ("detection", "boxes", "segmentation"):  # class ids per anchor/pixel: checked when bound
             continue
         y = np.asarray(ys[h.name])
         if h.kind == "anomaly":
