@@ -21,7 +21,7 @@ from edgesparse.errors import AccuracyDropError
 from edgesparse.export.candidates import Candidate, Sources, select
 from edgesparse.export.convert import convert
 from edgesparse.export.modes import CONVERTER_MODES
-from edgesparse.export.verify import Verification, verify
+from edgesparse.export.verify import Verification, signature_facts, verify
 from edgesparse.tflite import gzip_size, storage_facts
 from edgesparse.tflite.mixed import float_ops
 
@@ -198,6 +198,7 @@ def _export_info(recipe: Any, data: Any, best: Candidate, candidates: list[Candi
         info["ratio"] = len(dense[0]) / len(best.data)
     info["model"] = {"file": "model.tflite", "bytes": len(best.data), "gzip_bytes": gzip_size(best.data),
                      **storage_facts(best.data)}
+    info["signature"] = signature_facts(best.data)  # batch 1 and state reset for recurrent models
     return info
 
 

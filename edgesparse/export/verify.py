@@ -123,6 +123,14 @@ def verify(
     return result
 
 
+def signature_facts(tflite: bytes) -> dict[str, Any]:
+    """``{"batch": 1 | None, "state_reset_between_samples": bool}`` of a converted model, for export.json: a
+    recurrent model's signature takes one sample per invoke, and a fused LSTM's state is reset between samples by
+    verification, deploy and the device runner."""
+    loaded = load_interpreter(tflite)
+    return {"batch": _static_batch(loaded.interpreter), "state_reset_between_samples": has_state(loaded.interpreter)}
+
+
 def _static_batch(interp: Any) -> int | None:
     """The first input's batch when the signature fixes it (not -1), else None."""
     d = interp.get_input_details()[0]
