@@ -1047,6 +1047,14 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         warnings.append(f"model.tflite runs {chosen['latency_ratio']:.2f}x the dense float model's latency on this "
                         f"machine (paired), and no other conversion was faster (export.objective: "
                         f"{info.get('objective')}).")
+    dense_b, model_b = (info.get("dense") or {}).get("bytes"), info["model"]["bytes"]
+    if dense_b and model_b > dense_b:  # e.g. an unrolled RNN's int8 file, or a sparse encoding's index arrays
+        warnings.append(
+            f"model.tflite ({model_b:,} B) is LARGER than the dense float32 file dense.tflite ({dense_b:,} B, "
+            f"1/{dense_b / model_b:.2f}); export.objective {info.get('objective')} kept it as the best of the "
+            "candidates that passed (export.json lists them). Check the sparse encoding (export.sparse_encoding: "
+            "false or auto), the pattern, and for recurrent layers unroll=False (rolled: fused ops, one copy of the "
+            "weights).")
     if v.get("resolver") == "builtin":
         warnings.append(
             "XNNPACK refused model.tflite (" + str(v.get("fallback_reason")) + "), so LiteRT's slower builtin "
