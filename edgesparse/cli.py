@@ -30,7 +30,8 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn EdgesparseError (and Ctrl-C) into exit code 1 with a readable paragraph."""
+    """Turn EdgesparseError, Ctrl-C and faults (full disk, permissions, corrupt files) into exit code 1 with a
+    readable paragraph; any other exception into one line naming the log with its traceback (--debug raises)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -45,6 +46,16 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Error: interrupted; nothing half-written was left behind.", err=True)
+            sys.exit(1)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fault (disk, permission, corrupt file) or a bug: one paragraph
+            if debug:
+                raise
+            from edgesparse import faults
+
+            msg = faults.describe(exc)
+            click.echo(f"Error: {msg}" if msg else f"Error: {faults.unexpected(exc)}", err=True)
             sys.exit(1)
 
     return wrapper

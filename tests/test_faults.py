@@ -1,0 +1,121 @@
+"""Faults are errors, not tracebacks (issue 31, items 6 and 9; edgesparse/faults.py and the CLI's mapping)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import edgesparse  # noqa: F401  (before tensorflow)
+from edgesparse import faults
+from edgesparse.cli import _handle_errors, main
+from tests.conftest import ROOT, tiny_recipe
+
+
+def _group_with(fn: Any) -> click.Group:
+    @click.group()
+    @click.option("--debug", is_flag=True)
+    @click.pass_context
+    def grp(ctx: click.Context, debug: bool) -> None:
+        ctx.obj = {"debug": debug}
+
+    grp.command("go")(_handle_errors(fn))
+    return grp
+
+
+def test_os_faults_are_one_paragraph_and_anything_else_one_line_with_a_log(tmp_path: Path) -> None:
+    def full() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "run" / "ckpt-1"))
+
+    res = CliRunner().invoke(_group_with(full), ["go"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.startswith(f"Error: no space left on the device while writing '{tmp_path / 'run' / 'ckpt-1'}'")
+    assert "--resume" in res.output and res.output.count("\n") == 1
+
+    def bug() -> None:
+        return {}["missing"]  # type: ignore[no-any-return]
+
+    os.environ["EDGESPARSE_LOG_DIR"] = str(tmp_path)
+    try:
+        res = CliRunner().invoke(_group_with(bug), ["go"])
+    finally:
+        del os.environ["EDGESPARSE_LOG_DIR"]
+    assert res.exit_code == 1 and res.output.count("\n") == 1
+    assert res.output.startswith("Error: unexpected KeyError: 'missing'. Re-run with --debug")
+    log = Path(res.output.rsplit("traceback in ", 1)[1].strip().rstrip("."))
+    assert log.parent == tmp_path and "KeyError: 'missing'" in log.read_text()
+    res = CliRunner().invoke(_group_with(bug), ["--debug", "go"])  # --debug keeps the traceback
+    assert isinstance(res.exception, KeyError)
+
+
+def test_permission_and_overflow_faults_are_described() -> None:
+    msg = faults.describe(PermissionError(errno.EACCES, "Permission denied", "/srv/runs/x"))
+    assert msg is not None and msg.startswith("permission denied while writing or reading '/srv/runs/x'")
+    try:
+        int(float("inf"))
+    except OverflowError as exc:
+        assert "2^31" in (faults.describe(exc) or "")
+    assert faults.describe(ValueError("x")) is None
+
+
+def test_profile_of_a_model_with_a_2_31_dimension_exits_1_without_traceback(tmp_path: Path) -> None:
+    from edgesparse import _tf
+    from edgesparse.export.convert import convert
+
+    keras = _tf.keras()
+    data = convert(keras.Sequential([keras.Input((8,)), keras.layers.Dense(5)]), "none")
+    kernel = struct.pack("<iii", 2, 5, 8)  # the Dense kernel's shape vector [5, 8]
+    assert data.count(kernel) == 1
+    path = tmp_path / "big.tflite"
+    path.write_bytes(data.replace(kernel, struct.pack("<iiI", 2, 5, 2**31)))
+    res = CliRunner().invoke(main, ["profile", str(path), "--runs", "2", "--warmup", "0"])
+    assert res.exit_code == 1 and res.output.startswith("Error: ") and "Traceback" not in res.output, res.output
+    assert "overflow" in res.output.lower() or "2^31" in res.output
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="a full disk is a small tmpfs, which needs root")
+def test_fault_injection_full_disk_and_two_concurrent_runs(tmp_path: Path) -> None:
+    """Two runs started together on one directory: one runs, the other stops at once naming the first's pid.
+    Then the run directory on a tmpfs too small for a checkpoint: exit 1 with the no-space paragraph."""
+    recipe = tiny_recipe(tmp_path, baseline={"epochs": 1}, sparsity=None, export=None)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cmd = [sys.executable, "-m", "edgesparse.cli", "train", str(path), "-o", str(tmp_path / "run")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs  # before: both exit 0, the directory ends with the second run's model
+    loser = outs[[p.returncode for p in procs].index(1)]
+    assert "is in use by process" in loser and "Traceback" not in loser
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "48k"):
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.run([*cmd[:-1], str(disk / "run")], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "Error: no space left on the device" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert time.perf_counter() - t0 < 300
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
