@@ -119,3 +119,28 @@ def test_fault_injection_full_disk_and_two_concurrent_runs(tmp_path: Path) -> No
         assert time.perf_counter() - t0 < 300
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_corrupt_tfrecord_mid_shard_names_the_file_and_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgesparse import _tf
+    from edgesparse.data import load_dataset
+    from edgesparse.errors import DataError
+
+    monkeypatch.setenv("EDGESPARSE_CACHE", str(tmp_path / "cache"))
+    tf = _tf.tf()
+    paths = {}
+    for split in ("train", "validation", "test"):
+        paths[split] = tmp_path / f"{split}.tfrecord"
+        with tf.io.TFRecordWriter(str(paths[split])) as w:
+            for i in range(60):
+                w.write(tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=[float(i), 1.0, 2.0])),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[i % 3]))})).SerializeToString())
+    data = bytearray(paths["test"].read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 16] = b"\xff" * 16  # damage mid-shard: records before it read, the rest do not
+    paths["test"].write_bytes(bytes(data))
+    cfg = {"tfrecord": {k: str(v) for k, v in paths.items()}, "x": "x", "y": "label",
+           "features": {"x": {"shape": [3], "dtype": "float32"}}}
+    with pytest.raises(DataError, match=rf"'{paths['test']}' \(test split\) is corrupt after \d+ readable records"):
+        load_dataset(cfg, seed=0)

@@ -255,16 +255,20 @@ def _load_cache() -> dict[str, Any]:
     return data if isinstance(data, dict) and data.get("version") == _CACHE_VERSION else {}
 
 
-def file_stats(files: list[str], compression: str, label: str | None) -> dict[str, dict[str, int]]:
+def file_stats(files: list[str], compression: str, label: str | None, split: str = "") -> dict[str, dict[str, int]]:
     """Records of each file, and the largest value of the int64 ``label`` feature, read once and cached.
 
     Args:
         files: Absolute paths.
         compression: ``""``, ``"GZIP"`` or ``"ZLIB"``.
         label: A scalar int64 feature whose largest value is wanted (the classes), or None.
+        split: The split the files belong to (named when one is corrupt).
 
     Returns:
         ``{path: {"records": n, "label_max": m}}`` (``label_max`` -1 without a label).
+
+    Raises:
+        DataError: a file is corrupt (named, with its split).
     """
     tf = _tf.tf()
     cache = _load_cache()
@@ -276,11 +280,17 @@ def file_stats(files: list[str], compression: str, label: str | None) -> dict[st
             log.info("data: counting the records of '%s' (once: the count is cached in %s)", path, cache_file())
             ds = tf.data.TFRecordDataset([path], compression_type=compression).batch(1024)
             n, top = 0, -1
-            for raw in ds:
-                n += int(raw.shape[0])
-                if label is not None:
-                    parsed = tf.io.parse_example(raw, {label: tf.io.FixedLenFeature([], tf.int64)})[label]
-                    top = max(top, int(tf.reduce_max(parsed)))
+            try:
+                for raw in ds:
+                    n += int(raw.shape[0])
+                    if label is not None:
+                        parsed = tf.io.parse_example(raw, {label: tf.io.FixedLenFeature([], tf.int64)})[label]
+                        top = max(top, int(tf.reduce_max(parsed)))
+            except tf.errors.DataLossError as exc:  # a damaged shard: name it (and its split) before any training
+                first = (exc.message or str(exc)).strip().splitlines()[0]
+                raise DataError(f"data.tfrecord: '{path}'{f' ({split} split)' if split else ''} is corrupt after "
+                                f"{n} readable records ({first}); re-copy or re-create the file, or leave it out of "
+                                "the glob.") from None
             entries[key] = {"records": n, "label_max": top}
         out[path] = entries[key]
     try:
@@ -376,7 +386,7 @@ def load_tfrecord(cfg: TFRecordConfig, seed: int, base_dir: Path | None) -> Data
     files = split_files(cfg, base_dir)
     reader = _Reader(cfg, files, seed)
     label = reader.label()
-    stats = {s: file_stats(fs, reader.compression, label) for s, fs in files.items()}
+    stats = {s: file_stats(fs, reader.compression, label, s) for s, fs in files.items()}
     counts = {s: sum(v["records"] for v in st.values()) for s, st in stats.items()}
     if reader.carved:
         buckets = np.bincount(carve(counts["train"], seed, reader.val_frac, reader.test_frac), minlength=3)
