@@ -161,3 +161,51 @@ def test_unet_recipe_trains_thins_prunes_quantizes_exports_and_deploys(unet_run:
     head = res.outputs["mask"]
     assert head["max_abs_diff"] <= 1e-5 and head["agreement"] == 1.0
     assert res.metric_key == "miou" and res.device_metric == pytest.approx(res.host_metric)
+
+
+# ---- the channel graph on a U-Net --------------------------------------------------------------------------------
+
+
+def _unet_with_upsampling() -> Any:
+    from edgesparse import _tf
+
+    keras = _tf.keras()
+    layers = keras.layers
+    x = keras.Input((16, 16, 3))
+    e0 = layers.Conv2D(6, 3, padding="same", activation="relu", name="e0")(x)
+    e1 = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="e1")(e0)
+    b = layers.Conv2D(10, 3, strides=2, padding="same", activation="relu", name="b")(e1)
+    u1 = layers.Conv2DTranspose(8, 3, strides=2, padding="same", name="up1")(b)
+    d1 = layers.Conv2D(8, 3, padding="same", activation="relu", name="d1")(layers.Concatenate(name="cat1")([u1, e1]))
+    u0 = layers.UpSampling2D(name="up0")(d1)
+    d0 = layers.Conv2D(6, 3, padding="same", activation="relu", name="d0")(layers.Concatenate(name="cat0")([u0, e0]))
+    return keras.Model(x, layers.Conv2D(3, 1, activation="softmax", name="mask")(d0))
+
+
+def test_unet_channels_conv_transpose_upsampling_and_skips_are_thinned_to_the_same_outputs() -> None:
+    from edgesparse.export.convert import convert
+    from edgesparse.tflite.footprint import footprint
+    from edgesparse.train.channels.cost import build_cost_model
+    from edgesparse.train.channels.graph import build_graph
+    from edgesparse.train.channels.surgery import check_equal, mask_model, thin_model
+
+    model = _unet_with_upsampling()
+    graph = build_graph(model)
+    owners = {layer for g in graph.groups for layer in g.layers}
+    assert {"e0", "e1", "b", "up1", "d1", "d0"} <= owners  # the transposed convolution is a producer like the rest
+    assert "up1" not in graph.frozen_layers and "up0" not in graph.frozen_layers and "cat1" not in graph.frozen_layers
+    assert "mask" in graph.frozen_layers and graph.frozen[graph.node("mask").output].all()  # classes never pruned
+    cost = build_cost_model(model, graph)
+    full = np.ones(graph.num_units, dtype=bool)
+    assert cost.params(full) == model.count_params()
+    assert cost.macs(full) == footprint(convert(model, "none")).macs_dense
+    rng = np.random.default_rng(0)
+    keep = full.copy()
+    for g in graph.groups:
+        keep[g.units[rng.permutation(len(g.units))[: len(g.units) // 2]]] = False
+    thinned = thin_model(model, graph, keep)
+    assert thinned.count_params() == cost.params(keep) < model.count_params()
+    assert thinned.get_layer("up1").kernel.shape == (3, 3, 4, 5)  # [kh, kw, out, in], both halved
+    x = rng.random((8, 16, 16, 3), dtype=np.float32)
+    assert check_equal(mask_model(model, graph, keep), thinned, x, 1e-4) <= 1e-4
+    assert thinned.output_shape == model.output_shape

@@ -71,6 +71,10 @@ def _add_terms(cm: CostModel, node: LayerNode, layer: Any) -> None:
         cin, cout = node.inputs[0], node.output
         cm.params_terms += [_Term(k, (cin, cout)), _Term(bias, (cout,))]
         cm.macs_terms.append(_Term(pos * k, (cin, cout)))
+    elif node.role == "transpose":  # every input position scatters a k-tap kernel: MACs by the input's positions
+        cin, cout = node.inputs[0], node.output
+        cm.params_terms += [_Term(k, (cin, cout)), _Term(bias, (cout,))]
+        cm.macs_terms.append(_Term(_positions(node.in_shapes[0]) * k, (cin, cout)))
     elif node.role == "separable":
         mid = np.repeat(node.inputs[0], int(cfg.get("depth_multiplier", 1)))
         cm.params_terms += [_Term(k, (mid,)), _Term(1.0, (mid, node.output)), _Term(bias, (node.output,))]

@@ -4,7 +4,8 @@ It knows nothing of importance, allocation or training. The model's layer graph 
 :mod:`edgesparse.models.graph` (the helper that flattening and Keras 3 translation use), so functional,
 Sequential and flattened models are read alike. Every tensor's last axis gets a *layout*: for each of its
 channels, the id of the prunable *unit* it belongs to. Layers that create channels (Conv1D/Conv2D, Dense,
-SeparableConv2D) open new units; pass-through layers (activations, dropout, padding, pooling, channel-preserving
+SeparableConv2D, Conv1DTranspose/Conv2DTranspose) open new units; pass-through layers (activations, dropout,
+padding, pooling, UpSampling, channel-preserving
 Reshape, scalar Rescaling, BatchNormalization, DepthwiseConv2D — whose channels follow their input — and
 element-wise TensorFlow operations such as ``x + 3.0`` or ``tf.nn.relu6``) hand the layout on;
 Add/Subtract/Multiply/Average/Maximum/Minimum and ``tf.math.multiply(x, y)``-like operations on two tensors
@@ -39,6 +40,8 @@ PASS_THROUGH = {
 MERGE = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"}
 #: Layers whose output channels are new units (weights ``kernel[..., in, out]``).
 PRODUCERS = {"Conv1D", "Conv2D", "Dense", "SeparableConv1D", "SeparableConv2D"}
+#: Transposed convolutions (up-sampling): new units too, but their kernel is ``[..., out, in]``.
+TRANSPOSED = {"Conv1DTranspose", "Conv2DTranspose"}
 #: ``Activation`` settings whose every output depends on all channels (a removed channel would still count).
 CHANNEL_MIXING_ACTIVATIONS = {"softmax", "log_softmax"}
 #: Layers that wrap one TensorFlow operation (tf_keras writes ``x + 3.0`` in a functional model as one).
@@ -269,6 +272,8 @@ def _layer_node(b: _Builder, layer: Any, call: Call, ins: list[np.ndarray], in_s
         if int(cfg.get("groups", 1)) != 1:
             return _frozen(b, name, cls, ins, out_shape, f"grouped convolution (groups={cfg['groups']})")
         return node("separable" if cls.startswith("Separable") else "producer", b.new(int(out_shape[-1] or 0)))
+    if cls in TRANSPOSED and len(ins) == 1:
+        return node("transpose", b.new(int(out_shape[-1] or 0)))
     if cls in ("DepthwiseConv1D", "DepthwiseConv2D") and len(ins) == 1:
         return node("depthwise", np.repeat(ins[0], int(cfg.get("depth_multiplier", 1))))
     if cls == "BatchNormalization" and len(ins) == 1:
@@ -301,7 +306,7 @@ def _frozen_why(cls: str, cfg: dict[str, Any], inputs: int) -> str:
         return "per-channel scale or offset"
     if cls == "Permute":
         return "moves the channel axis"
-    if cls in PASS_THROUGH | PRODUCERS | MERGE:
+    if cls in PASS_THROUGH | PRODUCERS | TRANSPOSED | MERGE:
         return f"{inputs} inputs"
     return "not a layer the channel graph knows"
 
@@ -359,13 +364,13 @@ def _groups(nodes: list[LayerNode], num_units: int, frozen: np.ndarray) -> list[
 
     owners: dict[int, list[str]] = {}
     for n in nodes:
-        if n.role in ("producer", "separable", "frozen"):
+        if n.role in ("producer", "separable", "transpose", "frozen"):
             units = np.unique(n.output)
             for u in units[1:].tolist():
                 ra, rb = find(int(units[0])), find(u)
                 parent[max(ra, rb)] = min(ra, rb)
     for n in nodes:
-        if n.role in ("producer", "separable", "depthwise", "bn"):
+        if n.role in ("producer", "separable", "transpose", "depthwise", "bn"):
             for u in np.unique(n.output).tolist():
                 owners.setdefault(find(u), [])
                 if n.name not in owners[find(u)]:

@@ -27,7 +27,8 @@ from edgesparse.train.channels.graph import ChannelGraph, LayerNode
 from edgesparse.train.compile import outputs_probabilities
 
 #: role -> the weights (by get_weights() index) that write a channel, with the axis of that channel
-_WRITERS = {"producer": ((0, -1), (1, 0)), "separable": ((1, -1), (2, 0)), "depthwise": ((0, -2), (1, 0))}
+_WRITERS = {"producer": ((0, -1), (1, 0)), "separable": ((1, -1), (2, 0)), "depthwise": ((0, -2), (1, 0)),
+            "transpose": ((0, -2), (1, 0))}
 Reduce = Callable[[np.ndarray, int], np.ndarray]
 
 CRITERIA: Registry[Callable[..., np.ndarray]] = Registry("channel importance", RecipeError)

@@ -27,6 +27,8 @@ def weight_axes(node: LayerNode, layer: Any) -> list[dict[int, np.ndarray]]:
     n = len(layer.weights)
     if node.role == "producer":
         return [{-2: node.inputs[0], -1: node.output}, {0: node.output}][:n]
+    if node.role == "transpose":  # kernel [..., out, in]
+        return [{-2: node.output, -1: node.inputs[0]}, {0: node.output}][:n]
     if node.role == "separable":
         mid = np.repeat(node.inputs[0], int(layer.get_config().get("depth_multiplier", 1)))
         return [{-2: node.inputs[0]}, {-2: mid, -1: node.output}, {0: node.output}][:n]
@@ -92,7 +94,7 @@ def _thinned_config(layer: Any, node: LayerNode | None, keep: np.ndarray) -> dic
     if node is None:
         return cfg
     kept = int(np.count_nonzero(keep[node.output]))
-    if node.role in ("producer", "separable"):
+    if node.role in ("producer", "separable", "transpose"):
         cfg[_WIDTH_KEY.get(node.cls, "filters")] = kept
     elif node.role == "reshape":
         cfg["target_shape"] = [*list(cfg["target_shape"])[:-1], kept]
@@ -136,15 +138,25 @@ def thin_model(model: Any, graph: ChannelGraph, keep: np.ndarray) -> Any:
     return thinned
 
 
+def _output_list(out: Any) -> list[np.ndarray]:
+    """A model's outputs as a list of arrays (one array, a list in output order, or a dict in key order)."""
+    if isinstance(out, dict):
+        return [np.asarray(out[k], dtype=np.float64) for k in sorted(out)]
+    if isinstance(out, (list, tuple)):
+        return [np.asarray(o, dtype=np.float64) for o in out]
+    return [np.asarray(out, dtype=np.float64)]
+
+
 def check_equal(masked: Any, thinned: Any, x: np.ndarray, tolerance: float = 1e-4) -> float:
     """Max absolute difference between the two models' outputs on ``x``.
 
     Raises:
         TrainError: the difference exceeds ``tolerance``.
     """
-    a = masked.predict(x, batch_size=256, verbose=0)
-    b = thinned.predict(x, batch_size=256, verbose=0)
-    diff = float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) if np.size(a) else 0.0
+    a = _output_list(masked.predict(x, batch_size=256, verbose=0))
+    b = _output_list(thinned.predict(x, batch_size=256, verbose=0))
+    # several outputs (a list or a dict) may differ in shape: compared output by output
+    diff = max((float(np.max(np.abs(u - v))) for u, v in zip(a, b, strict=True) if u.size), default=0.0)
     if not diff <= tolerance:
         raise TrainError(f"the thinned model's outputs differ from the masked model's by {diff:.3g} (allowed "
                          f"{tolerance:g}) on {len(x)} samples: channel surgery changed what the model computes. "
