@@ -354,6 +354,20 @@ def _log_replicas(distribution: str) -> None:
                     ", ".join(devices) or "one device")
 
 
+def _resume_note(out: Path, state: _State) -> str | None:
+    """What a resumed run says about reproducing the uninterrupted one (None when nothing is reused)."""
+    done = list(state.data.get("done", {}))
+    backup = out / "backup"
+    interrupted = sorted(p.name for p in backup.iterdir() if p.is_dir()) if backup.is_dir() else []
+    if not done and not interrupted:
+        return None
+    what = ", ".join([*(f"finished {p}" for p in done), *(f"{p} from its last epoch checkpoint" for p in interrupted)])
+    return (f"resumed ({what}): not bit-reproducible. The data order, shuffling and dropout restart from the seed "
+            "where this process took over instead of continuing the interrupted process's random state, so the "
+            "final model (and model.tflite) can differ from an uninterrupted run's; run without --resume (or with "
+            "--force) for the reproducible run.")
+
+
 def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool, dense_model: Any,
            t_start: float, objects: PythonObjects) -> RunResult:
     """The body of :func:`train`, run inside the recipe's distribution scope."""
@@ -370,6 +384,10 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         history.rows = []
     run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history,
                model_object=objects.model)
+    note = _resume_note(out, state) if resume else None
+    if note:
+        log.warning(note)
+        run.warnings.append(note)
     skipped = data.source.get("skipped_images") or []
     if skipped:
         run.warnings.append(f"data: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['file']} "

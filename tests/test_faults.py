@@ -144,3 +144,30 @@ def test_a_corrupt_tfrecord_mid_shard_names_the_file_and_split(tmp_path: Path, m
            "features": {"x": {"shape": [3], "dtype": "float32"}}}
     with pytest.raises(DataError, match=rf"'{paths['test']}' \(test split\) is corrupt after \d+ readable records"):
         load_dataset(cfg, seed=0)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_finishes_and_says_it_is_not_bit_reproducible(tmp_path: Path) -> None:
+    """kill -9 mid-baseline: the lock dies with the process, --resume takes the directory and finishes, and
+    the run says (output and summary.json) that it cannot reproduce the uninterrupted run."""
+    import json
+    import signal
+
+    recipe = tiny_recipe(tmp_path, baseline={"epochs": 8}, sparsity=None, export=None)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    cmd = [sys.executable, "-m", "edgesparse.cli", "train", str(path)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = tmp_path / "run" / "history.csv"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (history.exists() and history.read_text().count("\n") >= 3):
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    done = subprocess.run([*cmd, "--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "not bit-reproducible" in done.stdout + done.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert any("not bit-reproducible" in w for w in summary["warnings"])
