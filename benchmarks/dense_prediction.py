@@ -60,6 +60,7 @@ def detection_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
     post = (info.get("detection_postprocess") or {}).get("verification") or {}
     dense = s.baseline.metric
     return {"row": "sparse-int8", "seed": seed, "dense_map": dense, "tflite_map": s.tflite.metric,
+            "keras_sparse_map": s.model.metric if s.model else None,
             "postprocess_map": post.get("map50"), "postprocess_agreement": post.get("agreement"),
             "loss_points": None if dense is None or s.tflite.metric is None else 100 * (dense - s.tflite.metric),
             "bytes": s.tflite.bytes, "dense_bytes": s.baseline.tflite_bytes,
@@ -96,8 +97,9 @@ def detection_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]
 def _print_detection(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r["row"] == "sparse-int8":
-            print(f"detection sparse-int8 seed {r['seed']}: mAP@0.5 dense {r['dense_map']:.4f} -> tflite "
-                  f"{r['tflite_map']:.4f} (post-processed file {r['postprocess_map']}) = "
+            print(f"detection sparse-int8 seed {r['seed']}: mAP@0.5 dense {r['dense_map']:.4f} -> sparse Keras "
+                  f"{r['keras_sparse_map']:.4f} -> tflite {r['tflite_map']:.4f} (post-processed file "
+                  f"{r['postprocess_map']:.4f}) = "
                   f"{r['loss_points']:+.2f} points lost; file {r['bytes']:,} B vs dense float {r['dense_bytes']:,} B "
                   f"(1/{r['ratio']:.2f}); {r['seconds']:.0f}s", flush=True)
         else:

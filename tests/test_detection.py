@@ -114,7 +114,8 @@ def _recipe(tmp: Any, **over: Any) -> dict[str, Any]:
     from tests.conftest import ROOT
 
     raw = yaml.safe_load((ROOT / "recipes" / "ssd_detector.yaml").read_text())
-    raw.update(output_dir=str(tmp / "run"), data={**raw["data"], "samples": 600})
+    raw.update(output_dir=str(tmp / "run"), data={**raw["data"], "samples": 600},
+               model={**raw["model"], "filters": [16, 32, 32]})
     raw["baseline"]["epochs"] = 15
     raw["sparsity"].update(epochs=6, end=3, frequency=2, on_drop="warn")
     raw["export"] = {**raw["export"], "dir": str(tmp / "bundle"), "sparse_encoding": True, "per_channel": True}
@@ -172,6 +173,19 @@ def test_detector_bundle_deploys_locally_with_four_outputs(detector_run: Any, tm
     assert out.checksum_match and out.agreement == 1.0
     assert out.metric_key == "map50" and out.device_metric is not None
     assert out.device_metric == pytest.approx(out.host_metric)
+
+
+@pytest.mark.slow
+def test_detector_bundle_profiles_with_the_postprocess_op(detector_run: Any) -> None:
+    from pathlib import Path
+
+    from edgesparse.profile.measure import profile
+
+    res, _ = detector_run
+    rows = profile([Path(res.summary.tflite.bundle)], runs=3, warmup=1).to_dict()["models"]
+    model = next(r for r in rows if r["path"].endswith("model.tflite"))
+    assert model["ops"]["builtin"].get("TFLite_Detection_PostProcess") == 1
+    assert model["latency_ms"]["median"] > 0 and model["macs_dense"] > 0
 
 
 def test_detection_metrics_ignore_the_background(scenes: Any) -> None:

@@ -5,11 +5,12 @@ The form (one mapping)::
     {"train": split, "validation": split, "test": split}
 
 where each split is a ``tf.data.Dataset`` of **unbatched** ``(x, y)`` elements (x and y may be dicts keyed by
-the model's input and output names), or an ``(x, y)`` tuple of numpy arrays (or dicts of arrays). Datasets
-become streams read batch by batch (never materialised); arrays stay in memory. ``validation`` is required:
-the guards compare every compressed model with the dense one on it, and the test split is only used for the
-reported figures. Float and boolean inputs are cast to float32 (integer inputs, e.g. token ids, are kept); the
-samples are not rescaled.
+the model's input and output names), or an ``(x, y)`` tuple of numpy arrays (or dicts of arrays). A detector's
+data adds ``"anchors": (A, 4)`` (``[ymin, xmin, ymax, xmax]``, what its per-anchor box targets are encoded
+against). Datasets become streams read batch by batch (never materialised); arrays stay in memory.
+``validation`` is required: the guards compare every compressed model with the dense one on it, and the test
+split is only used for the reported figures. Float and boolean inputs are cast to float32 (integer inputs, e.g.
+token ids, are kept); the samples are not rescaled.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def dataset_from_objects(obj: Any, name: str, where: str, source: dict[str, Any]
         raise DataError(f"{where} returned a {_describe(obj)}; it must return a mapping "
                         "{'train': ..., 'validation': ..., 'test': ...} whose values are tf.data.Dataset splits of "
                         "unbatched (x, y) elements or (x, y) tuples of numpy arrays.")
-    unknown = [k for k in obj if k not in SPLITS]
+    unknown = [k for k in obj if k not in (*SPLITS, "anchors")]
     if unknown:
         hints = [f"'{k}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(str(k), SPLITS, 1)) else f"'{k}'"
                  for k in unknown]
@@ -140,8 +141,9 @@ def dataset_from_objects(obj: Any, name: str, where: str, source: dict[str, Any]
                         "test.")
     splits = {k: _split(obj[k], k, where) for k in SPLITS}
     num_classes, class_names = _classes(splits["train"])
+    anchors = None if obj.get("anchors") is None else np.asarray(obj["anchors"], dtype=np.float32)
     return Dataset(name=name, train=splits["train"], val=splits["validation"], test=splits["test"],
-                   num_classes=num_classes, class_names=class_names, source=source)
+                   num_classes=num_classes, class_names=class_names, source=source, anchors=anchors)
 
 
 __all__ = ["SPLITS", "dataset_from_objects"]

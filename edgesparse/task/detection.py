@@ -383,6 +383,43 @@ def resolve_detection(cfg: Any, outputs: Sequence[OutputInfo], targets: Mapping[
     if num_classes < 1:
         raise RecipeError(f"task detection: the scores output '{so.name}' has {units} column(s): a softmax needs the "
                           "background column and at least one class.")
+    _check_targets(so, bo, targets, len(a), num_classes, sigmoid)
+    heads = _heads(outputs, so)
+    reason = (f"task detection (from the recipe): scores '{so.name}' {units} columns "
+              f"({'sigmoid' if sigmoid else 'background + ' + str(num_classes) + ' classes'}), boxes '{bo.name}', "
+              f"{len(a)} anchors")
+    return DetectionTask(heads=tuple(heads), primary=so.name, reason=reason, input_names=tuple(input_names),
+                         anchors=a, num_classes=num_classes, background=not sigmoid,
+                         logits=so.activation not in ("softmax", "sigmoid"),
+                         variances=tuple(getattr(cfg, "variances", None) or B.VARIANCES),
+                         score_threshold=float(getattr(cfg, "score_threshold", 0.05)),
+                         iou_threshold=float(getattr(cfg, "iou_threshold", 0.5)),
+                         max_detections=int(getattr(cfg, "max_detections", 20)),
+                         negative_ratio=float(getattr(cfg, "negative_ratio", 3.0)))
+
+
+def _heads(outputs: Sequence[OutputInfo], so: OutputInfo) -> list[Head]:
+    """The two heads in the model's output order: scores (kind ``detection``) and boxes (kind ``boxes``)."""
+    heads = []
+    for o in outputs:
+        kind = SCORES_KIND if o.name == so.name else BOXES_KIND
+        metric, direction = ("map50", "higher") if kind == SCORES_KIND else ("box_error", "lower")
+        heads.append(Head(name=o.name, kind=kind, loss="detection", metric=metric,
+                          metrics=("map50", "recall", "box_error") if kind == SCORES_KIND else (),
+                          direction=direction, logits=so.activation not in ("softmax", "sigmoid")
+                          if kind == SCORES_KIND else False, units=int(o.shape[1] or 0)))
+    return heads
+
+
+def _check_targets(so: OutputInfo, bo: OutputInfo, targets: Mapping[str, np.ndarray | None], anchors: int,
+                   num_classes: int, sigmoid: bool) -> None:
+    """Per-anchor targets of the right shapes, class ids within the scores' width.
+
+    Raises:
+        DataError: targets missing, of the wrong shape, or class ids beyond the scores.
+    """
+    a = range(anchors)
+    units = int(so.shape[1] or 0)
     y_cls, y_box = targets.get(so.name), targets.get(bo.name)
     if y_cls is None or y_box is None:
         raise DataError(f"task detection needs targets y_{so.name} (N, A) class ids (0 background) and y_{bo.name} "
@@ -399,25 +436,6 @@ def resolve_detection(cfg: Any, outputs: Sequence[OutputInfo], targets: Mapping[
                         f"'{so.name}' has {units} columns ({num_classes} classes"
                         f"{'' if sigmoid else ' + the background'}): class ids must be 0 (background) to "
                         f"{num_classes}.")
-    heads = []
-    for o in outputs:
-        kind = SCORES_KIND if o.name == so.name else BOXES_KIND
-        metric, direction = ("map50", "higher") if kind == SCORES_KIND else ("box_error", "lower")
-        heads.append(Head(name=o.name, kind=kind, loss="detection", metric=metric,
-                          metrics=("map50", "recall", "box_error") if kind == SCORES_KIND else (),
-                          direction=direction, logits=so.activation not in ("softmax", "sigmoid")
-                          if kind == SCORES_KIND else False, units=int(o.shape[1] or 0)))
-    reason = (f"task detection (from the recipe): scores '{so.name}' {units} columns "
-              f"({'sigmoid' if sigmoid else 'background + ' + str(num_classes) + ' classes'}), boxes '{bo.name}', "
-              f"{len(a)} anchors")
-    return DetectionTask(heads=tuple(heads), primary=so.name, reason=reason, input_names=tuple(input_names),
-                         anchors=a, num_classes=num_classes, background=not sigmoid,
-                         logits=so.activation not in ("softmax", "sigmoid"),
-                         variances=tuple(getattr(cfg, "variances", None) or B.VARIANCES),
-                         score_threshold=float(getattr(cfg, "score_threshold", 0.05)),
-                         iou_threshold=float(getattr(cfg, "iou_threshold", 0.5)),
-                         max_detections=int(getattr(cfg, "max_detections", 20)),
-                         negative_ratio=float(getattr(cfg, "negative_ratio", 3.0)))
 
 
 __all__ = ["DETECTION_METRICS", "POSTPROCESS_OUTPUTS", "DetectionTask", "resolve_detection"]
