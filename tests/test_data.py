@@ -40,7 +40,7 @@ def digits() -> Dataset:
 
 
 def test_registries_list_every_source_and_builtin() -> None:
-    assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras", "factory", "python"}
+    assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras", "factory", "python", "tfrecord"}
     assert set(BUILTINS) == {"digits", "shapes", "wake_word", "machine_sound"}
     for cls in [*DATA_SOURCES.values(), *BUILTINS.values()]:
         assert issubclass(cls, BaseModel) and cls.model_config.get("extra") == "forbid"
