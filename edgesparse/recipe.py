@@ -546,6 +546,15 @@ class Recipe(_Section):
     _task = field_validator("task", mode="before")(task_before)
 
     @model_validator(mode="after")
+    def _detection_export(self) -> Recipe:
+        if self.export is not None and self.export.detection_postprocess and self.task.kind != "detection":
+            raise ValueError(f"export.detection_postprocess appends TFLite's detection post-processing to an "
+                             f"anchor-based detector, but the task is {self.task.kind}; set `task: {{kind: detection, "
+                             "scores: <output>, boxes: <output>}` for an SSD-style model, or drop "
+                             "export.detection_postprocess")
+        return self
+
+    @model_validator(mode="after")
     def _check(self) -> Recipe:
         if self.sparsity is not None and self.sparsity.method != "magnitude" and \
                 self.training.distribution != "none":

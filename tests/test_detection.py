@@ -250,3 +250,12 @@ def test_postprocess_refuses_a_model_that_is_not_a_detector() -> None:
 
     with pytest.raises(ExportError, match="not detection"):
         settings_for(classification(10))
+
+
+def test_recipe_refuses_detection_postprocess_without_a_detection_task(tmp_path: Any) -> None:
+    from edgesparse.errors import RecipeError
+    from edgesparse.recipe import validate_recipe
+    from tests.conftest import tiny_recipe
+
+    with pytest.raises(RecipeError, match="detection_postprocess"):
+        validate_recipe(tiny_recipe(tmp_path, export={"detection_postprocess": True}))
