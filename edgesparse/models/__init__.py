@@ -172,7 +172,8 @@ def prepare_model(model: Any, trust_code: bool = False) -> Any:
     """Bring any Keras model a user brings into the form the training stages need.
 
     Keras 3 models are translated to tf_keras, subclassed models are refused with what works
-    instead, and nested functional/Sequential sub-models are inlined so their layers can be pruned
+    instead, dict outputs become a list named by their keys (:mod:`edgesparse.models.outputs`), and nested
+    functional/Sequential sub-models are inlined so their layers can be pruned
     (each step checked on random inputs).
 
     Raises:
@@ -180,16 +181,17 @@ def prepare_model(model: Any, trust_code: bool = False) -> Any:
     """
     from edgesparse.models import keras3
     from edgesparse.models.flatten import flatten_nested
+    from edgesparse.models.outputs import as_list_outputs
 
     if keras3.is_keras3_model(model):
-        model = keras3.from_keras3(model, trust_code=trust_code)
+        model = keras3.from_keras3(as_list_outputs(model, _tf.keras3()), trust_code=trust_code)
     keras = _tf.keras()
     if not isinstance(model, keras.Model):
         kind = type(model).__module__ + "." + type(model).__name__
         raise ModelError(f"the model is a {kind}, not a Keras model (tf_keras or Keras 3).")
     if not keras3.is_graph_model(model):
         raise keras3.subclassed_error(model)
-    return flatten_nested(model)
+    return flatten_nested(as_list_outputs(model, keras))  # dict outputs: a list named by the keys
 
 
 def _from_factory(cfg: FactoryModelConfig, input_shape: tuple[int, ...], num_classes: int) -> Any:
