@@ -103,6 +103,8 @@ def test_class_ids_beyond_the_output_and_misplaced_settings_are_clear_errors() -
     with pytest.raises(RecipeError, match="ignore_index belongs to task segmentation"):
         resolve_task(TaskConfig(kind="classification", ignore_index=255), [OutputInfo("p", (3,), "softmax")],
                      {"p": np.arange(4) % 3})
+    with pytest.raises(RecipeError, match="use task segmentation"):  # was a raw "cannot reshape array" ValueError
+        resolve_task(TaskConfig(kind="classification"), [OutputInfo("mask", (8, 8, 3), "softmax")], {"mask": _maps()})
     with pytest.raises(RecipeError, match="cannot skip pixels"):
         seg.keras_loss(1, False, 255)
 

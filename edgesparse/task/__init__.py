@@ -770,6 +770,9 @@ def _make_head(out: OutputInfo, kind: str, hc: HeadConfig, y: np.ndarray | None)
                           "task binary.")
     if kind == "segmentation":
         _check_segmentation(out, hc, y)
+    elif len(out.shape) == 3 and kind in ("classification", "binary", "multilabel") and _seg.looks_like_class_maps(y):
+        raise RecipeError(f"task {kind} scores one label per sample, but {where} is per pixel {tuple(out.shape)} and "
+                          "its targets are class maps; use task segmentation (mean IoU over the pixels' classes).")
     elif hc.ignore_index is not None:
         raise RecipeError(f"task.ignore_index belongs to task segmentation, but {where} is {kind}; drop it.")
     if kind == "anomaly" and y is not None and y.ndim > 1 and y.shape[1:] != tuple(out.shape):
