@@ -17,6 +17,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse.data import load_dataset
+from edgesparse.data.indices import check_integer_inputs
 from edgesparse.errors import DataError
 from edgesparse.models import build_model, describe
 from edgesparse.recipe import Recipe, recipe_dir
@@ -171,6 +172,7 @@ def check_model_fits_data(model: Any, data: Any) -> None:
                 f"the data's samples have shape {got} but the model '{model.name}' expects {expected}. "
                 "Resize the data (image_size/channels in the data section) or build the model for this input."
             )
+    check_integer_inputs(model, data, list(names))
     task = data.task
     if task is None:
         return

@@ -65,6 +65,41 @@ def as_targets(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+#: integer dtypes read as indices (token ids, categorical codes): never scaled, never cast to float
+INDEX_DTYPES = ("int32", "int64")
+
+
+def is_index_array(x: np.ndarray) -> bool:
+    """Whether ``x`` holds integer indices (int32/int64: token ids, categorical codes), not pixel or sample values.
+
+    uint8/uint16 (pixels) and int8/int16 (audio samples) arrays are values, scaled by ``scale``; int32/int64
+    arrays are what ``np.array`` of Python ints and tokenizers produce, and are fed to the model as integers.
+    """
+    return np.asarray(x).dtype.name in INDEX_DTYPES
+
+
+def as_indices(x: np.ndarray, where: str) -> np.ndarray:
+    """Integer index inputs (token ids) as int32, unscaled: the dtype Keras' Embedding and TFLite's GATHER take.
+
+    Raises:
+        DataError: ``x`` has no feature axis, or holds values an int32 cannot hold.
+    """
+    x = np.asarray(x)
+    if x.ndim < 2:
+        raise DataError(f"{where}: inputs must have a sample axis and at least one feature axis, got shape "
+                        f"{x.shape}; store token ids as (N, sequence length).")
+    if x.size and (int(x.min()) < np.iinfo(np.int32).min or int(x.max()) > np.iinfo(np.int32).max):
+        raise DataError(f"{where}: integer inputs range over [{int(x.min())}, {int(x.max())}], beyond int32; "
+                        "token ids and category indices must fit int32 (store float32 for other values).")
+    return x.astype(np.int32)
+
+
+def model_feed(x: object) -> np.ndarray:
+    """An input array as a model takes it: int32/int64 indices as int32 (never scaled nor cast), else float32."""
+    a = np.asarray(x)
+    return a.astype(np.int32) if is_index_array(a) else a.astype(np.float32)
+
+
 def integer_scale(arrays: Sequence[np.ndarray], where: str) -> float:
     """Divisor taking integer inputs to [0, 1]: 1 if already 0/1, 255 up to 255, else the dtype's maximum.
 
@@ -94,6 +129,8 @@ def as_inputs(x: np.ndarray, where: str, divisor: float = 1.0) -> np.ndarray:
         DataError: ``x`` is not numeric, has no feature axis or holds NaN/inf.
     """
     x = np.asarray(x)
+    if is_index_array(x):
+        return as_indices(x, where)
     pixels = x.dtype.kind in "biu"
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: inputs must be numeric, got dtype {x.dtype}.")

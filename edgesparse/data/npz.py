@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from edgesparse.data.arrays import as_inputs, as_targets, integer_scale
+from edgesparse.data.arrays import as_inputs, as_targets, integer_scale, is_index_array
 from edgesparse.data.dataset import Dataset
 from edgesparse.data.registry import Loaded, SourceConfig, data_source, path_str, resolve
 from edgesparse.data.split import split_dataset
@@ -32,14 +32,20 @@ _HOW = "save it with numpy.savez(path, x=inputs, y=labels)"
 class NpzConfig(SourceConfig):
     """``{npz: data.npz, scale: true}``.
 
-    Integer inputs (e.g. uint8 images) become float32 in [0, 1] unless ``scale: false``: values
-    that are already 0/1 stay, values up to 255 are divided by 255, larger ones by the dtype's
-    maximum. A 3-D integer ``x`` ``(N, H, W)`` (grey pixels) gets a channel axis; a 3-D float ``x`` stays
-    ``(N, T, C)`` (sensor windows, sequences): store float grey images as ``(N, H, W, 1)``.
+    int32/int64 inputs are indices (token ids for an Embedding, category codes): they are fed to the
+    model as int32, never scaled nor cast to float, whatever ``scale`` says. Value arrays of uint8/uint16
+    (pixels) and int8/int16 (samples) become float32 in [0, 1] unless ``scale: false`` (then float32 as
+    they are): values that are already 0/1 stay, values up to 255 are divided by 255, larger ones by the
+    dtype's maximum. Float inputs are never changed. A 3-D value ``x`` ``(N, H, W)`` (grey pixels) gets a
+    channel axis; a 3-D float ``x`` stays ``(N, T, C)`` (sensor windows, sequences): store float grey
+    images as ``(N, H, W, 1)``.
     """
 
     npz: str = Field(min_length=1, description="path of the .npz file, relative to the recipe's folder")
-    scale: bool = True
+    scale: bool = Field(True, description=(
+        "divide uint8/uint16/int8/int16 input arrays (pixels, samples) into [0, 1] (by 1, 255 or the dtype's "
+        "maximum); false feeds them as float32 unscaled. int32/int64 inputs (token ids, category indices) and "
+        "float inputs are never scaled"))
 
     _path = field_validator("npz", mode="before")(path_str)
 
@@ -123,9 +129,9 @@ def load_npz(cfg: NpzConfig, seed: int, base_dir: Path | None) -> Loaded | Datas
                         f"(found: {', '.join(sorted(files)) or 'none'}); {_HOW}. For an anomaly-detection "
                         "autoencoder store x (normal samples only), x_test and y_test (0 normal, 1 anomalous).")
 
-    xs = _arrays(x) + (_arrays(x_test) if x_test is not None else [])
+    xs = [a for a in _arrays(x) + (_arrays(x_test) if x_test is not None else []) if not is_index_array(a)]
     divisor = 1.0
-    if cfg.scale and all(a.dtype.kind in "iu" for a in xs):
+    if cfg.scale and xs and all(a.dtype.kind in "iu" for a in xs):
         divisor = integer_scale(xs, f"'{path}'")
     x = _map(x, lambda a, k: as_inputs(a, f"'{path}' ({k})", divisor), "x")
     if y is not None:

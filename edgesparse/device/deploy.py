@@ -26,6 +26,7 @@ import numpy as np
 
 from edgesparse import manifest
 from edgesparse.boxes import POSTPROCESS_OUTPUTS
+from edgesparse.data.arrays import model_feed
 from edgesparse.device.emulation import latency_label
 from edgesparse.device.targets import parse_target
 from edgesparse.errors import DeviceError
@@ -227,9 +228,9 @@ def _verification_batch(bundle: Path, model: Path) -> _Batch:
     if verify.exists():
         with np.load(verify) as z:
             if "x" in z.files:
-                inputs["x"] = z["x"].astype(np.float32)
+                inputs["x"] = model_feed(z["x"])
             else:
-                inputs = {k[2:]: z[k].astype(np.float32) for k in z.files if k.startswith("x_")}
+                inputs = {k[2:]: model_feed(z[k]) for k in z.files if k.startswith("x_")}
             if "y" in z.files:
                 labels = {"": z["y"]}  # the single head, named once the outputs are known
             elif any(k.startswith("y_") for k in z.files):

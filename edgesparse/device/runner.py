@@ -635,13 +635,19 @@ def make_compiled(runtime: Runtime, model_path: str, threads: int, input_shape: 
 
 
 def random_input(detail: dict, rng: Any) -> Any:
-    """Random values of the input's dtype and shape (floats in [0, 1), integers in the int8/uint8 range)."""
+    """Random values of the input's dtype and shape (floats in [0, 1), integers in the int8/uint8 range).
+
+    An integer input without quantization (token ids, indices: int32/int64) gets ids 0 and 1, valid for any
+    Embedding, never negative ids (out of range for TFLite's GATHER).
+    """
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
     shape = tuple(int(s) for s in detail["shape"])
     if dtype.kind == "f":
         return rng.random(shape).astype(dtype)
+    if dtype.name in ("int32", "int64") and not (detail.get("quantization") or (0.0, 0))[0]:
+        return rng.integers(0, 2, size=shape).astype(dtype)
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         low, high = max(int(info.min), -128), min(int(info.max), 255 if dtype.kind == "u" else 127)
@@ -652,12 +658,18 @@ def random_input(detail: dict, rng: Any) -> Any:
 
 
 def quantize(x: Any, detail: dict) -> Any:
-    """Float samples -> the input tensor's dtype (int8/uint8 with its scale and zero point)."""
+    """Float samples -> the input tensor's dtype (int8/uint8 with its scale and zero point).
+
+    Integer samples for an integer input without quantization (token ids) are cast as they are, never
+    through float.
+    """
     import numpy as np
 
     dtype = np.dtype(detail["dtype"])
     if x.dtype == dtype:
         return x  # already in the model's dtype (e.g. raw uint8 images for a uint8 model)
+    if x.dtype.kind in "iu" and dtype.kind in "iu" and not (detail.get("quantization") or (0.0, 0))[0]:
+        return x.astype(dtype)
     x = x.astype(np.float32)
     if dtype.kind == "f":
         return x.astype(dtype)

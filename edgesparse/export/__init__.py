@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _io, manifest
+from edgesparse.data.arrays import model_feed
 from edgesparse.data.stream import model_outputs
 from edgesparse.errors import AccuracyDropError
 from edgesparse.export.candidates import Candidate, Sources, select
@@ -238,7 +239,8 @@ def verify_arrays(data: Any, outputs: Any, n: int) -> dict[str, np.ndarray]:
                 arrays[f"{prefix}_{k}"] = np.asarray(v)[:n]
         else:
             arrays[prefix] = np.asarray(value)[:n]
-    return {k: (v.astype(np.float32) if v.dtype.kind == "f" or k.startswith("x") else v) for k, v in arrays.items()}
+    return {k: (model_feed(v) if k.startswith("x") else v.astype(np.float32) if v.dtype.kind == "f" else v)
+            for k, v in arrays.items()}
 
 
 def _write_bundle(bundle: Path, data: Any, final_outputs: np.ndarray, model_bytes: bytes, dense_bytes: bytes | None,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edgesparse import _tf
+from edgesparse.data.arrays import model_feed
 from edgesparse.errors import ExportError
 from edgesparse.export.convert import quiet_converter
 from edgesparse.export.litert import load_interpreter, signature_names
@@ -163,10 +164,10 @@ class QuantDebugger:
             keys = [k if k in reps else list(reps)[i] for i, k in enumerate(self._input_order)]
             n = min(self._count, len(next(iter(reps.values()))))
             for i in range(n):
-                yield [np.asarray(reps[k][i:i + 1], np.float32) for k in keys]
+                yield [model_feed(reps[k][i:i + 1]) for k in keys]
         else:
             for s in list(reps)[:self._count]:
-                yield [np.asarray(s, np.float32)[None, ...]]
+                yield [model_feed(s)[None, ...]]
 
     def rows(self) -> list[OpError]:
         """Every quantized op's error, worst (largest ``rmse / scale``) first, from the debugger's own dump."""

@@ -44,6 +44,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse._registry import Registry
+from edgesparse.data.arrays import model_feed
 from edgesparse.errors import RecipeError
 
 
@@ -145,14 +146,14 @@ def _calibration(representative: Any) -> Any:
 
         def gen_named() -> Any:
             for i in range(count):
-                yield {k: v[i:i + 1].astype(np.float32) for k, v in named.items()}
+                yield {k: model_feed(v[i:i + 1]) for k, v in named.items()}
 
         return gen_named
     samples = list(representative)
 
     def gen() -> Any:
         for s in samples:
-            yield [s[None, ...].astype(np.float32)]
+            yield [model_feed(s[None, ...])]
 
     return gen
 

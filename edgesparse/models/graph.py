@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from edgesparse.errors import ModelError
 
 
@@ -82,6 +84,10 @@ def _k3_refs(value: Any) -> Any:
     if isinstance(value, dict):
         if value.get("class_name") == "__keras_tensor__":
             return Ref(*value["config"]["keras_history"])
+        if value.get("class_name") in ("__numpy__", "__tensor__") and isinstance(value.get("config"), dict):
+            # a constant in the graph (e.g. a positional table ``x + pos``): replayed as the same array
+            c = value["config"]
+            return np.asarray(c["value"], dtype=c.get("dtype") or None)
         return {k: _k3_refs(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_k3_refs(v) for v in value]

@@ -12,7 +12,9 @@ Dense, Batch/LayerNormalization, activations incl. hard_silu/swish/gelu, pooling
 Rescaling, Normalization, padding/cropping, Dropout, Flatten, Permute, Softmax/ReLU/Activation, the
 applications' LayerScale and CustomScaleLayer), the recurrent layers LSTM, GRU, SimpleRNN (rolled or unrolled,
 ``return_sequences`` either way; tf_keras's ``implementation`` option is dropped, it computes the same function)
-and Bidirectional wrappers of them, Keras 3 arithmetic on tensors (``x + 3.0``), nested
+and Bidirectional wrappers of them, MultiHeadAttention (self and cross attention: options and projection
+weights), Embedding, GlobalAveragePooling1D, Keras 3 arithmetic on tensors (``x + 3.0``) including numpy
+constants (``x + positional_table`` stays that constant), nested
 functional/Sequential sub-models and, with ``trust_code``, Lambda layers. Anything else raises a
 :class:`~edgesparse.errors.ModelError` naming the layer and its class.
 """
@@ -192,6 +194,25 @@ def _bidirectional(layer: Any, target: Any, activations: dict[str, str], name: s
         raise _unsupported(layer, f"its recurrent layers do not translate ({type(exc).__name__}: {exc})") from exc
 
 
+def _attention(layer: Any, cls: Any, activations: dict[str, str], name: str) -> Any:
+    """A MultiHeadAttention for the other Keras, made from its options (not ``from_config``).
+
+    tf_keras's ``from_config`` needs the query/key/value shapes its own config records (Keras 3's has none);
+    the layer is built by its first call in the replayed graph, with the same projection weights in the same
+    order (query, key, value, output: kernels ``(d, heads, key_dim)``), which are then copied.
+    """
+    cfg = layer.get_config()
+    for key in ("query_shape", "key_shape", "value_shape", "batch_input_shape"):
+        cfg.pop(key, None)
+    cfg["name"] = name
+    if cfg.get("output_shape") is not None and not isinstance(cfg["output_shape"], int):
+        cfg["output_shape"] = tuple(cfg["output_shape"])
+    try:
+        return cls(**_fit_config(cls, cfg, activations, layer))
+    except (TypeError, ValueError) as exc:
+        raise _unsupported(layer, f"its options do not translate ({type(exc).__name__}: {exc})") from exc
+
+
 def _rnn_base(layer: Any) -> type:
     """The RNN base class of the Keras ``layer`` belongs to (tf_keras or Keras 3)."""
     module = type(layer).__module__
@@ -261,6 +282,8 @@ def _k3_layer(entry: _graph.Entry, trust_code: bool) -> Any:
         cls = getattr(tk.layers, name)
     else:
         raise _unsupported(layer)
+    if name == "MultiHeadAttention":
+        return _attention(layer, cls, KERAS3_TO_TF_KERAS, layer.name)
     cfg = _fit_config(cls, layer.get_config(), KERAS3_TO_TF_KERAS, layer)
     try:
         return cls.from_config(cfg)
@@ -307,6 +330,14 @@ _TF_OPS_TO_K3 = {"__operators__.add": "add", "math.add": "add", "math.subtract":
                  "nn.relu6": "relu6", "nn.relu": "relu", "math.sigmoid": "sigmoid"}
 
 
+def _constant(value: Any) -> Any:
+    """A constant operand tf_keras serialized as nested lists (e.g. a positional table): a float32/int array."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    a = np.asarray(value)
+    return a.astype(np.float32) if a.dtype == np.float64 else a
+
+
 def _tfk_layer(entry: _graph.Entry) -> Any:
     k3 = _tf.keras3()
     layer = entry.live
@@ -326,7 +357,7 @@ def _tfk_layer(entry: _graph.Entry) -> Any:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             kwargs.pop("name", None)
-            extra = [kwargs.pop(k) for k in ("y",) if k in kwargs]
+            extra = [_constant(kwargs.pop(k)) for k in ("y",) if k in kwargs]
             if kwargs:
                 raise _unsupported(layer, f"keyword arguments {sorted(kwargs)} are not translated")
             return k3_fn(*args, *extra)
@@ -350,6 +381,8 @@ def _tfk_layer(entry: _graph.Entry) -> Any:
         cls = getattr(k3.layers, name)
     else:
         raise _unsupported(layer)
+    if name == "MultiHeadAttention":
+        return _attention(layer, cls, TF_KERAS_TO_KERAS3, _safe_name(layer.name, k3))
     cfg = layer.get_config()
     cfg["name"] = _safe_name(cfg.get("name", layer.name), k3)
     cfg.pop("batch_input_shape", None)
