@@ -70,6 +70,19 @@ def test_binary_mask_from_one_sigmoid_channel() -> None:
     assert task.evaluate(probs, seg.convert(y, 1))["miou"] == 1.0
 
 
+def test_streamed_samples_convert_like_arrays() -> None:
+    from edgesparse import _tf
+
+    tf = _tf.tf()
+    y = _maps(n=2, k=3)
+    for sample in (y, _one_hot(y, 3), y[..., None]):
+        got = np.stack([seg.convert_tf(tf.constant(s), 3).numpy() for s in sample])
+        assert np.array_equal(got, seg.convert(sample, 3))
+    mask = _maps(n=2, k=2)
+    got = np.stack([seg.convert_tf(tf.constant(s), 1).numpy() for s in mask])
+    assert got.dtype == np.float32 and np.array_equal(got, seg.convert(mask, 1))
+
+
 # ---- inference and bad input -----------------------------------------------------------------------------------
 
 
