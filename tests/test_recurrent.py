@@ -167,8 +167,9 @@ def test_har_lstm_recipe_end_to_end(tmp_path: Path) -> None:
     from tests.test_task import _deploy_locally
 
     r = load_recipe(ROOT / "recipes" / "har_lstm.yaml", [
-        "data.samples=600", "data.timesteps=32", "model.units=32", "baseline.epochs=25", "sparsity.epochs=6",
-        "sparsity.end=3", "sparsity.on_drop=warn", f"output_dir={tmp_path / 'run'}",
+        "data.samples=900", "data.timesteps=32", "model.units=48", "baseline.epochs=25", "sparsity.epochs=15",
+        "sparsity.end=6", "sparsity.on_drop=warn", "export.sparse_encoding=false", "export.per_channel=true",
+        f"output_dir={tmp_path / 'run'}",
         f"export.dir={tmp_path / 'bundle'}"])
     result = train(r)
     s = result.summary
