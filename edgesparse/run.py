@@ -38,7 +38,7 @@ from edgesparse.data.objects import dataset_from_objects
 from edgesparse.data.python import PythonDataConfig
 from edgesparse.errors import EdgesparseError, ExportError, InterruptedRun, RecipeError, RunDirError, TrainError
 from edgesparse.export import ExportResult, default_bundle_dir, export_models, keep_float
-from edgesparse.export.convert import convert
+from edgesparse.export.convert import check_recurrent, convert
 from edgesparse.export.latency import time_paired
 from edgesparse.export.verify import verify
 from edgesparse.models import PythonModelConfig, build_model, prepare_model
@@ -611,6 +611,7 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
             keep_float.check_layers(dense, recipe.quantization.keep_float)  # a regex matching no layer: now
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 # (with a size budget, final is the search's to choose, capped where the blocks allow: not checked here)
+            check_recurrent(dense)  # a stateful RNN or a None time axis cannot convert: now, not after training
                 shape_only = {"final": 0.01, "target": None} if recipe.sparsity.target is not None else {}
                 sparsity.plan_sparsity(dense, recipe.sparsity.model_copy(update=shape_only), run.steps_per_epoch)
                 if recipe.sparsity.target is not None:  # and a size budget below the smallest reachable file
