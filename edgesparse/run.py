@@ -609,9 +609,9 @@ def _baseline_phase(run: _Run, dense_model: Any | None) -> tuple[Any, BaselineIn
                      build_model(recipe.model, tuple(run.data.input_shape), run.data.num_classes, recipe_dir(recipe)))
             run.data = bind_task(dense, run.data, recipe.task)
             keep_float.check_layers(dense, recipe.quantization.keep_float)  # a regex matching no layer: now
+            check_recurrent(dense)  # a stateful RNN or a None time axis cannot convert: now, not after training
             if recipe.sparsity is not None:  # refuse overrides that match nothing, blocks that do not divide: now
                 # (with a size budget, final is the search's to choose, capped where the blocks allow: not checked here)
-            check_recurrent(dense)  # a stateful RNN or a None time axis cannot convert: now, not after training
                 shape_only = {"final": 0.01, "target": None} if recipe.sparsity.target is not None else {}
                 sparsity.plan_sparsity(dense, recipe.sparsity.model_copy(update=shape_only), run.steps_per_epoch)
                 if recipe.sparsity.target is not None:  # and a size budget below the smallest reachable file
@@ -1025,6 +1025,18 @@ def _timing(baseline: BaselineInfo, sp: SparsityInfo | None, batch_size: int, t_
                       step_time_ratio=(sp_step / base_step) if base_step and sp_step else None)
 
 
+def _larger_than_dense(info: dict[str, Any]) -> list[str]:
+    """A warning when the kept model.tflite is larger than the dense float32 file (never kept silently)."""
+    dense_b, model_b = (info.get("dense") or {}).get("bytes"), info["model"]["bytes"]
+    if not dense_b or model_b <= dense_b:  # larger: e.g. an unrolled RNN's int8 file, a sparse encoding's indices
+        return []
+    return [f"model.tflite ({model_b:,} B) is LARGER than the dense float32 file dense.tflite ({dense_b:,} B, "
+            f"1/{dense_b / model_b:.2f}); export.objective {info.get('objective')} kept it as the best of the "
+            "candidates that passed (export.json lists them). Check the sparse encoding (export.sparse_encoding: "
+            "false or auto), the pattern, and for recurrent layers unroll=False (rolled: fused ops, one copy of the "
+            "weights)."]
+
+
 def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str]) -> TFLiteInfo:
     """Copy the bundle's figures into the summary (dense figures onto the baseline)."""
     info = res.info
@@ -1066,14 +1078,7 @@ def _record_export(baseline: BaselineInfo, res: ExportResult, warnings: list[str
         warnings.append(f"model.tflite runs {chosen['latency_ratio']:.2f}x the dense float model's latency on this "
                         f"machine (paired), and no other conversion was faster (export.objective: "
                         f"{info.get('objective')}).")
-    dense_b, model_b = (info.get("dense") or {}).get("bytes"), info["model"]["bytes"]
-    if dense_b and model_b > dense_b:  # e.g. an unrolled RNN's int8 file, or a sparse encoding's index arrays
-        warnings.append(
-            f"model.tflite ({model_b:,} B) is LARGER than the dense float32 file dense.tflite ({dense_b:,} B, "
-            f"1/{dense_b / model_b:.2f}); export.objective {info.get('objective')} kept it as the best of the "
-            "candidates that passed (export.json lists them). Check the sparse encoding (export.sparse_encoding: "
-            "false or auto), the pattern, and for recurrent layers unroll=False (rolled: fused ops, one copy of the "
-            "weights).")
+    warnings += _larger_than_dense(info)
     if v.get("resolver") == "builtin":
         warnings.append(
             "XNNPACK refused model.tflite (" + str(v.get("fallback_reason")) + "), so LiteRT's slower builtin "
