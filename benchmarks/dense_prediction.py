@@ -11,10 +11,17 @@ Detection rows (this file's owner, D): the shipped ``recipes/ssd_detector.yaml``
   model timed against the dense one paired in one process (float32 .tflite each).
   Targets: latency <= 0.6x dense, mAP within 0.01.
 
-Segmentation rows (S) go in functions of their own beside these.
+Segmentation rows (S): the shipped ``recipes/segmentation_unet.yaml`` (small U-Net on generated ``shape_masks``
+scenes, 3 classes, task segmentation), test mIoU:
+
+* ``seg-sparse-int8``: 80% sparsity + int8 (no channels): mIoU of the dense Keras model vs the final .tflite, file
+  against the dense float32 .tflite. Targets: mIoU within 0.01, file <= 1/4.
+* ``seg-channels``: channels at half the MACs (float, no sparsity), paired latency of the two float files.
+  Targets: latency <= 0.6x dense, mIoU within 0.01.
 
     python benchmarks/dense_prediction.py                       # detection, seeds 0,1,2
     python benchmarks/dense_prediction.py --seeds 0 --rows sparse-int8
+    python benchmarks/dense_prediction.py --rows seg-sparse-int8,seg-channels   # segmentation, seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -118,10 +125,90 @@ def _print_detection(rows: list[dict[str, Any]]) -> None:
               f"points (target <= 1.0){extra}", flush=True)
 
 
+# ---- segmentation rows (S) ---------------------------------------------------------------------------------------
+
+SEGMENTER = ROOT / "recipes" / "segmentation_unet.yaml"
+SEGMENTATION_ROWS = ("seg-sparse-int8", "seg-channels")
+
+
+def segmentation_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
+    """The shipped U-Net at 80% sparsity + int8 (no channels): test mIoU of the dense Keras model vs the final
+    .tflite, and its size against the dense float32 .tflite."""
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import train
+
+    t0 = time.perf_counter()
+    recipe = load_recipe(SEGMENTER, [f"seed={seed}", f"output_dir={work / f'seg-int8-{seed}'}", "channels=null",
+                                     f"export.dir={work / f'seg-int8-{seed}-bundle'}", "sparsity.on_drop=warn"])
+    s = train(recipe, force=True, progress=False).summary
+    assert s.tflite is not None
+    dense = s.baseline.metric
+    return {"row": "seg-sparse-int8", "seed": seed, "dense_miou": dense, "tflite_miou": s.tflite.metric,
+            "keras_sparse_miou": s.model.metric if s.model else None, "agreement": s.tflite.agreement,
+            "loss_points": None if dense is None or s.tflite.metric is None else 100 * (dense - s.tflite.metric),
+            "bytes": s.tflite.bytes, "dense_bytes": s.baseline.tflite_bytes,
+            "ratio": (s.baseline.tflite_bytes or 0) / max(s.tflite.bytes or 1, 1),
+            "quantization": s.tflite.quantization, "seconds": time.perf_counter() - t0}
+
+
+def segmentation_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]:
+    """The shipped U-Net's channels at half the MACs (float, no sparsity): test mIoU of the thinned Keras model vs
+    dense, and the two float32 .tflite files timed paired in one process."""
+    from edgesparse.export.latency import paired_float_latency
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import load_model, train
+
+    t0 = time.perf_counter()
+    run_dir = work / f"seg-channels-{seed}"
+    recipe = load_recipe(SEGMENTER, [f"seed={seed}", f"output_dir={run_dir}", "sparsity=null",
+                                     "quantization.mode=none", "channels.on_drop=warn"])
+    res = train(recipe, run_dir=run_dir, export=False, force=True, progress=False)
+    s = res.summary
+    ch = s.channels
+    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "dense.keras"),
+                               runs=runs, threads=1)
+    dense, thin = s.baseline.metric, s.model.metric if s.model else None
+    return {"row": "seg-channels", "seed": seed, "dense_miou": dense, "thinned_miou": thin,
+            "loss_points": None if dense is None or thin is None else 100 * (dense - thin),
+            "macs": ch.macs if ch else None, "dense_macs": ch.dense_macs if ch else None,
+            "latency_ratio": lat["ratio_median"], "latency_q1": lat["ratio_q1"], "latency_q3": lat["ratio_q3"],
+            "seconds": time.perf_counter() - t0}
+
+
+def _print_segmentation(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if r["row"] == "seg-sparse-int8":
+            print(f"segmentation sparse-int8 seed {r['seed']}: mIoU dense {r['dense_miou']:.4f} -> sparse Keras "
+                  f"{r['keras_sparse_miou']:.4f} -> tflite ({r['quantization']}) {r['tflite_miou']:.4f} = "
+                  f"{r['loss_points']:+.2f} points lost; pixel agreement {r['agreement']:.4f}; file {r['bytes']:,} B "
+                  f"vs dense float {r['dense_bytes']:,} B (1/{r['ratio']:.2f}); {r['seconds']:.0f}s", flush=True)
+        elif r["row"] == "seg-channels":
+            print(f"segmentation channels seed {r['seed']}: mIoU dense {r['dense_miou']:.4f} -> thinned "
+                  f"{r['thinned_miou']:.4f} = {r['loss_points']:+.2f} points lost; MACs {r['macs']:,} / "
+                  f"{r['dense_macs']:,}; paired latency {r['latency_ratio']:.3f}x dense (q1 {r['latency_q1']:.3f}, "
+                  f"q3 {r['latency_q3']:.3f}); {r['seconds']:.0f}s", flush=True)
+    for row in SEGMENTATION_ROWS:
+        got = [r for r in rows if r["row"] == row and r["loss_points"] is not None]
+        if not got:
+            continue
+        losses = np.array([r["loss_points"] for r in got])
+        extra = (f", file 1/{min(r['ratio'] for r in got):.2f} at worst (target >= 4)" if row == "seg-sparse-int8"
+                 else f", latency {max(r['latency_ratio'] for r in got):.3f}x at worst (target <= 0.6)")
+        print(f"segmentation {row} over {len(got)} seed(s): mIoU loss mean {losses.mean():+.2f}, worst "
+              f"{losses.max():+.2f} points (target <= 1.0){extra}", flush=True)
+
+
+def _segmentation_row(row: str, seed: int, work: Path, runs: int) -> dict[str, Any]:
+    r = segmentation_sparse_int8(seed, work) if row == "seg-sparse-int8" else segmentation_channels(seed, work, runs)
+    _print_segmentation([r])
+    return r
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rows", default=",".join(DETECTION_ROWS), help="detection rows: sparse-int8, channels")
+    p.add_argument("--rows", default=",".join(DETECTION_ROWS), help="detection rows: sparse-int8, channels; "
+                   "segmentation rows: seg-sparse-int8, seg-channels")
     p.add_argument("--runs", type=int, default=300, help="paired latency runs (channels)")
     p.add_argument("--json", help="write the rows to this file")
     args = p.parse_args()
@@ -133,11 +220,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in seeds:
             for row in args.rows.split(","):
+                if row in SEGMENTATION_ROWS:
+                    rows.append(_segmentation_row(row, seed, Path(tmp), args.runs))
+                    continue
                 r = detection_sparse_int8(seed, Path(tmp)) if row == "sparse-int8" else \
                     detection_channels(seed, Path(tmp), args.runs)
                 rows.append(r)
                 _print_detection([r])
     _print_detection(rows)
+    _print_segmentation(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -83,6 +83,19 @@ def test_streamed_samples_convert_like_arrays() -> None:
     assert got.dtype == np.float32 and np.array_equal(got, seg.convert(mask, 1))
 
 
+def test_distillation_term_is_a_per_pixel_kl() -> None:
+    from edgesparse.train.distill import head_term
+
+    y = _maps(n=2, k=3)
+    task = resolve_task(TaskConfig(kind="segmentation"), [OutputInfo("mask", (8, 8, 3), "softmax")], {"mask": y})
+    teacher = _one_hot(y, 3) * 0.8 + 0.2 / 3
+    assert float(head_term(task.head, teacher, teacher, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    student = np.full_like(teacher, 1 / 3)
+    p = teacher
+    expected = float(np.mean(np.sum(p * (np.log(p) - np.log(student)), axis=-1)))
+    assert float(head_term(task.head, student, teacher, 1.0)) == pytest.approx(expected, rel=1e-4)
+
+
 # ---- inference and bad input -----------------------------------------------------------------------------------
 
 

@@ -77,12 +77,13 @@ def bernoulli_term(student_logits: Any, teacher_logits: Any, temperature: float)
 
 
 def head_term(head: Head, student_out: Any, teacher_out: Any, temperature: float) -> Any:
-    """The soft term of one output: KL for classes, MSE to the teacher's outputs otherwise."""
+    """The soft term of one output: KL for classes (per pixel for segmentation), MSE to the teacher's outputs
+    otherwise."""
     tf = _tf.tf()
-    if head.kind == "classification":
+    if head.kind == "classification" or (head.kind == "segmentation" and head.units > 1):
         probs = not head.logits
         return distillation_term(_logits(None, student_out, probs), _logits(None, teacher_out, probs), temperature)
-    if head.kind in ("binary", "multilabel"):
+    if head.kind in ("binary", "multilabel", "segmentation"):  # a one-channel mask: per-pixel Bernoulli
         probs = not head.logits
         return bernoulli_term(_sigmoid_logits(student_out, probs), _sigmoid_logits(teacher_out, probs), temperature)
     return tf.reduce_mean(tf.square(tf.cast(student_out, tf.float32) - tf.cast(teacher_out, tf.float32)))
