@@ -168,10 +168,14 @@ def export(run_dir: Path, output: Path | None, force: bool) -> None:
     with _progress(console):
         res = run(run_dir, output, force=force)
     v = res.info.get("verification", {})
+    # a task without accuracy (detection's map50, regression's mae) names its own metric; None prints as nan
+    name, value = ("accuracy", v.get("accuracy")) if v.get("accuracy") is not None else \
+        (v.get("metric_name", "metric"), v.get("metric"))
+    shown = "nan" if value is None else (f"{value:.2%}" if name == "accuracy" else f"{value:.4g}")
+    agreement = float("nan") if v.get("agreement") is None else v["agreement"]
     console.print(f"wrote {res.model_path} ({res.info['model']['bytes']:,} bytes, "
-                  f"gzip {res.info['model']['gzip_bytes']:,}); TFLite accuracy "
-                  f"{v.get('accuracy', float('nan')):.2%}, agreement {v.get('agreement', float('nan')):.2%}, "
-                  f"resolver {v.get('resolver')}")
+                  f"gzip {res.info['model']['gzip_bytes']:,}); TFLite {name} "
+                  f"{shown}, agreement {agreement:.2%}, resolver {v.get('resolver')}")
 
 
 @main.command()
