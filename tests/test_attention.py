@@ -119,3 +119,95 @@ def test_token_ids_beyond_the_embedding_are_a_clear_error(tmp_path: Path) -> Non
     floats = load_dataset({"npz": "f.npz"}, seed=0, base_dir=tmp_path)
     with pytest.raises(DataError, match="takes integers"):
         check_model_fits_data(_id_model(50), floats)
+
+
+def _builtin_transformer() -> Any:
+    from edgesparse.models import build_model
+    from edgesparse.models.attention import KeywordTransformerConfig
+
+    cfg = KeywordTransformerConfig(builtin="keyword_transformer", vocab=V, dim=D, heads=2, ffn=2 * D)
+    return build_model(cfg, (T,), 3)
+
+
+def test_attention_projections_embedding_and_ffn_are_pruned_and_counted() -> None:
+    from edgesparse import _tf
+    from edgesparse.recipe import SparsityConfig
+    from edgesparse.train import sparsity
+    from edgesparse.train.coverage import parameter_stats
+
+    model = _builtin_transformer()
+    cfg = SparsityConfig(final=0.8, start=0, end=1, epochs=2, frequency=2)
+    plan = sparsity.plan_sparsity(model, cfg, steps_per_epoch=8)
+    by = {lp.name: lp for lp in plan.layers}
+    assert {"embedding", "mha0", "mha1", "ffn0_up", "ffn1_down", "classifier"} <= {lp.name for lp in plan.pruned}
+    assert "every head kept" in by["mha0"].note
+    assert by["mha0"].weights == 4 * D * D  # query, key, value (d x heads x key_dim) and output projections
+    assert not by["ln0a"].prune and "LayerNormalization" in by["ln0a"].note
+    wrapped = sparsity.apply_pruning(model, cfg, plan)
+    wrapped.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, V, size=(128, T)).astype(np.int32), rng.integers(0, 3, size=128)
+    wrapped.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                callbacks=[_tf.tfmot().sparsity.keras.UpdatePruningStep()])
+    stripped = sparsity.strip(wrapped)
+    mha = stripped.get_layer("mha0")
+    assert type(mha).__name__ == "MultiHeadAttention"  # stripped back to the plain layer (export, PQAT, Keras 3)
+    for sub in ("_query_dense", "_key_dense", "_value_dense", "_output_dense"):
+        zeros = float(np.mean(getattr(mha, sub).kernel.numpy() == 0))
+        assert zeros == pytest.approx(0.8, abs=0.02), (sub, zeros)
+    assert float(np.mean(stripped.get_layer("embedding").get_weights()[0] == 0)) == pytest.approx(0.8, abs=0.02)
+    measured = sparsity.measure_sparsity(stripped, [lp.name for lp in plan.pruned])
+    assert measured["layers"]["mha1"] == pytest.approx(0.8, abs=0.02)
+    stats = parameter_stats(stripped, measured)
+    assert stats["coverage"] >= 0.9, stats
+    # the dense model was not touched (tfmot's wrappers share layers: cloned first)
+    assert float(np.mean(model.get_layer("mha0")._query_dense.kernel.numpy() == 0)) < 0.01
+
+
+def test_attention_plans_with_overrides_allocations_and_rigl() -> None:
+    from edgesparse.recipe import SparsityConfig
+    from edgesparse.train import sparsity
+
+    model = _builtin_transformer()
+    skip = SparsityConfig(final=0.8, start=0, end=1, epochs=2, layers=[{"match": "^mha", "skip": True}])
+    by = {lp.name: lp for lp in sparsity.plan_sparsity(model, skip, steps_per_epoch=8).layers}
+    assert not by["mha0"].prune and "skipped by override" in by["mha0"].note and by["ffn0_up"].prune
+    erk = SparsityConfig(final=0.8, start=0, end=1, epochs=2, allocation="erk")
+    plan = sparsity.plan_sparsity(model, erk, steps_per_epoch=8)
+    assert plan.planned == pytest.approx(0.8, abs=0.01)
+    assert all(0.0 <= lp.target < 1.0 for lp in plan.pruned)
+    block = SparsityConfig(final=0.5, start=0, end=1, epochs=2, pattern="block:1x4")
+    by = {lp.name: lp for lp in sparsity.plan_sparsity(model, block, steps_per_epoch=8).layers}
+    assert by["mha0"].prune and by["mha0"].pattern == "unstructured" and "2-D" in by["mha0"].note
+    rigl = SparsityConfig(final=0.8, epochs=2, method="rigl")
+    assert "mha0" in {lp.name for lp in sparsity.plan_sparsity(model, rigl, steps_per_epoch=8).pruned}
+
+
+@pytest.mark.slow
+def test_keyword_transformer_recipe_end_to_end(tmp_path: Path) -> None:
+    """The shipped recipe, shrunk: int32 ids -> train -> prune 80% -> int8 -> export -> verify -> deploy locally."""
+    import json
+
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import train
+    from tests.conftest import ROOT
+    from tests.test_task import _deploy_locally
+
+    r = load_recipe(ROOT / "recipes" / "keyword_transformer.yaml", [
+        "data.samples=800", "baseline.epochs=12", "sparsity.epochs=8", "sparsity.end=4", "sparsity.on_drop=warn",
+        f"output_dir={tmp_path / 'run'}", f"export.dir={tmp_path / 'bundle'}"])
+    result = train(r)
+    s = result.summary
+    exported = json.loads((tmp_path / "bundle" / "export.json").read_text())
+    assert s.tflite is not None and s.tflite.quantization == "int8", exported["candidates"]
+    assert s.baseline.metric is not None and s.baseline.metric > 0.8  # 4 classes: chance 1/4
+    assert s.model.coverage is not None and s.model.coverage >= 0.9, s.model
+    plan = {lp["name"]: lp for lp in s.sparsity_plan["layers"]} if getattr(s, "sparsity_plan", None) else {}
+    if plan:
+        assert plan["mha0"]["prune"]
+    v = exported["verification"]
+    assert v["agreement"] >= 0.95 and v["accuracy"] >= s.baseline.metric - 0.05, v
+    with np.load(tmp_path / "bundle" / "verify.npz") as z:
+        xs = [z[k] for k in z.files if k.startswith("x")]
+    assert xs and all(a.dtype == np.int32 and a.max() > 1 for a in xs)  # ids, not ids / 2**31
+    _deploy_locally(result)

@@ -41,6 +41,7 @@ from edgesparse.data import (  # noqa: F401
     shape_masks,
     shapes,
     tfrecord,
+    tokens,
     wake_word,
 )
 from edgesparse.data.dataset import Dataset

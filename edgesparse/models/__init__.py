@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from edgesparse import _tf
 from edgesparse.errors import ModelError
+from edgesparse.models.attention import KeywordTransformerConfig
 from edgesparse.models.recurrent import RNNClassifierConfig
 from edgesparse.models.ssd import SSDTinyConfig
 from edgesparse.models.unet import UNetTinyConfig
@@ -77,6 +78,7 @@ BuiltinModelConfig = Annotated[
         Annotated[AutoencoderConfig, Tag("autoencoder")],
         Annotated[SSDTinyConfig, Tag("ssd_tiny")],
         Annotated[RNNClassifierConfig, Tag("rnn_classifier")],
+        Annotated[KeywordTransformerConfig, Tag("keyword_transformer")],
         Annotated[UNetTinyConfig, Tag("unet_tiny")],
     ],
     Discriminator(lambda v: v.get("builtin") if isinstance(v, dict) else getattr(v, "builtin", None)),

@@ -66,6 +66,26 @@ def pruned_weight_names(layer: Any) -> tuple[list[str], str]:
     return [], f"{kind} is not in tfmot's prune registry (custom or unsupported layer)"
 
 
+def _attr_path(obj: Any, dotted: str) -> Any:
+    """``obj.a.b`` for ``"a.b"`` (tfmot names MultiHeadAttention's weights ``_query_dense.kernel``), or None."""
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def is_attention(layer: Any) -> bool:
+    """Whether ``layer`` (through wrappers) is a MultiHeadAttention whose projection kernels tfmot prunes.
+
+    tfmot's registry prunes the query, key, value and output projection kernels (``(d, heads, key_dim)`` and
+    ``(heads, value_dim, d)``); biases, the softmax and the heads themselves are kept (no head is removed).
+    """
+    inner = getattr(layer, "layer", layer)
+    names = pruned_weight_names(inner)[0] if type(inner).__name__ == "MultiHeadAttention" else []
+    return bool(names) and all("." in n for n in names)
+
+
 def is_recurrent(layer: Any) -> bool:
     """Whether ``layer`` (through pruning/quantization wrappers) is an LSTM/GRU/SimpleRNN whose cell tfmot prunes."""
     inner = getattr(layer, "layer", layer)
@@ -78,13 +98,25 @@ def pruned_variables(layer: Any) -> list[Any]:
     inner = getattr(layer, "layer", layer)
     if is_recurrent(inner):
         return [getattr(inner.cell, n) for n in pruned_weight_names(inner)[0]]
+    if is_attention(inner):
+        return [v for v in (_attr_path(inner, n) for n in pruned_weight_names(inner)[0]) if v is not None]
     v = kernel_variable(layer)
     return [] if v is None else [v]
 
 
 def pruned_matrix(layer: Any) -> np.ndarray:
     """The pruned weights of ``layer`` as one matrix: its kernel, or a recurrent layer's kernel stacked on its
-    recurrent kernel (``(inputs + units) x gates*units``: the shape ERK and block checks read)."""
+    recurrent kernel (``(inputs + units) x gates*units``: the shape ERK and block checks read), or an attention
+    layer's four projections as ``inputs x heads*dim`` matrices stacked (the output projection transposed), or as
+    one column when their widths differ."""
+    if is_attention(layer):
+        kernels = [np.asarray(v) for v in pruned_variables(layer)]
+        mats = [k.reshape(k.shape[0], -1) for k in kernels[:-1]]
+        out = kernels[-1]
+        mats.append(out.reshape(-1, out.shape[-1]).T)
+        if len({m.shape[1] for m in mats}) == 1:
+            return np.concatenate(mats, axis=0)
+        return np.concatenate([m.ravel() for m in mats])[:, None]
     return np.concatenate([np.asarray(v) for v in pruned_variables(layer)], axis=0)
 
 
@@ -94,6 +126,8 @@ def kernel_variable(layer: Any) -> Any | None:
     names, _ = pruned_weight_names(inner)
     if not names:
         return None
+    if "." in names[0]:  # MultiHeadAttention: '_query_dense.kernel' (the first of its four projections)
+        return _attr_path(inner, names[0])
     for w in layer.weights:
         if w.name.split("/")[-1].split(":")[0] == names[0]:
             return w

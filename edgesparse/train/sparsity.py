@@ -25,6 +25,7 @@ from edgesparse.recipe import LayerOverride, Pattern, SparsityConfig
 from edgesparse.task import Task
 from edgesparse.train import allocation
 from edgesparse.train.coverage import (
+    is_attention,
     is_recurrent,
     kernel_variable,
     pruned_matrix,
@@ -373,6 +374,9 @@ def _layer_plan(layer: Any, cfg: SparsityConfig, prunable: bool, policy_ok: Call
     kernels = [w for w in layer.weights if len(w.shape) >= 2]
     if is_recurrent(layer):
         lp.note = "; ".join(x for x in (reason, "kernel and recurrent kernel pruned (all gates)") if x)
+    elif is_attention(layer):
+        lp.note = "; ".join(x for x in (reason, "query/key/value/output projection kernels pruned; every head kept "
+                                        "(no channel pruning of attention heads)") if x)
     elif len(kernels) > 1:  # e.g. SeparableConv2D: tfmot prunes the pointwise kernel only
         only = ", ".join(pruned_weight_names(layer)[0])
         lp.note = "; ".join(x for x in (reason, f"tfmot prunes {only} only, the other kernels stay dense") if x)
