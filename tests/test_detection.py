@@ -9,6 +9,7 @@ import pytest
 
 import edgesparse  # noqa: F401  (before tensorflow: edgesparse picks tf_keras)
 from edgesparse import boxes as B
+from tests.pi import pi_device  # noqa: F401  (fixture: the emulated Raspberry Pi, for the pi-marked test)
 
 
 @pytest.fixture(scope="module")
@@ -259,3 +260,28 @@ def test_recipe_refuses_detection_postprocess_without_a_detection_task(tmp_path:
 
     with pytest.raises(RecipeError, match="detection_postprocess"):
         validate_recipe(tiny_recipe(tmp_path, export={"detection_postprocess": True}))
+
+
+@pytest.mark.pi
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_detector_bundle_deploys_on_the_emulated_pi(pi_device: Any, detector_run: Any,  # noqa: F811
+                                                    tmp_path: Any) -> None:
+    """tflite-runtime 2.14 on an emulated aarch64 Pi runs TFLite_Detection_PostProcess like the host."""
+    import json
+
+    from click.testing import CliRunner
+
+    from edgesparse.cli import main
+
+    res, _ = detector_run
+    out = tmp_path / "deploy.json"
+    r = CliRunner().invoke(main, ["deploy", str(res.summary.tflite.bundle),
+                                  *pi_device.cli_args("/opt/venv/bin/python"), "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    assert set(got["outputs"]) == set(B.POSTPROCESS_OUTPUTS), got["outputs"]
+    assert got["device"]["machine"] == "aarch64" and got["device"]["runtime"]["name"] == "tflite_runtime"
+    assert got["agreement"] >= 0.9  # int8 kernels of two runtimes: the same detections
+    assert got["metric_key"] == "map50"
+    assert abs(got["device_metrics"]["map50"] - got["host_metrics"]["map50"]) <= 0.02
