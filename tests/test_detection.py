@@ -285,3 +285,39 @@ def test_detector_bundle_deploys_on_the_emulated_pi(pi_device: Any, detector_run
     assert got["agreement"] >= 0.9  # int8 kernels of two runtimes: the same detections
     assert got["metric_key"] == "map50"
     assert abs(got["device_metrics"]["map50"] - got["host_metrics"]["map50"]) <= 0.02
+
+
+def test_keras_losses_equal_the_numpy_loss_with_hard_negative_mining(scenes: Any) -> None:
+    """Mined cross-entropy (3 negatives per positive) + Huber on positives, in TF and in numpy, per image."""
+    from edgesparse import _tf
+
+    tf = _tf.tf()
+    task = _task(scenes)
+    rng = np.random.default_rng(0)
+    n = 8
+    logits = rng.normal(size=(n, 160, 3)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    box = rng.normal(size=(n, 160, 4)).astype(np.float32)
+    y = {k: v[:n] for k, v in scenes.y_train.items()}
+    cls_loss, box_loss = task.keras_loss()
+    keras = float(tf.reduce_mean(cls_loss(tf.constant(y["cls"]), tf.constant(probs)))) + \
+        float(tf.reduce_mean(box_loss(tf.constant(y["box"]), tf.constant(box))))
+    assert keras == pytest.approx(task.loss_value({"cls": probs, "box": box}, y), rel=1e-4)
+    # mining matters: counting every negative (ratio 1000) gives a larger loss than 3 per positive
+    import dataclasses
+
+    every = dataclasses.replace(task, negative_ratio=1000.0)
+    assert every.loss_value({"cls": probs, "box": box}, y) > 1.5 * task.loss_value({"cls": probs, "box": box}, y)
+
+
+def test_sigmoid_scores_without_a_background_column(scenes: Any) -> None:
+    from edgesparse.task import OutputInfo, TaskConfig, resolve_task
+
+    outputs = [OutputInfo("cls", (160, 2), "sigmoid"), OutputInfo("box", (160, 4), "linear")]
+    task = resolve_task(TaskConfig(kind="detection", scores="cls", boxes="box"), outputs, scenes.y_train,
+                        ("input",), anchors=scenes.anchors)
+    assert task.num_classes == 2 and not task.background
+    y = scenes.y_val
+    perfect = np.eye(3, dtype=np.float32)[y["cls"]][..., 1:]  # class k -> column k - 1, background all zero
+    scores = task.evaluate({"cls": perfect, "box": y["box"]}, y)
+    assert scores["map50"] == pytest.approx(1.0) and scores["recall"] == 1.0
