@@ -91,7 +91,7 @@ def detection_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]
     res = train(recipe, run_dir=run_dir, export=False, force=True)
     s = res.summary
     ch = s.channels
-    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "dense.keras"),
+    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "baseline.keras"),
                                runs=runs, threads=1)
     dense, thin = s.baseline.metric, s.model.metric if s.model else None
     return {"row": "channels", "seed": seed, "dense_map": dense, "thinned_map": thin,
@@ -165,7 +165,7 @@ def segmentation_channels(seed: int, work: Path, runs: int = 300) -> dict[str, A
     res = train(recipe, run_dir=run_dir, export=False, force=True, progress=False)
     s = res.summary
     ch = s.channels
-    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "dense.keras"),
+    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "baseline.keras"),
                                runs=runs, threads=1)
     dense, thin = s.baseline.metric, s.model.metric if s.model else None
     return {"row": "seg-channels", "seed": seed, "dense_miou": dense, "thinned_miou": thin,
