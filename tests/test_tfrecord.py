@@ -87,8 +87,13 @@ def test_a_tfds_folder_needs_only_its_path(records: dict[str, Path], digits: tup
     xt, yt = ds.test.head(5)
     assert xt.dtype == np.float32 and np.allclose(xt, x[1400:1405] / 255.0) and (yt == y[1400:1405]).all()
     assert ds.describe()["source"]["features"]["image"] == {"kind": "image", "shape": [8, 8, 1]}
-    n = sum(len(b[1]) for b in ds.train.batches(512))
-    assert n == train  # the count (cached) agrees with the stream
+    first = np.concatenate([b[1] for b in ds.train.batches(512)])
+    second = np.concatenate([b[1] for b in ds.train.batches(512)])
+    assert len(first) == train  # the count (cached) agrees with the stream
+    # training reshuffles the serialized records every pass; its decoded samples need a batch-sized buffer only
+    assert ds.train.shuffled_upstream and ds.train.shuffle_buffer(64) == 64 and not ds.val.shuffled_upstream
+    assert sorted(first) == sorted(second) and list(first) != list(second)
+    assert [b[1].tolist() for b in ds.val.batches(64)] == [b[1].tolist() for b in ds.val.batches(64)]
 
 
 def test_one_glob_is_carved_record_by_record_with_named_features(records: dict[str, Path],

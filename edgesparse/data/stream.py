@@ -116,14 +116,17 @@ class Split:
         stream: A ``tf.data.Dataset`` of unbatched ``(x, y)`` elements.
         count: The stream's number of samples when known (else counted on first use).
         name: ``train``, ``validation`` or ``test`` (for messages).
+        shuffled_upstream: The stream already reshuffles every pass (e.g. serialized records, far smaller than
+            decoded samples): training then shuffles its samples through a buffer of one batch only.
     """
 
     def __init__(self, x: Arrays = None, y: Arrays = None, *, stream: Any = None, count: int | None = None,
-                 name: str = "split") -> None:
+                 name: str = "split", shuffled_upstream: bool = False) -> None:
         if stream is None and x is None:
             x, y = np.zeros((0,), np.float32), np.zeros((0,), np.int64)
         self._x, self._y, self.stream, self.name = x, y, stream, name
         self._count = count if stream is not None else n_samples(x)
+        self.shuffled_upstream = shuffled_upstream and stream is not None
 
     def __repr__(self) -> str:
         kind = "stream" if self.is_stream else "arrays"
@@ -214,6 +217,8 @@ class Split:
             return max(1, self.n)
         if limit is not None:
             return max(1, limit)
+        if self.shuffled_upstream:
+            return max(1, batch_size)
         per = _sample_bytes(self.element_spec[0])
         size = max(batch_size, min(SHUFFLE_BYTES // max(1, per), 100_000))
         return max(1, min(size, self._count)) if self._count is not None else size
@@ -334,7 +339,7 @@ class Split:
             x, y = fn(self._x, self._y)
             return Split(x, y, name=self.name)
         return Split(stream=self.stream.map(tf_fn, num_parallel_calls=_tf.tf().data.AUTOTUNE), count=self._count,
-                     name=self.name)
+                     name=self.name, shuffled_upstream=self.shuffled_upstream)
 
 
 def model_outputs(model: Any, data: Any, batch_size: int = 256) -> Any:

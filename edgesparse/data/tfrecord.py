@@ -22,7 +22,9 @@ Splits: a split without its own glob is carved from the training files by ``vali
 every pass, spread evenly over the files, not stratified). The records of every file are counted once and
 the counts cached (``~/.cache/edgesparse/tfrecord-counts.json``, keyed by path, size and modification time;
 ``EDGESPARSE_CACHE`` moves it), along with the largest integer label (the number of classes). Nothing but
-the batches in flight and the shuffle buffer is held in memory.
+the batches in flight and the training split's shuffle buffer is held in memory: that buffer holds serialized
+records (:data:`RECORD_SHUFFLE_BYTES`; an encoded image is several times smaller than its decoded float32
+pixels), reshuffled every pass, unless ``shuffle_buffer`` is given (then the decoded samples are shuffled).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ SPLITS = ("train", "validation", "test")
 _HASH_K, _HASH_M = 2654435761, 2**32
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
 _RAW_DTYPES = Literal["uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64"]
+#: bytes of serialized records the training split's shuffle buffer holds (see :meth:`_Reader.stream`)
+RECORD_SHUFFLE_BYTES = 32 * 2**20
 #: version of the count cache's entries (bump when what is counted changes)
 _CACHE_VERSION = 1
 
@@ -354,7 +358,10 @@ class _Reader:
 
         return pick(self.x_map), pick(self.y_map)
 
-    def stream(self, split: str, count: int) -> Split:
+    def stream(self, split: str, count: int, record_bytes: float = 0.0) -> Split:
+        """The split's stream; the training split reshuffles its serialized records every pass (a buffer of
+        :data:`RECORD_SHUFFLE_BYTES` of records, which are far smaller than decoded samples), so its decoded
+        samples need no second large buffer."""
         tf = _tf.tf()
         source = "train" if split in self.carved else split
         ds = self._records(self.files[source])
@@ -369,9 +376,13 @@ class _Reader:
                 return tf.equal(b, want)
 
             ds = ds.enumerate().filter(keep).map(lambda i, raw: raw)
+        shuffled = split == "train" and self.cfg.shuffle_buffer is None
+        if shuffled:
+            buffer = int(min(count, max(1024, RECORD_SHUFFLE_BYTES // max(1.0, record_bytes))))
+            ds = ds.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
         ds = ds.map(self._parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.apply(tf.data.experimental.assert_cardinality(count))
-        return Split(stream=ds, count=count, name=split)
+        return Split(stream=ds, count=count, name=split, shuffled_upstream=shuffled)
 
 
 @data_source("tfrecord", TFRecordConfig)
@@ -406,8 +417,12 @@ def load_tfrecord(cfg: TFRecordConfig, seed: int, base_dir: Path | None) -> Data
                               "features": {n: f.describe() for n, f in reader.features.items()},
                               "x": reader.x_map.get("", reader.x_map), "y": reader.y_map.get("", reader.y_map),
                               "carved": reader.carved, "compression": reader.compression or "none"}
+    train_files = files["train"]
+    record_bytes = sum(os.path.getsize(f) for f in train_files) / max(1, sum(stats["train"][f]["records"]
+                                                                              for f in train_files))
     return Dataset(name=first.name.split("-")[0].split(".")[0] or "tfrecord",
-                   train=reader.stream("train", counts["train"]), val=reader.stream("validation", counts["validation"]),
+                   train=reader.stream("train", counts["train"], record_bytes),
+                   val=reader.stream("validation", counts["validation"]),
                    test=reader.stream("test", counts["test"]), num_classes=num_classes, class_names=names,
                    source=source)
 
