@@ -16,8 +16,9 @@ scenes, 3 classes, task segmentation), test mIoU:
 
 * ``seg-sparse-int8``: 80% sparsity + int8 (no channels): mIoU of the dense Keras model vs the final .tflite, file
   against the dense float32 .tflite. Targets: mIoU within 0.01, file <= 1/4.
-* ``seg-channels``: channels at half the MACs (float, no sparsity), paired latency of the two float files.
-  Targets: latency <= 0.6x dense, mIoU within 0.01.
+* ``seg-channels``: channels by the recipe's target (``{latency: 0.55}``, measured paired while allocating;
+  float, no sparsity), MACs and the paired latency of the two float files. Targets: latency <= 0.6x dense, mIoU
+  within 0.01. (``{macs: 0.5}`` alone gave 0.729x on this VM, seed 0: the full-resolution layers dominate.)
 
     python benchmarks/dense_prediction.py                       # detection, seeds 0,1,2
     python benchmarks/dense_prediction.py --seeds 0 --rows sparse-int8
@@ -151,9 +152,10 @@ def segmentation_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
             "quantization": s.tflite.quantization, "seconds": time.perf_counter() - t0}
 
 
-def segmentation_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]:
-    """The shipped U-Net's channels at half the MACs (float, no sparsity): test mIoU of the thinned Keras model vs
-    dense, and the two float32 .tflite files timed paired in one process."""
+def segmentation_channels(seed: int, work: Path, runs: int = 300, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The shipped U-Net's channels at the recipe's target (float, no sparsity; ``extra`` overrides, e.g.
+    ``channels.target={macs: 0.5}``): test mIoU of the thinned Keras model vs dense, and the two float32 .tflite
+    files timed paired in one process."""
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import load_recipe
     from edgesparse.run import load_model, train
@@ -161,7 +163,7 @@ def segmentation_channels(seed: int, work: Path, runs: int = 300) -> dict[str, A
     t0 = time.perf_counter()
     run_dir = work / f"seg-channels-{seed}"
     recipe = load_recipe(SEGMENTER, [f"seed={seed}", f"output_dir={run_dir}", "sparsity=null",
-                                     "quantization.mode=none", "channels.on_drop=warn"])
+                                     "quantization.mode=none", "channels.on_drop=warn", *extra])
     res = train(recipe, run_dir=run_dir, export=False, force=True, progress=False)
     s = res.summary
     ch = s.channels
@@ -227,7 +229,7 @@ def main() -> None:
                     detection_channels(seed, Path(tmp), args.runs)
                 rows.append(r)
                 _print_detection([r])
-    _print_detection(rows)
+    _print_detection([r for r in rows if r["row"] in DETECTION_ROWS])
     _print_segmentation(rows)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -158,8 +158,8 @@ def _recipe(tmp: Path) -> Any:
     return load_recipe(ROOT / "recipes" / "segmentation_unet.yaml", [
         f"output_dir={tmp / 'run'}", f"export.dir={tmp / 'bundle'}", "data.samples=400",
         "data.num_classes=1", "model.filters=[8,16,16]", "baseline.epochs=8",
-        "channels.epochs=3", "sparsity.epochs=3", "sparsity.end=2", "sparsity.on_drop=warn",
-        "channels.on_drop=warn"])
+        "channels.epochs=3", "channels.target={macs: 0.5}", "sparsity.epochs=3", "sparsity.end=2",
+        "sparsity.on_drop=warn", "channels.on_drop=warn"])
 
 
 @pytest.fixture(scope="module")
