@@ -17,6 +17,7 @@ import numpy as np
 
 from edgesparse import _tf
 from edgesparse.data import load_dataset
+from edgesparse.data.factory import on_sys_path
 from edgesparse.data.indices import check_integer_inputs
 from edgesparse.errors import DataError
 from edgesparse.models import build_model, describe
@@ -360,9 +361,10 @@ def check_recipe(recipe: Recipe) -> CheckReport:
         RecipeError: a sparsity override matches no layer, or a block pattern does not divide a kernel.
     """
     base = recipe_dir(recipe)
-    data = load_dataset(recipe.data, recipe.seed, base_dir=base)
-    model = build_model(recipe.model, tuple(data.input_shape), data.num_classes, base)
-    data = bind_task(model, data, recipe.task)
+    with on_sys_path(base):  # a task metric or loss module next to the recipe imports, as in a run
+        data = load_dataset(recipe.data, recipe.seed, base_dir=base)
+        model = build_model(recipe.model, tuple(data.input_shape), data.num_classes, base)
+        data = bind_task(model, data, recipe.task)
     report = CheckReport(data=data.describe(), model=describe(model), task=data.task.to_json())
     if recipe.sparsity is not None:
         steps = data.steps_per_epoch(recipe.data.batch_size)

@@ -66,6 +66,8 @@ def test_windows_and_a_metric_module_next_to_the_recipe(tmp_path: Path, monkeypa
     import json
 
     s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    r = CliRunner().invoke(main, ["validate", str(path)], catch_exceptions=False)  # validate (check) imports it too
+    assert r.exit_code == 0, r.output
     assert s["task"]["metric"] == "balanced" and s["data"]["input_shape"] == [32, 3]  # named after the function
     assert s["baseline"]["metric"] > 0.5  # learned the three frequencies
 
