@@ -41,7 +41,8 @@ def digits() -> Dataset:
 
 def test_registries_list_every_source_and_builtin() -> None:
     assert set(DATA_SOURCES) == {"builtin", "npz", "image_folder", "keras", "factory", "python", "tfrecord"}
-    assert set(BUILTINS) == {"digits", "shapes", "wake_word", "machine_sound"}
+    assert set(BUILTINS) == {"digits", "shapes", "wake_word", "machine_sound", "har", "keyword_tokens", "shape_boxes",
+                             "shape_masks"}
     for cls in [*DATA_SOURCES.values(), *BUILTINS.values()]:
         assert issubclass(cls, BaseModel) and cls.model_config.get("extra") == "forbid"
 
@@ -108,7 +109,7 @@ def test_keras_names_are_checked() -> None:
 def test_load_dataset_takes_a_raw_mapping_and_explains_a_bad_one() -> None:
     ds = load_dataset({"builtin": "shapes", "image_size": 16, "samples_per_class": 10}, seed=0)
     assert ds.name == "shapes"
-    with pytest.raises(DataError, match="digits, machine_sound, shapes, wake_word"):
+    with pytest.raises(DataError, match="builtins: digits, har, machine_sound, shapes"):
         load_dataset({"builtin": "digts"}, seed=0)
 
 
