@@ -321,3 +321,36 @@ def test_sigmoid_scores_without_a_background_column(scenes: Any) -> None:
     perfect = np.eye(3, dtype=np.float32)[y["cls"]][..., 1:]  # class k -> column k - 1, background all zero
     scores = task.evaluate({"cls": perfect, "box": y["box"]}, y)
     assert scores["map50"] == pytest.approx(1.0) and scores["recall"] == 1.0
+
+
+def test_postprocess_dequantizes_int8_heads(scenes: Any, detector: Any) -> None:
+    """An int8-output conversion (export.io: int8): DEQUANTIZE ops feed the op, detections as numpy decodes them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgesparse import _tf
+    from edgesparse.export.postprocess import PostprocessSettings, append_detection_postprocess, detections_from_outputs
+
+    tf = _tf.tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(detector[0])
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([scenes.x_train[i:i + 1]] for i in range(50))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type, conv.inference_output_type = tf.int8, tf.int8
+    raw = conv.convert()
+    plain = Interpreter(model_content=raw)
+    scale, zero = plain.get_input_details()[0]["quantization"]
+    q = {tuple(d["shape"][1:]): d["quantization"] for d in plain.get_output_details()}
+    settings = PostprocessSettings(num_classes=2, score_threshold=0.2, max_detections=10)
+    post = Interpreter(model_content=append_detection_postprocess(raw, scenes.anchors, settings)).get_signature_runner()
+    found = 0
+    for i in range(8):
+        x = np.round(scenes.x_test[i:i + 1] / scale + zero).astype(np.int8)
+        out = plain.get_signature_runner()(input=x)
+        cls, box = ((out[k][0].astype(np.float32) - q[out[k].shape[1:]][1]) * q[out[k].shape[1:]][0]
+                    for k in ("cls", "box"))
+        want = B.detect(cls, box, scenes.anchors, 2, score_threshold=0.2, max_detections=10)
+        got = detections_from_outputs(post(input=x))[0]
+        assert len(got) == len(want) and np.array_equal(got.classes, want.classes)
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+        found += len(got)
+    assert found > 0
