@@ -22,6 +22,8 @@ import functools
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,9 +171,9 @@ def claim_bundle(bundle: Path, run_dir: Path, *, force: bool) -> None:
 def _check_writable(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)  # a new file: never a planted link's target
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
         raise RecipeError(
             f"cannot write to the output directory '{path}' ({exc.strerror or exc}). Choose another with "
@@ -1157,7 +1159,9 @@ def export(run_dir: str | Path, bundle: str | Path | None = None, *, force: bool
     if recipe.export is None:
         recipe = recipe.model_copy(update={"export": ExportConfig()})
     out = Path(bundle) if bundle is not None else bundle_dir(recipe, Path(run_dir))
-    with rundir.lock(Path(run_dir)), rundir.lock_bundle(out):
+    # a run still training there holds the run directory's lock; a read-only run directory cannot be trained in
+    held = rundir.lock(Path(run_dir)) if os.access(run_dir, os.W_OK) else contextlib.nullcontext()
+    with held, rundir.lock_bundle(out):
         claim_bundle(out, Path(run_dir), force=force)
         return export_models(run.final_model, run.dense_model, recipe=recipe, data=run.data, bundle=out,
                              run_dir=Path(run_dir))
