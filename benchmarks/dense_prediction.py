@@ -7,9 +7,13 @@ Detection rows (this file's owner, D): the shipped ``recipes/ssd_detector.yaml``
   of the dense Keras model vs the final .tflite's (decoded + per-class NMS in numpy on the raw heads, and the
   post-processed file's own detections), and the file against the dense float32 .tflite.
   Targets: mAP within 0.01 of dense, file <= 1/4 of the dense float file.
-* ``channels``: channel pruning to half the MACs (``channels.target.macs: 0.5``, no sparsity, float), the thinned
+  Measured 2026-12-08, seeds 0/1/2: dense 0.8931/0.8896/0.8621 -> post-processed int8 file 0.8987/0.8961/0.8699
+  (+0.57/+0.64/+0.78 points), file 48.8 kB = 1/6.10 of the dense float 297.8 kB.
+* ``channels``: channel pruning (``--channels-target``, default ``{macs: 0.5}``; no sparsity, float), the thinned
   model timed against the dense one paired in one process (float32 .tflite each).
-  Targets: latency <= 0.6x dense, mAP within 0.01.
+  Targets: latency <= 0.6x dense, mAP within 0.01. Measured seeds 0/1/2: ``{macs: 0.5}`` (0.49x MACs) ran at
+  0.703-0.704x with mAP +1.5..+1.8 points (a fixed per-invoke cost: a half-width model converted with batch 1
+  ran at 0.79x too); ``{latency: 0.55}`` kept 0.33x of the MACs and ran at 0.440-0.442x, mAP -0.40/+1.05/+1.45 points.
 
 Segmentation rows (S): the shipped ``recipes/segmentation_unet.yaml`` (small U-Net on generated ``shape_masks``
 scenes, 3 classes, task segmentation), test mIoU:
@@ -77,7 +81,7 @@ def detection_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
             "quantization": info.get("quantization"), "seconds": time.perf_counter() - t0}
 
 
-def detection_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]:
+def detection_channels(seed: int, work: Path, runs: int = 300, target: str = "{macs: 0.5}") -> dict[str, Any]:
     """Channels at half the MACs (float): mAP of the thinned Keras model vs dense, paired latency of the two."""
     from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import load_recipe
@@ -87,7 +91,7 @@ def detection_channels(seed: int, work: Path, runs: int = 300) -> dict[str, Any]
     run_dir = work / f"det-channels-{seed}"
     recipe = load_recipe(DETECTOR, [f"seed={seed}", f"output_dir={run_dir}", "sparsity=null",
                                     "quantization.mode=none", "export.detection_postprocess=false",
-                                    "channels={target: {macs: 0.5}, epochs: 12, on_drop: warn, "
+                                    f"channels={{target: {target}, epochs: 12, on_drop: warn, "
                                     "optimizer: {name: adam, learning_rate: 1.0e-3, schedule: cosine}}"])
     res = train(recipe, run_dir=run_dir, export=False, force=True)
     s = res.summary
@@ -132,7 +136,7 @@ SEGMENTER = ROOT / "recipes" / "segmentation_unet.yaml"
 SEGMENTATION_ROWS = ("seg-sparse-int8", "seg-channels")
 
 
-def segmentation_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
+def segmentation_sparse_int8(seed: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """The shipped U-Net at 80% sparsity + int8 (no channels): test mIoU of the dense Keras model vs the final
     .tflite, and its size against the dense float32 .tflite."""
     from edgesparse.recipe import load_recipe
@@ -140,7 +144,8 @@ def segmentation_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     recipe = load_recipe(SEGMENTER, [f"seed={seed}", f"output_dir={work / f'seg-int8-{seed}'}", "channels=null",
-                                     f"export.dir={work / f'seg-int8-{seed}-bundle'}", "sparsity.on_drop=warn"])
+                                     f"export.dir={work / f'seg-int8-{seed}-bundle'}", "sparsity.on_drop=warn",
+                                     *extra])
     s = train(recipe, force=True, progress=False).summary
     assert s.tflite is not None
     dense = s.baseline.metric
@@ -212,6 +217,8 @@ def main() -> None:
     p.add_argument("--rows", default=",".join(DETECTION_ROWS), help="detection rows: sparse-int8, channels; "
                    "segmentation rows: seg-sparse-int8, seg-channels")
     p.add_argument("--runs", type=int, default=300, help="paired latency runs (channels)")
+    p.add_argument("--channels-target", default="{macs: 0.5}",
+                   help="detection channels target, e.g. '{latency: 0.55}' (half the MACs ran at 0.70x: seeds 0-2)")
     p.add_argument("--json", help="write the rows to this file")
     args = p.parse_args()
     import logging
@@ -226,7 +233,7 @@ def main() -> None:
                     rows.append(_segmentation_row(row, seed, Path(tmp), args.runs))
                     continue
                 r = detection_sparse_int8(seed, Path(tmp)) if row == "sparse-int8" else \
-                    detection_channels(seed, Path(tmp), args.runs)
+                    detection_channels(seed, Path(tmp), args.runs, args.channels_target)
                 rows.append(r)
                 _print_detection([r])
     _print_detection([r for r in rows if r["row"] in DETECTION_ROWS])
