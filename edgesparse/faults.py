@@ -19,7 +19,13 @@ __all__ = ["describe", "unexpected"]
 
 _SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
-_PATH = re.compile(r"(/[^\s'\",:;]+)")
+_TOKEN = re.compile(r"[^\s'\"(){}\[\];,]+")
+
+
+def _paths(text: str) -> list[str]:
+    """File paths in a TensorFlow message, longest first (device names such as /job:localhost/... left out)."""
+    found = {t.rstrip(".") for t in _TOKEN.findall(text) if "/" in t and ":" not in t and not t.startswith("__")}
+    return sorted(found, key=len, reverse=True)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -65,7 +71,7 @@ def describe(exc: BaseException) -> str | None:
     kind = _tf_kind(exc)
     if kind is not None:
         text = _first_line(exc)
-        paths = _PATH.findall(str(exc))
+        paths = _paths(str(exc))
         where = f"'{paths[0]}'" if paths else "a file of the run"
         if "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc):
             return _os_fault(errno.ENOSPC, where, text[:300])
