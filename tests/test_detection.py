@@ -119,6 +119,7 @@ def _recipe(tmp: Any, **over: Any) -> dict[str, Any]:
                model={**raw["model"], "filters": [16, 32, 32]})
     raw["baseline"]["epochs"] = 15
     raw["sparsity"].update(epochs=6, end=3, frequency=2, on_drop="warn")
+    raw["channels"] = {"target": {"macs": 0.6}, "epochs": 3, "on_drop": "warn"}  # Reshape/Concatenate heads kept
     raw["export"] = {**raw["export"], "dir": str(tmp / "bundle"), "sparse_encoding": True, "per_channel": True}
     raw.update(over)
     return raw
@@ -126,7 +127,7 @@ def _recipe(tmp: Any, **over: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def detector_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The shipped recipe, tiny: train -> prune 80% -> int8 -> export with the post-processing op -> verify."""
+    """The shipped recipe, tiny: train -> channels -> prune 80% -> int8 -> export with the post-processing op."""
     from edgesparse.recipe import validate_recipe
     from edgesparse.run import train
 
@@ -147,9 +148,13 @@ def test_detector_trains_prunes_quantizes_and_exports_with_postprocess(detector_
     health = s.baseline.health or {}
     assert health.get("chance") is not None and health["chance"] < 0.1  # chance is a mAP, not background anchors
     assert s.baseline.metric is not None and s.baseline.metric > 0.3  # learned to find shapes (measured 0.51)
-    assert s.tflite is not None and s.tflite.metric is not None and s.tflite.metric > 0.2  # 80% + int8: still finds
+    # thinned, 80% sparse and int8 after a few epochs each (measured 0.17): still a detector, far above chance
+    assert s.tflite is not None and s.tflite.metric is not None and s.tflite.metric > max(0.1, 4 * health["chance"])
     assert s.model is not None and s.model.metric is not None and abs(s.model.metric - s.tflite.metric) < 0.03
     assert s.model.sparsity_pruned_kernels is not None and s.model.sparsity_pruned_kernels > 0.79
+    ch = s.channels
+    assert ch is not None and ch.macs < 0.7 * ch.dense_macs  # thinned, the heads' anchors x classes kept
+    assert s.model.params < ch.dense_params
     info = json.loads((Path(s.tflite.bundle or "") / "export.json").read_text())
     assert info["quantization"] == "int8"
     post = info["detection_postprocess"]
