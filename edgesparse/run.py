@@ -356,6 +356,23 @@ def _log_replicas(distribution: str) -> None:
                     ", ".join(devices) or "one device")
 
 
+def _before_training(run: _Run) -> None:
+    """Checks and notes before the first phase: validation and test streams must be fixed (they are compared
+    across passes: epochs, guards, verification); a resumed run says it cannot reproduce the uninterrupted one
+    (log and summary.json warnings); skipped unreadable images are listed."""
+    batch = run.recipe.data.batch_size if hasattr(run.recipe.data, "batch_size") else 256
+    for split in (run.data.val, run.data.test):
+        data_checks.check_stable(split, batch)
+    note = _resume_note(run.out, run.state) if run.resume else None
+    if note:
+        log.warning(note)
+        run.warnings.append(note)
+    skipped = run.data.source.get("skipped_images") or []
+    if skipped:
+        run.warnings.append(f"data: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['file']} "
+                            "(all listed in summary.json under data.source.skipped_images)")
+
+
 def _resume_note(out: Path, state: _State) -> str | None:
     """What a resumed run says about reproducing the uninterrupted one (None when nothing is reused)."""
     done = list(state.data.get("done", {}))
@@ -375,8 +392,6 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
     """The body of :func:`train`, run inside the recipe's distribution scope."""
     _tf.set_seed(recipe.seed)
     data = objects.dataset() or load_dataset(recipe.data, recipe.seed, base_dir=recipe_dir(recipe))
-    for split in (data.val, data.test):  # compared across passes (epochs, guards, verification): must be fixed
-        data_checks.check_stable(split, recipe.data.batch_size if hasattr(recipe.data, "batch_size") else 256)
     n_train, n_val, n_test = data.sizes()
     classes = f", {data.num_classes} classes" if data.num_classes else ""
     log.info("data: %s train/val/test = %d/%d/%d, input %s%s", data.name, n_train, n_val, n_test,
@@ -386,14 +401,7 @@ def _train(recipe: Recipe, out: Path, state: _State, resume: bool, export: bool,
         history.rows = []
     run = _Run(recipe=recipe, out=out, state=state, resume=resume, data=data, history=history,
                model_object=objects.model)
-    note = _resume_note(out, state) if resume else None
-    if note:
-        log.warning(note)
-        run.warnings.append(note)
-    skipped = data.source.get("skipped_images") or []
-    if skipped:
-        run.warnings.append(f"data: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]['file']} "
-                            "(all listed in summary.json under data.source.skipped_images)")
+    _before_training(run)
 
     dense, baseline = _baseline_phase(run, dense_model)
     data, task = run.data, run.data.task
