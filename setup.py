@@ -44,6 +44,8 @@ setup(
         # The documentation site (mkdocs.yml); its strict build is a test, so the test extra has it too.
         "docs": DOCS,
         "ray": ["ray[default]>=2.9,<3"],
+        # Live progress bars in a Jupyter cell (edgesparse.progress.NotebookDisplay); a notebook has it already.
+        "notebook": ["ipython>=8"],
         # The device runner's fallback runtime on a Raspberry Pi OS Python (needs numpy<2 there); not for the host.
         "device": ["tflite-runtime>=2.14", "numpy<2"],
     },

@@ -192,7 +192,7 @@ def test_functions_are_short() -> None:
 #: import name -> distribution name, where they differ
 DISTRIBUTIONS = {"PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "tf_keras": "tf-keras",
                  "tensorflow_model_optimization": "tensorflow-model-optimization", "ai_edge_litert": "ai-edge-litert",
-                 "tflite_runtime": "tflite-runtime", "ray": "ray[default]"}
+                 "tflite_runtime": "tflite-runtime", "ray": "ray[default]", "IPython": "ipython"}
 
 
 def test_every_third_party_import_is_declared() -> None:

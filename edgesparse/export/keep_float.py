@@ -134,9 +134,15 @@ def auto(dbg: QuantDebugger, rows: list[OpError], score: Score, max_drop: float,
                     f"measured: {best.drop_if_float:.2f} lost with it float, within {max_drop:g})")
         if sel is not None:
             return sel
-    chosen: list[OpError] = []
     # every op kept float would be the float32 model, which the export's fallback converts anyway
     order = order[:-1] if len(order) == len(dbg.ops) else order
+    return _grow(dbg, order, score, max_drop, tried, offer, before)
+
+
+def _grow(dbg: QuantDebugger, order: list[OpError], score: Score, max_drop: float, tried: list[dict[str, Any]],
+          offer: Callable[..., Selection | None], before: str) -> Selection | None:
+    """Add ops to the float set one at a time in ``order`` until ``offer`` takes a set within ``max_drop``."""
+    chosen: list[OpError] = []
     for i, r in enumerate(order, 1):
         chosen.append(r)
         names = [c.layer or c.tensor for c in chosen]
