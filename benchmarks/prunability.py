@@ -162,9 +162,10 @@ def recipe_for(arch: str, flavour: str, workdir: Path) -> dict[str, Any]:
         "sparsity": {"final": TARGET, "start": 0, "end": 1, "epochs": 2, "frequency": 1, "on_shortfall": "warn",
                      "on_drop": "warn"},
         "quantization": {"mode": "int8"},
-        # Random-weight models: accuracy means nothing, agreement is reported instead.
+        # Random-weight models: accuracy means nothing, and top-1 agreement on 12 near-tied random outputs is not a
+        # gate either (export.min_agreement 0): it is reported in the table instead.
         "export": {"sparse_encoding": True, "objective": "size", "representative_samples": 8, "max_accuracy_drop": 100.0,
-                   "dir": str(workdir / "bundle")},
+                   "min_agreement": 0.0, "dir": str(workdir / "bundle")},
     }
 
 
