@@ -194,7 +194,7 @@ def test_keyword_transformer_recipe_end_to_end(tmp_path: Path) -> None:
     from tests.test_task import _deploy_locally
 
     r = load_recipe(ROOT / "recipes" / "keyword_transformer.yaml", [
-        "data.samples=800", "baseline.epochs=12", "sparsity.epochs=8", "sparsity.end=4", "sparsity.on_drop=warn",
+        "baseline.epochs=12", "sparsity.epochs=8", "sparsity.end=4", "sparsity.on_drop=warn",
         f"output_dir={tmp_path / 'run'}", f"export.dir={tmp_path / 'bundle'}"])
     result = train(r)
     s = result.summary
@@ -202,9 +202,10 @@ def test_keyword_transformer_recipe_end_to_end(tmp_path: Path) -> None:
     assert s.tflite is not None and s.tflite.quantization == "int8", exported["candidates"]
     assert s.baseline.metric is not None and s.baseline.metric > 0.8  # 4 classes: chance 1/4
     assert s.model.coverage is not None and s.model.coverage >= 0.9, s.model
-    plan = {lp["name"]: lp for lp in s.sparsity_plan["layers"]} if getattr(s, "sparsity_plan", None) else {}
-    if plan:
-        assert plan["mha0"]["prune"]
+    assert s.sparsity is not None
+    plan = {lp["name"]: lp for lp in s.sparsity.plan["layers"]}
+    assert plan["mha0"]["prune"] and "every head kept" in plan["mha0"]["note"]
+    assert s.sparsity.achieved.layers["mha1"] == pytest.approx(0.8, abs=0.02)
     v = exported["verification"]
     assert v["agreement"] >= 0.95 and v["accuracy"] >= s.baseline.metric - 0.05, v
     with np.load(tmp_path / "bundle" / "verify.npz") as z:
