@@ -142,6 +142,8 @@ def test_rnn_cells_are_planned_and_pruned_with_both_kernels() -> None:
         rnn.cell.recurrent_kernel.shape.num_elements()
     assert "recurrent kernel" in by["rnn"].note and by["rnn"].pattern == "block:1x4"
     assert not by["bi"].prune and "Bidirectional" in by["bi"].note
+    slot = sparsity._slot(rnn, by["rnn"], cfg)  # ERK reads (inputs + units) x gates*units: the 4 gates count
+    assert slot.shape == (16 + 8, 4 * 8)
     pruned = sparsity.apply_pruning(model, cfg, plan)
     pruned.compile("adam", "sparse_categorical_crossentropy")
     x = np.random.default_rng(0).normal(size=(16, 12, 5)).astype(np.float32)
