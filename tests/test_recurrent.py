@@ -186,3 +186,30 @@ def test_har_lstm_recipe_end_to_end(tmp_path: Path) -> None:
     assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in _ops(data)
     assert len(data) <= exported["dense"]["bytes"] / 2, (len(data), exported["dense"])
     _deploy_locally(result)
+
+
+@pytest.mark.slow
+def test_gru_whose_int8_conversion_crashes_falls_back_to_float_not_a_lost_run(tmp_path: Path) -> None:
+    """A rolled GRU's int8 conversions crash the converter (TF 2.21): each is a rejected candidate naming why, and
+    the run keeps a verified float32 conversion of the pruned model (objective size too) instead of failing."""
+    from edgesparse.recipe import load_recipe
+    from edgesparse.run import train
+    from tests.conftest import ROOT
+
+    r = load_recipe(ROOT / "recipes" / "har_lstm.yaml", [
+        "model.cell=gru", "data.samples=300", "data.timesteps=16", "model.units=16", "baseline.epochs=3",
+        "baseline.on_broken=warn", "sparsity.epochs=2", "sparsity.end=1", "sparsity.on_drop=warn",
+        "export.sparse_encoding=false", "export.per_channel=true", "export.min_agreement=0",
+        f"output_dir={tmp_path / 'run'}", f"export.dir={tmp_path / 'bundle'}"])
+    result = train(r)
+    exported = json.loads((tmp_path / "bundle" / "export.json").read_text())
+    kept = result.summary.tflite
+    assert kept is not None
+    int8 = [c for c in exported["candidates"] if c.get("mode") == "int8"]
+    assert int8, exported["candidates"]
+    if kept.quantization == "none":  # the converter crashed on int8 (as TF 2.21 does): float32 kept, with reasons
+        assert all(c.get("rejected") for c in int8), int8
+        assert any("crash" in str(c.get("rejected")) or "fail" in str(c.get("rejected")) for c in int8), int8
+        assert any("float32" in w or "int8" in w for w in result.warnings), result.warnings
+    else:  # a converter that no longer crashes: the int8 file was verified
+        assert kept.quantization == "int8"

@@ -540,6 +540,8 @@ def _try_int16x8(best: Candidate | None, mode: str, candidates: list[Candidate],
 
 def _try_float(best: Candidate | None, mode: str, objective: str, src: Sources) -> bool:
     """Whether the float32 conversions of the pruned model are worth trying as well."""
-    if mode == "none" or src.float_model is None or src.io != "float32" or objective == "size":
+    if mode == "none" or src.float_model is None or src.io != "float32":
         return False
-    return objective == "latency" or best is None or not best.not_slower
+    if best is None:  # nothing of the asked mode passed (it lost accuracy, or the converter failed or crashed)
+        return True
+    return objective == "latency" or (objective != "size" and not best.not_slower)
