@@ -294,8 +294,31 @@ def mean_average_precision(detections: Sequence[Detections], gt_boxes: Sequence[
     return float(np.mean(per_class)) if per_class else None
 
 
+def detections_from_outputs(outputs: dict[str, np.ndarray]) -> list[Detections]:
+    """TFLite_Detection_PostProcess's four outputs (keyed by :data:`POSTPROCESS_OUTPUTS`, batch axis first) as one
+    :class:`Detections` per image."""
+    names = POSTPROCESS_OUTPUTS
+    boxes, classes = np.asarray(outputs[names[0]]), np.asarray(outputs[names[1]])
+    scores, count = np.asarray(outputs[names[2]]), np.asarray(outputs[names[3]]).reshape(-1)
+    return [Detections(boxes[i, :int(count[i])].astype(np.float32), classes[i, :int(count[i])].astype(np.int64),
+                       scores[i, :int(count[i])].astype(np.float32)) for i in range(len(count))]
+
+
 __all__ = [
-    "POSTPROCESS_OUTPUTS", "VARIANCES",
-    "Detections", "decode", "detect", "encode", "foreground_scores", "ground_truth", "iou", "match",
-    "mean_average_precision", "nms", "ssd_anchors", "to_center", "to_corners",
+    "POSTPROCESS_OUTPUTS",
+    "VARIANCES",
+    "Detections",
+    "decode",
+    "detect",
+    "detections_from_outputs",
+    "encode",
+    "foreground_scores",
+    "ground_truth",
+    "iou",
+    "match",
+    "mean_average_precision",
+    "nms",
+    "ssd_anchors",
+    "to_center",
+    "to_corners",
 ]

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from edgesparse.render import MetricLabel, fmt_int, fmt_pct
-from edgesparse.summary import RunSummary
+
+#: A :class:`edgesparse.summary.RunSummary`. Not imported: RunSummary's repr renders these tables, and summary.py
+#: sits below this module (no import circle).
+RunSummary = Any
 
 
 def comparison_table(summary: RunSummary) -> Any:

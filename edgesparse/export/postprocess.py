@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from edgesparse.boxes import POSTPROCESS_OUTPUTS, VARIANCES, to_center
+from edgesparse.boxes import POSTPROCESS_OUTPUTS, VARIANCES, detections_from_outputs, to_center
 from edgesparse.errors import ExportError
 
 OP_NAME = "TFLite_Detection_PostProcess"
 #: the post-processed model's outputs, in the op's order
 OUTPUTS = POSTPROCESS_OUTPUTS
+
 
 
 @dataclass(frozen=True)
@@ -285,17 +286,6 @@ def _refuse(metric: float, keras_metric: float, drop: float, max_drop: float, cm
                             f"allows {max_drop:g}; detection agreement {cmp['agreement']:.1%}). Check the NMS "
                             "settings (task.score_threshold, task.iou_threshold), or export without "
                             "`detection_postprocess` and run the NMS yourself.", result)
-
-
-def detections_from_outputs(outputs: dict[str, np.ndarray]) -> list[Any]:
-    """The op's four outputs (keyed by :data:`OUTPUTS`, batch axis first) as one
-    :class:`~edgesparse.boxes.Detections` per image."""
-    from edgesparse.boxes import Detections
-
-    boxes, classes = np.asarray(outputs[OUTPUTS[0]]), np.asarray(outputs[OUTPUTS[1]])
-    scores, count = np.asarray(outputs[OUTPUTS[2]]), np.asarray(outputs[OUTPUTS[3]]).reshape(-1)
-    return [Detections(boxes[i, :int(count[i])].astype(np.float32), classes[i, :int(count[i])].astype(np.int64),
-                       scores[i, :int(count[i])].astype(np.float32)) for i in range(len(count))]
 
 
 __all__ = ["OP_NAME", "OUTPUTS", "PostprocessSettings", "append_detection_postprocess", "detections_from_outputs",

@@ -110,9 +110,7 @@ class DetectionTask(Task):
     def detections(self, outputs: Any) -> list[B.Detections]:
         """Per image, its detections: decoded + per-class NMS of raw outputs, or the post-processing op's."""
         if isinstance(outputs, Mapping) and POSTPROCESS_OUTPUTS[0] in outputs:
-            from edgesparse.export.postprocess import detections_from_outputs
-
-            return detections_from_outputs(dict(outputs))
+            return B.detections_from_outputs(dict(outputs))
         outs = self.outputs_dict(outputs)
         scores, enc = self.probabilities(outs[self.scores]), np.asarray(outs[self.boxes])
         return [B.detect(scores[i], enc[i], self.anchors, self.num_classes, self.score_threshold,
