@@ -213,3 +213,12 @@ def test_gru_whose_int8_conversion_crashes_falls_back_to_float_not_a_lost_run(tm
         assert any("float32" in w or "int8" in w for w in result.warnings), result.warnings
     else:  # a converter that no longer crashes: the int8 file was verified
         assert kept.quantization == "int8"
+
+
+def test_measuring_a_model_with_a_bidirectional_layer_skips_it() -> None:
+    """Bidirectional is not pruned; measuring sparsity must not read its unbuilt template layer (was an
+    AttributeError: 'LSTMCell' object has no attribute 'kernel', after the sparsity phase of a real run)."""
+    from edgesparse.train.sparsity import measure_sparsity
+
+    stats = measure_sparsity(_tfk_model("bidirectional"))
+    assert "bi" not in stats["layers"] and {"rnn", "head"} <= set(stats["layers"])

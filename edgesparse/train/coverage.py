@@ -66,6 +66,15 @@ def pruned_weight_names(layer: Any) -> tuple[list[str], str]:
     return [], f"{kind} is not in tfmot's prune registry (custom or unsupported layer)"
 
 
+def unwrap(layer: Any) -> Any:
+    """The layer inside tfmot's pruning/quantization wrappers; a Keras wrapper (Bidirectional, TimeDistributed) is
+    returned as it is: its ``.layer`` is an unbuilt template, not the layer that holds the weights."""
+    inner = getattr(layer, "layer", None)
+    if inner is None or type(layer).__name__ in ("Bidirectional", "TimeDistributed"):
+        return layer
+    return inner
+
+
 def _attr_path(obj: Any, dotted: str) -> Any:
     """``obj.a.b`` for ``"a.b"`` (tfmot names MultiHeadAttention's weights ``_query_dense.kernel``), or None."""
     for part in dotted.split("."):
@@ -81,21 +90,21 @@ def is_attention(layer: Any) -> bool:
     tfmot's registry prunes the query, key, value and output projection kernels (``(d, heads, key_dim)`` and
     ``(heads, value_dim, d)``); biases, the softmax and the heads themselves are kept (no head is removed).
     """
-    inner = getattr(layer, "layer", layer)
+    inner = unwrap(layer)
     names = pruned_weight_names(inner)[0] if type(inner).__name__ == "MultiHeadAttention" else []
     return bool(names) and all("." in n for n in names)
 
 
 def is_recurrent(layer: Any) -> bool:
     """Whether ``layer`` (through pruning/quantization wrappers) is an LSTM/GRU/SimpleRNN whose cell tfmot prunes."""
-    inner = getattr(layer, "layer", layer)
+    inner = unwrap(layer)
     return inner.__class__ in _registry()._RNN_LAYERS and bool(pruned_weight_names(inner)[0])  # noqa: SLF001
 
 
 def pruned_variables(layer: Any) -> list[Any]:
     """Every variable tfmot prunes in ``layer`` (through wrappers): the kernel, and for an LSTM/GRU/SimpleRNN also
     its recurrent kernel (both ``(inputs or units) x gates*units``)."""
-    inner = getattr(layer, "layer", layer)
+    inner = unwrap(layer)
     if is_recurrent(inner):
         return [getattr(inner.cell, n) for n in pruned_weight_names(inner)[0]]
     if is_attention(inner):
@@ -122,7 +131,7 @@ def pruned_matrix(layer: Any) -> np.ndarray:
 
 def kernel_variable(layer: Any) -> Any | None:
     """The variable tfmot prunes in ``layer`` (through pruning/quantization wrappers), or None."""
-    inner = getattr(layer, "layer", layer)
+    inner = unwrap(layer)
     names, _ = pruned_weight_names(inner)
     if not names:
         return None

@@ -31,6 +31,7 @@ from edgesparse.train.coverage import (
     pruned_matrix,
     pruned_variables,
     pruned_weight_names,
+    unwrap,
 )
 from edgesparse.train.fit import evaluate, scores
 
@@ -515,7 +516,7 @@ def measure_sparsity(model: Any, names: list[str] | None = None) -> dict[str, An
     zeros = total = 0
     layers: dict[str, float] = {}
     for outer in model.layers:
-        layer = getattr(outer, "layer", outer)
+        layer = unwrap(outer)
         if names is not None and layer.name not in names:
             continue
         if not pruned_weight_names(layer)[0]:
