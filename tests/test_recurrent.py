@@ -222,3 +222,26 @@ def test_measuring_a_model_with_a_bidirectional_layer_skips_it() -> None:
 
     stats = measure_sparsity(_tfk_model("bidirectional"))
     assert "bi" not in stats["layers"] and {"rnn", "head"} <= set(stats["layers"])
+
+
+def test_keras3_recurrent_layer_after_bidirectional_is_pruned(tmp_path: Path) -> None:
+    """Keras 3 records training=False on a GRU called after a Bidirectional; translated as is, tfmot's wrapper never
+    updated the GRU's masks (0% sparsity after a whole sparsity phase). The translation drops that flag."""
+    from edgesparse.models import prepare_model
+
+    k3, keras, tfmot = _tf.keras3(), _tf.keras(), _tf.tfmot()
+    inp = k3.Input((12, 3))
+    h = k3.layers.Bidirectional(k3.layers.LSTM(8, return_sequences=True))(inp)
+    h = k3.layers.GRU(8, name="gru")(h)
+    path = tmp_path / "seq.keras"
+    k3.Model(inp, k3.layers.Dense(3, name="head")(h)).save(path)
+    model = prepare_model(k3.models.load_model(path))
+    sched = tfmot.sparsity.keras.ConstantSparsity(0.8, 0, frequency=1)
+    pruned = keras.models.clone_model(model, clone_function=lambda lyr: tfmot.sparsity.keras.prune_low_magnitude(
+        lyr, pruning_schedule=sched) if lyr.name == "gru" else lyr.__class__.from_config(lyr.get_config()))
+    pruned.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(32, 12, 3)).astype(np.float32)
+    pruned.fit(x, np.zeros((32, 3), np.float32), epochs=1, batch_size=16, verbose=0,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    kernel = tfmot.sparsity.keras.strip_pruning(pruned).get_layer("gru").weights[0].numpy()
+    assert float((kernel == 0).mean()) == pytest.approx(0.8, abs=0.02)

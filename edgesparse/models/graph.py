@@ -188,6 +188,11 @@ def graph_tf_keras(model: Any) -> Graph:
 
 MakeLayer = Callable[[Entry], Any]
 
+#: Keras 3 records ``training=False`` on recurrent layers' calls that the user never wrote (seen after a
+#: Bidirectional). Kept, the flag would freeze the layer in inference mode: dropout off while training, and tfmot's
+#: pruning wrapper would never update its masks (the GRU stayed at 0% sparsity). Dropped for these layers.
+_RECURRENT = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D"})
+
 
 def _resolve(value: Any, tensors: dict[Ref, Any]) -> Any:
     if isinstance(value, Ref):
@@ -233,8 +238,9 @@ def replay(graph: Graph, make_layer: MakeLayer, make_input: Callable[[Entry], An
         fn = make_layer(entry)
         for i, call in enumerate(entry.calls):
             args = _resolve(call.args, tensors)
+            recurrent = type(entry.live).__name__ in _RECURRENT
             kwargs = {k: v for k, v in _resolve(call.kwargs, tensors).items()
-                      if not (k in ("mask", "training") and v is None)}
+                      if not (k in ("mask", "training") and v is None) and not (k == "training" and recurrent)}
             out = fn(*args, **kwargs)
             for j, t in enumerate(_flatten(out)):
                 tensors[Ref(entry.name, i + entry.node_offset, j)] = t
