@@ -87,9 +87,8 @@ def detection_sparse_int8(seed: int, work: Path) -> dict[str, Any]:
 
 def detection_channels(seed: int, work: Path, runs: int = 300, target: str = "{macs: 0.5}") -> dict[str, Any]:
     """Channels at half the MACs (float): mAP of the thinned Keras model vs dense, paired latency of the two."""
-    from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import load_recipe
-    from edgesparse.run import load_model, train
+    from edgesparse.run import train
 
     t0 = time.perf_counter()
     run_dir = work / f"det-channels-{seed}"
@@ -98,12 +97,21 @@ def detection_channels(seed: int, work: Path, runs: int = 300, target: str = "{m
                                     f"channels={{target: {target}, epochs: 12, on_drop: warn, "
                                     "optimizer: {name: adam, learning_rate: 1.0e-3, schedule: cosine}}"])
     res = train(recipe, run_dir=run_dir, export=False, force=True)
+    return _channels_row(res, "channels", "map", seed, runs, t0)
+
+
+def _channels_row(res: Any, row: str, metric: str, seed: int, runs: int, t0: float) -> dict[str, Any]:
+    """A channels run's row: its metric against dense, MACs, and the thinned model timed against the baseline
+    (paired, one thread)."""
+    from edgesparse.export.latency import paired_float_latency
+    from edgesparse.run import load_model
+
     s = res.summary
     ch = s.channels
     lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "baseline.keras"),
                                runs=runs, threads=1)
     dense, thin = s.baseline.metric, s.model.metric if s.model else None
-    return {"row": "channels", "seed": seed, "dense_map": dense, "thinned_map": thin,
+    return {"row": row, "seed": seed, f"dense_{metric}": dense, f"thinned_{metric}": thin,
             "loss_points": None if dense is None or thin is None else 100 * (dense - thin),
             "macs": ch.macs if ch else None, "dense_macs": ch.dense_macs if ch else None,
             "latency_ratio": lat["ratio_median"], "latency_q1": lat["ratio_q1"], "latency_q3": lat["ratio_q3"],
@@ -165,25 +173,15 @@ def segmentation_channels(seed: int, work: Path, runs: int = 300, extra: tuple[s
     """The shipped U-Net's channels at the recipe's target (float, no sparsity; ``extra`` overrides, e.g.
     ``channels.target={macs: 0.5}``): test mIoU of the thinned Keras model vs dense, and the two float32 .tflite
     files timed paired in one process."""
-    from edgesparse.export.latency import paired_float_latency
     from edgesparse.recipe import load_recipe
-    from edgesparse.run import load_model, train
+    from edgesparse.run import train
 
     t0 = time.perf_counter()
     run_dir = work / f"seg-channels-{seed}"
     recipe = load_recipe(SEGMENTER, [f"seed={seed}", f"output_dir={run_dir}", "sparsity=null",
                                      "quantization.mode=none", "channels.on_drop=warn", *extra])
     res = train(recipe, run_dir=run_dir, export=False, force=True, progress=False)
-    s = res.summary
-    ch = s.channels
-    lat = paired_float_latency(load_model(res.run_dir / "channels.keras"), load_model(res.run_dir / "baseline.keras"),
-                               runs=runs, threads=1)
-    dense, thin = s.baseline.metric, s.model.metric if s.model else None
-    return {"row": "seg-channels", "seed": seed, "dense_miou": dense, "thinned_miou": thin,
-            "loss_points": None if dense is None or thin is None else 100 * (dense - thin),
-            "macs": ch.macs if ch else None, "dense_macs": ch.dense_macs if ch else None,
-            "latency_ratio": lat["ratio_median"], "latency_q1": lat["ratio_q1"], "latency_q3": lat["ratio_q3"],
-            "seconds": time.perf_counter() - t0}
+    return _channels_row(res, "seg-channels", "miou", seed, runs, t0)
 
 
 def _print_segmentation(rows: list[dict[str, Any]]) -> None:
